@@ -1,0 +1,1 @@
+//! SKELETON (issue 2): the command line.

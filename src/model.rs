@@ -1,0 +1,282 @@
+//! The resolved topology, produced by [`crate::resolve`] from the AST.
+//!
+//! Names are resolved to [`GroupId`]s, defaults are filled in, signals are
+//! real signals, and values are in range (or the resolver reported FR104 and
+//! substituted a safe value). Spans are kept for diagnostics; they serialise
+//! as bare values and are never part of the plan's output. Groups keep file
+//! order; `GroupId` is an index into [`Topology::groups`].
+
+use crate::ast::{
+    AfterState, Escalate, FinishWhen, Probe, ProcessGroupMode, RestartMode, StopTarget, Timeout,
+};
+use crate::source::{Span, Spanned};
+use serde::{Serialize, Serializer};
+use std::time::Duration;
+
+pub type GroupId = usize;
+
+/// A catchable-or-not POSIX signal, printed by name (`SIGTERM`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sig(pub nix::sys::signal::Signal);
+
+impl Sig {
+    pub const INT: Sig = Sig(nix::sys::signal::Signal::SIGINT);
+    pub const TERM: Sig = Sig(nix::sys::signal::Signal::SIGTERM);
+    pub const HUP: Sig = Sig(nix::sys::signal::Signal::SIGHUP);
+    pub const QUIT: Sig = Sig(nix::sys::signal::Signal::SIGQUIT);
+    pub const KILL: Sig = Sig(nix::sys::signal::Signal::SIGKILL);
+    pub const STOP: Sig = Sig(nix::sys::signal::Signal::SIGSTOP);
+
+    /// Parse `SIGTERM` (exact, upper case). Unknown names give `None`.
+    pub fn parse(name: &str) -> Option<Sig> {
+        if !name.starts_with("SIG") {
+            return None;
+        }
+        name.parse().ok().map(Sig)
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0.as_str()
+    }
+
+    pub fn number(self) -> i32 {
+        self.0 as i32
+    }
+}
+
+impl std::fmt::Display for Sig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for Sig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// Durations serialise as whole milliseconds.
+pub fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+impl Serialize for Timeout {
+    /// Milliseconds, or the string `"forever"`.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Timeout::Finite(d) => s.serialize_u64(d.as_millis() as u64),
+            Timeout::Forever => s.serialize_str("forever"),
+        }
+    }
+}
+
+impl Serialize for FinishWhen {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            FinishWhen::Exits => "exits",
+            FinishWhen::Succeeds => "succeeds",
+        })
+    }
+}
+
+impl Serialize for Escalate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            Escalate::OnRepeat => "on-repeat",
+            Escalate::Never => "never",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Topology {
+    pub name: Spanned<String>,
+    /// `shutdown within` (default 30 s); `span` is `None` when defaulted.
+    pub shutdown_within: Timeout,
+    #[serde(skip)]
+    pub shutdown_span: Option<Span>,
+    pub finish: Option<Finish>,
+    /// Every signal the runner handles, explicit ones first in file order,
+    /// then the defaults (`SIGINT`/`SIGTERM` drain, `SIGHUP` reload) that
+    /// were not overridden.
+    pub handlers: Vec<Handler>,
+    pub escalate: Escalate,
+    #[serde(skip)]
+    pub escalate_span: Option<Span>,
+    pub groups: Vec<Group>,
+    pub allows: Vec<Allow>,
+}
+
+impl Topology {
+    pub fn group_by_name(&self, name: &str) -> Option<GroupId> {
+        self.groups.iter().position(|g| g.name.node == name)
+    }
+
+    pub fn handler(&self, sig: Sig) -> Option<&Handler> {
+        self.handlers.iter().find(|h| h.signal.node == sig)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Finish {
+    pub group: Spanned<GroupId>,
+    pub when: FinishWhen,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Handler {
+    pub signal: Spanned<Sig>,
+    pub steps: Vec<Spanned<Step>>,
+    /// True for the built-in defaults (no span in the file).
+    pub default: bool,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "step")]
+pub enum Step {
+    /// Empty `groups`: the whole topology.
+    Drain { groups: Vec<Spanned<GroupId>> },
+    Restart {
+        groups: Vec<Spanned<GroupId>>,
+        rolling: bool,
+    },
+    Reload,
+    /// `signal: None` forwards the received signal.
+    Forward {
+        signal: Option<Spanned<Sig>>,
+        groups: Vec<Spanned<GroupId>>,
+    },
+    /// `within: None` is an unbounded wait (FR301).
+    Wait {
+        groups: Vec<Spanned<GroupId>>,
+        within: Option<Timeout>,
+    },
+    Kill,
+    Ignore,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Command {
+    /// `run`: the template split into words as a shell would (no shell runs
+    /// it); placeholders are still in the words.
+    Run { argv: Vec<String> },
+    /// `sh`: run as `/bin/sh -c SCRIPT`.
+    Sh { script: String },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Group {
+    pub name: Spanned<String>,
+    #[serde(skip)]
+    pub span: Span,
+    pub command: Spanned<Command>,
+    pub processes: u32,
+    pub coroutines: u32,
+    pub port: Option<u16>,
+    pub once: bool,
+    pub after: Vec<After>,
+    pub ready: Option<ReadyCheck>,
+    pub restart: Restart,
+    pub stop: Stop,
+    /// In file order; keys unique (duplicates are FR102).
+    pub env: Vec<(String, String)>,
+    /// As written, relative to the topology file's directory.
+    pub cwd: Option<String>,
+    pub process_group: ProcessGroupMode,
+    #[serde(skip)]
+    pub process_group_span: Option<Span>,
+    pub die_with_parent: bool,
+    #[serde(skip)]
+    pub die_with_parent_span: Option<Span>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct After {
+    pub group: GroupId,
+    /// Explicit, or the default for the target group (see SPEC).
+    pub state: AfterState,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReadyCheck {
+    pub probe: Probe,
+    /// Poll interval; default 1 s (ignored by `log` and `notify`).
+    #[serde(serialize_with = "ser_duration")]
+    pub every: Duration,
+    /// Give up after this long; default 60 s.
+    pub within: Timeout,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Restart {
+    pub mode: RestartMode,
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff_min: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff_max: Duration,
+    /// At most `count` restarts per `per`; `None` is unlimited.
+    pub limit: Option<RestartLimit>,
+    /// `None` when defaulted.
+    #[serde(skip)]
+    pub span: Option<Span>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RestartLimit {
+    pub count: u32,
+    #[serde(serialize_with = "ser_duration")]
+    pub per: Duration,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Stop {
+    /// At least one step; after the last, SIGKILL to the whole process group.
+    pub steps: Vec<LadderStep>,
+    pub target: StopTarget,
+    /// `None` when defaulted.
+    #[serde(skip)]
+    pub span: Option<Span>,
+}
+
+impl Stop {
+    /// Sum of the ladder's drains: the longest this group can take to stop.
+    pub fn total(&self) -> Timeout {
+        let mut sum = Duration::ZERO;
+        for s in &self.steps {
+            match s.drain {
+                Timeout::Finite(d) => sum += d,
+                Timeout::Forever => return Timeout::Forever,
+            }
+        }
+        Timeout::Finite(sum)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LadderStep {
+    pub signal: Sig,
+    pub drain: Timeout,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Allow {
+    /// The rule's code, resolved from a code or a name.
+    pub code: &'static str,
+    pub reason: Option<String>,
+    /// `None`: the whole topology.
+    pub group: Option<GroupId>,
+    #[serde(skip)]
+    pub span: Span,
+}

@@ -1,0 +1,180 @@
+//! The plan: the resolved topology plus everything derived from it that a
+//! reviewer reads and `flowrun up` executes — start stages, shutdown stages,
+//! the worst-case shutdown path, the signal table, and every process's final
+//! argv and flowrun-provided environment.
+//!
+//! `exec` consumes only a [`Plan`], so `flowrun plan --format json` shows
+//! exactly what `up` will run. Building a plan does no IO.
+
+use crate::ast::Timeout;
+use crate::model::{Command, Group, GroupId, Topology};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// `--scale G=N` overrides: group name → process count.
+pub type Scale = BTreeMap<String, u32>;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub topology: Topology,
+    /// Groups that start together, in order; a stage starts when the
+    /// conditions of its groups are met (see `Topology::groups[..].after`).
+    pub start_stages: Vec<Vec<GroupId>>,
+    /// Groups that stop together, in order: dependents first.
+    pub stop_stages: Vec<Vec<GroupId>>,
+    pub worst_shutdown: ShutdownPath,
+    /// Every process, grouped by group in file order, then by index.
+    pub processes: Vec<ProcessSpec>,
+}
+
+/// The longest chain of stop ladders that must run one after another.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ShutdownPath {
+    /// From the group that stops first to the one that stops last.
+    pub groups: Vec<GroupId>,
+    pub total: Timeout,
+}
+
+impl Default for Timeout {
+    fn default() -> Self {
+        Timeout::Finite(std::time::Duration::ZERO)
+    }
+}
+
+/// One OS process to run: placeholders filled, environment complete
+/// (flowrun's `FLOWRUN_*` variables plus the group's `env`, expanded).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProcessSpec {
+    pub group: GroupId,
+    pub index: u32,
+    /// `group.index`, the output prefix.
+    pub id: String,
+    /// The program and its arguments; `sh` groups run `/bin/sh -c SCRIPT`.
+    pub argv: Vec<String>,
+    /// Added to the inherited environment, in this order.
+    pub env: Vec<(String, String)>,
+    /// As written in the file (relative to the file's directory), if set.
+    pub cwd: Option<String>,
+    pub port: Option<u16>,
+}
+
+/// The values placeholders take for one process.
+pub struct Placeholders<'a> {
+    pub group: &'a str,
+    pub index: u32,
+    pub processes: u32,
+    pub coroutines: u32,
+    pub port: Option<u16>,
+}
+
+impl Placeholders<'_> {
+    /// The value of `{name}`, if it is a placeholder that has one here.
+    pub fn get(&self, name: &str) -> Option<String> {
+        Some(match name {
+            "group" => self.group.to_string(),
+            "index" => self.index.to_string(),
+            "processes" => self.processes.to_string(),
+            "coroutines" => self.coroutines.to_string(),
+            "port" => self.port?.to_string(),
+            _ => return None,
+        })
+    }
+
+    /// Replace every known `{name}` in `text`; unknown ones stay as written
+    /// (they are FR103 findings, and a plan with errors is never run).
+    pub fn expand(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            match after.find('}') {
+                Some(close) => match self.get(&after[..close]) {
+                    Some(v) => {
+                        out.push_str(&v);
+                        rest = &after[close + 1..];
+                    }
+                    None => {
+                        out.push('{');
+                        rest = after;
+                    }
+                },
+                None => {
+                    out.push_str(&rest[open..]);
+                    rest = "";
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// The port of process `index`, when the group has one and it fits.
+pub fn port_of(group: &Group, index: u32) -> Option<u16> {
+    group
+        .port
+        .and_then(|p| u16::try_from(u32::from(p) + index).ok())
+}
+
+/// Expand one process of a group.
+pub fn process_spec(topology: &Topology, id: GroupId, index: u32, processes: u32) -> ProcessSpec {
+    let g = &topology.groups[id];
+    let port = port_of(g, index);
+    let ph = Placeholders {
+        group: &g.name.node,
+        index,
+        processes,
+        coroutines: g.coroutines,
+        port,
+    };
+    let argv = match &g.command.node {
+        Command::Run { argv } => argv.iter().map(|w| ph.expand(w)).collect(),
+        Command::Sh { script } => vec!["/bin/sh".into(), "-c".into(), ph.expand(script)],
+    };
+    let mut env = vec![
+        ("FLOWRUN_TOPOLOGY".to_string(), topology.name.node.clone()),
+        ("FLOWRUN_GROUP".to_string(), g.name.node.clone()),
+        ("FLOWRUN_INDEX".to_string(), index.to_string()),
+        ("FLOWRUN_PROCESSES".to_string(), processes.to_string()),
+        ("FLOWRUN_COROUTINES".to_string(), g.coroutines.to_string()),
+    ];
+    if let Some(p) = port {
+        env.push(("FLOWRUN_PORT".to_string(), p.to_string()));
+    }
+    env.extend(g.env.iter().map(|(k, v)| (k.clone(), ph.expand(v))));
+    ProcessSpec {
+        group: id,
+        index,
+        id: format!("{}.{}", g.name.node, index),
+        argv,
+        env,
+        cwd: g.cwd.as_ref().map(|c| ph.expand(c)),
+        port,
+    }
+}
+
+/// The process count of a group after `--scale`.
+pub fn scaled(group: &Group, scale: &Scale) -> u32 {
+    scale.get(&group.name.node).copied().unwrap_or(group.processes)
+}
+
+/// Build the plan. Stages and the shutdown path come from [`crate::graph`].
+pub fn build(topology: &Topology, scale: &Scale) -> Plan {
+    let processes = topology
+        .groups
+        .iter()
+        .enumerate()
+        .flat_map(|(id, g)| {
+            let n = scaled(g, scale);
+            (0..n).map(move |i| process_spec(topology, id, i, n))
+        })
+        .collect();
+    Plan {
+        topology: topology.clone(),
+        start_stages: crate::graph::start_stages(topology),
+        stop_stages: crate::graph::stop_stages(topology),
+        worst_shutdown: crate::graph::worst_shutdown_path(topology),
+        processes,
+    }
+}
