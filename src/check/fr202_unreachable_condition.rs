@@ -48,9 +48,13 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
                     _ => t.restart.span.unwrap_or_else(|| ctx.name_span(a.group)),
                 };
                 out.push(
-                    Diagnostic::new("FR202", message, Label::new(a.span, "this condition is never met"))
-                        .with_related(Label::new(related, label))
-                        .with_help(help),
+                    Diagnostic::new(
+                        "FR202",
+                        message,
+                        Label::new(a.span, "this condition is never met"),
+                    )
+                    .with_related(Label::new(related, label))
+                    .with_help(help),
                 );
             }
         }

@@ -41,7 +41,13 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
             fmt_timeout(path.total),
             budget_text
         ),
-        Label::new(primary, format!("{budget_text}, but the path needs {}", fmt_timeout(path.total))),
+        Label::new(
+            primary,
+            format!(
+                "{budget_text}, but the path needs {}",
+                fmt_timeout(path.total)
+            ),
+        ),
     )
     .with_help(format!(
         "these groups stop one after another (dependents first); shorten their drains, \
@@ -63,7 +69,11 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
         };
         d = d.with_related(Label::new(
             ctx.stop_span(g),
-            format!("`{}` drains for up to {} ({so_far} so far)", ctx.name(g), fmt_timeout(total)),
+            format!(
+                "`{}` drains for up to {} ({so_far} so far)",
+                ctx.name(g),
+                fmt_timeout(total)
+            ),
         ));
     }
     out.push(d);

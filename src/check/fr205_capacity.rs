@@ -68,7 +68,9 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
     }
 
     let runner_limit = host.nofile_hard.min(RUNNER_NOFILE_CAP);
-    let runner_fds = total.saturating_mul(FDS_PER_PROCESS).saturating_add(RUNNER_BASE_FDS);
+    let runner_fds = total
+        .saturating_mul(FDS_PER_PROCESS)
+        .saturating_add(RUNNER_BASE_FDS);
     if runner_fds > runner_limit {
         out.push(related(
             Diagnostic::new(
@@ -87,7 +89,9 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
         let need = u64::from(g.coroutines).saturating_add(CHILD_BASE_FDS);
         if need > host.nofile_soft {
             let span = ctx
-                .setting(gi, |s| matches!(s.kind, SettingKind::Coroutines(_)).then_some(s.span))
+                .setting(gi, |s| {
+                    matches!(s.kind, SettingKind::Coroutines(_)).then_some(s.span)
+                })
                 .unwrap_or_else(|| ctx.name_span(gi));
             out.push(
                 Diagnostic::new(
@@ -126,6 +130,8 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
 }
 
 fn processes_span(ctx: &Ctx, g: GroupId) -> Span {
-    ctx.setting(g, |s| matches!(s.kind, SettingKind::Processes(_)).then_some(s.span))
-        .unwrap_or_else(|| ctx.name_span(g))
+    ctx.setting(g, |s| {
+        matches!(s.kind, SettingKind::Processes(_)).then_some(s.span)
+    })
+    .unwrap_or_else(|| ctx.name_span(g))
 }

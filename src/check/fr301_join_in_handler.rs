@@ -31,7 +31,11 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
                 Step::Wait { groups, within } => {
                     let names: Vec<&str> = groups.iter().map(|g| ctx.name(g.node)).collect();
                     if matches!(within, None | Some(Timeout::Forever)) {
-                        let how = if within.is_none() { "no `within`" } else { "`within forever`" };
+                        let how = if within.is_none() {
+                            "no `within`"
+                        } else {
+                            "`within forever`"
+                        };
                         out.push(
                             Diagnostic::new(
                                 "FR301",

@@ -35,7 +35,10 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
             continue;
         }
         let name = ctx.name(gi);
-        let sigs: Vec<String> = hits.iter().map(|(h, _, _)| h.signal.node.to_string()).collect();
+        let sigs: Vec<String> = hits
+            .iter()
+            .map(|(h, _, _)| h.signal.node.to_string())
+            .collect();
         let primary = g.process_group_span.unwrap_or_else(|| ctx.name_span(gi));
         let mut d = Diagnostic::new(
             "FR302",
@@ -55,7 +58,10 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
             if h.default {
                 defaults.push(format!("the default `on {} drain`", h.signal.node));
             } else {
-                d = d.with_related(Label::new(span, format!("…and {how} `{name}` on {}", h.signal.node)));
+                d = d.with_related(Label::new(
+                    span,
+                    format!("…and {how} `{name}` on {}", h.signal.node),
+                ));
             }
         }
         if !defaults.is_empty() {
@@ -72,8 +78,12 @@ fn stops(h: &Handler, g: GroupId) -> Option<(Span, &'static str)> {
         let how = match &s.node {
             Step::Drain { groups } if groups.is_empty() => "the runner drains",
             Step::Drain { groups } if groups.iter().any(|x| x.node == g) => "the runner drains",
-            Step::Restart { groups, .. } if groups.iter().any(|x| x.node == g) => "the runner restarts",
-            Step::Forward { groups, .. } if groups.iter().any(|x| x.node == g) => "the runner forwards to",
+            Step::Restart { groups, .. } if groups.iter().any(|x| x.node == g) => {
+                "the runner restarts"
+            }
+            Step::Forward { groups, .. } if groups.iter().any(|x| x.node == g) => {
+                "the runner forwards to"
+            }
             _ => return None,
         };
         Some((s.span, how))

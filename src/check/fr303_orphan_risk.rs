@@ -20,10 +20,16 @@ use crate::source::Span;
 
 const DAEMONIZERS: &[&str] = &["nohup", "setsid", "daemonize", "start-stop-daemon"];
 const WRAPPERS: &[&str] = &[
-    "exec", "command", "builtin", "env", "nice", "ionice", "sudo", "doas", "time", "stdbuf", "chrt",
-    "taskset",
+    "exec", "command", "builtin", "env", "nice", "ionice", "sudo", "doas", "time", "stdbuf",
+    "chrt", "taskset",
 ];
-const DAEMON_FLAGS: &[&str] = &["--daemon", "--daemonize", "--detach", "--background", "--fork"];
+const DAEMON_FLAGS: &[&str] = &[
+    "--daemon",
+    "--daemonize",
+    "--detach",
+    "--background",
+    "--fork",
+];
 const NEGATIVE: &[&str] = &["no", "false", "0", "off"];
 const CONTAINER_CLIS: &[&str] = &["docker", "podman", "nerdctl"];
 
@@ -64,7 +70,11 @@ fn command(ctx: &Ctx, g: GroupId, out: &mut Vec<Diagnostic>) {
     if is_sh {
         for t in &lexed.toks {
             if let Tok::Op { op: Op::Amp, span } = t {
-                push(*span, "runs a command in the background with `&`".into(), "backgrounded here");
+                push(
+                    *span,
+                    "runs a command in the background with `&`".into(),
+                    "backgrounded here",
+                );
             }
         }
     }
@@ -84,7 +94,11 @@ fn command(ctx: &Ctx, g: GroupId, out: &mut Vec<Diagnostic>) {
         let mut i = 0;
         while i < words.len() && WRAPPERS.contains(&shell::basename(words[i].0)) {
             i += 1;
-            while i < words.len() && (words[i].0.starts_with('-') || words[i].0.contains('=') || words[i].0.parse::<i64>().is_ok()) {
+            while i < words.len()
+                && (words[i].0.starts_with('-')
+                    || words[i].0.contains('=')
+                    || words[i].0.parse::<i64>().is_ok())
+            {
                 i += 1;
             }
         }
@@ -93,7 +107,11 @@ fn command(ctx: &Ctx, g: GroupId, out: &mut Vec<Diagnostic>) {
         };
         let base = shell::basename(cmd_word);
         if DAEMONIZERS.contains(&base) {
-            push(cmd_span, format!("starts its program through `{base}`"), "detaches the program");
+            push(
+                cmd_span,
+                format!("starts its program through `{base}`"),
+                "detaches the program",
+            );
             continue;
         }
         let container = CONTAINER_CLIS.contains(&base);
@@ -108,7 +126,11 @@ fn command(ctx: &Ctx, g: GroupId, out: &mut Vec<Diagnostic>) {
                 if value.is_some_and(|v| NEGATIVE.contains(&v.to_ascii_lowercase().as_str())) {
                     continue;
                 }
-                push(span, format!("passes `{w}`, so `{base}` daemonizes itself"), "daemon flag");
+                push(
+                    span,
+                    format!("passes `{w}`, so `{base}` daemonizes itself"),
+                    "daemon flag",
+                );
             }
         }
     }

@@ -24,7 +24,11 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
     if drains(term) || drains(int) {
         return;
     }
-    let explicit: Vec<&Handler> = [term, int].into_iter().flatten().filter(|h| !h.default).collect();
+    let explicit: Vec<&Handler> = [term, int]
+        .into_iter()
+        .flatten()
+        .filter(|h| !h.default)
+        .collect();
     let primary = explicit.first().map_or(ctx.model.name.span, |h| h.span);
     let mut d = Diagnostic::new(
         "FR305",

@@ -21,7 +21,10 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
                 Diagnostic::new(
                     "FR306",
                     format!("{sig} cannot be caught: this handler can never run"),
-                    Label::new(h.signal.span, format!("the kernel acts on {sig} without telling the runner")),
+                    Label::new(
+                        h.signal.span,
+                        format!("the kernel acts on {sig} without telling the runner"),
+                    ),
                 )
                 .with_help("remove the handler; use SIGTERM or SIGINT for a graceful stop"),
             );

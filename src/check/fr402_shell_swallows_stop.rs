@@ -30,8 +30,8 @@ use crate::model::Command;
 use crate::source::Span;
 
 const SETUP: &[&str] = &[
-    "cd", "export", "set", "unset", "readonly", "umask", "ulimit", "true", ":", "test", "[", "echo",
-    "printf", "exit",
+    "cd", "export", "set", "unset", "readonly", "umask", "ulimit", "true", ":", "test", "[",
+    "echo", "printf", "exit",
 ];
 
 pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
@@ -48,7 +48,11 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
             continue;
         };
         let name = ctx.name(gi);
-        let sig = g.stop.steps.first().map_or("SIGTERM".to_string(), |s| s.signal.to_string());
+        let sig = g
+            .stop
+            .steps
+            .first()
+            .map_or("SIGTERM".to_string(), |s| s.signal.to_string());
         let mut d = Diagnostic::new(
             "FR402",
             format!("the `sh` script of `{name}` {first}: {sig} goes to the shell, not to the program"),
@@ -95,7 +99,10 @@ fn problems(toks: &[Tok]) -> Vec<(Span, String)> {
         };
         if !SETUP.contains(&word) {
             if let Some(span) = c.span() {
-                out.push((span, format!("runs `{word}` as a child of the shell before the program")));
+                out.push((
+                    span,
+                    format!("runs `{word}` as a child of the shell before the program"),
+                ));
             }
         }
     }
@@ -137,11 +144,23 @@ mod tests {
 
     #[test]
     fn anything_else_is_reported() {
-        assert_eq!(reasons("gunicorn app"), ["does not `exec` its last command `gunicorn`"]);
+        assert_eq!(
+            reasons("gunicorn app"),
+            ["does not `exec` its last command `gunicorn`"]
+        );
         assert_eq!(reasons("python m.py && exec gunicorn").len(), 1);
         assert_eq!(reasons("exec a | b").len(), 2);
-        assert_eq!(reasons("exec 2>&1"), ["does not `exec` its last command `exec`"]);
-        assert_eq!(reasons("a & exec b"), ["runs a command in the background", "runs `a` as a child of the shell before the program"]);
+        assert_eq!(
+            reasons("exec 2>&1"),
+            ["does not `exec` its last command `exec`"]
+        );
+        assert_eq!(
+            reasons("a & exec b"),
+            [
+                "runs a command in the background",
+                "runs `a` as a child of the shell before the program"
+            ]
+        );
         assert!(!reasons("(exec a)").is_empty());
     }
 }

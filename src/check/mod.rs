@@ -79,7 +79,10 @@ impl<'a> Ctx<'a> {
     /// The group's name (`?` for an out-of-range id, which the resolver
     /// never produces).
     pub fn name(&self, g: GroupId) -> &'a str {
-        self.model.groups.get(g).map_or("?", |g| g.name.node.as_str())
+        self.model
+            .groups
+            .get(g)
+            .map_or("?", |g| g.name.node.as_str())
     }
 
     /// The span of the group's name where it is declared.
@@ -178,7 +181,11 @@ pub fn apply_allows(model: &Topology, diags: &mut Vec<Diagnostic>) {
             reports.push(
                 Diagnostic::new(
                     "FR002",
-                    format!("`allow {}` has no effect: {} cannot be suppressed", a.code, why_not(a.code)),
+                    format!(
+                        "`allow {}` has no effect: {} cannot be suppressed",
+                        a.code,
+                        why_not(a.code)
+                    ),
                     Label::new(a.span, "this allow cannot apply"),
                 )
                 .with_help("remove this `allow` and fix the finding instead"),
@@ -265,12 +272,7 @@ pub fn fmt_duration(d: Duration) -> String {
     if ms == 0 {
         return "0s".into();
     }
-    let (h, m, s, r) = (
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000,
-    );
+    let (h, m, s, r) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
     let mut out = String::new();
     if h > 0 {
         out += &format!("{h}h");

@@ -162,7 +162,10 @@ pub struct Lexed {
 }
 
 fn is_meta(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | ';' | '&' | '|' | '(' | ')' | '<' | '>')
+    matches!(
+        c,
+        ' ' | '\t' | '\n' | ';' | '&' | '|' | '(' | ')' | '<' | '>'
+    )
 }
 
 fn is_name_start(c: char) -> bool {
@@ -192,7 +195,11 @@ pub fn lex(t: &Text) -> Lexed {
                 i += 1;
             }
             ';' => {
-                let end = if t.at(i + 1) == Some(';') { i + 2 } else { i + 1 };
+                let end = if t.at(i + 1) == Some(';') {
+                    i + 2
+                } else {
+                    i + 1
+                };
                 out.toks.push(op(t, Op::Semi, i, end));
                 i = end;
             }
@@ -202,7 +209,11 @@ pub fn lex(t: &Text) -> Lexed {
                     i += 2;
                 }
                 Some('>') => {
-                    let end = if t.at(i + 2) == Some('>') { i + 3 } else { i + 2 };
+                    let end = if t.at(i + 2) == Some('>') {
+                        i + 3
+                    } else {
+                        i + 2
+                    };
                     out.toks.push(redirect(t, i, end));
                     i = end;
                 }
@@ -523,7 +534,10 @@ mod tests {
 
     #[test]
     fn quoting_removes_quotes_and_hides_operators() {
-        assert_eq!(words("grep 'a|b' \"c;d\" e\\&f"), ["grep", "a|b", "c;d", "e&f"]);
+        assert_eq!(
+            words("grep 'a|b' \"c;d\" e\\&f"),
+            ["grep", "a|b", "c;d", "e&f"]
+        );
         assert!(lexed("grep 'a|b'")
             .toks
             .iter()
@@ -586,7 +600,9 @@ mod tests {
 
     #[test]
     fn never_panics_on_odd_input() {
-        for s in ["'", "\"", "\\", "$", "${", "$(", "`", "2>", "&>", "((", "))", "a=\"", "é|ü"] {
+        for s in [
+            "'", "\"", "\\", "$", "${", "$(", "`", "2>", "&>", "((", "))", "a=\"", "é|ü",
+        ] {
             let l = lexed(s);
             let _ = simple_commands(&l.toks);
         }

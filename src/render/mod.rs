@@ -24,10 +24,7 @@ pub fn short_line(source: &SourceFile, d: &Diagnostic) -> String {
 /// non-empty.
 pub fn human(source: &SourceFile, diags: &[Diagnostic], width: usize, color: bool) -> String {
     let _ = (width, color);
-    diags
-        .iter()
-        .map(|d| short_line(source, d) + "\n")
-        .collect()
+    diags.iter().map(|d| short_line(source, d) + "\n").collect()
 }
 
 /// The JSON report for several files (see docs/lint-json.md).
