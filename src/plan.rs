@@ -156,10 +156,7 @@ pub fn process_spec(topology: &Topology, id: GroupId, index: u32, processes: u32
 
 /// The process count of a group after `--scale`.
 pub fn scaled(group: &Group, scale: &Scale) -> u32 {
-    scale
-        .get(&group.name.node)
-        .copied()
-        .unwrap_or(group.processes)
+    scale.get(&group.name.node).copied().unwrap_or(group.processes)
 }
 
 /// Build the plan. Stages and the shutdown path come from [`crate::graph`].
