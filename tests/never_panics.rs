@@ -491,6 +491,91 @@ fn token_mutations_b() {
     });
 }
 
+/// Renderers on their own: random valid spans (empty, at the end, across
+/// lines, on tabs and multi-byte characters) over random and mutated texts,
+/// through every format. Independent of what the compiler reports.
+#[test]
+fn renderers_with_random_spans() {
+    let seed = seed();
+    let count = 10_000 * scale();
+    println!("renderers: seed {seed} (FLOWRUN_FUZZ_SEED={seed}), {count} inputs");
+    let mut rng = Rng(seed ^ 5);
+    let corpus = corpus();
+    let codes: Vec<&str> = flowrun::rules::RULES.iter().map(|r| r.code).collect();
+    for n in 0..count {
+        let text = match rng.below(3) {
+            0 => random_bytes(&mut rng),
+            1 => random_ascii(&mut rng).replace('e', "\té\r\n"),
+            _ => {
+                let src = rng_pick(&mut rng, &corpus);
+                mutate(&mut rng, src)
+            }
+        };
+        let mut diags = Vec::new();
+        for _ in 0..rng.below(4) {
+            let code = *rng.pick(&codes);
+            let mut d = Diagnostic::new(
+                code,
+                "msg",
+                flowrun::diagnostic::Label::new(random_span(&mut rng, &text), "here"),
+            );
+            for _ in 0..rng.below(3) {
+                d = d.with_related(flowrun::diagnostic::Label::new(
+                    random_span(&mut rng, &text),
+                    "related",
+                ));
+            }
+            if rng.below(2) == 0 {
+                d = d.with_help("help text");
+            }
+            diags.push(d);
+        }
+        let source = SourceFile::new("r.pf", text.clone());
+        let compiled = flowrun::Compiled {
+            source: source.clone(),
+            model: None,
+            diagnostics: diags.clone(),
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let width = 20 + rng_width(n);
+            let h = render::human(&source, &diags, width, n % 2 == 0);
+            assert_eq!(h.is_empty(), diags.is_empty());
+            let files = std::slice::from_ref(&compiled);
+            for out in [render::json(files), render::sarif(files)] {
+                serde_json::from_str::<serde_json::Value>(&out).expect("valid JSON");
+            }
+            assert_eq!(render::github(files).lines().count() >= diags.len(), true);
+            assert_eq!(render::short(files).lines().count(), diags.len());
+        }));
+        if result.is_err() {
+            panic!("renderers (seed {seed}) panicked on input #{n}: {text:?} with {diags:?}");
+        }
+    }
+}
+
+fn random_span(rng: &mut Rng, text: &str) -> Span {
+    let mut a = rng.below(text.len() + 1);
+    let mut b = (a + rng.below(40)).min(text.len());
+    if rng.below(4) == 0 {
+        b = a; // empty span
+    }
+    if rng.below(8) == 0 {
+        a = text.len();
+        b = a; // at the very end
+    }
+    while !text.is_char_boundary(a) {
+        a -= 1;
+    }
+    while !text.is_char_boundary(b) {
+        b -= 1;
+    }
+    Span::new(a, b.max(a))
+}
+
+fn rng_width(n: usize) -> usize {
+    (n * 7919) % 200
+}
+
 fn rng_pick<'a>(rng: &mut Rng, corpus: &'a [String]) -> &'a str {
     &corpus[rng.below(corpus.len())]
 }
