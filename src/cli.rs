@@ -480,14 +480,8 @@ fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Op
 fn explain(rule: &str) -> i32 {
     match rules::lookup(rule) {
         Some(r) => {
-            let mut text = format!(
-                "{} {} ({}): {}\n\n{}",
-                r.code,
-                r.name,
-                r.severity.as_str(),
-                r.summary,
-                r.explain
-            );
+            // The explanation is Markdown headed `# CODE name (severity)`.
+            let mut text = r.explain.to_string();
             if !text.ends_with('\n') {
                 text.push('\n');
             }
