@@ -303,6 +303,9 @@ fn lint(args: &LintArgs) -> i32 {
     } else {
         0
     };
+    // The process exits right after this: freeing a large model piece by
+    // piece is measurable (~7% of `lint` on 5,000 groups) and pointless.
+    std::mem::forget(compiled);
     finish(out(&text), code)
 }
 
