@@ -32,7 +32,10 @@ fn load(path: &Path) -> SourceFile {
 }
 
 fn stem(path: &Path) -> String {
-    path.file_stem().expect("file stem").to_string_lossy().into_owned()
+    path.file_stem()
+        .expect("file stem")
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[test]
@@ -49,12 +52,20 @@ fn every_example_is_lint_clean() {
     let mut dirty = Vec::new();
     for path in examples() {
         let compiled = flowrun::compile(load(&path), None);
-        assert!(compiled.model.is_some(), "{} does not parse", path.display());
+        assert!(
+            compiled.model.is_some(),
+            "{} does not parse",
+            path.display()
+        );
         for d in &compiled.diagnostics {
             dirty.push(flowrun::render::short_line(&compiled.source, d));
         }
     }
-    assert!(dirty.is_empty(), "findings in examples:\n{}", dirty.join("\n"));
+    assert!(
+        dirty.is_empty(),
+        "findings in examples:\n{}",
+        dirty.join("\n")
+    );
 }
 
 #[test]

@@ -264,7 +264,7 @@ fn text_marks_over_budget_and_defaults() {
         "{a}"
     );
     assert!(
-        a.contains("  SIGINT   drain (whole topology) (default)\n"),
+        a.contains("  SIGINT   drain (whole topology)  [default]\n"),
         "{a}"
     );
     assert!(a.contains("(escalate never)\n"), "{a}");

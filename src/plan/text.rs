@@ -291,7 +291,9 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
     }
 
     // Shutdown stages.
-    out.push_str("\nshutdown stages (dependents first; a stage's groups stop in parallel)\n");
+    out.push_str(
+        "\nshutdown stages (dependents first; a group starts stopping once the running groups that wait for it are down)\n",
+    );
     write_stages(&mut out, t, &plan.stop_stages, |g| ladder(&g.stop));
     if plan.stop_stages.is_empty() {
         out.push_str("  none\n");
@@ -361,14 +363,11 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
         );
         if let Some(p) = g.port {
             let last = u64::from(p) + n.saturating_sub(1);
-            b.row(
-                "ports",
-                if n <= 1 {
-                    p.to_string()
-                } else {
-                    format!("{p}..{last}")
-                },
-            );
+            if n <= 1 {
+                b.row("port", p.to_string());
+            } else {
+                b.row("ports", format!("{p}..{last}"));
+            }
         }
         b.row("start", conditions(t, g));
         b.row(
@@ -586,7 +585,7 @@ fn write_handler(
     line: &impl Fn(&mut String, &str, &str),
 ) {
     let sig = h.signal.node;
-    let mark = if h.default { " (default)" } else { "" };
+    let mark = if h.default { "  [default]" } else { "" };
     match h.steps.as_slice() {
         [] => line(out, sig.name(), &format!("nothing{mark}")),
         [only] => line(
