@@ -335,7 +335,13 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
     out.push_str("\nsignals\n");
     write_signals(&mut out, t);
 
-    // Groups and their processes.
+    // Groups and their processes (one pass: no scan per group).
+    let mut by_group: Vec<Vec<&super::ProcessSpec>> = vec![Vec::new(); t.groups.len()];
+    for p in &plan.processes {
+        if let Some(list) = by_group.get_mut(p.group) {
+            list.push(p);
+        }
+    }
     for (id, g) in t.groups.iter().enumerate() {
         let n = counts[id];
         let _ = writeln!(out, "\ngroup {}", g.name.node);
@@ -400,7 +406,7 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
             if g.die_with_parent { "yes" } else { "no" },
         );
         b.write(&mut out);
-        for p in plan.processes.iter().filter(|p| p.group == id) {
+        for p in by_group.get(id).into_iter().flatten() {
             let _ = writeln!(out, "  process {}", p.id);
             let mut b = Block::new("    ");
             b.row("argv", words(&p.argv));
