@@ -131,7 +131,7 @@ fn step(t: &Topology, received: crate::model::Sig, s: &Step) -> String {
         Step::Drain { groups } if groups.is_empty() => "drain (whole topology)".into(),
         Step::Drain { groups } => {
             format!(
-                "drain {} (they stay down)",
+                "drain {} (drained groups stay down)",
                 names(t, groups.iter().map(|g| g.node))
             )
         }
