@@ -110,7 +110,7 @@ fn command(ctx: &Ctx, g: GroupId, out: &mut Vec<Diagnostic>) {
             push(
                 cmd_span,
                 format!("starts its program through `{base}`"),
-                "detaches the program",
+                "made to outlive the runner",
             );
             continue;
         }
