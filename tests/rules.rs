@@ -191,3 +191,51 @@ fn findings_have_spans_labels_and_help() {
         }
     }
 }
+
+/// A generated topology of `n` groups: chains of ten (`after` the previous
+/// group), ports, ladders, `sh` and `run` commands, and handlers that name
+/// many groups.
+fn generated(n: usize) -> String {
+    let mut s = String::from("topology big {\n  shutdown within 10m\n  on SIGUSR1 {\n");
+    for i in (0..n).step_by(97) {
+        s += &format!("    forward SIGTERM to g{i}\n    wait g{i} within 30s\n    restart g{i}\n");
+    }
+    s += "  }\n";
+    for i in 0..n {
+        s += &format!("  group g{i} {{\n");
+        if i % 2 == 0 {
+            s += "    run \"server --port {port} --name {group}-{index}\"\n";
+        } else {
+            s += "    sh \"cd app && exec server --id {index}\"\n";
+        }
+        s += &format!("    processes 2\n    port {}\n", 1024 + (i * 2) % 60000);
+        if i % 10 != 0 {
+            s += &format!("    after g{}\n", i - 1);
+        }
+        s += "    stop SIGTERM drain 2s then SIGQUIT drain 1s\n  }\n";
+    }
+    s += "}\n";
+    s
+}
+
+/// `cargo test --release --test rules -- --ignored --nocapture`: time the
+/// rules alone (parse and resolve excluded) at 5,000 and 50,000 groups.
+/// Ten times the groups must cost far less than a hundred times the time.
+#[test]
+#[ignore = "timing; run by hand"]
+fn rules_scale_near_linearly() {
+    let mut times = Vec::new();
+    for n in [5_000, 50_000] {
+        let src = SourceFile::new("big.pf", generated(n));
+        let (file, diags) = flowrun::parse::parse(&src);
+        let file = file.unwrap_or_else(|| panic!("generated topology parses: {diags:?}"));
+        let (model, _) = flowrun::resolve::resolve(&src, &file);
+        let host = test_host();
+        let start = std::time::Instant::now();
+        let found = flowrun::check::check(&src, &file, &model, Some(&host));
+        let took = start.elapsed();
+        println!("{n} groups: {} findings in {took:?}", found.len());
+        times.push(took.as_secs_f64());
+    }
+    assert!(times[1] < times[0] * 30.0, "not near-linear: {times:?}");
+}
