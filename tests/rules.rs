@@ -239,3 +239,248 @@ fn rules_scale_near_linearly() {
     }
     assert!(times[1] < times[0] * 30.0, "not near-linear: {times:?}");
 }
+
+/// The codes found in a one-off source (against the fixed test host).
+fn codes_in(text: &str) -> Vec<&'static str> {
+    let c = compile(SourceFile::new("case.pf", text), Some(&test_host()));
+    codes(&c)
+}
+
+/// Small cases pinning each rule's edges: (source, codes that must be
+/// found, codes that must not).
+#[test]
+fn rule_edge_cases() {
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        // FR201: a group waiting for itself is a cycle.
+        (
+            r#"topology t { group a { run "x"; after a } }"#,
+            &["FR201"],
+            &[],
+        ),
+        // FR202: `exited` is unreachable only with `restart always`.
+        (
+            r#"topology t { group s { run "x"; restart always limit 3 per 1m }; group d { run "y"; after s exited } }"#,
+            &["FR202"],
+            &[],
+        ),
+        (
+            r#"topology t { group s { run "x"; restart on-failure }; group d { run "y"; after s exited } }"#,
+            &[],
+            &["FR202"],
+        ),
+        // FR203: three default ladders (10s each) in a chain fit the
+        // default 30s budget exactly; four do not.
+        (
+            r#"topology t { group a { run "x" }; group b { run "x"; after a }; group c { run "x"; after b } }"#,
+            &[],
+            &["FR203"],
+        ),
+        (
+            r#"topology t { group a { run "x" }; group b { run "x"; after a }; group c { run "x"; after b }; group d { run "x"; after c } }"#,
+            &["FR203"],
+            &[],
+        ),
+        // FR203 + FR304: a forever ladder against a finite budget.
+        (
+            r#"topology t { group a { run "x"; stop SIGTERM drain forever } }"#,
+            &["FR203", "FR304"],
+            &[],
+        ),
+        // FR204: a long range overlapping two later ones.
+        (
+            r#"topology t { group a { run "x"; processes 10; port 8000 }; group b { run "x"; port 8005 }; group c { run "x"; port 8008 } }"#,
+            &["FR204"],
+            &[],
+        ),
+        // FR205: more processes than RLIMIT_NPROC (4096 on the test host).
+        (
+            r#"topology t { group a { run "x"; processes 3000 }; group b { run "x"; processes 3000 } }"#,
+            &["FR205"],
+            &[],
+        ),
+        // FR301: `within forever` is no deadline.
+        (
+            r#"topology t { on SIGUSR1 { drain a; wait a within forever }; group a { run "x" } }"#,
+            &["FR301"],
+            &[],
+        ),
+        // FR302: a restart on SIGINT stops the shared group too …
+        (
+            r#"topology t { on SIGINT restart web; group web { run "x"; process-group shared } }"#,
+            &["FR302"],
+            &[],
+        ),
+        // … while ignoring SIGINT does not.
+        (
+            r#"topology t { on SIGINT ignore; group web { run "x"; process-group shared } }"#,
+            &[],
+            &["FR302"],
+        ),
+        // FR303: container detach, setsid behind exec, nohup behind env, --fork.
+        (
+            r#"topology t { group a { run "docker run -d nginx" } }"#,
+            &["FR303"],
+            &[],
+        ),
+        (
+            r#"topology t { group a { sh "exec setsid foo" } }"#,
+            &["FR303"],
+            &[],
+        ),
+        (
+            r#"topology t { group a { run "env FOO=1 nohup foo" } }"#,
+            &["FR303"],
+            &[],
+        ),
+        (
+            r#"topology t { group a { run "mongod --fork" } }"#,
+            &["FR303"],
+            &[],
+        ),
+        // … but not `ls -d`, `--daemon=false` or redirections.
+        (
+            r#"topology t { group a { run "ls -d /tmp"; once } }"#,
+            &[],
+            &["FR303"],
+        ),
+        (
+            r#"topology t { group a { run "app --daemon=false" } }"#,
+            &[],
+            &["FR303"],
+        ),
+        (
+            r#"topology t { group a { sh "exec app >/dev/null 2>&1" } }"#,
+            &[],
+            &["FR303", "FR402"],
+        ),
+        // FR305: draining some groups is not a graceful stop of the topology.
+        (
+            r#"topology t { on SIGTERM drain a; on SIGINT drain a; group a { run "x" } }"#,
+            &["FR305"],
+            &[],
+        ),
+        // FR306: SIGSTOP as a handler and as a ladder step.
+        (
+            r#"topology t { on SIGSTOP ignore; group a { run "x"; stop SIGSTOP drain 1s then SIGTERM drain 1s } }"#,
+            &["FR306"],
+            &[],
+        ),
+        // FR307: zero backoff with on-failure.
+        (
+            r#"topology t { group a { run "x"; restart on-failure backoff 0s..1s limit 3 per 1m } }"#,
+            &["FR307"],
+            &[],
+        ),
+        // FR309: forwarding SIGTERM (the default ladder's signal) on SIGTERM…
+        (
+            r#"topology t { on SIGTERM forward to w; group w { run "x" } }"#,
+            &["FR309"],
+            &[],
+        ),
+        // … but not when the same handler drains the group.
+        (
+            r#"topology t { on SIGUSR1 { forward SIGTERM to w; drain w }; group w { run "x" } }"#,
+            &[],
+            &["FR309"],
+        ),
+        // FR401: expansions inside double quotes count, inside single quotes not.
+        (
+            r#"topology t { group a { run "echo \"$HOME\""; once } }"#,
+            &["FR401"],
+            &[],
+        ),
+        (
+            r#"topology t { group a { run "echo '$HOME'"; once } }"#,
+            &[],
+            &["FR401"],
+        ),
+        (r#"topology t { group a { run "a;b" } }"#, &["FR401"], &[]),
+        (
+            r#"topology t { group a { run "app > out.log" } }"#,
+            &["FR401"],
+            &[],
+        ),
+        // FR402: `exec` with only redirections does not replace the shell;
+        // a real command before the final exec is reported; `to group` is fine.
+        (
+            r#"topology t { group a { sh "exec 2>&1" } }"#,
+            &["FR402"],
+            &[],
+        ),
+        (
+            r#"topology t { group a { sh "A=1 exec foo" } }"#,
+            &[],
+            &["FR402"],
+        ),
+        (
+            r#"topology t { group a { sh "python m.py && exec foo" } }"#,
+            &["FR402"],
+            &[],
+        ),
+        (
+            r#"topology t { group a { sh "a | b"; stop SIGTERM drain 5s to group } }"#,
+            &[],
+            &["FR402"],
+        ),
+        // Allows: group scope suppresses only inside its group.
+        (
+            r#"topology t { group a { run "x"; die-with-parent no; allow orphan-risk }; group b { run "x"; die-with-parent no } }"#,
+            &["FR303"],
+            &["FR002"],
+        ),
+        // An allow by name at topology scope suppresses everywhere.
+        (
+            r#"topology t { allow orphan-risk because "tested"; group a { run "x"; die-with-parent no }; group b { run "x"; die-with-parent no } }"#,
+            &[],
+            &["FR303", "FR002"],
+        ),
+        // An unused group allow is reported; an unused `allow capacity` is not.
+        (
+            r#"topology t { allow capacity; group a { run "x"; allow FR304 } }"#,
+            &["FR002"],
+            &[],
+        ),
+        (
+            r#"topology t { allow capacity; group a { run "x" } }"#,
+            &[],
+            &["FR002"],
+        ),
+        // Resolution errors cannot be allowed away.
+        (
+            r#"topology t { allow FR101; group a { run "x"; after b } }"#,
+            &["FR101", "FR002"],
+            &[],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (src, present, absent) in cases {
+        let found = codes_in(src);
+        if found.contains(&"FR001") {
+            failures.push(format!("does not parse: {src}"));
+        }
+        for c in *present {
+            if !found.contains(c) {
+                failures.push(format!("expected {c} in {src}\n  found {found:?}"));
+            }
+        }
+        for c in *absent {
+            if found.contains(c) {
+                failures.push(format!("did not expect {c} in {src}\n  found {found:?}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The group-scope allow test above, counted: exactly one FR303 remains.
+#[test]
+fn group_allow_leaves_other_groups_alone() {
+    let found = codes_in(
+        r#"topology t { group a { run "x"; die-with-parent no; allow orphan-risk }; group b { run "x"; die-with-parent no } }"#,
+    );
+    assert_eq!(
+        found.iter().filter(|&&c| c == "FR303").count(),
+        1,
+        "{found:?}"
+    );
+}
