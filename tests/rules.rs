@@ -484,3 +484,42 @@ fn group_allow_leaves_other_groups_alone() {
         "{found:?}"
     );
 }
+
+/// The first ```pf block after `heading` in an explain text.
+fn pf_block<'a>(explain: &'a str, heading: &str) -> Option<&'a str> {
+    let rest = &explain[explain.find(heading)?..];
+    let start = rest.find("```pf\n")? + "```pf\n".len();
+    let len = rest[start..].find("```")?;
+    Some(&rest[start..start + len])
+}
+
+/// The explain texts tell the truth: each rule's "Example" fires it and its
+/// "Fix" is lint-clean (checked against the same fixed host as the fixtures).
+#[test]
+fn explain_examples_fire_and_fixes_do_not() {
+    let mut failures = Vec::new();
+    for rule in RULES {
+        let (Some(example), Some(fix)) = (
+            pf_block(rule.explain, "## Example"),
+            pf_block(rule.explain, "## Fix"),
+        ) else {
+            failures.push(format!("{}: no ```pf example or fix", rule.code));
+            continue;
+        };
+        let found = codes_in(example);
+        if !found.contains(&rule.code) {
+            failures.push(format!(
+                "{}: the example does not fire it: {found:?}",
+                rule.code
+            ));
+        }
+        let found = codes_in(fix);
+        if found.contains(&rule.code) {
+            failures.push(format!("{}: the fix still fires it: {found:?}", rule.code));
+        }
+        if !found.is_empty() {
+            failures.push(format!("{}: the fix is not lint-clean: {found:?}", rule.code));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
