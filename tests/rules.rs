@@ -518,8 +518,54 @@ fn explain_examples_fire_and_fixes_do_not() {
             failures.push(format!("{}: the fix still fires it: {found:?}", rule.code));
         }
         if !found.is_empty() {
-            failures.push(format!("{}: the fix is not lint-clean: {found:?}", rule.code));
+            failures.push(format!(
+                "{}: the fix is not lint-clean: {found:?}",
+                rule.code
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Primary spans are exact: pinned line, column and covered text for one
+/// finding per kind of rule (topology, signal, inside a string literal).
+#[test]
+fn spans_are_exact() {
+    let cases = [
+        (
+            "fr203_drain_exceeds_budget",
+            "FR203",
+            (4, 3),
+            "shutdown within 45s",
+        ),
+        (
+            "fr302_double_delivery",
+            "FR302",
+            (9, 5),
+            "process-group shared",
+        ),
+        ("fr306_uncatchable_signal", "FR306", (4, 6), "SIGKILL"),
+        ("fr401_shell_syntax_in_run", "FR401", (5, 39), "$LOG_DIR"),
+        (
+            "fr402_shell_swallows_stop",
+            "FR402",
+            (5, 37),
+            "tee -a api.log",
+        ),
+        ("fr303_orphan_risk", "FR303", (5, 23), "--daemonize"),
+    ];
+    for (stem, code, line_col, text) in cases {
+        let c = compile_fixture(stem);
+        let d = c
+            .diagnostics
+            .iter()
+            .find(|d| d.code == code)
+            .unwrap_or_else(|| panic!("{stem}: no {code}"));
+        assert_eq!(
+            c.source.line_col(d.primary.span.start),
+            line_col,
+            "{stem}: {code}"
+        );
+        assert_eq!(c.source.slice(d.primary.span), text, "{stem}: {code}");
+    }
 }
