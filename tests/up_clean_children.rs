@@ -1,0 +1,131 @@
+//! Guarantee: children start clean — default signal dispositions, an empty
+//! signal mask, stdin from /dev/null, no descriptors but 0, 1, 2, and the
+//! inherited soft `RLIMIT_NOFILE` — even when the runner itself was started
+//! with SIGINT and SIGHUP ignored and a lowered soft limit.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+fn fds_of(pid: i32) -> Vec<i32> {
+    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    fds.sort_unstable();
+    fds
+}
+
+/// Soft "Max open files" from /proc/PID/limits.
+fn soft_nofile(pid: i32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn children_have_default_signals_empty_mask_and_only_fds_0_1_2() {
+    let h = Harness::new("clean");
+    let file = h.topology(
+        r#"
+topology clean {
+  group plain {
+    run "sleep 600"
+    processes 2
+  }
+  group probe {
+    run "@PROBE@ --print-fds --print-status"
+  }
+}
+"#,
+    );
+    let mut hard = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a local struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) };
+    let soft = hard.rlim_max.min(1000);
+    let script = format!(
+        "trap '' INT HUP; ulimit -Sn {soft} && exec {FLOWRUN} up {} --log-format json",
+        file.display()
+    );
+    let mut up = h.spawn(&["/bin/sh", "-c", &script]);
+    up.wait_count("started", 3);
+    let started = up.started_pids();
+    let sleeps: Vec<i32> = started
+        .iter()
+        .filter(|(p, _)| p.starts_with("plain."))
+        .map(|(_, p)| *p)
+        .collect();
+    // Wait until both have exec'd `sleep` (the pid exists from fork on).
+    let ok = wait_until(EVENT_TIMEOUT, Duration::from_millis(5), || {
+        sleeps.iter().all(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| c.starts_with(b"sleep\0"))
+                .unwrap_or(false)
+        })
+    });
+    assert!(ok, "sleep never started: {}", describe(&sleeps));
+    // The runner really was started with INT and HUP ignored.
+    let runner_ign = status_field(up.pid, "SigIgn").unwrap_or_default();
+    eprintln!("runner SigIgn {runner_ign}");
+
+    for &pid in &sleeps {
+        assert_eq!(
+            status_field(pid, "SigIgn").as_deref(),
+            Some("0000000000000000"),
+            "SigIgn of child {pid}"
+        );
+        assert_eq!(
+            status_field(pid, "SigBlk").as_deref(),
+            Some("0000000000000000"),
+            "SigBlk of child {pid}"
+        );
+        assert_eq!(fds_of(pid), [0, 1, 2], "descriptors of child {pid}");
+        let stdin = std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap_or_default();
+        assert_eq!(stdin.to_string_lossy(), "/dev/null", "stdin of child {pid}");
+        assert_eq!(
+            soft_nofile(pid),
+            Some(soft),
+            "soft RLIMIT_NOFILE of child {pid}"
+        );
+    }
+
+    // The probe's own view (Rust's runtime ignores SIGPIPE itself: 0x1000).
+    let ok = wait_until(EVENT_TIMEOUT, Duration::from_millis(10), || {
+        up.stdout_text().contains("nofile:")
+    });
+    assert!(ok, "probe output missing; stdout:\n{}", up.stdout_text());
+    let out = up.stdout_text();
+    let line = |key: &str| {
+        out.lines()
+            .find_map(|l| {
+                l.split_once(" | ")
+                    .map(|x| x.1)
+                    .filter(|p| p.starts_with(key))
+            })
+            .map(|p| p[key.len()..].trim().to_string())
+            .unwrap_or_else(|| panic!("no {key} in stdout:\n{out}"))
+    };
+    assert_eq!(line("fds:"), "0 1 2");
+    assert_eq!(line("SigBlk:"), "0000000000000000");
+    assert_eq!(line("SigIgn:"), "0000000000001000");
+    assert_eq!(
+        line("nofile:").split(' ').next(),
+        Some(soft.to_string().as_str())
+    );
+
+    up.signal(libc::SIGTERM);
+    let code = up.exit_code();
+    assert_eq!(code, 0, "stderr:\n{}", up.stderr_text());
+    assert!(survivors(&h.marker).is_empty());
+}

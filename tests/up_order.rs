@@ -1,0 +1,112 @@
+//! Guarantee: ordered drain. Groups stop in reverse dependency order
+//! (dependents first); independent groups stop in parallel.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+#[test]
+fn dependents_have_exited_before_their_dependency_is_signalled() {
+    let h = Harness::new("order-chain");
+    // api lingers 400 ms after SIGTERM: a runner that does not wait for it
+    // would signal db while api is still alive.
+    let file = h.topology(
+        r#"
+topology chain {
+  shutdown within 30s
+  group db {
+    run "@PROBE@ --record @DIR@/db.rec"
+    stop SIGTERM drain 5s
+  }
+  group api {
+    run "@PROBE@ --record @DIR@/api-{index}.rec --linger-ms 400"
+    processes 3
+    after db
+    stop SIGTERM drain 5s
+  }
+}
+"#,
+    );
+    let mut up = h.up(&file, &[]);
+    let started = started_and_armed(&mut up, 4);
+    let api: Vec<(String, i32)> = started
+        .iter()
+        .filter(|(p, _)| p.starts_with("api."))
+        .cloned()
+        .collect();
+    assert_eq!(api.len(), 3, "{started:?}");
+    let watchers: Vec<_> = api
+        .iter()
+        .map(|&(_, pid)| {
+            std::thread::spawn(move || wait_death(pid, Duration::from_secs(60)).map(|_| now_ns()))
+        })
+        .collect();
+    up.signal_group(libc::SIGINT);
+    let deaths: Vec<i64> = watchers
+        .into_iter()
+        .map(|w| w.join().expect("watcher").expect("an api probe never died"))
+        .collect();
+    let code = up.exit_code();
+
+    let db = read_records(&h.path("db.rec"));
+    assert_eq!(db.len(), 1, "db records: {db:?}");
+    for (i, died) in deaths.iter().enumerate() {
+        assert!(
+            *died <= db[0].ns,
+            "{} died {:.3} s after db got {}",
+            api[i].0,
+            (*died - db[0].ns) as f64 / 1e9,
+            db[0].sig
+        );
+    }
+    // The runner's events agree: every api `exited` precedes db's `stopping`.
+    let db_stop = up
+        .events_named("stopping")
+        .into_iter()
+        .find(|e| e["group"] == "db")
+        .expect("a stopping event for db");
+    for e in up.events_named("exited") {
+        if e["group"] == "api" {
+            assert!(t(&e) <= t(&db_stop), "{e} after {db_stop}");
+        }
+    }
+    assert_eq!(code, 0, "stderr:\n{}", up.stderr_text());
+    assert!(survivors(&h.marker).is_empty());
+}
+
+#[test]
+fn independent_groups_stop_in_parallel() {
+    let h = Harness::new("order-parallel");
+    // Each group needs its full 1 s deadline; in series the second would
+    // get its SIGTERM a second after the first.
+    let file = h.topology(
+        r#"
+topology parallel {
+  shutdown within 30s
+  group left {
+    run "@PROBE@ --record @DIR@/left.rec --ignore SIGTERM"
+    stop SIGTERM drain 1s
+  }
+  group right {
+    run "@PROBE@ --record @DIR@/right.rec --ignore SIGTERM"
+    stop SIGTERM drain 1s
+  }
+}
+"#,
+    );
+    let mut up = h.up(&file, &[]);
+    started_and_armed(&mut up, 2);
+    up.signal_group(libc::SIGINT);
+    let code = up.exit_code();
+    let left = read_records(&h.path("left.rec"));
+    let right = read_records(&h.path("right.rec"));
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(right.len(), 1, "{right:?}");
+    let apart = (left[0].ns - right[0].ns).abs() as f64 / 1e9;
+    assert!(
+        apart < 0.5,
+        "independent groups got their stop signals {apart:.3} s apart"
+    );
+    assert_eq!(code, 0, "stderr:\n{}", up.stderr_text());
+}

@@ -1,0 +1,70 @@
+//! Guarantee: reaping. 2,000 short-lived children beside 200 orphan makers:
+//! every exit status is reported right (the runner's own reaping is not
+//! robbed by the subreaper's), no zombie remains, nothing panics.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+const GROUPS: usize = 8;
+const PER_GROUP: usize = 250; // `exit {index}` stays within 0..=255
+const ORPHAN_MAKERS: usize = 200;
+
+#[test]
+fn two_thousand_exits_and_two_hundred_orphan_makers() {
+    let h = Harness::new("reaping");
+    let mut text =
+        String::from("# reaping under load\ntopology reaping {\n  shutdown within 30s\n");
+    for g in 0..GROUPS {
+        text.push_str(&format!(
+            "  group exit{g} {{\n    sh \"exit {{index}}\"\n    processes {PER_GROUP}\n    restart never\n  }}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "  group orphans {{\n    sh \"sleep 0.01 &\"\n    processes {ORPHAN_MAKERS}\n    restart never\n  }}\n"
+    ));
+    text.push_str("  group keeper {\n    run \"@PROBE@\"\n  }\n}\n");
+    let file = h.topology(&text);
+    let mut up = h.up(&file, &[]);
+    let total = GROUPS * PER_GROUP + ORPHAN_MAKERS;
+    let exited = up.wait_count_within("exited", total, Duration::from_secs(90));
+
+    let mut seen = std::collections::BTreeSet::new();
+    for e in &exited {
+        let process = process(e).to_string();
+        assert!(
+            seen.insert(process.clone()),
+            "two `exited` events for {process}"
+        );
+        let group = e["group"].as_str().unwrap_or("");
+        let index = e["index"].as_i64().unwrap_or(-1);
+        assert_eq!(e["signal"], serde_json::Value::Null, "{e}");
+        assert_eq!(e["expected"], false, "{e}");
+        let want = if group == "orphans" { 0 } else { index };
+        assert_eq!(e["code"].as_i64(), Some(want), "wrong status: {e}");
+        assert!(e["pid"].as_i64().unwrap_or(0) > 0, "{e}");
+    }
+    assert_eq!(seen.len(), total);
+
+    // The orphans' sleeps (10 ms) are long gone; none may linger as a
+    // zombie child of the runner.
+    let runner = up.pid;
+    let clean = wait_until(Duration::from_secs(2), Duration::from_millis(50), || {
+        zombie_children(runner).is_empty()
+    });
+    let zombies = zombie_children(runner);
+    assert!(
+        clean,
+        "{} zombies after 2 s: {}",
+        zombies.len(),
+        describe(&zombies)
+    );
+
+    up.signal_group(libc::SIGINT);
+    let code = up.exit_code();
+    let stderr = up.stderr_text();
+    assert!(!stderr.contains("panicked"), "runner panicked:\n{stderr}");
+    assert_eq!(code, 0, "stderr:\n{stderr}");
+    assert!(survivors(&h.marker).is_empty());
+}
