@@ -31,9 +31,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-/// Repeats of a drain signal this soon after the drain began are the same
-/// keypress or `kill` burst, not a request to escalate.
-pub const COALESCE: Duration = Duration::from_millis(100);
 /// How often a group whose leader is gone is checked for emptiness.
 const GROUP_POLL: Duration = Duration::from_millis(20);
 /// Retry delay when a spawn hits EMFILE/EAGAIN.
@@ -175,7 +172,10 @@ pub struct Sup {
     by_pid: HashMap<i32, (usize, usize)>,
     next_gen: u64,
     mode: Mode,
-    drain_started: Option<Instant>,
+    /// The message batch in which the drain began: repeats of the drain
+    /// signal already queued with it are one burst, not an escalation.
+    drain_batch: Option<u64>,
+    batch: u64,
     escalated: bool,
     code: Option<i32>,
     readers: Vec<JoinHandle<()>>,
@@ -209,7 +209,8 @@ impl Sup {
             by_pid: HashMap::new(),
             next_gen: 1,
             mode: Mode::Running,
-            drain_started: None,
+            drain_batch: None,
+            batch: 0,
             escalated: false,
             code: None,
             readers: Vec::new(),
@@ -310,6 +311,7 @@ impl Sup {
         self.progress();
         while self.mode != Mode::Done {
             let Some(msg) = rx.recv().await else { break };
+            self.batch += 1;
             self.handle(msg);
             // Handle what is already queued before re-evaluating.
             while let Ok(msg) = rx.try_recv() {
@@ -413,7 +415,7 @@ impl Sup {
         match self.mode {
             Mode::Done => {}
             Mode::Draining => {
-                let within = self.drain_started.is_some_and(|t| t.elapsed() < COALESCE);
+                let within = self.drain_batch == Some(self.batch);
                 if drains
                     && !within
                     && !self.escalated
@@ -1048,11 +1050,12 @@ impl Sup {
 
     fn on_reaped(&mut self, pid: i32, status: Status) {
         if let Some((s, i)) = self.by_pid.remove(&pid) {
+            let held = self.groups[s].hold;
             let p = &mut self.groups[s].procs[i];
             if p.pid == pid && p.leader_alive {
                 p.leader_alive = false;
                 p.status = Some(status);
-                let expected = p.expected || p.stop.is_some();
+                let expected = p.expected || p.stop.is_some() || held;
                 let who = p.who.clone();
                 self.emit(Event::Exited {
                     who,
@@ -1342,7 +1345,7 @@ impl Sup {
             return;
         }
         self.mode = Mode::Draining;
-        self.drain_started = Some(Instant::now());
+        self.drain_batch = Some(self.batch);
         if self.code.is_none() {
             self.code = Some(code);
         }
