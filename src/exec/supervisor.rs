@@ -186,12 +186,31 @@ pub struct Sup {
     drain_stage: usize,
 }
 
-fn fingerprint(g: &Group, procs: &[ProcessSpec]) -> String {
-    let mut s = serde_json::to_string(g).unwrap_or_default();
-    for p in procs {
-        s.push_str(&serde_json::to_string(p).unwrap_or_default());
+/// A group's resolved definition, independent of its position in the file:
+/// the group model with `after` edges by name, and every process's spec
+/// without its group index.
+fn fingerprint(plan: &Plan, gid: GroupId) -> String {
+    let g = &plan.topology.groups[gid];
+    let mut v = serde_json::to_value(g).unwrap_or_default();
+    if let Some(after) = v.get_mut("after").and_then(|a| a.as_array_mut()) {
+        for (a, model) in after.iter_mut().zip(&g.after) {
+            let name = plan
+                .topology
+                .groups
+                .get(model.group)
+                .map(|d| d.name.node.clone());
+            a["group"] = name.into();
+        }
     }
-    s
+    let mut out = v.to_string();
+    for p in plan.processes.iter().filter(|p| p.group == gid) {
+        let mut pv = serde_json::to_value(p).unwrap_or_default();
+        if let Some(o) = pv.as_object_mut() {
+            o.remove("group");
+        }
+        out.push_str(&pv.to_string());
+    }
+    out
 }
 
 fn sig_name(s: Sig) -> &'static str {
@@ -240,7 +259,7 @@ impl Sup {
             .filter(|p| p.group == gid)
             .cloned()
             .collect();
-        let fp = fingerprint(g, &specs);
+        let fp = fingerprint(plan, gid);
         let procs = specs
             .into_iter()
             .map(|spec| Proc {
@@ -738,13 +757,7 @@ impl Sup {
         let mut changed = Vec::new();
         let mut kept = Vec::new();
         for (gid, g) in plan.topology.groups.iter().enumerate() {
-            let specs: Vec<ProcessSpec> = plan
-                .processes
-                .iter()
-                .filter(|p| p.group == gid)
-                .cloned()
-                .collect();
-            let fp = fingerprint(g, &specs);
+            let fp = fingerprint(&plan, gid);
             let old = self
                 .cur
                 .iter()
