@@ -91,7 +91,6 @@ fn probe_lines_and_unterminated_bytes_have_the_documented_shape() {
 
 #[test]
 fn harness_cleanup_kills_the_marked_tree_even_on_panic() {
-    let marker;
     let result = std::panic::catch_unwind(|| {
         let h = Harness::new("support-cleanup");
         let marker = h.marker.clone();
@@ -107,7 +106,7 @@ fn harness_cleanup_kills_the_marked_tree_even_on_panic() {
         std::mem::forget(sh); // leave the child to the marker cleanup
         std::panic::panic_any(marker);
     });
-    marker = *result
+    let marker = *result
         .expect_err("the closure panics")
         .downcast::<String>()
         .expect("the marker");
