@@ -1,1 +1,5 @@
-fn main() {}
+//! `flowrun`: see [`flowrun::cli`].
+
+fn main() {
+    std::process::exit(flowrun::cli::main());
+}

@@ -140,7 +140,9 @@ pub struct Handler {
 #[serde(rename_all = "kebab-case", tag = "step")]
 pub enum Step {
     /// Empty `groups`: the whole topology.
-    Drain { groups: Vec<Spanned<GroupId>> },
+    Drain {
+        groups: Vec<Spanned<GroupId>>,
+    },
     Restart {
         groups: Vec<Spanned<GroupId>>,
         rolling: bool,

@@ -1,11 +1,837 @@
-//! SKELETON (issue 2): the pest parser. The only module that sees pest types.
+//! The pest parser: source text → [`ast::File`]. The only module that sees
+//! pest types.
+//!
+//! The grammar lives in `grammar/topology.pest` (described in prose in
+//! `grammar/README.md`). Conversion from pest pairs to the typed AST is one
+//! small function per rule; every node keeps its byte span into the whole
+//! file. A file that does not parse gives one FR001 diagnostic whose message
+//! names what was expected in words, at the exact byte where parsing stopped.
+//! Some checks pest cannot express are made during conversion and are also
+//! syntax errors: number and duration overflow, unknown string escapes.
 
-use crate::ast::File;
-use crate::diagnostic::Diagnostic;
-use crate::source::SourceFile;
+use crate::ast::{
+    self, AfterState, EnvVar, Escalate, FinishWhen, Group, Handler, LadderStep, Probe,
+    ProcessGroupMode, ReadyCheck, RestartMode, RestartPolicy, Setting, SettingKind, Step,
+    StopLadder, StopTarget, Timeout, TopItem, TopItemKind,
+};
+use crate::diagnostic::{Diagnostic, Label};
+use crate::source::{SourceFile, Span, Spanned};
+use pest::error::{ErrorVariant, InputLocation};
+use pest::iterators::Pair;
+use pest::Parser as _;
+use std::time::Duration;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "../grammar/topology.pest"]
+struct TopologyParser;
+
+type Result<T> = std::result::Result<T, Box<Diagnostic>>;
 
 /// Parse a file. `None` when it does not parse; the diagnostics (FR001)
 /// then say what was expected where.
-pub fn parse(_source: &SourceFile) -> (Option<File>, Vec<Diagnostic>) {
-    (None, Vec::new())
+pub fn parse(source: &SourceFile) -> (Option<ast::File>, Vec<Diagnostic>) {
+    let text = source.text.as_str();
+    let pairs = match TopologyParser::parse(Rule::file, text) {
+        Ok(pairs) => pairs,
+        Err(err) => return (None, vec![syntax_error(text, &err)]),
+    };
+    let Some(file) = pairs.into_iter().next() else {
+        return (None, vec![at_offset(text, 0, "expected `topology`")]);
+    };
+    match convert_file(file) {
+        Ok(file) => (Some(file), Vec::new()),
+        Err(diag) => (None, vec![*diag]),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Syntax errors
+// ---------------------------------------------------------------------------
+
+/// What a grammar rule is called in an "expected …" message.
+fn describe(rule: Rule) -> &'static str {
+    match rule {
+        // `file` is reported when nothing at all matched at the start.
+        Rule::file => "`topology`",
+        Rule::EOI => "the end of the file",
+        Rule::topology | Rule::kw_topology => "`topology`",
+        Rule::sep => "the end of the statement",
+        Rule::top_item => {
+            "a topology statement (`shutdown`, `finish`, `on`, `escalate`, `allow` or `group`)"
+        }
+        Rule::shutdown_stmt | Rule::kw_shutdown => "`shutdown`",
+        Rule::finish_stmt | Rule::kw_finish => "`finish`",
+        Rule::finish_when => "`exits` or `succeeds`",
+        Rule::escalate_stmt | Rule::kw_escalate => "`escalate`",
+        Rule::on_repeat => "`on repeat`",
+        Rule::allow_stmt | Rule::kw_allow => "`allow`",
+        Rule::handler | Rule::kw_on => "`on`",
+        Rule::step_block => "`{`",
+        Rule::step => {
+            "a handler step (`drain`, `restart`, `reload`, `forward`, `wait`, `kill` or `ignore`)"
+        }
+        Rule::drain_step | Rule::kw_drain => "`drain`",
+        Rule::restart_step | Rule::kw_restart => "`restart`",
+        Rule::reload_step | Rule::kw_reload => "`reload`",
+        Rule::forward_step | Rule::kw_forward => "`forward`",
+        Rule::wait_step | Rule::kw_wait => "`wait`",
+        Rule::kill_step | Rule::kw_kill => "`kill`",
+        Rule::ignore_step | Rule::kw_ignore => "`ignore`",
+        Rule::group_def | Rule::kw_group => "`group`",
+        Rule::setting => "a group setting (`run`, `sh`, `processes`, `coroutines`, `port`, `once`, `after`, `ready`, `restart`, `stop`, `env`, `cwd`, `process-group`, `die-with-parent` or `allow`)",
+        Rule::run_s | Rule::kw_run => "`run`",
+        Rule::sh_s | Rule::kw_sh => "`sh`",
+        Rule::processes_s | Rule::kw_processes => "`processes`",
+        Rule::coroutines_s | Rule::kw_coroutines => "`coroutines`",
+        Rule::port_s | Rule::kw_port => "`port`",
+        Rule::once_s | Rule::kw_once => "`once`",
+        Rule::after_s | Rule::kw_after => "`after`",
+        Rule::after_state => "`started`, `ready`, `succeeded` or `exited`",
+        Rule::ready_s | Rule::kw_ready => "`ready`",
+        Rule::probe => "a readiness probe (`tcp`, `http`, `exec`, `log`, `file` or `notify`)",
+        Rule::probe_tcp | Rule::kw_tcp => "`tcp`",
+        Rule::probe_http | Rule::kw_http => "`http`",
+        Rule::probe_exec | Rule::kw_exec => "`exec`",
+        Rule::probe_log | Rule::kw_log => "`log`",
+        Rule::probe_file | Rule::kw_file => "`file`",
+        Rule::probe_notify | Rule::kw_notify => "`notify`",
+        Rule::ready_every | Rule::kw_every => "`every`",
+        Rule::ready_within | Rule::kw_within => "`within`",
+        Rule::restart_s => "`restart`",
+        Rule::restart_mode => "`never`, `on-failure` or `always`",
+        Rule::backoff | Rule::kw_backoff => "`backoff`",
+        Rule::limit | Rule::kw_limit => "`limit`",
+        Rule::stop_s | Rule::kw_stop => "`stop`",
+        Rule::ladder_step => "a stop step like `SIGTERM drain 10s`",
+        Rule::stop_target => "`to leader` or `to group`",
+        Rule::env_s | Rule::kw_env => "`env`",
+        Rule::env_var | Rule::env_key => "an environment variable name like `LOG_LEVEL`",
+        Rule::cwd_s | Rule::kw_cwd => "`cwd`",
+        Rule::process_group_s | Rule::kw_process_group => "`process-group`",
+        Rule::die_with_parent_s | Rule::kw_die_with_parent => "`die-with-parent`",
+        Rule::name => "a topology name",
+        Rule::group_name | Rule::reserved => "a group name",
+        Rule::signal => "a signal like SIGTERM",
+        Rule::rule_ref => "a rule code or name like FR304 or unbounded-drain",
+        Rule::number => "a whole number",
+        Rule::duration => "a duration like 10s",
+        Rule::timeout => "a duration like 10s or `forever`",
+        Rule::string | Rule::quote => "a string in double quotes",
+        Rule::string_inner => "string text",
+        Rule::close_quote => "`\"` to close the string",
+        Rule::lbrace => "`{`",
+        Rule::rbrace => "`}`",
+        Rule::comma => "`,`",
+        Rule::equals => "`=`",
+        Rule::dotdot => "`..`",
+        Rule::kw_when => "`when`",
+        Rule::kw_exits => "`exits`",
+        Rule::kw_succeeds => "`succeeds`",
+        Rule::kw_repeat => "`repeat`",
+        Rule::kw_never => "`never`",
+        Rule::kw_because => "`because`",
+        Rule::kw_rolling => "`rolling`",
+        Rule::kw_to => "`to`",
+        Rule::kw_started => "`started`",
+        Rule::kw_succeeded => "`succeeded`",
+        Rule::kw_exited => "`exited`",
+        Rule::kw_on_failure => "`on-failure`",
+        Rule::kw_always => "`always`",
+        Rule::kw_per => "`per`",
+        Rule::kw_then => "`then`",
+        Rule::kw_leader => "`leader`",
+        Rule::kw_own => "`own`",
+        Rule::kw_shared => "`shared`",
+        Rule::kw_yes => "`yes`",
+        Rule::kw_no => "`no`",
+        Rule::kw_forever => "`forever`",
+        Rule::WHITESPACE | Rule::COMMENT | Rule::env_sep | Rule::ident_char => "more input",
+    }
+}
+
+/// The words that can never be group names (see grammar/README.md).
+const RESERVED: &[&str] = &[
+    "drain", "restart", "reload", "forward", "wait", "kill", "ignore", "within", "to", "rolling",
+    "then", "forever",
+];
+
+const TOP_KEYWORDS: &[&str] = &["shutdown", "finish", "on", "escalate", "group"];
+const SETTING_KEYWORDS: &[&str] = &[
+    "run",
+    "sh",
+    "processes",
+    "coroutines",
+    "port",
+    "once",
+    "after",
+    "ready",
+    "stop",
+    "env",
+    "cwd",
+    "process-group",
+    "die-with-parent",
+];
+
+/// The word (or character) at `pos`, for "unexpected …" labels and help.
+fn word_at(text: &str, pos: usize) -> &str {
+    let rest = &text[pos..];
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let end = rest
+        .char_indices()
+        .find(|&(_, c)| !is_word(c))
+        .map_or(rest.len(), |(i, _)| i);
+    if end > 0 {
+        &rest[..end]
+    } else {
+        rest.chars().next().map_or("", |c| &rest[..c.len_utf8()])
+    }
+}
+
+/// A keyword close to a misspelt word, among the statements expected here.
+fn closest_keyword(word: &str, rules: &[Rule]) -> Option<&'static str> {
+    const STEP_KEYWORDS: &[&str] = &[
+        "drain", "restart", "reload", "forward", "wait", "kill", "ignore",
+    ];
+    if word.len() < 2 || !word.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+        return None;
+    }
+    let mut candidates: Vec<&'static str> = Vec::new();
+    if rules.contains(&Rule::top_item) {
+        candidates.extend(TOP_KEYWORDS);
+        candidates.push("allow");
+    }
+    if rules.contains(&Rule::setting) {
+        candidates.extend(SETTING_KEYWORDS);
+        candidates.extend(["restart", "allow"]);
+    }
+    if rules.contains(&Rule::step) {
+        candidates.extend(STEP_KEYWORDS);
+    }
+    let known = |w: &str| {
+        TOP_KEYWORDS.contains(&w) || SETTING_KEYWORDS.contains(&w) || RESERVED.contains(&w)
+    };
+    if known(word) {
+        return None;
+    }
+    candidates
+        .into_iter()
+        .map(|k| (strsim::damerau_levenshtein(word, k), k))
+        .filter(|&(d, k)| d <= 2 && d < k.len())
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Join descriptions as "A, B or C".
+fn join_or(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+fn clamp_to_char(text: &str, pos: usize) -> usize {
+    let mut pos = pos.min(text.len());
+    while !text.is_char_boundary(pos) {
+        pos -= 1;
+    }
+    pos
+}
+
+/// An FR001 at one byte offset: a one-character span on the offending
+/// character, or an empty span at a line end or the end of the file.
+fn at_offset(text: &str, pos: usize, message: impl Into<String>) -> Diagnostic {
+    let pos = clamp_to_char(text, pos);
+    let (span, label) = match text[pos..].chars().next() {
+        None => (Span::new(pos, pos), "unexpected end of file".to_string()),
+        Some('\n') | Some('\r') => (Span::new(pos, pos), "unexpected end of line".to_string()),
+        Some(c) => {
+            let word = word_at(text, pos);
+            (
+                Span::new(pos, pos + c.len_utf8()),
+                format!("unexpected `{}`", word.escape_debug()),
+            )
+        }
+    };
+    Diagnostic::new("FR001", message, Label::new(span, label))
+}
+
+fn syntax_error(text: &str, err: &pest::error::Error<Rule>) -> Diagnostic {
+    let pos = match err.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((start, _)) => start,
+    };
+    let pos = clamp_to_char(text, pos);
+    let rules: Vec<Rule> = match &err.variant {
+        ErrorVariant::ParsingError { positives, .. } => positives.clone(),
+        ErrorVariant::CustomError { .. } => Vec::new(),
+    };
+    // A statement terminator is worth mentioning only right after a
+    // statement; at the start of a line or block, blank lines are merely
+    // allowed, and listing them would be noise.
+    let statement_begun = !matches!(
+        text[..pos]
+            .trim_end_matches([' ', '\t', '\r'])
+            .chars()
+            .last(),
+        None | Some('\n' | '{' | ';')
+    );
+    let mut expected: Vec<&str> = Vec::new();
+    let mut wants_sep = false;
+    for rule in &rules {
+        if *rule == Rule::sep {
+            wants_sep = true;
+            continue;
+        }
+        let d = describe(*rule);
+        if !expected.contains(&d) {
+            expected.push(d);
+        }
+    }
+    if wants_sep && (statement_begun || expected.is_empty()) && !rules.contains(&Rule::EOI) {
+        expected.push(describe(Rule::sep));
+    }
+    let message = if expected.is_empty() {
+        "unexpected input".to_string()
+    } else {
+        format!("expected {}", join_or(&expected))
+    };
+    let mut diag = at_offset(text, pos, message);
+    if let Some(help) = syntax_help(text, pos, &rules) {
+        diag = diag.with_help(help);
+    }
+    diag
+}
+
+/// A hint for the common mistakes, when one applies.
+fn syntax_help(text: &str, pos: usize, rules: &[Rule]) -> Option<String> {
+    let word = word_at(text, pos);
+    let wants = |r: Rule| rules.contains(&r);
+    let at_eof = pos >= text.len();
+    if text.trim().is_empty() {
+        return Some("a file holds one topology: `topology NAME { … }`".into());
+    }
+    if wants(Rule::close_quote) {
+        return Some(
+            "a string ends on the line it starts on; write a line break inside a string as \\n"
+                .into(),
+        );
+    }
+    if (wants(Rule::group_name) || wants(Rule::reserved)) && RESERVED.contains(&word) {
+        let after_group_keyword = text[..pos].trim_end().ends_with("group");
+        return Some(if after_group_keyword {
+            format!("`{word}` is a keyword and cannot be a group name")
+        } else {
+            format!(
+                "`{word}` is a keyword and cannot be a group name: statements end at a \
+                 newline or `;`, so start the next step on its own line"
+            )
+        });
+    }
+    if at_eof && wants(Rule::rbrace) {
+        return Some("a `{` is never closed: add the missing `}`".into());
+    }
+    if wants(Rule::EOI) && word == "topology" {
+        return Some("a file holds exactly one topology".into());
+    }
+    if wants(Rule::EOI) && word == "}" {
+        return Some("this `}` closes nothing: remove it".into());
+    }
+    if wants(Rule::top_item) && SETTING_KEYWORDS.contains(&word) {
+        return Some(format!(
+            "`{word}` is a group setting: put it inside `group NAME {{ … }}`"
+        ));
+    }
+    if wants(Rule::setting) && TOP_KEYWORDS.contains(&word) {
+        return Some(format!(
+            "`{word}` is a topology statement, not a group setting: is a `}}` missing before it?"
+        ));
+    }
+    if let Some(kw) = closest_keyword(word, rules) {
+        return Some(format!("did you mean `{kw}`?"));
+    }
+    if (wants(Rule::duration) || wants(Rule::timeout))
+        && word.bytes().next().is_some_and(|b| b.is_ascii_digit())
+    {
+        return Some("a duration needs a unit: ms, s, m or h, e.g. `10s` or `1m30s`".into());
+    }
+    if wants(Rule::signal) && word.to_ascii_uppercase().starts_with("SIG") {
+        return Some(format!(
+            "signal names are upper case: `{}`",
+            word.to_ascii_uppercase()
+        ));
+    }
+    if (wants(Rule::group_name) || wants(Rule::name))
+        && word.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+    {
+        return Some(
+            "names start with a lower-case letter and contain only a-z, 0-9, `_` and `-`".into(),
+        );
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------
+// Conversion: one small function per rule
+// ---------------------------------------------------------------------------
+
+fn span_of(pair: &Pair<Rule>) -> Span {
+    let s = pair.as_span();
+    Span::new(s.start(), s.end())
+}
+
+fn spanned<T>(pair: &Pair<Rule>, node: T) -> Spanned<T> {
+    Spanned::new(node, span_of(pair))
+}
+
+fn text_of(pair: &Pair<Rule>) -> Spanned<String> {
+    spanned(pair, pair.as_str().to_string())
+}
+
+/// An FR001 for a token that matched the grammar but whose value is invalid.
+fn invalid_token(pair: &Pair<Rule>, message: String, label: &str, help: &str) -> Box<Diagnostic> {
+    Box::new(Diagnostic::new("FR001", message, Label::new(span_of(pair), label)).with_help(help))
+}
+
+/// The first child with one of `rules`; the grammar guarantees it exists.
+fn child<'i>(pair: &Pair<'i, Rule>, rule: Rule) -> Option<Pair<'i, Rule>> {
+    pair.clone().into_inner().find(|p| p.as_rule() == rule)
+}
+
+fn has_child(pair: &Pair<Rule>, rule: Rule) -> bool {
+    child(pair, rule).is_some()
+}
+
+/// A grammar invariant was broken: report it as a syntax error rather than panic.
+fn internal(pair: &Pair<Rule>) -> Box<Diagnostic> {
+    Box::new(Diagnostic::new(
+        "FR001",
+        "could not read this statement",
+        Label::new(span_of(pair), "here"),
+    ))
+}
+
+fn need<'i>(pair: &Pair<'i, Rule>, rule: Rule) -> Result<Pair<'i, Rule>> {
+    child(pair, rule).ok_or_else(|| internal(pair))
+}
+
+fn convert_file(pair: Pair<Rule>) -> Result<ast::File> {
+    let topology = need(&pair, Rule::topology)?;
+    Ok(ast::File {
+        topology: convert_topology(topology)?,
+    })
+}
+
+fn convert_topology(pair: Pair<Rule>) -> Result<ast::Topology> {
+    let name = text_of(&need(&pair, Rule::name)?);
+    let items = pair
+        .clone()
+        .into_inner()
+        .filter(|p| p.as_rule() == Rule::top_item)
+        .map(convert_top_item)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ast::Topology {
+        name,
+        items,
+        span: span_of(&pair),
+    })
+}
+
+fn convert_top_item(pair: Pair<Rule>) -> Result<TopItem> {
+    let span = span_of(&pair);
+    let inner = pair
+        .clone()
+        .into_inner()
+        .next()
+        .ok_or_else(|| internal(&pair))?;
+    let kind = match inner.as_rule() {
+        Rule::shutdown_stmt => {
+            TopItemKind::Shutdown(convert_timeout(need(&inner, Rule::timeout)?)?)
+        }
+        Rule::finish_stmt => convert_finish(inner)?,
+        Rule::handler => TopItemKind::Handler(convert_handler(inner)?),
+        Rule::escalate_stmt => TopItemKind::Escalate(convert_escalate(inner)?),
+        Rule::allow_stmt => TopItemKind::Allow(convert_allow(inner)?),
+        Rule::group_def => TopItemKind::Group(convert_group(inner)?),
+        _ => return Err(internal(&inner)),
+    };
+    Ok(TopItem { kind, span })
+}
+
+fn convert_finish(pair: Pair<Rule>) -> Result<TopItemKind> {
+    let group = text_of(&need(&pair, Rule::group_name)?);
+    let when_pair = need(&pair, Rule::finish_when)?;
+    let when = if has_child(&when_pair, Rule::kw_exits) {
+        FinishWhen::Exits
+    } else {
+        FinishWhen::Succeeds
+    };
+    Ok(TopItemKind::Finish {
+        group,
+        when: spanned(&when_pair, when),
+    })
+}
+
+fn convert_escalate(pair: Pair<Rule>) -> Result<Spanned<Escalate>> {
+    if let Some(on) = child(&pair, Rule::on_repeat) {
+        Ok(spanned(&on, Escalate::OnRepeat))
+    } else {
+        let never = need(&pair, Rule::kw_never)?;
+        Ok(spanned(&never, Escalate::Never))
+    }
+}
+
+fn convert_allow(pair: Pair<Rule>) -> Result<ast::Allow> {
+    let rule = text_of(&need(&pair, Rule::rule_ref)?);
+    let reason = child(&pair, Rule::string).map(convert_string).transpose()?;
+    Ok(ast::Allow {
+        rule,
+        reason,
+        span: span_of(&pair),
+    })
+}
+
+fn convert_handler(pair: Pair<Rule>) -> Result<Handler> {
+    let signal = text_of(&need(&pair, Rule::signal)?);
+    let (steps, block) = match child(&pair, Rule::step_block) {
+        Some(block) => (
+            block
+                .into_inner()
+                .filter(|p| p.as_rule() == Rule::step)
+                .map(convert_step)
+                .collect::<Result<Vec<_>>>()?,
+            true,
+        ),
+        None => (vec![convert_step(need(&pair, Rule::step)?)?], false),
+    };
+    Ok(Handler {
+        signal,
+        steps,
+        block,
+    })
+}
+
+fn group_names(pair: &Pair<Rule>) -> Vec<Spanned<String>> {
+    pair.clone()
+        .into_inner()
+        .filter(|p| p.as_rule() == Rule::group_name)
+        .map(|p| text_of(&p))
+        .collect()
+}
+
+fn convert_step(pair: Pair<Rule>) -> Result<Spanned<Step>> {
+    let inner = pair
+        .clone()
+        .into_inner()
+        .next()
+        .ok_or_else(|| internal(&pair))?;
+    let step = match inner.as_rule() {
+        Rule::drain_step => Step::Drain {
+            groups: group_names(&inner),
+        },
+        Rule::restart_step => Step::Restart {
+            groups: group_names(&inner),
+            rolling: has_child(&inner, Rule::kw_rolling),
+        },
+        Rule::reload_step => Step::Reload,
+        Rule::forward_step => Step::Forward {
+            signal: child(&inner, Rule::signal).map(|p| text_of(&p)),
+            groups: group_names(&inner),
+        },
+        Rule::wait_step => Step::Wait {
+            groups: group_names(&inner),
+            within: child(&inner, Rule::timeout)
+                .map(convert_timeout)
+                .transpose()?,
+        },
+        Rule::kill_step => Step::Kill,
+        Rule::ignore_step => Step::Ignore,
+        _ => return Err(internal(&inner)),
+    };
+    Ok(spanned(&pair, step))
+}
+
+fn convert_group(pair: Pair<Rule>) -> Result<Group> {
+    let name = text_of(&need(&pair, Rule::group_name)?);
+    let settings = pair
+        .clone()
+        .into_inner()
+        .filter(|p| p.as_rule() == Rule::setting)
+        .map(convert_setting)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Group {
+        name,
+        settings,
+        span: span_of(&pair),
+    })
+}
+
+fn convert_setting(pair: Pair<Rule>) -> Result<Setting> {
+    let span = span_of(&pair);
+    let inner = pair
+        .clone()
+        .into_inner()
+        .next()
+        .ok_or_else(|| internal(&pair))?;
+    let kind = match inner.as_rule() {
+        Rule::run_s => SettingKind::Run(convert_string(need(&inner, Rule::string)?)?),
+        Rule::sh_s => SettingKind::Sh(convert_string(need(&inner, Rule::string)?)?),
+        Rule::processes_s => SettingKind::Processes(convert_number(need(&inner, Rule::number)?)?),
+        Rule::coroutines_s => SettingKind::Coroutines(convert_number(need(&inner, Rule::number)?)?),
+        Rule::port_s => SettingKind::Port(convert_number(need(&inner, Rule::number)?)?),
+        Rule::once_s => SettingKind::Once,
+        Rule::after_s => convert_after(inner)?,
+        Rule::ready_s => SettingKind::Ready(convert_ready(inner)?),
+        Rule::restart_s => SettingKind::Restart(convert_restart(inner)?),
+        Rule::stop_s => SettingKind::Stop(convert_stop(inner)?),
+        Rule::env_s => SettingKind::Env(
+            inner
+                .into_inner()
+                .filter(|p| p.as_rule() == Rule::env_var)
+                .map(convert_env_var)
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        Rule::cwd_s => SettingKind::Cwd(convert_string(need(&inner, Rule::string)?)?),
+        Rule::process_group_s => {
+            let (p, mode) = match child(&inner, Rule::kw_own) {
+                Some(p) => (p, ProcessGroupMode::Own),
+                None => (need(&inner, Rule::kw_shared)?, ProcessGroupMode::Shared),
+            };
+            SettingKind::ProcessGroup(spanned(&p, mode))
+        }
+        Rule::die_with_parent_s => {
+            let (p, yes) = match child(&inner, Rule::kw_yes) {
+                Some(p) => (p, true),
+                None => (need(&inner, Rule::kw_no)?, false),
+            };
+            SettingKind::DieWithParent(spanned(&p, yes))
+        }
+        Rule::allow_stmt => SettingKind::Allow(convert_allow(inner)?),
+        _ => return Err(internal(&inner)),
+    };
+    Ok(Setting { kind, span })
+}
+
+fn convert_after(pair: Pair<Rule>) -> Result<SettingKind> {
+    let group = text_of(&need(&pair, Rule::group_name)?);
+    let state = match child(&pair, Rule::after_state) {
+        None => None,
+        Some(s) => {
+            let kw = s.clone().into_inner().next().ok_or_else(|| internal(&s))?;
+            let state = match kw.as_rule() {
+                Rule::kw_started => AfterState::Started,
+                Rule::kw_ready => AfterState::Ready,
+                Rule::kw_succeeded => AfterState::Succeeded,
+                Rule::kw_exited => AfterState::Exited,
+                _ => return Err(internal(&kw)),
+            };
+            Some(spanned(&s, state))
+        }
+    };
+    Ok(SettingKind::After { group, state })
+}
+
+fn convert_ready(pair: Pair<Rule>) -> Result<ReadyCheck> {
+    let probe_pair = need(&pair, Rule::probe)?;
+    let kind = probe_pair
+        .clone()
+        .into_inner()
+        .next()
+        .ok_or_else(|| internal(&probe_pair))?;
+    let target = || -> Result<String> { Ok(convert_string(need(&kind, Rule::string)?)?.node) };
+    let probe = match kind.as_rule() {
+        Rule::probe_tcp => Probe::Tcp(target()?),
+        Rule::probe_http => Probe::Http(target()?),
+        Rule::probe_exec => Probe::Exec(target()?),
+        Rule::probe_log => Probe::Log(target()?),
+        Rule::probe_file => Probe::File(target()?),
+        Rule::probe_notify => Probe::Notify,
+        _ => return Err(internal(&kind)),
+    };
+    let every = match child(&pair, Rule::ready_every) {
+        Some(e) => Some(convert_duration(need(&e, Rule::duration)?)?),
+        None => None,
+    };
+    let within = match child(&pair, Rule::ready_within) {
+        Some(w) => Some(convert_timeout(need(&w, Rule::timeout)?)?),
+        None => None,
+    };
+    Ok(ReadyCheck {
+        probe: spanned(&probe_pair, probe),
+        every,
+        within,
+    })
+}
+
+fn convert_restart(pair: Pair<Rule>) -> Result<RestartPolicy> {
+    let mode_pair = need(&pair, Rule::restart_mode)?;
+    let mode = if has_child(&mode_pair, Rule::kw_never) {
+        RestartMode::Never
+    } else if has_child(&mode_pair, Rule::kw_on_failure) {
+        RestartMode::OnFailure
+    } else {
+        RestartMode::Always
+    };
+    let backoff = match child(&pair, Rule::backoff) {
+        Some(b) => {
+            let mut ds = b
+                .clone()
+                .into_inner()
+                .filter(|p| p.as_rule() == Rule::duration);
+            let (Some(lo), Some(hi)) = (ds.next(), ds.next()) else {
+                return Err(internal(&b));
+            };
+            let lo = convert_duration(lo)?.node;
+            let hi = convert_duration(hi)?.node;
+            Some(spanned(&b, (lo, hi)))
+        }
+        None => None,
+    };
+    let limit = match child(&pair, Rule::limit) {
+        Some(l) => {
+            let n = convert_number(need(&l, Rule::number)?)?.node;
+            let per = convert_duration(need(&l, Rule::duration)?)?.node;
+            Some(spanned(&l, (n, per)))
+        }
+        None => None,
+    };
+    Ok(RestartPolicy {
+        mode: spanned(&mode_pair, mode),
+        backoff,
+        limit,
+    })
+}
+
+fn convert_stop(pair: Pair<Rule>) -> Result<StopLadder> {
+    let steps = pair
+        .clone()
+        .into_inner()
+        .filter(|p| p.as_rule() == Rule::ladder_step)
+        .map(convert_ladder_step)
+        .collect::<Result<Vec<_>>>()?;
+    let target = match child(&pair, Rule::stop_target) {
+        Some(t) => {
+            let target = if has_child(&t, Rule::kw_leader) {
+                StopTarget::Leader
+            } else {
+                StopTarget::Group
+            };
+            Some(spanned(&t, target))
+        }
+        None => None,
+    };
+    Ok(StopLadder { steps, target })
+}
+
+fn convert_ladder_step(pair: Pair<Rule>) -> Result<Spanned<LadderStep>> {
+    let signal = text_of(&need(&pair, Rule::signal)?);
+    let drain = convert_timeout(need(&pair, Rule::timeout)?)?;
+    Ok(spanned(&pair, LadderStep { signal, drain }))
+}
+
+fn convert_env_var(pair: Pair<Rule>) -> Result<EnvVar> {
+    Ok(EnvVar {
+        key: text_of(&need(&pair, Rule::env_key)?),
+        value: convert_string(need(&pair, Rule::string)?)?,
+    })
+}
+
+// ---- tokens ------------------------------------------------------------------
+
+fn convert_number(pair: Pair<Rule>) -> Result<Spanned<u64>> {
+    match pair.as_str().parse::<u64>() {
+        Ok(n) => Ok(spanned(&pair, n)),
+        Err(_) => Err(invalid_token(
+            &pair,
+            format!("number `{}` is too large", pair.as_str()),
+            "too large",
+            &format!("the largest number is {}", u64::MAX),
+        )),
+    }
+}
+
+/// Milliseconds of a duration literal like `1m30s`, `None` on overflow.
+fn duration_millis(text: &str) -> Option<u64> {
+    let bytes = text.as_bytes();
+    let mut total: u64 = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let n: u64 = text[start..i].parse().ok()?;
+        let unit = if text[i..].starts_with("ms") {
+            i += 2;
+            1
+        } else {
+            let u = match bytes.get(i)? {
+                b's' => 1_000,
+                b'm' => 60_000,
+                b'h' => 3_600_000,
+                _ => return None,
+            };
+            i += 1;
+            u
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    Some(total)
+}
+
+fn convert_duration(pair: Pair<Rule>) -> Result<Spanned<Duration>> {
+    match duration_millis(pair.as_str()) {
+        Some(ms) => Ok(spanned(&pair, Duration::from_millis(ms))),
+        None => Err(invalid_token(
+            &pair,
+            format!("duration `{}` is too large", pair.as_str()),
+            "too large",
+            "write a smaller duration, or `forever` where an unbounded wait is meant",
+        )),
+    }
+}
+
+fn convert_timeout(pair: Pair<Rule>) -> Result<Spanned<Timeout>> {
+    if let Some(d) = child(&pair, Rule::duration) {
+        let d = convert_duration(d)?;
+        Ok(Spanned::new(Timeout::Finite(d.node), d.span))
+    } else {
+        Ok(spanned(&pair, Timeout::Forever))
+    }
+}
+
+/// The unescaped value of a string literal; the span covers the quotes.
+fn convert_string(pair: Pair<Rule>) -> Result<Spanned<String>> {
+    let inner = need(&pair, Rule::string_inner)?;
+    let raw = inner.as_str();
+    let base = inner.as_span().start();
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let Some((j, e)) = chars.next() else {
+            return Err(internal(&pair));
+        };
+        match e {
+            '"' => out.push('"'),
+            '\\' => out.push('\\'),
+            'n' => out.push('\n'),
+            't' => out.push('\t'),
+            other => {
+                let span = Span::new(base + i, base + j + other.len_utf8());
+                return Err(Box::new(
+                    Diagnostic::new(
+                        "FR001",
+                        format!("unknown escape `\\{}` in a string", other.escape_debug()),
+                        Label::new(span, "unknown escape"),
+                    )
+                    .with_help("strings accept the escapes \\\", \\\\, \\n and \\t"),
+                ));
+            }
+        }
+    }
+    Ok(spanned(&pair, out))
 }

@@ -5,6 +5,16 @@
 //!
 //! `exec` consumes only a [`Plan`], so `flowrun plan --format json` shows
 //! exactly what `up` will run. Building a plan does no IO.
+//!
+//! Its three renderings live beside it: [`text()`] (the review text of
+//! `flowrun plan`), [`json()`] (`--format json`, docs/plan-json.md) and
+//! [`diff()`] (`plan --check`). All are byte-for-byte deterministic.
+
+mod json;
+mod text;
+
+pub use json::json;
+pub use text::text;
 
 use crate::ast::Timeout;
 use crate::model::{Command, Group, GroupId, Topology};
@@ -156,7 +166,10 @@ pub fn process_spec(topology: &Topology, id: GroupId, index: u32, processes: u32
 
 /// The process count of a group after `--scale`.
 pub fn scaled(group: &Group, scale: &Scale) -> u32 {
-    scale.get(&group.name.node).copied().unwrap_or(group.processes)
+    scale
+        .get(&group.name.node)
+        .copied()
+        .unwrap_or(group.processes)
 }
 
 /// Build the plan. Stages and the shutdown path come from [`crate::graph`].
@@ -178,3 +191,28 @@ pub fn build(topology: &Topology, scale: &Scale) -> Plan {
         processes,
     }
 }
+
+/// Compare a committed plan with a freshly built one: `None` when they are
+/// byte-for-byte equal, else a unified diff (3 lines of context) headed
+/// `--- COMMITTED_NAME` / `+++ plan`, ending with a newline.
+pub fn diff(committed: &str, fresh: &str, committed_name: &str) -> Option<String> {
+    if committed == fresh {
+        return None;
+    }
+    let mut out = similar::TextDiff::from_lines(committed, fresh)
+        .unified_diff()
+        .context_radius(3)
+        .header(committed_name, "plan")
+        .to_string();
+    if out.is_empty() {
+        // Only possible if the texts differ in a way lines cannot show.
+        out = format!("--- {committed_name}\n+++ plan\n");
+    }
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! FR303 orphan-risk: processes that can outlive the runner.
+//!
+//! Fires on `die-with-parent no`, and on a command that backgrounds or
+//! daemonizes itself, found by lexing the literal (see [`super::shell`]):
+//! - in `sh` scripts, a background `&` (not `&&`, not `&>`/`>&`);
+//! - a command word (after `NAME=value` assignments and wrappers such as
+//!   `exec`, `env`, `nice`, `sudo`) that is `nohup`, `setsid`, `daemonize`
+//!   or `start-stop-daemon`;
+//! - a `--daemon`, `--daemonize`, `--detach`, `--background` or `--fork`
+//!   flag, unless its value says no (`--daemonize no`, `--daemon=false`);
+//! - `-d` (alone or in a short cluster like `-itd`) only for
+//!   `docker`/`podman`/`nerdctl`, where it means detach; elsewhere `-d` and
+//!   `-D` mean too many other things to be reported.
+
+use super::shell::{self, Op, Text, Tok};
+use super::Ctx;
+use crate::diagnostic::{Diagnostic, Label};
+use crate::model::GroupId;
+use crate::source::Span;
+
+const DAEMONIZERS: &[&str] = &["nohup", "setsid", "daemonize", "start-stop-daemon"];
+const WRAPPERS: &[&str] = &[
+    "exec", "command", "builtin", "env", "nice", "ionice", "sudo", "doas", "time", "stdbuf",
+    "chrt", "taskset",
+];
+const DAEMON_FLAGS: &[&str] = &[
+    "--daemon",
+    "--daemonize",
+    "--detach",
+    "--background",
+    "--fork",
+];
+const NEGATIVE: &[&str] = &["no", "false", "0", "off"];
+const CONTAINER_CLIS: &[&str] = &["docker", "podman", "nerdctl"];
+
+pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
+    for (gi, g) in ctx.model.groups.iter().enumerate() {
+        let name = ctx.name(gi);
+        if !g.die_with_parent {
+            let span = g.die_with_parent_span.unwrap_or_else(|| ctx.name_span(gi));
+            out.push(
+                Diagnostic::new(
+                    "FR303",
+                    format!("`{name}` keeps running if the runner dies (`die-with-parent no`)"),
+                    Label::new(span, "these processes are orphaned when the runner is killed"),
+                )
+                .with_help("remove `die-with-parent no`: if the runner is SIGKILLed or crashes, nothing would stop these processes"),
+            );
+        }
+        command(ctx, gi, out);
+    }
+}
+
+fn command(ctx: &Ctx, g: GroupId, out: &mut Vec<Diagnostic>) {
+    let Some((is_sh, value, lit)) = ctx.command_literal(g) else {
+        return;
+    };
+    let lexed = shell::lex(&Text::from_literal(ctx.source, lit, value));
+    let name = ctx.name(g);
+    let mut push = |span: Span, what: String, label: &str| {
+        out.push(
+            Diagnostic::new(
+                "FR303",
+                format!("`{name}` {what}: the runner loses track of the process, and it can outlive the topology"),
+                Label::new(span, label),
+            )
+            .with_help("run the program in the foreground (drop the `&`, `nohup`, `setsid` or daemon flag) so the runner supervises, stops and reaps it"),
+        );
+    };
+    if is_sh {
+        for t in &lexed.toks {
+            if let Tok::Op { op: Op::Amp, span } = t {
+                push(
+                    *span,
+                    "runs a command in the background with `&`".into(),
+                    "backgrounded here",
+                );
+            }
+        }
+    }
+    let commands = if is_sh {
+        shell::simple_commands(&lexed.toks)
+    } else {
+        // `run` has no shell: every word belongs to one command.
+        let words: Vec<&Tok> = lexed.toks.iter().filter(|t| t.word().is_some()).collect();
+        vec![shell::Simple { words, end: None }]
+    };
+    for cmd in &commands {
+        let words: Vec<(&str, Span)> = cmd
+            .command_words()
+            .filter_map(|t| t.word().map(|w| (w, t.span())))
+            .collect();
+        // Skip wrappers and their options.
+        let mut i = 0;
+        while i < words.len() && WRAPPERS.contains(&shell::basename(words[i].0)) {
+            i += 1;
+            while i < words.len()
+                && (words[i].0.starts_with('-')
+                    || words[i].0.contains('=')
+                    || words[i].0.parse::<i64>().is_ok())
+            {
+                i += 1;
+            }
+        }
+        let Some(&(cmd_word, cmd_span)) = words.get(i) else {
+            continue;
+        };
+        let base = shell::basename(cmd_word);
+        if DAEMONIZERS.contains(&base) {
+            push(
+                cmd_span,
+                format!("starts its program through `{base}`"),
+                "detaches the program",
+            );
+            continue;
+        }
+        let container = CONTAINER_CLIS.contains(&base);
+        let args = &words[i + 1..];
+        for (k, &(w, span)) in args.iter().enumerate() {
+            let (flag, value) = match w.split_once('=') {
+                Some((f, v)) => (f, Some(v)),
+                None => (w, None),
+            };
+            if DAEMON_FLAGS.contains(&flag) || (container && is_detach_cluster(w)) {
+                let value = value.or_else(|| args.get(k + 1).map(|a| a.0));
+                if value.is_some_and(|v| NEGATIVE.contains(&v.to_ascii_lowercase().as_str())) {
+                    continue;
+                }
+                push(
+                    span,
+                    format!("passes `{w}`, so `{base}` daemonizes itself"),
+                    "daemon flag",
+                );
+            }
+        }
+    }
+}
+
+/// `-d`, `-itd`, `-dp`: a short-option cluster containing `d`.
+fn is_detach_cluster(w: &str) -> bool {
+    let Some(rest) = w.strip_prefix('-') else {
+        return false;
+    };
+    !rest.starts_with('-')
+        && (1..=5).contains(&rest.len())
+        && rest.chars().all(|c| c.is_ascii_alphabetic())
+        && rest.contains('d')
+}

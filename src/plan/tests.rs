@@ -1,0 +1,337 @@
+//! Unit tests of the plan renderings on a topology built by hand (the
+//! examples' snapshots in tests/examples.rs cover parsed files).
+
+use super::*;
+use crate::ast::{
+    AfterState, Escalate, FinishWhen, Probe, ProcessGroupMode, RestartMode, StopTarget,
+};
+use crate::diagnostic::{Diagnostic, Label};
+use crate::model::{
+    After, Allow, Finish, Handler, LadderStep, ReadyCheck, Restart, RestartLimit, Sig, Step, Stop,
+};
+use crate::source::{SourceFile, Span, Spanned};
+use std::time::Duration;
+
+fn sp<T>(node: T) -> Spanned<T> {
+    Spanned::new(node, Span::default())
+}
+
+fn secs(s: u64) -> Timeout {
+    Timeout::Finite(Duration::from_secs(s))
+}
+
+fn group(name: &str, command: Command) -> Group {
+    Group {
+        name: sp(name.into()),
+        span: Span::default(),
+        command: sp(command),
+        processes: 1,
+        coroutines: 1,
+        port: None,
+        once: false,
+        after: Vec::new(),
+        ready: None,
+        restart: Restart {
+            mode: RestartMode::OnFailure,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            limit: Some(RestartLimit {
+                count: 5,
+                per: Duration::from_secs(60),
+            }),
+            span: None,
+        },
+        stop: Stop {
+            steps: vec![LadderStep {
+                signal: Sig::TERM,
+                drain: secs(10),
+                span: Span::default(),
+            }],
+            target: StopTarget::Leader,
+            span: None,
+        },
+        env: Vec::new(),
+        cwd: None,
+        process_group: ProcessGroupMode::Own,
+        process_group_span: None,
+        die_with_parent: true,
+        die_with_parent_span: None,
+    }
+}
+
+fn run(cmd: &str) -> Command {
+    Command::Run {
+        argv: shell_words::split(cmd).unwrap(),
+    }
+}
+
+fn handler(sig: Sig, steps: Vec<Step>, default: bool) -> Handler {
+    Handler {
+        signal: sp(sig),
+        steps: steps.into_iter().map(sp).collect(),
+        default,
+        span: Span::default(),
+    }
+}
+
+/// A hand-built version of the SPEC's `ingest` topology.
+pub(crate) fn ingest() -> Topology {
+    let mut migrate = group("migrate", run("python manage.py migrate"));
+    migrate.once = true;
+    migrate.restart.mode = RestartMode::Never;
+    migrate.restart.limit = None;
+    let mut api = group(
+        "api",
+        run("gunicorn app:wsgi --threads {coroutines} --bind 127.0.0.1:{port}"),
+    );
+    api.processes = 4;
+    api.coroutines = 8;
+    api.port = Some(8000);
+    api.after.push(After {
+        group: 0,
+        state: AfterState::Succeeded,
+        span: Span::default(),
+    });
+    api.ready = Some(ReadyCheck {
+        probe: Probe::Http("http://127.0.0.1:{port}/healthz".into()),
+        every: Duration::from_millis(200),
+        within: secs(30),
+        span: Span::default(),
+    });
+    api.stop.steps[0].drain = secs(20);
+    let mut worker = group(
+        "worker",
+        run("celery -A app worker --pool gevent --concurrency {coroutines}"),
+    );
+    worker.processes = 2;
+    worker.coroutines = 100;
+    worker.after.push(After {
+        group: 1,
+        state: AfterState::Ready,
+        span: Span::default(),
+    });
+    worker.env = vec![
+        ("QUEUE".into(), "ingest".into()),
+        ("LOG_LEVEL".into(), "info".into()),
+    ];
+    worker.cwd = Some("services/worker".into());
+    worker.stop.steps = vec![
+        LadderStep {
+            signal: Sig::TERM,
+            drain: secs(25),
+            span: Span::default(),
+        },
+        LadderStep {
+            signal: Sig::QUIT,
+            drain: secs(5),
+            span: Span::default(),
+        },
+    ];
+    let mut tests = group(
+        "tests",
+        Command::Sh {
+            script: "exec pytest -x tests/integration".into(),
+        },
+    );
+    tests.once = true;
+    tests.after.push(After {
+        group: 2,
+        state: AfterState::Ready,
+        span: Span::default(),
+    });
+    let usr1 = Sig(nix::sys::signal::Signal::SIGUSR1);
+    let usr2 = Sig(nix::sys::signal::Signal::SIGUSR2);
+    Topology {
+        name: sp("ingest".into()),
+        shutdown_within: secs(60),
+        shutdown_span: None,
+        finish: Some(Finish {
+            group: sp(3),
+            when: FinishWhen::Exits,
+            span: Span::default(),
+        }),
+        handlers: vec![
+            handler(Sig::INT, vec![Step::Drain { groups: vec![] }], false),
+            handler(Sig::TERM, vec![Step::Drain { groups: vec![] }], false),
+            handler(Sig::HUP, vec![Step::Reload], false),
+            handler(
+                usr1,
+                vec![Step::Forward {
+                    signal: None,
+                    groups: vec![sp(2)],
+                }],
+                false,
+            ),
+            handler(
+                usr2,
+                vec![
+                    Step::Forward {
+                        signal: Some(sp(Sig::TERM)),
+                        groups: vec![sp(2)],
+                    },
+                    Step::Wait {
+                        groups: vec![sp(2)],
+                        within: Some(secs(10)),
+                    },
+                    Step::Restart {
+                        groups: vec![sp(2)],
+                        rolling: false,
+                    },
+                ],
+                false,
+            ),
+        ],
+        escalate: Escalate::OnRepeat,
+        escalate_span: None,
+        groups: vec![migrate, api, worker, tests],
+        allows: vec![Allow {
+            code: "FR304",
+            reason: Some("the exporter \"must\" flush".into()),
+            group: Some(2),
+            span: Span::default(),
+        }],
+    }
+}
+
+fn source() -> SourceFile {
+    SourceFile::new(
+        "ingest.pf",
+        "topology ingest {\n  group x { run \"x\" }\n}\n",
+    )
+}
+
+fn finding() -> Diagnostic {
+    Diagnostic::new(
+        "FR304",
+        "a `drain forever` step",
+        Label::new(Span::new(20, 25), "here"),
+    )
+}
+
+#[test]
+fn text_has_every_section_and_is_deterministic() {
+    let t = ingest();
+    let plan = build(&t, &Scale::new());
+    let a = text(&plan, &source(), &[finding()]);
+    let b = text(&build(&t, &Scale::new()), &source(), &[finding()]);
+    assert_eq!(a, b);
+    println!("{a}");
+    for needle in [
+        "topology ingest\n",
+        "  processes        8\n",
+        "  coroutine slots  234\n",
+        "  shutdown within  1m\n",
+        "  finish when      tests exits",
+        "  1  migrate  no conditions\n",
+        "  2  api      after migrate succeeded\n",
+        "  1  migrate  SIGTERM → 10s → SIGKILL (to leader)\n",
+        "     tests    SIGTERM → 10s → SIGKILL (to leader)\n",
+        "  2  worker   SIGTERM → 25s → SIGQUIT → 5s → SIGKILL (to leader)\n",
+        "  path     tests → worker → api\n",
+        "  ladders  10s + 30s + 20s\n",
+        "  total    1m\n",
+        "  verdict  ok (within the budget)\n",
+        "  SIGUSR1  forward SIGUSR1 to worker (the received signal)\n",
+        "  SIGUSR2  1. forward SIGTERM to worker\n",
+        "           3. restart worker\n",
+        "(escalate on repeat)\n",
+        "    argv   gunicorn app:wsgi --threads 8 --bind 127.0.0.1:8003\n",
+        "    ready  http \"http://127.0.0.1:8001/healthz\"\n",
+        "    argv   /bin/sh -c 'exec pytest -x tests/integration'\n",
+        "    cwd    services/worker\n",
+        "           FLOWRUN_INDEX=1\n",
+        "           LOG_LEVEL=info\n",
+        "  processes        4 processes × 8 coroutines = 32 coroutine slots\n",
+        "  processes        1 process × 1 coroutine = 1 coroutine slot\n",
+        "  FR304 unbounded-drain  in group worker, because \"the exporter \\\"must\\\" flush\"\n",
+        "findings\n  ingest.pf:2:3: warning[FR304] a `drain forever` step\n",
+    ] {
+        assert!(a.contains(needle), "missing {needle:?} in:\n{a}");
+    }
+    assert!(a.ends_with('\n'));
+    assert!(!a.contains("  \n"), "trailing spaces");
+}
+
+#[test]
+fn text_marks_over_budget_and_defaults() {
+    let mut t = ingest();
+    t.shutdown_within = secs(45);
+    t.handlers[0].default = true;
+    t.escalate = Escalate::Never;
+    let a = text(&build(&t, &Scale::new()), &source(), &[]);
+    assert!(
+        a.contains("  verdict  OVER (exceeds the budget: FR203)\n"),
+        "{a}"
+    );
+    assert!(
+        a.contains("  SIGINT   drain (whole topology) (default)\n"),
+        "{a}"
+    );
+    assert!(a.contains("(escalate never)\n"), "{a}");
+    assert!(a.contains("findings\n  none\n"), "{a}");
+}
+
+#[test]
+fn scale_changes_the_process_list() {
+    let t = ingest();
+    let mut scale = Scale::new();
+    scale.insert("worker".into(), 3);
+    let a = text(&build(&t, &scale), &source(), &[]);
+    assert!(a.contains("  process worker.2\n"), "{a}");
+    assert!(a.contains("  processes        9\n"), "{a}");
+}
+
+#[test]
+fn json_is_versioned_named_and_deterministic() {
+    let t = ingest();
+    let plan = build(&t, &Scale::new());
+    let a = json(&plan, &source(), &[finding()]);
+    assert_eq!(a, json(&build(&t, &Scale::new()), &source(), &[finding()]));
+    assert!(a.ends_with("}\n"));
+    let v: serde_json::Value = serde_json::from_str(&a).unwrap();
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["summary"]["coroutine_slots"], 234);
+    assert_eq!(v["shutdown_within_ms"], 60_000);
+    assert_eq!(v["worst_shutdown"]["total_ms"], 60_000);
+    assert_eq!(v["worst_shutdown"]["within_budget"], true);
+    assert_eq!(v["worst_shutdown"]["groups"][1]["name"], "worker");
+    assert_eq!(v["worst_shutdown"]["groups"][1]["stop_total_ms"], 30_000);
+    assert_eq!(v["groups"][1]["after"][0]["name"], "migrate");
+    assert_eq!(v["groups"][1]["after"][0]["state"], "succeeded");
+    assert_eq!(v["groups"][1]["ready"]["probe"]["kind"], "http");
+    assert_eq!(v["handlers"][3]["steps"][0]["signal"], "SIGUSR1");
+    assert_eq!(v["handlers"][3]["steps"][0]["received"], true);
+    assert_eq!(v["processes"][4]["argv"][5], "127.0.0.1:8003");
+    assert_eq!(v["processes"][5]["env"][5]["name"], "QUEUE");
+    assert_eq!(v["findings"][0]["line"], 2);
+    assert_eq!(v["findings"][0]["column"], 3);
+    assert_eq!(v["findings"][0]["severity"], "warning");
+    assert_eq!(v["allows"][0]["group"]["name"], "worker");
+    assert_eq!(v["drain_signals"], serde_json::json!(["SIGINT", "SIGTERM"]));
+    println!("{a}");
+}
+
+#[test]
+fn a_forever_path_is_over_a_finite_budget() {
+    let mut t = ingest();
+    t.groups[2].stop.steps[1].drain = Timeout::Forever;
+    let plan = build(&t, &Scale::new());
+    let v: serde_json::Value = serde_json::from_str(&json(&plan, &source(), &[])).unwrap();
+    assert_eq!(v["worst_shutdown"]["total_ms"], "forever");
+    assert_eq!(v["worst_shutdown"]["within_budget"], false);
+    assert!(text(&plan, &source(), &[]).contains("  total    forever\n"));
+}
+
+#[test]
+fn diff_is_none_when_equal_and_unified_otherwise() {
+    assert_eq!(diff("a\nb\n", "a\nb\n", "plan.txt"), None);
+    let d = diff("a\nb\nc\n", "a\nB\nc\n", "committed.plan").unwrap();
+    assert_eq!(
+        d,
+        "--- committed.plan\n+++ plan\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n"
+    );
+    // A missing final newline is a difference too.
+    let d = diff("a\n", "a", "x").unwrap();
+    assert!(d.starts_with("--- x\n+++ plan\n"), "{d}");
+    assert!(d.ends_with('\n'));
+}

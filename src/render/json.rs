@@ -1,0 +1,99 @@
+//! `--format json`: every file with its findings (schema: docs/lint-json.md).
+//! Plain serde structs so the field order is the documented one.
+
+use super::{clamp_span, region};
+use crate::diagnostic::{Diagnostic, Label};
+use crate::source::{SourceFile, Span};
+use crate::Compiled;
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct FileReport<'a> {
+    file: &'a str,
+    errors: usize,
+    warnings: usize,
+    findings: Vec<Finding<'a>>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Finding<'a> {
+    code: &'a str,
+    name: &'a str,
+    severity: &'a str,
+    message: &'a str,
+    file: &'a str,
+    line: usize,
+    column: usize,
+    end_line: usize,
+    end_column: usize,
+    span: Span,
+    labels: Vec<LabelOut<'a>>,
+    help: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct LabelOut<'a> {
+    message: &'a str,
+    primary: bool,
+    line: usize,
+    column: usize,
+    end_line: usize,
+    end_column: usize,
+    span: Span,
+}
+
+fn label<'a>(source: &SourceFile, l: &'a Label, primary: bool) -> LabelOut<'a> {
+    let r = region(source, l.span);
+    LabelOut {
+        message: &l.message,
+        primary,
+        line: r.line,
+        column: r.column,
+        end_line: r.end_line,
+        end_column: r.end_column,
+        span: clamp_span(&source.text, l.span),
+    }
+}
+
+pub(crate) fn finding<'a>(source: &'a SourceFile, d: &'a Diagnostic) -> Finding<'a> {
+    let r = region(source, d.primary.span);
+    Finding {
+        code: d.code,
+        name: d.rule().name,
+        severity: d.severity.as_str(),
+        message: &d.message,
+        file: &source.name,
+        line: r.line,
+        column: r.column,
+        end_line: r.end_line,
+        end_column: r.end_column,
+        span: clamp_span(&source.text, d.primary.span),
+        labels: std::iter::once(label(source, &d.primary, true))
+            .chain(d.related.iter().map(|l| label(source, l, false)))
+            .collect(),
+        help: d.help.as_deref(),
+    }
+}
+
+pub(super) fn render(files: &[Compiled]) -> String {
+    let files: Vec<FileReport> = files
+        .iter()
+        .map(|c| {
+            let count = |s| c.diagnostics.iter().filter(|d| d.severity == s).count();
+            FileReport {
+                file: &c.source.name,
+                errors: count(crate::diagnostic::Severity::Error),
+                warnings: count(crate::diagnostic::Severity::Warning),
+                findings: c
+                    .diagnostics
+                    .iter()
+                    .map(|d| finding(&c.source, d))
+                    .collect(),
+            }
+        })
+        .collect();
+    // Serialising plain structs of strings and numbers cannot fail.
+    let mut out = serde_json::to_string_pretty(&files).unwrap_or_else(|_| "[]".into());
+    out.push('\n');
+    out
+}

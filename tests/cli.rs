@@ -1,0 +1,540 @@
+//! The command line, driven through the real binary: exit codes, every
+//! output format, exact positions, `explain`, `rules`, `plan --check`.
+//! Fixtures are in tests/cli/.
+
+use flowrun::rules::RULES;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn fixture(name: &str) -> String {
+    format!("tests/cli/{name}")
+}
+
+/// Run `flowrun ARGS…` from the crate root without colour, 100 columns.
+fn flowrun(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flowrun"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .env("COLUMNS", "100")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run flowrun")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not killed by a signal")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).expect("stderr is UTF-8")
+}
+
+fn snapshot(name: &str, value: &str) {
+    insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
+        insta::assert_snapshot!(name, value);
+    });
+}
+
+fn tmp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("flowrun-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+// ---- exit codes -------------------------------------------------------------
+
+#[test]
+fn clean_file_exits_0_with_no_output() {
+    let o = flowrun(&["lint", &fixture("clean.pf")]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(stdout(&o), "");
+    let o = flowrun(&["lint", "--deny", "warnings", &fixture("clean.pf")]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+}
+
+#[test]
+fn error_exits_1() {
+    let o = flowrun(&["lint", &fixture("signal.pf")]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("FR302 double-delivery"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn warning_fails_only_under_deny_warnings() {
+    let o = flowrun(&["lint", "--format", "short", &fixture("warning.pf")]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(stdout(&o).contains("warning[FR304]"), "{}", stdout(&o));
+    let o = flowrun(&[
+        "lint",
+        "--format",
+        "short",
+        "--deny",
+        "warnings",
+        &fixture("warning.pf"),
+    ]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+}
+
+#[test]
+fn missing_file_exits_2_with_one_line() {
+    let o = flowrun(&["lint", "tests/cli/no-such-file.pf"]);
+    assert_eq!(code(&o), 2);
+    assert_eq!(
+        stderr(&o),
+        "flowrun: cannot read tests/cli/no-such-file.pf: No such file or directory\n"
+    );
+    // The readable files are still linted; the I/O error wins the exit code.
+    let o = flowrun(&[
+        "lint",
+        "--format",
+        "short",
+        "nope.pf",
+        &fixture("signal.pf"),
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(stdout(&o).contains("error[FR302]"), "{}", stdout(&o));
+}
+
+#[test]
+fn non_utf8_file_exits_2() {
+    let d = tmp_dir("utf8");
+    let f = d.join("bad.pf");
+    std::fs::write(&f, b"topology t {\xff}\n").unwrap();
+    let o = flowrun(&["lint", f.to_str().unwrap()]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("not UTF-8 (invalid byte at offset 12)"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_dir_all(d).ok();
+}
+
+#[test]
+fn misuse_is_concise_and_exits_2() {
+    for args in [
+        &["lint", "--fromat", "short", "x.pf"][..],
+        &["lint"][..],
+        &["lint", "--format", "xml", "x.pf"][..],
+        &["lint", "--deny", "errors", "x.pf"][..],
+        &["frobnicate"][..],
+        &["plan", "--format", "yaml", "x.pf"][..],
+    ] {
+        let o = flowrun(args);
+        assert_eq!(code(&o), 2, "{args:?}");
+        let err = stderr(&o);
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(
+            (1..=2).contains(&lines.len()) && lines[0].starts_with("error: "),
+            "{args:?}: {err}"
+        );
+        if lines.len() == 2 {
+            assert!(lines[1].starts_with("Usage: flowrun"), "{args:?}: {err}");
+        }
+        assert_eq!(stdout(&o), "", "{args:?}");
+    }
+    let o = flowrun(&["lint", "--fromat", "short", "x.pf"]);
+    assert!(
+        stderr(&o).contains("'--format'"),
+        "the tip survives: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    for sub in ["lint", "plan", "up", "explain", "rules"] {
+        let o = flowrun(&[sub, "--help"]);
+        assert_eq!(code(&o), 0, "{sub}");
+        assert!(
+            stdout(&o).contains("Usage: flowrun"),
+            "{sub}: {}",
+            stdout(&o)
+        );
+    }
+    let o = flowrun(&["--version"]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(
+        stdout(&o),
+        format!("flowrun {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+// ---- output formats ----------------------------------------------------------
+
+#[test]
+fn human_is_the_graphical_report_without_colour() {
+    let o = flowrun(&["lint", &fixture("signal.pf")]);
+    let out = stdout(&o);
+    assert!(out.contains("× FR302 double-delivery: "), "{out}");
+    assert!(out.contains("╭─[tests/cli/signal.pf:"), "{out}");
+    assert!(
+        out.contains("process-group shared"),
+        "source snippet: {out}"
+    );
+    assert!(out.contains("help: "), "{out}");
+    assert!(!out.contains('\u{1b}'), "no ANSI codes: {out:?}");
+    assert!(out.ends_with("flowrun: 1 error in 1 file\n"), "{out}");
+}
+
+#[test]
+fn short_pins_a_topology_and_a_signal_stage_position() {
+    // Topology stage (FR2xx): the cycle is reported at the first `after`.
+    let o = flowrun(&["lint", "--format", "short", &fixture("cycle.pf")]);
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("tests/cli/cycle.pf:5:5: error[FR201] ")),
+        "{out}"
+    );
+    // Signal stage (FR3xx): at the `process-group shared` setting.
+    let o = flowrun(&["lint", "--format", "short", &fixture("signal.pf")]);
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("tests/cli/signal.pf:6:5: error[FR302] ")),
+        "{out}"
+    );
+}
+
+#[test]
+fn columns_count_characters_in_every_format() {
+    // `{nope}` starts at character 15 of line 3, after the two-byte `é`.
+    let f = fixture("unicode.pf");
+    let o = flowrun(&["lint", "--format", "short", &f]);
+    assert!(
+        stdout(&o).contains("tests/cli/unicode.pf:3:15: error[FR103] "),
+        "{}",
+        stdout(&o)
+    );
+    let o = flowrun(&["lint", "--format", "json", &f]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let finding = &v[0]["findings"][0];
+    assert_eq!(finding["code"], "FR103");
+    assert_eq!(
+        (finding["line"].as_u64(), finding["column"].as_u64()),
+        (Some(3), Some(15))
+    );
+    assert_eq!(finding["end_column"], 21);
+    assert_eq!(
+        finding["span"]["end"].as_u64().unwrap() - finding["span"]["start"].as_u64().unwrap(),
+        6
+    );
+    let o = flowrun(&["lint", "--format", "github", &f]);
+    assert!(stdout(&o).starts_with("::error file=tests/cli/unicode.pf,line=3,col=15,endLine=3,endColumn=21,title=FR103 unknown-placeholder::"), "{}", stdout(&o));
+}
+
+#[test]
+fn json_lists_files_and_findings() {
+    let o = flowrun(&[
+        "lint",
+        "--format",
+        "json",
+        &fixture("clean.pf"),
+        &fixture("signal.pf"),
+        &fixture("warning.pf"),
+    ]);
+    assert_eq!(code(&o), 1);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("valid JSON");
+    let files = v.as_array().unwrap();
+    assert_eq!(files.len(), 3);
+    assert_eq!(files[0]["file"], "tests/cli/clean.pf");
+    assert_eq!(files[0]["findings"].as_array().unwrap().len(), 0);
+    assert_eq!(files[1]["errors"], 1);
+    let f = &files[1]["findings"][0];
+    for key in [
+        "code",
+        "name",
+        "severity",
+        "message",
+        "file",
+        "line",
+        "column",
+        "end_line",
+        "end_column",
+        "span",
+        "labels",
+        "help",
+    ] {
+        assert!(f.get(key).is_some(), "finding has {key}: {f}");
+    }
+    assert_eq!(f["code"], "FR302");
+    assert_eq!(f["name"], "double-delivery");
+    assert_eq!(f["severity"], "error");
+    assert_eq!(f["labels"][0]["primary"], true);
+    assert_eq!(files[2]["warnings"], 1);
+    assert_eq!(files[2]["findings"][0]["severity"], "warning");
+}
+
+#[test]
+fn sarif_is_2_1_0_with_every_rule_and_located_results() {
+    let o = flowrun(&[
+        "lint",
+        "--format",
+        "sarif",
+        &fixture("signal.pf"),
+        &fixture("cycle.pf"),
+        &fixture("warning.pf"),
+    ]);
+    assert_eq!(code(&o), 1);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("valid JSON");
+    assert_eq!(v["version"], "2.1.0");
+    assert!(v["$schema"].as_str().unwrap().contains("sarif"));
+    let run = &v["runs"][0];
+    assert_eq!(run["tool"]["driver"]["name"], "flowrun");
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    let ids: Vec<&str> = rules.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let want: Vec<&str> = RULES.iter().map(|r| r.code).collect();
+    assert_eq!(ids, want);
+    for r in rules {
+        assert!(r["shortDescription"]["text"].is_string(), "{r}");
+        let level = r["defaultConfiguration"]["level"].as_str().unwrap();
+        assert!(level == "error" || level == "warning");
+    }
+    let results = run["results"].as_array().unwrap();
+    assert!(results.len() >= 3, "{results:?}");
+    for res in results {
+        let id = res["ruleId"].as_str().unwrap();
+        let index = res["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(ids[index], id);
+        assert!(res["message"]["text"].is_string());
+        let loc = &res["locations"][0]["physicalLocation"];
+        assert!(loc["artifactLocation"]["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("tests/cli/"));
+        assert!(loc["region"]["startLine"].as_u64().unwrap() >= 1);
+        assert!(loc["region"]["startColumn"].as_u64().unwrap() >= 1);
+    }
+    let levels: Vec<&str> = results
+        .iter()
+        .map(|r| r["level"].as_str().unwrap())
+        .collect();
+    assert!(levels.contains(&"error") && levels.contains(&"warning"));
+    // The cycle's edges are related locations.
+    let cycle = results.iter().find(|r| r["ruleId"] == "FR201").unwrap();
+    assert!(
+        cycle["relatedLocations"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{cycle}"
+    );
+}
+
+#[test]
+fn github_prints_one_annotation_per_finding() {
+    let o = flowrun(&[
+        "lint",
+        "--format",
+        "github",
+        &fixture("signal.pf"),
+        &fixture("warning.pf"),
+    ]);
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("::error file=tests/cli/signal.pf,line=6,col=5,endLine=6,endColumn=")
+            && lines[0].contains(",title=FR302 double-delivery::"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("::warning file=tests/cli/warning.pf,line="),
+        "{out}"
+    );
+    assert!(lines[1].contains(",title=FR304 unbounded-drain::"), "{out}");
+}
+
+#[test]
+fn syntax_error_is_reported_in_every_format() {
+    for format in ["human", "short", "json", "sarif", "github"] {
+        let o = flowrun(&["lint", "--format", format, &fixture("syntax.pf")]);
+        assert_eq!(code(&o), 1, "{format}");
+        assert!(stdout(&o).contains("FR001"), "{format}: {}", stdout(&o));
+    }
+}
+
+// ---- explain and rules ---------------------------------------------------------
+
+#[test]
+fn explain_by_code_and_by_name_are_identical() {
+    let a = flowrun(&["explain", "FR302"]);
+    let b = flowrun(&["explain", "double-delivery"]);
+    let c = flowrun(&["explain", "fr302"]);
+    assert_eq!(code(&a), 0);
+    assert_eq!(stdout(&a), stdout(&b));
+    assert_eq!(stdout(&a), stdout(&c));
+    assert!(stdout(&a).starts_with("FR302 double-delivery (error): "));
+    let rule = flowrun::rules::by_code("FR302").unwrap();
+    assert!(stdout(&a).contains(rule.explain.trim()));
+}
+
+#[test]
+fn explain_unknown_rule_suggests_and_exits_2() {
+    let o = flowrun(&["explain", "doubel-delivery"]);
+    assert_eq!(code(&o), 2);
+    assert_eq!(stdout(&o), "");
+    assert_eq!(stderr(&o).lines().count(), 1);
+    assert!(
+        stderr(&o).contains("did you mean `FR302` double-delivery?"),
+        "{}",
+        stderr(&o)
+    );
+    let o = flowrun(&["explain", "xyzzy"]);
+    assert_eq!(code(&o), 2);
+    assert!(!stderr(&o).contains("did you mean"));
+}
+
+#[test]
+fn rules_lists_every_rule() {
+    let o = flowrun(&["rules"]);
+    assert_eq!(code(&o), 0);
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 23, "a header and 22 rules");
+    for r in RULES {
+        assert!(out.contains(r.code) && out.contains(r.name), "{}", r.code);
+    }
+    snapshot("cli_rules", &out);
+}
+
+#[test]
+fn readme_rule_table_matches_the_registry() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let rows: Vec<String> = readme
+        .lines()
+        .filter(|l| l.starts_with("| FR"))
+        .map(String::from)
+        .collect();
+    let want: Vec<String> = RULES
+        .iter()
+        .map(|r| {
+            format!(
+                "| {} | {} | {} | {} |",
+                r.code,
+                r.name,
+                r.severity.as_str(),
+                r.summary
+            )
+        })
+        .collect();
+    assert_eq!(rows, want);
+}
+
+#[test]
+fn closed_stdout_does_not_panic() {
+    // A pipe whose read end is already closed: every write gets EPIPE.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    for args in [
+        &["rules"][..],
+        &["explain", "FR001"][..],
+        &["lint", "--format", "json", "tests/cli/signal.pf"][..],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_flowrun"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::from(write.try_clone().unwrap()))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
+        assert!(
+            o.status.code().is_some_and(|c| c <= 1),
+            "{args:?}: {:?}",
+            o.status
+        );
+    }
+}
+
+// ---- plan ------------------------------------------------------------------------
+
+#[test]
+fn plan_check_same_is_0_and_different_is_1_with_a_diff() {
+    let o = flowrun(&["plan", &fixture("clean.pf")]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let plan = stdout(&o);
+    assert!(!plan.is_empty());
+    let d = tmp_dir("plan");
+    let committed = d.join("clean.plan");
+    std::fs::write(&committed, &plan).unwrap();
+    let c = committed.to_str().unwrap();
+    let o = flowrun(&["plan", &fixture("clean.pf"), "--check", c]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(stdout(&o), "");
+
+    let stale = plan.replacen('\n', "\nthis line is stale\n", 1);
+    std::fs::write(&committed, stale).unwrap();
+    let o = flowrun(&["plan", &fixture("clean.pf"), "--check", c]);
+    assert_eq!(code(&o), 1);
+    let diff = stdout(&o);
+    assert!(diff.contains(&format!("--- {c}")), "{diff}");
+    assert!(diff.contains("-this line is stale"), "{diff}");
+
+    let o = flowrun(&["plan", &fixture("clean.pf"), "--check", "no-such.plan"]);
+    assert_eq!(code(&o), 2);
+    std::fs::remove_dir_all(d).ok();
+}
+
+#[test]
+fn plan_is_deterministic_and_has_a_json_form() {
+    let a = stdout(&flowrun(&["plan", &fixture("clean.pf")]));
+    let b = stdout(&flowrun(&["plan", &fixture("clean.pf")]));
+    assert_eq!(a, b);
+    let o = flowrun(&["plan", "--format", "json", &fixture("clean.pf")]);
+    assert_eq!(code(&o), 0);
+    let _: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("valid JSON");
+}
+
+#[test]
+fn plan_with_errors_prints_the_plan_and_exits_1() {
+    let o = flowrun(&["plan", &fixture("signal.pf")]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stdout(&o).contains("FR302"),
+        "findings are in the plan: {}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn plan_of_unparsable_file_exits_2_with_diagnostics_on_stderr() {
+    let o = flowrun(&["plan", &fixture("syntax.pf")]);
+    assert_eq!(code(&o), 2);
+    assert_eq!(stdout(&o), "");
+    assert!(stderr(&o).contains("FR001"), "{}", stderr(&o));
+}
+
+// ---- up (argument validation only; the runtime has its own tests) ---------------
+
+#[test]
+fn up_refuses_a_file_with_errors() {
+    let o = flowrun(&["up", &fixture("signal.pf")]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("FR302"), "{}", stderr(&o));
+}
+
+#[test]
+fn up_validates_scale() {
+    for (arg, want) in [
+        ("apx=2", "unknown group `apx` (did you mean `api`?)"),
+        ("api=0", "N must be a whole number ≥ 1"),
+        ("api=two", "N must be a whole number ≥ 1"),
+        ("api", "expected G=N"),
+    ] {
+        let o = flowrun(&["up", &fixture("clean.pf"), "--scale", arg]);
+        assert_eq!(code(&o), 2, "{arg}");
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{arg}: {err}");
+        assert!(err.contains(want), "{arg}: {err}");
+    }
+}
