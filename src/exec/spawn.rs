@@ -1,8 +1,8 @@
 //! Spawning one child cleanly (std `Command`, never tokio::process).
 //!
 //! Every input of the `pre_exec` hook is computed before the fork; the hook
-//! itself makes only async-signal-safe raw calls: reset signals 1–31 to
-//! their default action, empty the signal mask, restore the inherited
+//! itself makes only async-signal-safe raw calls: reset every signal (1–64)
+//! to its default action, empty the signal mask, restore the inherited
 //! `RLIMIT_NOFILE`, mark every descriptor above 2 close-on-exec, and (for
 //! `die-with-parent`) arm `PR_SET_PDEATHSIG` and check the parent is still
 //! the runner. All spawns happen on the runner's main thread (the
@@ -108,14 +108,36 @@ pub fn spawn(spec: &SpawnSpec<'_>, inh: Inherited) -> io::Result<Spawned> {
     Ok(Spawned { pid, output })
 }
 
+/// The kernel's `struct sigaction` (with `sa_restorer`, as on x86-64 and
+/// arm64).
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
 /// Runs in the child between fork and exec.
 unsafe fn child_setup(nofile: libc::rlimit, pdeath: bool, parent: i32) {
-    let mut sa: libc::sigaction = std::mem::zeroed();
-    sa.sa_sigaction = libc::SIG_DFL;
-    libc::sigemptyset(&mut sa.sa_mask);
-    for sig in 1..32 {
+    // Every signal, real-time ones included (libc refuses 32 and 33, which
+    // glibc reserves, so this is the raw system call): an ignored
+    // disposition would survive exec.
+    let sa = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &sa as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
         }
     }
     let mut set: libc::sigset_t = std::mem::zeroed();

@@ -31,9 +31,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-/// Repeats of a drain signal this soon after the drain began are the same
-/// keypress or `kill` burst, not a request to escalate.
-pub const COALESCE: Duration = Duration::from_millis(100);
 /// How often a group whose leader is gone is checked for emptiness.
 const GROUP_POLL: Duration = Duration::from_millis(20);
 /// Retry delay when a spawn hits EMFILE/EAGAIN.
@@ -175,7 +172,10 @@ pub struct Sup {
     by_pid: HashMap<i32, (usize, usize)>,
     next_gen: u64,
     mode: Mode,
-    drain_started: Option<Instant>,
+    /// The message batch in which the drain began: repeats of the drain
+    /// signal already queued with it are one burst, not an escalation.
+    drain_batch: Option<u64>,
+    batch: u64,
     escalated: bool,
     code: Option<i32>,
     readers: Vec<JoinHandle<()>>,
@@ -186,12 +186,31 @@ pub struct Sup {
     drain_stage: usize,
 }
 
-fn fingerprint(g: &Group, procs: &[ProcessSpec]) -> String {
-    let mut s = serde_json::to_string(g).unwrap_or_default();
-    for p in procs {
-        s.push_str(&serde_json::to_string(p).unwrap_or_default());
+/// A group's resolved definition, independent of its position in the file:
+/// the group model with `after` edges by name, and every process's spec
+/// without its group index.
+fn fingerprint(plan: &Plan, gid: GroupId) -> String {
+    let g = &plan.topology.groups[gid];
+    let mut v = serde_json::to_value(g).unwrap_or_default();
+    if let Some(after) = v.get_mut("after").and_then(|a| a.as_array_mut()) {
+        for (a, model) in after.iter_mut().zip(&g.after) {
+            let name = plan
+                .topology
+                .groups
+                .get(model.group)
+                .map(|d| d.name.node.clone());
+            a["group"] = name.into();
+        }
     }
-    s
+    let mut out = v.to_string();
+    for p in plan.processes.iter().filter(|p| p.group == gid) {
+        let mut pv = serde_json::to_value(p).unwrap_or_default();
+        if let Some(o) = pv.as_object_mut() {
+            o.remove("group");
+        }
+        out.push_str(&pv.to_string());
+    }
+    out
 }
 
 fn sig_name(s: Sig) -> &'static str {
@@ -209,7 +228,8 @@ impl Sup {
             by_pid: HashMap::new(),
             next_gen: 1,
             mode: Mode::Running,
-            drain_started: None,
+            drain_batch: None,
+            batch: 0,
             escalated: false,
             code: None,
             readers: Vec::new(),
@@ -239,7 +259,7 @@ impl Sup {
             .filter(|p| p.group == gid)
             .cloned()
             .collect();
-        let fp = fingerprint(g, &specs);
+        let fp = fingerprint(plan, gid);
         let procs = specs
             .into_iter()
             .map(|spec| Proc {
@@ -310,6 +330,7 @@ impl Sup {
         self.progress();
         while self.mode != Mode::Done {
             let Some(msg) = rx.recv().await else { break };
+            self.batch += 1;
             self.handle(msg);
             // Handle what is already queued before re-evaluating.
             while let Ok(msg) = rx.try_recv() {
@@ -413,7 +434,7 @@ impl Sup {
         match self.mode {
             Mode::Done => {}
             Mode::Draining => {
-                let within = self.drain_started.is_some_and(|t| t.elapsed() < COALESCE);
+                let within = self.drain_batch == Some(self.batch);
                 if drains
                     && !within
                     && !self.escalated
@@ -736,13 +757,7 @@ impl Sup {
         let mut changed = Vec::new();
         let mut kept = Vec::new();
         for (gid, g) in plan.topology.groups.iter().enumerate() {
-            let specs: Vec<ProcessSpec> = plan
-                .processes
-                .iter()
-                .filter(|p| p.group == gid)
-                .cloned()
-                .collect();
-            let fp = fingerprint(g, &specs);
+            let fp = fingerprint(&plan, gid);
             let old = self
                 .cur
                 .iter()
@@ -1048,11 +1063,12 @@ impl Sup {
 
     fn on_reaped(&mut self, pid: i32, status: Status) {
         if let Some((s, i)) = self.by_pid.remove(&pid) {
+            let held = self.groups[s].hold;
             let p = &mut self.groups[s].procs[i];
             if p.pid == pid && p.leader_alive {
                 p.leader_alive = false;
                 p.status = Some(status);
-                let expected = p.expected || p.stop.is_some();
+                let expected = p.expected || p.stop.is_some() || held;
                 let who = p.who.clone();
                 self.emit(Event::Exited {
                     who,
@@ -1342,7 +1358,7 @@ impl Sup {
             return;
         }
         self.mode = Mode::Draining;
-        self.drain_started = Some(Instant::now());
+        self.drain_batch = Some(self.batch);
         if self.code.is_none() {
             self.code = Some(code);
         }
