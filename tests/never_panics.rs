@@ -488,7 +488,7 @@ fn token_mutations_b() {
 #[test]
 fn renderers_with_random_spans() {
     let seed = seed();
-    let count = 10_000 * scale();
+    let count = 5_000 * scale();
     println!("renderers: seed {seed} (FLOWRUN_FUZZ_SEED={seed}), {count} inputs");
     let mut rng = Rng(seed ^ 5);
     let corpus = corpus();
@@ -569,6 +569,19 @@ fn rng_width(n: usize) -> usize {
 
 fn rng_pick<'a>(rng: &mut Rng, corpus: &'a [String]) -> &'a str {
     &corpus[rng.below(corpus.len())]
+}
+
+/// Inputs that once panicked somewhere in the pipeline, found by this test.
+#[test]
+fn known_crashers() {
+    let crashers = [
+        // resolve: `65_536 - processes` underflowed in the FR104 help text.
+        "topology web {\n  group edge {\n    run \"envoy --port {port}\"\n    processes 4294967295\n    port 65534\n  }\n}\n",
+    ];
+    for input in crashers {
+        let r = catch_unwind(AssertUnwindSafe(|| run_one(input, None)));
+        assert!(matches!(r, Ok(Ok(()))), "{input:?}");
+    }
 }
 
 #[test]
