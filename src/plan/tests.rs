@@ -368,3 +368,23 @@ fn a_50000_group_plan_renders_in_linear_time() {
     assert!(json.len() > text.len() / 2);
     assert!(elapsed.as_secs() < 60, "{elapsed:?}");
 }
+
+#[test]
+fn a_cycle_is_called_out_in_the_start_stages() {
+    let mut t = ingest();
+    assert!(!text(&build(&t, &Scale::new()), &source(), &[]).contains("dependency cycle"));
+    // migrate waits for tests: migrate → tests → worker → api → migrate.
+    t.groups[0].after.push(After {
+        group: 3,
+        state: AfterState::Started,
+        span: Span::default(),
+    });
+    let a = text(&build(&t, &Scale::new()), &source(), &[]);
+    assert!(
+        a.contains("  1  migrate  after tests started\n     api      after migrate succeeded\n"),
+        "{a}"
+    );
+    assert!(
+        a.contains("  (the last stage waits on a dependency cycle, FR201: it can never start)\n")
+    );
+}
