@@ -388,3 +388,41 @@ fn a_cycle_is_called_out_in_the_start_stages() {
         a.contains("  (the last stage waits on a dependency cycle, FR201: it can never start)\n")
     );
 }
+
+#[test]
+fn absurd_process_counts_are_clamped_not_expanded() {
+    let mut t = ingest();
+    t.groups[1].processes = u32::MAX;
+    let mut scale = Scale::new();
+    scale.insert("worker".into(), u32::MAX);
+    let plan = build(&t, &scale);
+    let count = |g: GroupId| plan.processes.iter().filter(|p| p.group == g).count();
+    assert_eq!(count(0), 1);
+    assert_eq!(count(1), MAX_GROUP_PROCESSES as usize);
+    assert_eq!(count(2), MAX_GROUP_PROCESSES as usize);
+    assert_eq!(count(3), 1);
+    let last = plan.processes.iter().rfind(|p| p.group == 1).unwrap();
+    assert_eq!(last.index, MAX_GROUP_PROCESSES - 1);
+    // FLOWRUN_PROCESSES agrees with what was expanded.
+    assert!(last
+        .env
+        .contains(&("FLOWRUN_PROCESSES".into(), "65536".into())));
+
+    // The whole plan is bounded too.
+    let template = t.groups[1].clone();
+    t.groups = (0..6)
+        .map(|i| {
+            let mut g = template.clone();
+            g.name = sp(format!("g{i}"));
+            g.port = None;
+            g.after.clear();
+            g
+        })
+        .collect();
+    t.finish = None;
+    t.allows.clear();
+    t.handlers.truncate(3);
+    let plan = build(&t, &Scale::new());
+    assert_eq!(plan.processes.len(), MAX_PLAN_PROCESSES);
+    assert!(plan.processes.iter().all(|p| p.group < 4));
+}
