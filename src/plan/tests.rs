@@ -302,6 +302,11 @@ fn json_is_versioned_named_and_deterministic() {
     assert_eq!(v["handlers"][3]["steps"][0]["signal"], "SIGUSR1");
     assert_eq!(v["handlers"][3]["steps"][0]["received"], true);
     assert_eq!(v["processes"][4]["argv"][5], "127.0.0.1:8003");
+    assert_eq!(
+        v["processes"][4]["ready"]["target"],
+        "http://127.0.0.1:8003/healthz"
+    );
+    assert_eq!(v["processes"][0]["ready"], serde_json::Value::Null);
     assert_eq!(v["processes"][5]["env"][5]["name"], "QUEUE");
     assert_eq!(v["findings"][0]["line"], 2);
     assert_eq!(v["findings"][0]["column"], 3);
