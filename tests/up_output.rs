@@ -120,13 +120,15 @@ topology blob {
 
 #[test]
 fn ten_megabyte_line_is_split_and_memory_stays_bounded() {
-    const LEN: usize = 10 << 20;
+    // Not a multiple of 64 KiB: the last piece is a partial line that
+    // only a flush at end of stream delivers.
+    const LEN: usize = (10 << 20) + 1000;
     let h = Harness::new("output-long");
     let file = h.topology(
         r#"
 topology long {
   group long {
-    run "@PROBE@ --no-newline-bytes 10485760 --exit 0"
+    run "@PROBE@ --no-newline-bytes 10486760 --exit 0"
     once
   }
 }
@@ -177,4 +179,42 @@ topology long {
         .enumerate()
         .position(|(i, &b)| b != b'a' + (i % 26) as u8);
     assert_eq!(bad, None, "content differs at byte {bad:?}");
+}
+
+/// Output still in the pipe when its writer exits is relayed: 40 probes
+/// each put 60 KB in their pipe (it fits, so the write never blocks) and
+/// exit at once, all racing the runner's exit handling.
+#[test]
+fn output_buffered_in_the_pipe_at_exit_is_not_lost() {
+    const LEN: u64 = 60_000;
+    let h = Harness::new("output-at-exit");
+    let file = h.topology(
+        r#"
+topology burst {
+  group burst {
+    run "@PROBE@ --blob 60000 --seed {index} --exit 0"
+    processes 40
+    once
+  }
+}
+"#,
+    );
+    let mut up = h.up(&file, &[]);
+    let code = up.exit_code();
+    assert_eq!(code, 0, "stderr:\n{}", up.stderr_text());
+    let out = up.stdout_bytes();
+    let mut got: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (prefix, payload) in relayed(&out) {
+        let v = got.entry(prefix).or_default();
+        v.extend_from_slice(payload);
+        v.push(b'\n');
+    }
+    for i in 0..40u64 {
+        let key = format!("burst.{i}");
+        let have = got.get(&key).map(|v| v.len()).unwrap_or(0);
+        assert!(
+            got.get(&key).map(|v| v.as_slice()) == Some(blob(LEN, i).as_slice()),
+            "{key}: relayed {have} of {LEN} bytes"
+        );
+    }
 }
