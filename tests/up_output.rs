@@ -218,3 +218,63 @@ topology burst {
         );
     }
 }
+
+/// When the runner's stdout goes away (`flowrun up … | head -1`), it keeps
+/// supervising: restarts go on, a Ctrl+C still drains, nothing is orphaned.
+#[test]
+fn runner_keeps_supervising_after_its_stdout_closes() {
+    let h = Harness::new("output-epipe");
+    let file = h.topology(
+        r#"
+topology epipe {
+  shutdown within 30s
+  group chatty {
+    run "@PROBE@ --lines 100000 --record @DIR@/chatty.rec"
+  }
+  group flaky {
+    run "@PROBE@ --lines 10 --crash-after-ms 200"
+    restart on-failure backoff 100ms..100ms limit 1000 per 60s
+  }
+}
+"#,
+    );
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 into a local array; both ends are owned right below.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fresh descriptors, each owned exactly once.
+    let (r, w) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    let file_s = file.to_string_lossy().into_owned();
+    let mut up = h.spawn_with_stdout(
+        &[FLOWRUN, "up", &file_s, "--log-format", "json"],
+        Some(w.into()),
+    );
+    let mut first = [0u8; 64];
+    let mut reader = r;
+    std::io::Read::read(&mut reader, &mut first).expect("read the first output");
+    drop(reader); // like `head -c 64` exiting
+    let before = up.events_named("restarting").len();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        up.try_status().is_none(),
+        "runner died: {}",
+        up.stderr_text()
+    );
+    let after = up.events_named("restarting").len();
+    assert!(
+        after >= before + 3,
+        "supervision stopped after EPIPE: {before} → {after} restarts"
+    );
+    up.signal_group(libc::SIGINT);
+    let code = up.exit_code();
+    let stderr = up.stderr_text();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(code, 0, "stderr:\n{stderr}");
+    assert_eq!(read_records(&h.path("chatty.rec")).len(), 1);
+    assert!(survivors(&h.marker).is_empty());
+}

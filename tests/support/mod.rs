@@ -337,16 +337,23 @@ impl Harness {
     /// Run any command with the marker, as the leader of a new session,
     /// stdin from /dev/null, stdout/stderr to files in the test directory.
     pub fn spawn(&self, argv: &[&str]) -> Up {
+        self.spawn_with_stdout(argv, None)
+    }
+
+    /// [`Harness::spawn`] with stdout sent to `stdout` instead of a file
+    /// (e.g. a pipe the test closes); `Up::stdout` then names an empty file.
+    pub fn spawn_with_stdout(&self, argv: &[&str], stdout: Option<Stdio>) -> Up {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let out = self.path(&format!("stdout-{n}.txt"));
         let err = self.path(&format!("stderr-{n}.txt"));
+        let stdout = stdout.unwrap_or_else(|| fs::File::create(&out).expect("stdout file").into());
         let mut cmd = Command::new(argv[0]);
         cmd.args(&argv[1..])
             .env(MARKER_VAR, &self.marker)
             .env("NO_COLOR", "1")
             .current_dir(&self.dir)
             .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).expect("stdout file"))
+            .stdout(stdout)
             .stderr(fs::File::create(&err).expect("stderr file"));
         // SAFETY: setsid is async-signal-safe and takes no inputs.
         unsafe {
