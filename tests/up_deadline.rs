@@ -178,3 +178,48 @@ topology grouped {
     assert_eq!(code, 0, "stderr:\n{}", up.stderr_text());
     assert!(survivors(&h.marker).is_empty());
 }
+
+/// Every stop signal is followed by SIGCONT: a process that was stopped
+/// (SIGSTOP, e.g. a debugger or a terminal's Ctrl+Z) still gets to handle
+/// its SIGTERM and exits gracefully instead of waiting for the SIGKILL.
+#[test]
+fn a_stopped_process_is_continued_and_drains_gracefully() {
+    let h = Harness::new("deadline-stopped");
+    let file = h.topology(
+        r#"
+topology frozen {
+  shutdown within 30s
+  group frozen {
+    run "@PROBE@ --record @DIR@/frozen.rec"
+    stop SIGTERM drain 10s
+  }
+}
+"#,
+    );
+    let mut up = h.up(&file, &[]);
+    let pid = started_and_armed(&mut up, 1)[0].1;
+    // SAFETY: stopping the probe we started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let ok = wait_until(EVENT_TIMEOUT, Duration::from_millis(5), || {
+        proc_state(pid) == Some('T')
+    });
+    assert!(ok, "the probe did not stop");
+    let death = watch_death(pid);
+    let sent = now_ns();
+    up.signal_group(libc::SIGINT);
+    let died = death.join().expect("watcher").expect("never died");
+    let code = up.exit_code();
+    let took = secs(died - sent);
+    assert!(
+        took < 5.0,
+        "a stopped probe needed {took:.3} s: no SIGCONT?"
+    );
+    let recs = read_records(&h.path("frozen.rec"));
+    assert_eq!(
+        recs.iter().map(|r| r.sig.as_str()).collect::<Vec<_>>(),
+        ["SIGTERM"]
+    );
+    let exited = up.wait_for("exited");
+    assert_eq!(exited["code"], 0, "graceful exit, not SIGKILL: {exited}");
+    assert_eq!(code, 0, "stderr:\n{}", up.stderr_text());
+}
