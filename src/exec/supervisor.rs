@@ -81,6 +81,8 @@ struct Proc {
     stop: Option<StopState>,
     /// The exit is expected (a stop or a handler caused it).
     expected: bool,
+    /// The whole process group was sent SIGKILL (leftovers, deadline or
+    /// escalation): it is only waited for now.
     leftovers_killed: bool,
     started_at: Instant,
     attempts: u32,
@@ -319,9 +321,12 @@ impl Sup {
         });
     }
 
-    /// Run until done; returns the exit status. Output readers are flushed
-    /// before returning.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) -> (i32, Ctx) {
+    /// Run until every process group is gone; returns the exit status, the
+    /// context and the output readers still flushing.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+    ) -> (i32, Ctx, Vec<JoinHandle<()>>) {
         self.emit(Event::Starting {
             topology: self.plan.topology.name.node.clone(),
             groups: self.plan.topology.groups.len(),
@@ -338,11 +343,8 @@ impl Sup {
             }
             self.progress();
         }
-        for r in std::mem::take(&mut self.readers) {
-            let _ = r.await;
-        }
         let code = self.code.unwrap_or(0);
-        (code, self.ctx)
+        (code, self.ctx, std::mem::take(&mut self.readers))
     }
 
     // ----- messages -------------------------------------------------------
@@ -1234,7 +1236,11 @@ impl Sup {
             in_ms: delay.as_millis() as u64,
             attempt,
         });
-        self.after_ms(delay, Msg::RestartDue { gen });
+        if delay.is_zero() {
+            let _ = self.tx.send(Msg::RestartDue { gen });
+        } else {
+            self.after_ms(delay, Msg::RestartDue { gen });
+        }
     }
 
     fn fail_group(&mut self, s: usize, reason: String) {
@@ -1333,6 +1339,8 @@ impl Sup {
             return;
         }
         p.expected = true;
+        // The whole group gets SIGKILL now: no separate leftovers kill.
+        p.leftovers_killed = true;
         if p.stop.is_none() {
             p.stop = Some(StopState { step: usize::MAX });
         }
