@@ -1493,3 +1493,39 @@ fn signal_target(target: StopTarget, pid: i32, pgid: Option<i32>, sig: i32) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> Plan {
+        let c = crate::compile(crate::source::SourceFile::new("t.pf", text), None);
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        crate::plan::build(c.model.as_ref().unwrap(), &Default::default())
+    }
+
+    fn fp(p: &Plan, name: &str) -> String {
+        fingerprint(p, p.topology.group_by_name(name).unwrap())
+    }
+
+    #[test]
+    fn fingerprint_ignores_position_but_sees_every_change() {
+        let a = plan(
+            "topology t {\n group db { run \"db\" }\n group api { run \"api {index}\"\n processes 2\n after db started }\n}\n",
+        );
+        // A new group before both moves every index, and `api` is unchanged.
+        let b = plan(
+            "topology t {\n group cache { run \"c\" }\n group db { run \"db\" }\n group api { run \"api {index}\"\n processes 2\n after db started }\n}\n",
+        );
+        assert_eq!(fp(&a, "api"), fp(&b, "api"));
+        assert_eq!(fp(&a, "db"), fp(&b, "db"));
+        let c = plan(
+            "topology t {\n group db { run \"db\" }\n group api { run \"api {index}\"\n processes 3\n after db started }\n}\n",
+        );
+        assert_ne!(fp(&a, "api"), fp(&c, "api"));
+        let d = plan(
+            "topology t {\n group db { run \"db\" }\n group api { run \"api {index}\"\n processes 2\n env { A = \"1\" }\n after db started }\n}\n",
+        );
+        assert_ne!(fp(&a, "api"), fp(&d, "api"));
+    }
+}
