@@ -276,13 +276,11 @@ fn syntax_error(text: &str, err: &pest::error::Error<Rule>) -> Diagnostic {
             .last(),
         None | Some('\n' | '{' | ';')
     );
+    // `sep` is silent (it would cost a pair per line), so it is never
+    // reported; it is expected exactly where a block's `}` is.
     let mut expected: Vec<&str> = Vec::new();
-    let mut wants_sep = false;
+    let wants_sep = rules.contains(&Rule::rbrace);
     for rule in &rules {
-        if *rule == Rule::sep {
-            wants_sep = true;
-            continue;
-        }
         let d = describe(*rule);
         if !expected.contains(&d) {
             expected.push(d);
@@ -317,7 +315,7 @@ fn syntax_help(text: &str, pos: usize, rules: &[Rule]) -> Option<String> {
                 .into(),
         );
     }
-    if (wants(Rule::group_name) || wants(Rule::reserved)) && RESERVED.contains(&word) {
+    if wants(Rule::group_name) && RESERVED.contains(&word) {
         let after_group_keyword = text[..pos].trim_end().ends_with("group");
         return Some(if after_group_keyword {
             format!("`{word}` is a keyword and cannot be a group name")

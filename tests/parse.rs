@@ -717,3 +717,55 @@ fn a_5000_group_file_parses() {
     assert_eq!(groups_of(&f).len(), 5_000);
     eprintln!("5,000 groups ({} bytes) parsed in {took:?}", text.len());
 }
+
+/// Timing for the grammar's linearity (run in release:
+/// `cargo test --release --test parse -- --ignored --nocapture`). Reports
+/// the best of a few runs, since the machine may be shared.
+#[test]
+#[ignore]
+fn timing_500_to_50000_groups() {
+    fn best<T>(runs: u32, mut f: impl FnMut() -> T) -> (std::time::Duration, T) {
+        let mut best = std::time::Duration::MAX;
+        let mut out = None;
+        for _ in 0..runs {
+            let start = std::time::Instant::now();
+            let v = f();
+            best = best.min(start.elapsed());
+            out = Some(v);
+        }
+        (best, out.unwrap())
+    }
+    // FLOWRUN_TIMING_N=5000 measures one size (e.g. under valgrind).
+    let sizes: Vec<u32> = match std::env::var("FLOWRUN_TIMING_N") {
+        Ok(n) => vec![n.parse().expect("a number")],
+        Err(_) => vec![500, 5_000, 50_000],
+    };
+    for n in sizes {
+        let mut text =
+            String::from("topology big {\n  on SIGUSR1 { drain g0; restart g1 rolling }\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "  group g{i} {{\n    run \"worker --id {{index}}\"\n    processes 2\n    after g{} ready\n    stop SIGTERM drain 5s then SIGQUIT drain 1s\n  }}\n",
+                i.saturating_sub(1)
+            ));
+        }
+        text.push_str("}\n");
+        let src = SourceFile::new("big.pf", text);
+        let runs = if std::env::var_os("FLOWRUN_TIMING_N").is_some() {
+            1
+        } else if n >= 50_000 {
+            3
+        } else {
+            7
+        };
+        let (parsed, (file, diags)) = best(runs, || parse(&src));
+        assert!(diags.is_empty());
+        let file = file.unwrap();
+        let (resolved, (_, found)) = best(runs, || flowrun::resolve::resolve(&src, &file));
+        assert!(found.is_empty());
+        eprintln!(
+            "{n:>6} groups, {:>8} bytes: parse {parsed:?}, resolve {resolved:?}",
+            src.text.len()
+        );
+    }
+}
