@@ -580,18 +580,21 @@ pub fn process(e: &Value) -> &str {
     e["process"].as_str().unwrap_or("")
 }
 
-/// Wait until every pid has installed the probe's handlers (its `SigCgt`
-/// has SIGTERM) or has already exited, so a stop signal is recorded rather
-/// than killing it before its handlers exist.
+/// Wait until every pid runs the probe (`/proc/PID/exe`: a forked copy of
+/// a probe that has not exec'd yet shows its parent's handlers) and has
+/// installed its handlers (its `SigCgt` has SIGTERM), or has already
+/// exited, so a stop signal is recorded rather than killing it early.
 pub fn wait_armed(pids: &[i32]) {
     let term_bit = 1u64 << (libc::SIGTERM - 1);
+    let probe = fs::canonicalize(PROBE).unwrap_or_else(|_| PROBE.into());
     let ok = wait_until(EVENT_TIMEOUT, Duration::from_millis(5), || {
         pids.iter().all(|&p| {
             // A probe that already exited on its own cannot be raced.
             is_dead(p)
-                || status_field(p, "SigCgt")
-                    .and_then(|v| u64::from_str_radix(&v, 16).ok())
-                    .is_some_and(|m| m & term_bit != 0)
+                || (fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == probe)
+                    && status_field(p, "SigCgt")
+                        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+                        .is_some_and(|m| m & term_bit != 0))
         })
     });
     assert!(ok, "probes never armed their handlers: {}", describe(pids));
