@@ -573,3 +573,53 @@ fn plan_and_up_refuse_more_processes_than_a_plan_can_hold() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("plans at most"), "{}", stderr(&o));
 }
+
+/// Run `flowrun ARGS…` with stdout on a pseudo-terminal; returns its output.
+fn on_a_tty(args: &[&str], no_color: Option<&str>) -> String {
+    use std::io::Read;
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowrun"));
+    cmd.args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::from(pty.slave))
+        .stderr(Stdio::null());
+    match no_color {
+        Some(v) => cmd.env("NO_COLOR", v),
+        None => cmd.env_remove("NO_COLOR"),
+    };
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd); // close our copy of the terminal's slave end
+    let mut master = std::fs::File::from(pty.master);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break, // EIO once the child has closed the slave
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    child.wait().unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn colour_only_on_a_tty_and_without_no_color() {
+    let f = fixture("signal.pf");
+    let tty = on_a_tty(&["lint", &f], None);
+    assert!(
+        tty.contains("FR302") && tty.contains('\u{1b}'),
+        "colour on a tty: {tty:?}"
+    );
+    let empty = on_a_tty(&["lint", &f], Some(""));
+    assert!(
+        empty.contains('\u{1b}'),
+        "an empty NO_COLOR does not count: {empty:?}"
+    );
+    let plain = on_a_tty(&["lint", &f], Some("1"));
+    assert!(
+        plain.contains("FR302") && !plain.contains('\u{1b}'),
+        "{plain:?}"
+    );
+    let piped = flowrun(&["lint", &f]);
+    assert!(!stdout(&piped).contains('\u{1b}'));
+}
