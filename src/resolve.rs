@@ -156,7 +156,7 @@ impl<'a> Resolver<'a> {
             match &item.kind {
                 TopItemKind::Shutdown(d) => {
                     if let Some((_, first)) = shutdown {
-                        self.duplicate_setting("shutdown within", item.span, 8, first, None);
+                        self.duplicate_setting("`shutdown within`", item.span, 8, first, None);
                     } else {
                         shutdown = Some((d.node, item.span));
                     }
@@ -164,7 +164,7 @@ impl<'a> Resolver<'a> {
                 TopItemKind::Finish { group, when } => {
                     if let Some(first) = &finish {
                         let first = first.span;
-                        self.duplicate_setting("finish when", item.span, 6, first, None);
+                        self.duplicate_setting("`finish when`", item.span, 6, first, None);
                     } else if let Some(id) = self.group_ref(group, "`finish when`") {
                         finish = Some(Finish {
                             group: Spanned::new(id, group.span),
@@ -175,7 +175,7 @@ impl<'a> Resolver<'a> {
                 }
                 TopItemKind::Escalate(e) => {
                     if let Some((_, first)) = escalate {
-                        self.duplicate_setting("escalate", item.span, 8, first, None);
+                        self.duplicate_setting("`escalate`", item.span, 8, first, None);
                     } else {
                         escalate = Some((e.node, item.span));
                     }
@@ -611,10 +611,12 @@ impl<'a> Resolver<'a> {
                     ),
                     Label::new(span, "range runs past 65535"),
                 )
-                .with_help(format!(
-                    "start at {} or lower, or run fewer processes",
-                    65_536 - u64::from(processes)
-                )),
+                .with_help(match 65_536u64.checked_sub(u64::from(processes)) {
+                    Some(start) if start >= 1 => {
+                        format!("start at {start} or lower, or run fewer processes")
+                    }
+                    _ => "a group with ports runs at most 65535 processes".to_string(),
+                }),
             );
         }
         Some(p as u16)
@@ -630,7 +632,11 @@ impl<'a> Resolver<'a> {
                 format!("empty command in `{kw}`"),
                 Label::new(text.span, "nothing to run"),
             )
-            .with_help("write the program and its arguments inside the quotes"),
+            .with_help(if kw == "sh" {
+                "write the script inside the quotes"
+            } else {
+                "write the program and its arguments inside the quotes"
+            }),
         );
         false
     }
@@ -891,7 +897,7 @@ fn find_placeholders(raw: &str) -> Vec<(usize, &str)> {
 /// and how to name it. `None` for settings that may repeat.
 fn single_valued(kind: &SettingKind) -> Option<(&'static str, &'static str)> {
     Some(match kind {
-        SettingKind::Run(_) | SettingKind::Sh(_) => ("command", "the command (`run`/`sh`)"),
+        SettingKind::Run(_) | SettingKind::Sh(_) => ("command", "the command (`run` or `sh`)"),
         SettingKind::Processes(_) => ("processes", "`processes`"),
         SettingKind::Coroutines(_) => ("coroutines", "`coroutines`"),
         SettingKind::Port(_) => ("port", "`port`"),
