@@ -484,8 +484,8 @@ impl<'a> Resolver<'a> {
                 SettingKind::Stop(l) => stop = Some(self.stop(l, setting.span)),
                 SettingKind::Env(vars) => env = self.env(vars),
                 SettingKind::Cwd(dir) => cwd = Some(dir.node.clone()),
-                SettingKind::ProcessGroup(m) => process_group = (m.node, Some(m.span)),
-                SettingKind::DieWithParent(b) => die_with_parent = (b.node, Some(b.span)),
+                SettingKind::ProcessGroup(m) => process_group = (m.node, Some(setting.span)),
+                SettingKind::DieWithParent(b) => die_with_parent = (b.node, Some(setting.span)),
                 SettingKind::Allow(a) => {
                     if let Some(allow) = self.allow(a, Some(id)) {
                         allows.push(allow);

@@ -519,3 +519,50 @@ fn mutations_never_panic_and_spans_stay_inside() {
     // The mutations must exercise resolve too, not only syntax errors.
     assert!(parsed > 300, "only {parsed} mutants parsed");
 }
+
+/// Spans kept in the model cover the whole statement they come from (the
+/// rules point their findings at them).
+#[test]
+fn model_spans_cover_their_statements() {
+    let text = "topology t {\n  shutdown within 1m\n  escalate never\n  finish when a exits\n  on SIGUSR1 { wait a within 1s }\n  group a {\n    run \"x\"\n    after b ready\n    ready when notify\n    restart always\n    stop SIGINT drain 1s then SIGTERM drain 2s\n    process-group shared\n    die-with-parent no\n    allow FR303\n  }\n  group b { run \"y\" }\n}\n";
+    let (m, diags, src) = compile(text);
+    assert!(diags.is_empty(), "{diags:#?}");
+    let s = |span| src.slice(span).to_string();
+    assert_eq!(s(m.shutdown_span.unwrap()), "shutdown within 1m");
+    assert_eq!(s(m.escalate_span.unwrap()), "escalate never");
+    let f = m.finish.as_ref().unwrap();
+    assert_eq!(
+        (s(f.span), s(f.group.span)),
+        ("finish when a exits".into(), "a".into())
+    );
+    let h = &m.handlers[0];
+    assert_eq!(s(h.span), "on SIGUSR1 { wait a within 1s }");
+    assert_eq!(s(h.signal.span), "SIGUSR1");
+    assert_eq!(s(h.steps[0].span), "wait a within 1s");
+    let Step::Wait { groups, .. } = &h.steps[0].node else {
+        panic!()
+    };
+    assert_eq!(s(groups[0].span), "a");
+    // Defaults point at the topology's name.
+    assert!(m.handlers[1].default);
+    assert_eq!(s(m.handlers[1].span), "t");
+    let a = &m.groups[0];
+    assert_eq!(s(a.name.span), "a");
+    assert!(s(a.span).starts_with("group a {") && s(a.span).ends_with('}'));
+    assert_eq!(s(a.command.span), "\"x\"");
+    assert_eq!(s(a.after[0].span), "after b ready");
+    assert_eq!(s(a.ready.as_ref().unwrap().span), "ready when notify");
+    assert_eq!(s(a.restart.span.unwrap()), "restart always");
+    assert_eq!(
+        s(a.stop.span.unwrap()),
+        "stop SIGINT drain 1s then SIGTERM drain 2s"
+    );
+    assert_eq!(s(a.stop.steps[1].span), "SIGTERM drain 2s");
+    assert_eq!(s(a.process_group_span.unwrap()), "process-group shared");
+    assert_eq!(s(a.die_with_parent_span.unwrap()), "die-with-parent no");
+    assert_eq!(s(m.allows[0].span), "allow FR303");
+    // Defaulted settings have no span.
+    let b = &m.groups[1];
+    assert!(b.restart.span.is_none() && b.stop.span.is_none());
+    assert!(b.process_group_span.is_none() && b.die_with_parent_span.is_none());
+}
