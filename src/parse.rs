@@ -145,7 +145,7 @@ fn describe(rule: Rule) -> &'static str {
         Rule::kw_yes => "`yes`",
         Rule::kw_no => "`no`",
         Rule::kw_forever => "`forever`",
-        Rule::WHITESPACE | Rule::COMMENT | Rule::env_sep | Rule::ident_char => "more input",
+        Rule::WHITESPACE | Rule::env_sep | Rule::ident_char => "more input",
     }
 }
 
