@@ -658,6 +658,27 @@ fn fr001_messages_are_pinned() {
         "1:1 expected `topology` [unexpected `\u{1F600}`]"
     );
     assert_eq!(
+        fr001("topology x {\n  group a { after a b }\n}"),
+        "2:21 expected a state (`started`, `ready`, `succeeded` or `exited`), `}` or the end of the statement [unexpected `b`]"
+    );
+    assert_eq!(
+        help("topology x {\n  group a { after a b }\n}"),
+        "`after` takes one group: write one `after` line per group"
+    );
+    assert_eq!(
+        fr001("topology x { shutdown within 1.5s }"),
+        "1:30 expected a duration like 10s or `forever` [unexpected `1`]"
+    );
+    assert!(help("topology x { shutdown within 1.5s }").contains("`1500ms`"));
+    assert_eq!(
+        help("topology x { group a { ready when notify within 1s every 2s } }"),
+        "in a ready check, write `every D` before `within D`"
+    );
+    assert_eq!(
+        fr001("topology x {\n  # a comment { }\n  group a { run \"x\" } # trailing\n  group b { stop SIGTERM drain 1s to pid }\n}"),
+        "4:38 expected `group` or `leader` [unexpected `pid`]"
+    );
+    assert_eq!(
         fr001("topology x { on SIGUSR1 { } }"),
         "1:27 expected a handler step (`drain`, `restart`, `reload`, `forward`, `wait`, `kill` or `ignore`) [unexpected `}`]"
     );
