@@ -563,6 +563,8 @@ fn durations_combine_units() {
 fn comments_and_blank_lines_anywhere() {
     let f = ok("# head\n\n topology t { # c\n\n # only a comment\n group a { # c\n  run \"x\" # c\n\n } # c\n} # tail\n# end");
     assert_eq!(groups_of(&f).len(), 1);
+    // A byte-order mark at the start.
+    assert_eq!(groups_of(&ok("\u{FEFF}topology t { group a {} }")).len(), 1);
     // Windows line endings.
     let f = ok("topology t {\r\n  group a {\r\n    run \"x\"\r\n  }\r\n}\r\n");
     assert_eq!(groups_of(&f)[0].settings.len(), 1);
