@@ -13,13 +13,11 @@ use crate::diagnostic::Severity;
 use crate::exec::{LogFormat, UpOptions};
 use crate::host::HostLimits;
 use crate::plan::{self, Scale};
-// TEMPORARY until helper plan lands plan::text/json/diff on main.
 use crate::render;
 use crate::rules::{self, RULES};
 use crate::source::SourceFile;
 use crate::{compile, Compiled};
 use clap::{Parser, Subcommand, ValueEnum};
-use plan_shim as plan_out;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -363,8 +361,8 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
     };
     let built = plan::build(model, &Scale::new());
     let fresh = match args.format {
-        PlanFormat::Text => plan_out::text(&built, &compiled.source, &compiled.diagnostics),
-        PlanFormat::Json => plan_out::json(&built, &compiled.source, &compiled.diagnostics),
+        PlanFormat::Text => plan::text(&built, &compiled.source, &compiled.diagnostics),
+        PlanFormat::Json => plan::json(&built, &compiled.source, &compiled.diagnostics),
     };
     let errors = i32::from(compiled.has_errors());
     match &args.check {
@@ -381,7 +379,7 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
                     return 2;
                 }
             };
-            match plan_out::diff(&committed, &fresh, &committed_path.display().to_string()) {
+            match plan::diff(&committed, &fresh, &committed_path.display().to_string()) {
                 Some(d) => finish(out(&d), 1),
                 None => errors,
             }
@@ -482,14 +480,8 @@ fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Op
 fn explain(rule: &str) -> i32 {
     match rules::lookup(rule) {
         Some(r) => {
-            let mut text = format!(
-                "{} {} ({}): {}\n\n{}",
-                r.code,
-                r.name,
-                r.severity.as_str(),
-                r.summary,
-                r.explain
-            );
+            // The explanation is Markdown headed `# CODE name (severity)`.
+            let mut text = r.explain.to_string();
             if !text.ends_with('\n') {
                 text.push('\n');
             }
@@ -530,35 +522,6 @@ pub fn rules_table() -> String {
 
 fn list_rules() -> i32 {
     finish(out(&rules_table()), 0)
-}
-
-/// TEMPORARY stand-ins for `plan::text`, `plan::json`, `plan::diff` (helper
-/// plan owns them); removed when they land on main.
-mod plan_shim {
-    use crate::diagnostic::Diagnostic;
-    use crate::plan::Plan;
-    use crate::source::SourceFile;
-
-    pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String {
-        let mut s = format!("{plan:#?}\n");
-        for d in findings {
-            s.push_str(&crate::render::short_line(source, d));
-            s.push('\n');
-        }
-        s
-    }
-
-    pub fn json(plan: &Plan, _source: &SourceFile, _findings: &[Diagnostic]) -> String {
-        serde_json::to_string_pretty(plan).unwrap_or_default() + "\n"
-    }
-
-    pub fn diff(committed: &str, fresh: &str, committed_name: &str) -> Option<String> {
-        if committed == fresh {
-            return None;
-        }
-        let d = similar::TextDiff::from_lines(committed, fresh);
-        Some(d.unified_diff().header(committed_name, "plan").to_string())
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 //! The dependency-graph algorithms (src/graph.rs) on topologies built
 //! directly, without the parser: stages, cycles and the worst-case shutdown
-//! path (FR203), including the near-misses and a 50,000-group chain.
+//! path (FR203), including the near-misses and a 50,000-group chain, and
+//! property tests against brute force on small random graphs.
+
+// Index loops over small adjacency matrices read best as they are.
+#![allow(clippy::needless_range_loop)]
 
 use flowrun::ast::{AfterState, Escalate, ProcessGroupMode, RestartMode, StopTarget, Timeout};
 use flowrun::graph;
@@ -472,4 +476,204 @@ fn a_50000_group_chain_does_not_overflow_the_stack() {
     assert_eq!(graph::start_stages(&t.topo).len(), 1);
     // Every edge is inside the cycle: each group's ladder alone.
     assert_eq!(graph::worst_shutdown_path(&t.topo).groups.len(), 1);
+}
+
+/// A tiny deterministic PRNG (xorshift), so the property test below needs
+/// no extra crate and always checks the same graphs.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The heaviest chain by brute force: every path over running-together
+/// edges, enumerated.
+fn brute_force_worst(t: &Topology) -> Timeout {
+    fn walk(t: &Topology, g: GroupId) -> Timeout {
+        let own = graph::ladder_total(&t.groups[g].stop);
+        let mut best = Timeout::Finite(Duration::ZERO);
+        for a in &t.groups[g].after {
+            if graph::running_together(a.state) {
+                best = best.max(walk(t, a.group));
+            }
+        }
+        graph::add_timeout(own, best)
+    }
+    (0..t.groups.len())
+        .map(|g| walk(t, g))
+        .max()
+        .unwrap_or(Timeout::Finite(Duration::ZERO))
+}
+
+#[test]
+fn random_dags_agree_with_brute_force() {
+    let states = [Started, Ready, Succeeded, Exited];
+    let mut rng = Rng(0x5eed_f10e);
+    for _ in 0..2_000 {
+        let n = 1 + rng.below(8) as usize;
+        let mut t = T::new();
+        for i in 0..n {
+            let steps = 1 + rng.below(2) as usize;
+            let drains: Vec<Timeout> = (0..steps)
+                .map(|_| match rng.below(20) {
+                    0 => Timeout::Forever,
+                    k => secs(k),
+                })
+                .collect();
+            t = t.group(&format!("g{i}"), &drains);
+        }
+        // Edges only to lower ids: a DAG.
+        for g in 1..n {
+            for _ in 0..rng.below(3) {
+                let d = rng.below(g as u64) as usize;
+                let state = states[rng.below(4) as usize];
+                t.topo.groups[g].after.push(After {
+                    group: d,
+                    state,
+                    span: Span::default(),
+                });
+            }
+        }
+        let topo = &t.topo;
+        assert!(graph::cycles(topo).is_empty());
+
+        // The path is a real chain of running-together edges whose ladders
+        // add up to its total, and no chain is heavier.
+        let worst = graph::worst_shutdown_path(topo);
+        assert_eq!(
+            worst.total,
+            brute_force_worst(topo),
+            "{:?}",
+            t.names(&worst.groups)
+        );
+        let mut sum = Timeout::Finite(Duration::ZERO);
+        for (i, &g) in worst.groups.iter().enumerate() {
+            sum = graph::add_timeout(sum, graph::ladder_total(&topo.groups[g].stop));
+            if let Some(&next) = worst.groups.get(i + 1) {
+                assert!(topo.groups[g]
+                    .after
+                    .iter()
+                    .any(|a| a.group == next && graph::running_together(a.state)));
+            }
+        }
+        assert_eq!(sum, worst.total);
+
+        // Start stages: every group once; after every dependency; as early
+        // as possible (a later stage is forced by some dependency).
+        let start = graph::start_stages(topo);
+        let mut stage_of = vec![usize::MAX; n];
+        for (i, s) in start.iter().enumerate() {
+            for &g in s {
+                assert_eq!(stage_of[g], usize::MAX, "twice");
+                stage_of[g] = i;
+            }
+            assert!(s.windows(2).all(|w| w[0] < w[1]), "file order");
+        }
+        for g in 0..n {
+            let deps: Vec<usize> = topo.groups[g]
+                .after
+                .iter()
+                .map(|a| stage_of[a.group])
+                .collect();
+            assert!(deps.iter().all(|&d| d < stage_of[g]));
+            assert_eq!(stage_of[g], deps.iter().max().map_or(0, |d| d + 1));
+        }
+
+        // Stop stages: every group once; a dependent running together with
+        // its dependency stops in an earlier stage; a group nothing running
+        // waits for stops first.
+        let stop = graph::stop_stages(topo);
+        let mut stop_of = vec![usize::MAX; n];
+        for (i, s) in stop.iter().enumerate() {
+            for &g in s {
+                assert_eq!(stop_of[g], usize::MAX, "twice");
+                stop_of[g] = i;
+            }
+        }
+        let waits = graph::stop_waits_for(topo);
+        for g in 0..n {
+            assert_ne!(stop_of[g], usize::MAX);
+            for a in &topo.groups[g].after {
+                if graph::running_together(a.state) {
+                    assert!(stop_of[g] < stop_of[a.group]);
+                    assert!(waits[a.group].contains(&g));
+                }
+            }
+            assert_eq!(
+                stop_of[g],
+                waits[g].iter().map(|&d| stop_of[d] + 1).max().unwrap_or(0)
+            );
+        }
+    }
+}
+
+#[test]
+fn random_graphs_report_one_real_cycle_per_cyclic_component() {
+    let mut rng = Rng(0x00c1_c1e5);
+    for _ in 0..2_000 {
+        let n = 1 + rng.below(7) as usize;
+        let mut t = T::new();
+        for i in 0..n {
+            t = t.group(&format!("g{i}"), &[secs(1)]);
+        }
+        let mut edge = vec![vec![false; n]; n];
+        for g in 0..n {
+            for _ in 0..rng.below(3) {
+                let d = rng.below(n as u64) as usize;
+                edge[g][d] = true;
+                t.topo.groups[g].after.push(After {
+                    group: d,
+                    state: Started,
+                    span: Span::default(),
+                });
+            }
+        }
+        // Reachability by Floyd–Warshall (n ≤ 7).
+        let mut reach = edge.clone();
+        for k in 0..n {
+            for i in 0..n {
+                for j in 0..n {
+                    reach[i][j] = reach[i][j] || (reach[i][k] && reach[k][j]);
+                }
+            }
+        }
+        // A group is on a cycle iff it reaches itself; its component is
+        // the groups it reaches and that reach it.
+        let mut expected_starts = Vec::new();
+        for g in 0..n {
+            let first_of_component = (0..g).all(|h| !(reach[g][h] && reach[h][g]));
+            if reach[g][g] && first_of_component {
+                expected_starts.push(g);
+            }
+        }
+        let cycles = graph::cycles(&t.topo);
+        let starts: Vec<usize> = cycles.iter().map(|c| c[0]).collect();
+        assert_eq!(starts, expected_starts);
+        for c in &cycles {
+            for (i, &g) in c.iter().enumerate() {
+                let next = c[(i + 1) % c.len()];
+                assert!(edge[g][next], "{g} → {next} is not an edge in {c:?}");
+            }
+            let mut sorted = c.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), c.len(), "elementary: {c:?}");
+        }
+        // Never panics or loops on cyclic graphs.
+        let start = graph::start_stages(&t.topo);
+        assert_eq!(start.iter().map(Vec::len).sum::<usize>(), n);
+        let stop = graph::stop_stages(&t.topo);
+        assert_eq!(stop.iter().map(Vec::len).sum::<usize>(), n);
+        let worst = graph::worst_shutdown_path(&t.topo);
+        assert!(!worst.groups.is_empty() && worst.groups.len() <= n);
+    }
 }

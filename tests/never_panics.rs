@@ -389,7 +389,7 @@ fn run_one(text: &str, host: Option<&HostLimits>) -> Result<(), String> {
     }
     if let Some(model) = &compiled.model {
         let p = plan::build(model, &Scale::new());
-        let t = plan_text(&p, &compiled.source, &compiled.diagnostics);
+        let t = plan::text(&p, &compiled.source, &compiled.diagnostics);
         assert!(!t.is_empty());
     }
     let h = render::human(&compiled.source, &compiled.diagnostics, 80, false);
@@ -397,15 +397,6 @@ fn run_one(text: &str, host: Option<&HostLimits>) -> Result<(), String> {
     let j = render::json(std::slice::from_ref(&compiled));
     assert!(j.starts_with('['));
     Ok(())
-}
-
-// TEMPORARY until plan::text lands on main (helper plan).
-fn plan_text(
-    p: &plan::Plan,
-    _source: &SourceFile,
-    _findings: &[flowrun::diagnostic::Diagnostic],
-) -> String {
-    serde_json::to_string(p).unwrap_or_default()
 }
 
 /// Feed `count` inputs of one kind; panics (failing the test) with the

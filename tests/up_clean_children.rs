@@ -129,3 +129,67 @@ topology clean {
     assert_eq!(code, 0, "stderr:\n{}", up.stderr_text());
     assert!(survivors(&h.marker).is_empty());
 }
+
+/// RUNTIME-NOTES trap 9: descriptors at scale. With an inherited soft
+/// `RLIMIT_NOFILE` of 1024, 2,000 children start and stop, and each still
+/// gets the inherited 1024 and only fds 0, 1, 2.
+#[test]
+fn two_thousand_children_under_an_inherited_soft_limit_of_1024() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a local struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if lim.rlim_max < 8192 {
+        eprintln!(
+            "SKIPPED: hard RLIMIT_NOFILE {} is too low for 2,000 children",
+            lim.rlim_max
+        );
+        return;
+    }
+    let h = Harness::new("clean-scale");
+    let file = h.topology(
+        r#"
+topology many {
+  shutdown within 60s
+  group sleepers {
+    run "sleep 600"
+    processes 2000
+  }
+}
+"#,
+    );
+    let script = format!(
+        "ulimit -Sn 1024 && exec {FLOWRUN} up {} --log-format json",
+        file.display()
+    );
+    let mut up = h.spawn(&["/bin/sh", "-c", &script]);
+    up.wait_count_within("started", 2000, Duration::from_secs(120));
+    let pids: Vec<i32> = up.started_pids().iter().map(|(_, p)| *p).collect();
+    for &pid in pids.iter().step_by(97) {
+        let ok = wait_until(EVENT_TIMEOUT, Duration::from_millis(5), || {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.starts_with(b"sleep\0"))
+                .unwrap_or(false)
+        });
+        assert!(ok, "child {pid} never exec'd sleep");
+        assert_eq!(soft_nofile(pid), Some(1024), "soft RLIMIT_NOFILE of {pid}");
+        assert_eq!(fds_of(pid), [0, 1, 2], "descriptors of child {pid}");
+    }
+    assert!(
+        pids.iter().all(|&p| !is_dead(p)),
+        "children died early; stderr:\n{}",
+        up.stderr_text()
+    );
+    up.signal(libc::SIGTERM);
+    let code = up.exit_code();
+    assert_eq!(code, 0, "stderr tail:\n{}", tail(&up.stderr_text()));
+    assert_eq!(up.events_named("exited").len(), 2000);
+    assert!(survivors(&h.marker).is_empty());
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}

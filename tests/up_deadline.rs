@@ -48,6 +48,7 @@ topology deadline {
         "{recs:?}"
     );
     let waited = secs(died_ns - recs[0].ns);
+    eprintln!("measured: SIGTERM → death {waited:.3} s");
     assert!(
         (2.0..=2.3).contains(&waited),
         "SIGKILL came {waited:.3} s after SIGTERM (want 2.0–2.3 s); stderr:\n{}",
@@ -105,6 +106,7 @@ topology ladder {
         "SIGQUIT {gap:.3} s after SIGTERM"
     );
     let kill = secs(died_ns - recs[1].ns);
+    eprintln!("measured: SIGTERM → SIGQUIT {gap:.3} s, SIGQUIT → death {kill:.3} s");
     assert!(
         (1.0..=1.3).contains(&kill),
         "SIGKILL {kill:.3} s after SIGQUIT"

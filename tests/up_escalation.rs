@@ -54,6 +54,7 @@ fn second_sigint_during_drain_kills_at_once() {
     for w in watchers {
         let died = w.join().expect("watcher").expect("a probe never died");
         let after = died.duration_since(second);
+        eprintln!("measured: probe died {after:?} after the second SIGINT");
         assert!(
             after < Duration::from_secs(2),
             "a probe died {after:?} after the second SIGINT"

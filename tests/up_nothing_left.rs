@@ -89,6 +89,10 @@ fn nothing_left_within_one_second_of_runner_sigkill() {
         survivors(&h.marker).is_empty()
     });
     let left = survivors(&h.marker);
+    eprintln!(
+        "measured: marked processes gone {:.3} s after SIGKILL of the runner",
+        killed_at.elapsed().as_secs_f64()
+    );
     assert!(
         gone && left.is_empty(),
         "{} s after SIGKILL of the runner these remain: {}",

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::time::Duration;
 use support::*;
 
 #[test]
@@ -20,7 +19,7 @@ topology chain {
     stop SIGTERM drain 5s
   }
   group api {
-    run "@PROBE@ --record @DIR@/api-{index}.rec --linger-ms 400"
+    run "@PROBE@ --record @DIR@/api-{index}.rec --record-exit --linger-ms 400"
     processes 3
     after db
     stop SIGTERM drain 5s
@@ -36,27 +35,20 @@ topology chain {
         .cloned()
         .collect();
     assert_eq!(api.len(), 3, "{started:?}");
-    let watchers: Vec<_> = api
-        .iter()
-        .map(|&(_, pid)| {
-            std::thread::spawn(move || wait_death(pid, Duration::from_secs(60)).map(|_| now_ns()))
-        })
-        .collect();
     up.signal_group(libc::SIGINT);
-    let deaths: Vec<i64> = watchers
-        .into_iter()
-        .map(|w| w.join().expect("watcher").expect("an api probe never died"))
-        .collect();
     let code = up.exit_code();
 
+    // Each api probe wrote its EXIT record just before `_exit`; db's
+    // SIGTERM is timestamped in its signal handler, after the runner sent it.
     let db = read_records(&h.path("db.rec"));
     assert_eq!(db.len(), 1, "db records: {db:?}");
-    for (i, died) in deaths.iter().enumerate() {
+    for (process, _) in &api {
+        let file = h.path(&format!("{}.rec", process.replace('.', "-")));
+        let exit = exit_record(&file).unwrap_or_else(|| panic!("{process} has no EXIT record"));
         assert!(
-            *died <= db[0].ns,
-            "{} died {:.3} s after db got {}",
-            api[i].0,
-            (*died - db[0].ns) as f64 / 1e9,
+            exit.ns < db[0].ns,
+            "{process} was still alive {:.3} s after db got {}",
+            (exit.ns - db[0].ns) as f64 / 1e9,
             db[0].sig
         );
     }

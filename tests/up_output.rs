@@ -148,6 +148,7 @@ topology long {
     let peak_kb = sampler.join().expect("sampler");
     assert_eq!(code, 0, "stderr:\n{}", up.stderr_text());
     assert!(peak_kb > 0, "could not sample the runner's memory");
+    eprintln!("measured: runner peak RSS {peak_kb} kB for a 10 MiB line");
     assert!(
         peak_kb < 64 * 1024,
         "runner peak RSS {} MiB for a 10 MiB line",

@@ -17,6 +17,9 @@
 //! * `--ignore SIGS` — record these but do not act on them.
 //! * `--exit-on SIGS` — record these, then exit 0 (default: SIGTERM, SIGINT,
 //!   SIGQUIT, SIGHUP). `--ignore` wins over `--exit-on`.
+//! * `--record-exit` — when a stop signal makes the probe exit, append
+//!   `<unix_ns> <pid> EXIT` to the record file just before `_exit(0)`: a
+//!   lower bound of the moment it died, for ordering tests.
 //! * `--linger-ms MS` — after an exit-on signal, keep recording for MS
 //!   before exiting, so a duplicate stop signal would still be recorded.
 //! * `--print-fds` — first thing, print `fds: 0 1 2` (the open descriptors
@@ -119,6 +122,7 @@ struct Args {
     ignore: Vec<libc::c_int>,
     exit_on: Vec<libc::c_int>,
     linger_ms: u64,
+    record_exit: bool,
     print_fds: bool,
     print_status: bool,
     delay_ms: u64,
@@ -155,6 +159,7 @@ fn parse_args() -> Args {
         ignore: Vec::new(),
         exit_on: vec![libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP],
         linger_ms: 0,
+        record_exit: false,
         print_fds: false,
         print_status: false,
         delay_ms: 0,
@@ -186,6 +191,7 @@ fn parse_args() -> Args {
             "--record" => a.record = Some(val()),
             "--ignore" => a.ignore = parse_sigs(&val()),
             "--exit-on" => a.exit_on = parse_sigs(&val()),
+            "--record-exit" => a.record_exit = true,
             "--linger-ms" => a.linger_ms = num(&flag, val()),
             "--print-fds" => a.print_fds = true,
             "--print-status" => a.print_status = true,
@@ -276,8 +282,18 @@ fn recorder(
     ignore: Vec<i32>,
     exit_on: Vec<i32>,
     linger: Duration,
+    record_exit: bool,
 ) {
     let pid = std::process::id();
+    let exit = |code: i32| -> ! {
+        if let (true, Some(f)) = (record_exit, &record) {
+            let line = format!("{} {pid} EXIT\n", now_ns());
+            // SAFETY: one write(2) of a local buffer to our own descriptor.
+            unsafe { libc::write(f.as_raw_fd(), line.as_ptr().cast(), line.len()) };
+        }
+        // SAFETY: immediate exit; nothing to flush that matters.
+        unsafe { libc::_exit(code) }
+    };
     let mut exit_at: Option<std::time::Instant> = None;
     loop {
         if let Some(at) = exit_at {
@@ -290,8 +306,7 @@ fn recorder(
             // SAFETY: polling our own pipe.
             let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
             if n == 0 {
-                // SAFETY: immediate exit after the linger period.
-                unsafe { libc::_exit(0) };
+                exit(0); // the linger period is over
             }
         }
         let mut msg = [0u8; 16];
@@ -315,12 +330,18 @@ fn recorder(
         }
         if !ignore.contains(&sig) && exit_on.contains(&sig) {
             if linger.is_zero() {
-                // SAFETY: immediate exit; nothing to flush that matters.
-                unsafe { libc::_exit(0) };
+                exit(0);
             }
             exit_at.get_or_insert(std::time::Instant::now() + linger);
         }
     }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 fn notify_ready() {
@@ -389,7 +410,8 @@ fn main() {
     install_handlers(fds[1]);
     let (ignore, exit_on, fd_r) = (a.ignore.clone(), a.exit_on.clone(), fds[0]);
     let linger = Duration::from_millis(a.linger_ms);
-    std::thread::spawn(move || recorder(fd_r, record, ignore, exit_on, linger));
+    let record_exit = a.record_exit;
+    std::thread::spawn(move || recorder(fd_r, record, ignore, exit_on, linger, record_exit));
 
     let mut children = Vec::new();
     for cmd in &a.spawn {

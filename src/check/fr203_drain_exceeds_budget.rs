@@ -49,11 +49,16 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
             ),
         ),
     )
-    .with_help(format!(
-        "these groups stop one after another (dependents first); shorten their drains, \
-         or raise the budget to at least `shutdown within {}`",
-        fmt_timeout(path.total)
-    ));
+    .with_help(match path.total {
+        Timeout::Forever => "these groups stop one after another (dependents first), and one of \
+             them may drain forever: give every step of its ladder a deadline (see FR304)"
+            .to_string(),
+        Timeout::Finite(_) => format!(
+            "these groups stop one after another (dependents first); shorten their drains, \
+             or raise the budget to at least `shutdown within {}`",
+            fmt_timeout(path.total)
+        ),
+    });
     let mut running = std::time::Duration::ZERO;
     let mut unbounded = false;
     for &g in &path.groups {
@@ -62,19 +67,19 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
             Timeout::Finite(t) => running += t,
             Timeout::Forever => unbounded = true,
         }
-        let so_far = if unbounded {
-            "forever".to_string()
+        let label = if total == Timeout::Forever {
+            format!("`{}` may drain forever", ctx.name(g))
+        } else if unbounded {
+            format!("`{}` drains for up to {}", ctx.name(g), fmt_timeout(total))
         } else {
-            fmt_timeout(Timeout::Finite(running))
-        };
-        d = d.with_related(Label::new(
-            ctx.stop_span(g),
             format!(
-                "`{}` drains for up to {} ({so_far} so far)",
+                "`{}` drains for up to {} ({} so far)",
                 ctx.name(g),
-                fmt_timeout(total)
-            ),
-        ));
+                fmt_timeout(total),
+                fmt_timeout(Timeout::Finite(running))
+            )
+        };
+        d = d.with_related(Label::new(ctx.stop_span(g), label));
     }
     out.push(d);
 }

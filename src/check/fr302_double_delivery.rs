@@ -39,7 +39,13 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
             .iter()
             .map(|(h, _, _)| h.signal.node.to_string())
             .collect();
-        let primary = g.process_group_span.unwrap_or_else(|| ctx.name_span(gi));
+        // The whole `process-group shared` statement.
+        let primary = ctx
+            .setting(gi, |s| {
+                matches!(s.kind, crate::ast::SettingKind::ProcessGroup(_)).then_some(s.span)
+            })
+            .or(g.process_group_span)
+            .unwrap_or_else(|| ctx.name_span(gi));
         let mut d = Diagnostic::new(
             "FR302",
             format!(

@@ -37,7 +37,13 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
     for (gi, g) in ctx.model.groups.iter().enumerate() {
         let name = ctx.name(gi);
         if !g.die_with_parent {
-            let span = g.die_with_parent_span.unwrap_or_else(|| ctx.name_span(gi));
+            // The whole `die-with-parent no` statement.
+            let span = ctx
+                .setting(gi, |s| {
+                    matches!(s.kind, crate::ast::SettingKind::DieWithParent(_)).then_some(s.span)
+                })
+                .or(g.die_with_parent_span)
+                .unwrap_or_else(|| ctx.name_span(gi));
             out.push(
                 Diagnostic::new(
                     "FR303",
@@ -110,7 +116,7 @@ fn command(ctx: &Ctx, g: GroupId, out: &mut Vec<Diagnostic>) {
             push(
                 cmd_span,
                 format!("starts its program through `{base}`"),
-                "detaches the program",
+                "made to outlive the runner",
             );
             continue;
         }

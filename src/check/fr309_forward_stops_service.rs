@@ -45,6 +45,11 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
                     continue;
                 }
                 let name = ctx.name(g.node);
+                let fate = if grp.restart.mode == crate::ast::RestartMode::Never {
+                    format!("`{name}` will stop and stay down")
+                } else {
+                    format!("`{name}` will stop and be restarted by its restart policy")
+                };
                 out.push(
                     Diagnostic::new(
                         "FR309",
@@ -52,7 +57,7 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
                             "the {} handler forwards {sig} to `{name}`, which is `{name}`'s stop signal, and then neither waits for nor restarts it",
                             h.signal.node
                         ),
-                        Label::new(g.span, format!("`{name}` will stop and be restarted by its restart policy")),
+                        Label::new(g.span, fate),
                     )
                     .with_related(Label::new(ctx.stop_span(g.node), format!("`{name}` stops on {sig}")))
                     .with_help(format!(

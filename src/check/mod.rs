@@ -182,8 +182,10 @@ pub fn apply_allows(model: &Topology, diags: &mut Vec<Diagnostic>) {
                 Diagnostic::new(
                     "FR002",
                     format!(
-                        "`allow {}` has no effect: {} cannot be suppressed",
+                        "`allow {}` has no effect: {} ({}) cannot be suppressed, because {}",
                         a.code,
+                        a.code,
+                        crate::rules::by_code(a.code).map_or("", |r| r.name),
                         why_not(a.code)
                     ),
                     Label::new(a.span, "this allow cannot apply"),

@@ -1,7 +1,42 @@
-//! SKELETON (issue 3): `flowrun up` — executes a [`Plan`].
+//! `flowrun up` — executes a [`Plan`] and keeps the runtime guarantees of
+//! SPEC.md ("`flowrun up`: runtime guarantees"); the output, event and exit
+//! status contract is docs/events.md.
+//!
+//! # Theory of operation
+//! [`up`] runs before any thread exists. It raises the soft
+//! `RLIMIT_NOFILE` (children get the inherited one back), makes the runner
+//! a child subreaper, and forks the [`guard`] — a tiny process that SIGKILLs
+//! every registered process group when the runner goes away, even by
+//! SIGKILL. Only then does it build a *current-thread* tokio runtime: one
+//! thread runs everything, so every `fork` happens on a thread that lives
+//! as long as the runner (`PR_SET_PDEATHSIG` is safe) and the reaper
+//! (`waitpid(-1)` on SIGCHLD, [`reap`]) never races std's spawn. Two plain
+//! threads own stdout ([`logs`]) and stderr ([`events`]); nothing polls.
+//!
+//! Signal streams for INT, TERM, HUP, QUIT, USR1, USR2 and every handled
+//! signal are registered before the first spawn. Every signal, exit, timer
+//! and ready check becomes a message to the [`supervisor`], one state
+//! machine (Running → Draining → Done) that owns all state.
+//!
+//! Process groups are the containment unit (cgroups are not used): a
+//! grandchild that calls `setsid` escapes its group; if its parent dies it
+//! is adopted by the runner (subreaper) and killed at exit, but it is not
+//! caught if the runner itself is SIGKILLed.
+
+pub mod events;
+pub mod guard;
+pub mod logs;
+pub mod policy;
+pub mod ready;
+pub mod reap;
+pub mod spawn;
+pub mod supervisor;
 
 use crate::plan::Plan;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -26,9 +61,178 @@ pub struct UpOptions {
     pub color: bool,
 }
 
+/// Raise the soft `RLIMIT_NOFILE` to min(hard, 65536); returns the
+/// inherited limit.
+fn raise_nofile() -> libc::rlimit {
+    let mut lim = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 1024,
+    };
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return lim;
+    }
+    let inherited = lim;
+    let want = lim.rlim_max.min(65536);
+    if want > lim.rlim_cur {
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: valid pointer; failure leaves the limit unchanged.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
+    }
+    inherited
+}
+
+/// The signals the runner always catches, plus every handled one.
+fn caught_signals(plan: &Plan) -> Vec<i32> {
+    let mut sigs = vec![
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ];
+    for h in &plan.topology.handlers {
+        let n = h.signal.node.number();
+        if !sigs.contains(&n) && n != libc::SIGKILL && n != libc::SIGSTOP && n != libc::SIGCHLD {
+            sigs.push(n);
+        }
+    }
+    sigs
+}
+
 /// Run the plan until it finishes or is drained; returns the exit status.
 /// Must be called before any tokio runtime or thread exists (it forks).
-pub fn up(_plan: Plan, _opts: UpOptions) -> i32 {
-    eprintln!("flowrun: `up` is not implemented yet");
-    1
+pub fn up(plan: Plan, opts: UpOptions) -> i32 {
+    let start = Instant::now();
+    let nofile = raise_nofile();
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+    let guard = guard::Guard::fork();
+    let guard_pid = guard.as_ref().map(|g| g.pid());
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("flowrun: cannot start the runtime: {e}");
+            if let Some(g) = guard {
+                g.finish();
+            }
+            return 1;
+        }
+    };
+    let (code, guard) = rt.block_on(run(plan, opts, guard, nofile, start));
+    drop(rt);
+    if let Some(g) = guard {
+        g.finish();
+    }
+    let _ = guard_pid;
+    code
+}
+
+async fn run(
+    plan: Plan,
+    opts: UpOptions,
+    guard: Option<guard::Guard>,
+    nofile: libc::rlimit,
+    start: Instant,
+) -> (i32, Option<guard::Guard>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    // Handlers first: before anything is spawned (and for PID 1, before a
+    // signal could be dropped for lack of one).
+    for n in caught_signals(&plan) {
+        let Ok(mut stream) = signal(SignalKind::from_raw(n)) else {
+            continue;
+        };
+        let Ok(sig) = nix::sys::signal::Signal::try_from(n) else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if tx
+                    .send(supervisor::Msg::Signal(crate::model::Sig(sig)))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+    let waiters: reap::Waiters = Arc::new(Mutex::new(Default::default()));
+    let reaper = match signal(SignalKind::child()) {
+        Ok(mut chld) => {
+            let tx = tx.clone();
+            let waiters = waiters.clone();
+            Some(tokio::spawn(async move {
+                loop {
+                    for (pid, st) in reap::reap_all(&waiters) {
+                        let _ = tx.send(supervisor::Msg::Reaped(pid, st));
+                    }
+                    if chld.recv().await.is_none() {
+                        break;
+                    }
+                }
+            }))
+        }
+        Err(e) => {
+            eprintln!("flowrun: cannot watch SIGCHLD: {e}");
+            None
+        }
+    };
+    let (events, events_thread) = events::EventSink::start(opts.log_format, start);
+    let (out, out_thread) = logs::start_writer();
+    let guard_pid = guard.as_ref().map(|g| g.pid());
+    let ctx = supervisor::Ctx {
+        opts,
+        events: events.clone(),
+        out,
+        guard,
+        inherited: spawn::Inherited {
+            nofile,
+            runner_pid: std::process::id() as i32,
+        },
+        waiters,
+    };
+    let sup = supervisor::Sup::new(plan, ctx, tx);
+    let (code, ctx) = sup.run(rx).await;
+    if let Some(r) = reaper {
+        r.abort();
+    }
+    // Adopted orphans that escaped their process group (setsid): nothing
+    // of the topology may outlive `up`.
+    let except: Vec<i32> = guard_pid.into_iter().collect();
+    for _ in 0..5 {
+        let left = reap::remaining_children(&except);
+        if left.is_empty() {
+            break;
+        }
+        for pid in left {
+            // SAFETY: our own child, not yet reaped (it is in /proc with
+            // our pid as parent), so the pid cannot be reused.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                let mut st = 0;
+                libc::waitpid(pid, &mut st, 0);
+            }
+        }
+    }
+    let supervisor::Ctx {
+        out,
+        guard,
+        events: sup_events,
+        ..
+    } = ctx;
+    drop(sup_events);
+    drop(out);
+    let _ = out_thread.join();
+    events.emit(events::Event::Exit { code });
+    drop(events);
+    let _ = events_thread.join();
+    (code, guard)
 }

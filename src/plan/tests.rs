@@ -264,7 +264,7 @@ fn text_marks_over_budget_and_defaults() {
         "{a}"
     );
     assert!(
-        a.contains("  SIGINT   drain (whole topology) (default)\n"),
+        a.contains("  SIGINT   drain (whole topology)  [default]\n"),
         "{a}"
     );
     assert!(a.contains("(escalate never)\n"), "{a}");
@@ -334,4 +334,37 @@ fn diff_is_none_when_equal_and_unified_otherwise() {
     let d = diff("a\n", "a", "x").unwrap();
     assert!(d.starts_with("--- x\n+++ plan\n"), "{d}");
     assert!(d.ends_with('\n'));
+}
+
+#[test]
+fn a_50000_group_plan_renders_in_linear_time() {
+    // A chain of 50,000 groups, each waiting for the next: quadratic work
+    // anywhere in build/text/json would take minutes here.
+    let mut t = ingest();
+    t.groups.truncate(1);
+    t.finish = None;
+    t.allows.clear();
+    let template = t.groups[0].clone();
+    t.groups.clear();
+    for i in 0..50_000usize {
+        let mut g = template.clone();
+        g.name = sp(format!("g{i}"));
+        if i + 1 < 50_000 {
+            g.after.push(After {
+                group: i + 1,
+                state: AfterState::Started,
+                span: Span::default(),
+            });
+        }
+        t.groups.push(g);
+    }
+    let started = std::time::Instant::now();
+    let plan = build(&t, &Scale::new());
+    let text = text(&plan, &source(), &[]);
+    let json = json(&plan, &source(), &[]);
+    let elapsed = started.elapsed();
+    println!("50,000 groups: build + text + json in {elapsed:?}");
+    assert!(text.contains("  50000  g0"), "g0 waits for the whole chain");
+    assert!(json.len() > text.len() / 2);
+    assert!(elapsed.as_secs() < 60, "{elapsed:?}");
 }

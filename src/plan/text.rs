@@ -131,7 +131,7 @@ fn step(t: &Topology, received: crate::model::Sig, s: &Step) -> String {
         Step::Drain { groups } if groups.is_empty() => "drain (whole topology)".into(),
         Step::Drain { groups } => {
             format!(
-                "drain {} (they stay down)",
+                "drain {} (drained groups stay down)",
                 names(t, groups.iter().map(|g| g.node))
             )
         }
@@ -291,7 +291,9 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
     }
 
     // Shutdown stages.
-    out.push_str("\nshutdown stages (dependents first; a stage's groups stop in parallel)\n");
+    out.push_str(
+        "\nshutdown stages (dependents first; a group starts stopping once the running groups that wait for it are down)\n",
+    );
     write_stages(&mut out, t, &plan.stop_stages, |g| ladder(&g.stop));
     if plan.stop_stages.is_empty() {
         out.push_str("  none\n");
@@ -333,7 +335,13 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
     out.push_str("\nsignals\n");
     write_signals(&mut out, t);
 
-    // Groups and their processes.
+    // Groups and their processes (one pass: no scan per group).
+    let mut by_group: Vec<Vec<&super::ProcessSpec>> = vec![Vec::new(); t.groups.len()];
+    for p in &plan.processes {
+        if let Some(list) = by_group.get_mut(p.group) {
+            list.push(p);
+        }
+    }
     for (id, g) in t.groups.iter().enumerate() {
         let n = counts[id];
         let _ = writeln!(out, "\ngroup {}", g.name.node);
@@ -361,14 +369,11 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
         );
         if let Some(p) = g.port {
             let last = u64::from(p) + n.saturating_sub(1);
-            b.row(
-                "ports",
-                if n <= 1 {
-                    p.to_string()
-                } else {
-                    format!("{p}..{last}")
-                },
-            );
+            if n <= 1 {
+                b.row("port", p.to_string());
+            } else {
+                b.row("ports", format!("{p}..{last}"));
+            }
         }
         b.row("start", conditions(t, g));
         b.row(
@@ -401,7 +406,7 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
             if g.die_with_parent { "yes" } else { "no" },
         );
         b.write(&mut out);
-        for p in plan.processes.iter().filter(|p| p.group == id) {
+        for p in by_group.get(id).into_iter().flatten() {
             let _ = writeln!(out, "  process {}", p.id);
             let mut b = Block::new("    ");
             b.row("argv", words(&p.argv));
@@ -586,7 +591,7 @@ fn write_handler(
     line: &impl Fn(&mut String, &str, &str),
 ) {
     let sig = h.signal.node;
-    let mark = if h.default { " (default)" } else { "" };
+    let mark = if h.default { "  [default]" } else { "" };
     match h.steps.as_slice() {
         [] => line(out, sig.name(), &format!("nothing{mark}")),
         [only] => line(

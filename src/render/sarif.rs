@@ -48,6 +48,16 @@ fn physical(source: &SourceFile, l: &Label) -> Value {
     })
 }
 
+/// The "What it finds" section of a rule's explanation, as one paragraph.
+fn what_it_finds(explain: &str) -> Option<String> {
+    let start = explain.find("## What it finds")?;
+    let body = &explain[start..];
+    let body = &body[body.find('\n')? + 1..];
+    let end = body.find("\n#").unwrap_or(body.len());
+    let text = body[..end].split_whitespace().collect::<Vec<_>>().join(" ");
+    (!text.is_empty()).then_some(text)
+}
+
 fn rules() -> Vec<Value> {
     RULES
         .iter()
@@ -56,7 +66,7 @@ fn rules() -> Vec<Value> {
                 "id": r.code,
                 "name": r.name,
                 "shortDescription": { "text": r.summary },
-                "fullDescription": { "text": r.summary },
+                "fullDescription": { "text": what_it_finds(r.explain).unwrap_or_else(|| r.summary.to_string()) },
                 "help": {
                     "text": format!("{} — run `flowrun explain {}` for the full explanation.", r.summary, r.code),
                     "markdown": r.explain,
@@ -134,6 +144,16 @@ pub fn sarif(files: &[Compiled]) -> String {
 #[cfg(test)]
 mod tests {
     use super::uri;
+
+    #[test]
+    fn full_description_is_the_what_it_finds_section() {
+        let md = "# X\n\n## What it finds\n\nA thing\nthat fires.\n\n## Why\n\nno\n";
+        assert_eq!(
+            super::what_it_finds(md).as_deref(),
+            Some("A thing that fires.")
+        );
+        assert_eq!(super::what_it_finds("# X\n"), None);
+    }
 
     #[test]
     fn uri_escapes_reserved_characters() {

@@ -227,8 +227,21 @@ pub struct Record {
     pub sig: String,
 }
 
-/// The records in `path` (an absent file is no records).
+/// The signal records in `path` (an absent file is no records); the
+/// `EXIT` line of `--record-exit` is left out (see [`exit_record`]).
 pub fn read_records(path: &Path) -> Vec<Record> {
+    read_all_records(path)
+        .into_iter()
+        .filter(|r| r.sig != "EXIT")
+        .collect()
+}
+
+/// The `EXIT` line a `--record-exit` probe wrote just before dying.
+pub fn exit_record(path: &Path) -> Option<Record> {
+    read_all_records(path).into_iter().find(|r| r.sig == "EXIT")
+}
+
+fn read_all_records(path: &Path) -> Vec<Record> {
     let text = fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .filter_map(|l| {

@@ -1,0 +1,373 @@
+//! Lifecycle events (docs/events.md): one line each on stderr, as
+//! `flowrun | …` text or as one JSON object.
+//!
+//! Events are built by the supervisor and handed to one writer thread that
+//! owns stderr ([`EventSink`]); a closed stderr (EPIPE) drops them.
+
+use super::LogFormat;
+use serde_json::Value;
+use std::io::Write;
+use std::sync::mpsc;
+use std::time::Instant;
+
+/// Who a process event is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Who {
+    /// `group.index`
+    pub process: String,
+    pub group: String,
+    pub index: u32,
+}
+
+/// One lifecycle event with exactly the fields of docs/events.md.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Starting {
+        topology: String,
+        groups: usize,
+        processes: usize,
+    },
+    Started {
+        who: Who,
+        pid: i32,
+    },
+    Ready {
+        who: Who,
+    },
+    Exited {
+        who: Who,
+        pid: i32,
+        code: Option<i32>,
+        signal: Option<&'static str>,
+        expected: bool,
+    },
+    Restarting {
+        who: Who,
+        in_ms: u64,
+        attempt: u32,
+    },
+    Failed {
+        group: String,
+        reason: String,
+    },
+    Signal {
+        signal: &'static str,
+    },
+    Draining {
+        reason: String,
+    },
+    Stopping {
+        who: Who,
+        signal: &'static str,
+        step: usize,
+        target: &'static str,
+    },
+    Killed {
+        who: Who,
+        reason: &'static str,
+    },
+    Stopped {
+        who: Who,
+    },
+    Escalating {
+        signal: &'static str,
+    },
+    Reloading,
+    Reloaded {
+        changed: Vec<String>,
+    },
+    ReloadRejected {
+        errors: Vec<String>,
+    },
+    Exit {
+        code: i32,
+    },
+}
+
+impl Event {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Starting { .. } => "starting",
+            Event::Started { .. } => "started",
+            Event::Ready { .. } => "ready",
+            Event::Exited { .. } => "exited",
+            Event::Restarting { .. } => "restarting",
+            Event::Failed { .. } => "failed",
+            Event::Signal { .. } => "signal",
+            Event::Draining { .. } => "draining",
+            Event::Stopping { .. } => "stopping",
+            Event::Killed { .. } => "killed",
+            Event::Stopped { .. } => "stopped",
+            Event::Escalating { .. } => "escalating",
+            Event::Reloading => "reloading",
+            Event::Reloaded { .. } => "reloaded",
+            Event::ReloadRejected { .. } => "reload-rejected",
+            Event::Exit { .. } => "exit",
+        }
+    }
+
+    fn who(&self) -> Option<&Who> {
+        match self {
+            Event::Started { who, .. }
+            | Event::Ready { who }
+            | Event::Exited { who, .. }
+            | Event::Restarting { who, .. }
+            | Event::Stopping { who, .. }
+            | Event::Killed { who, .. }
+            | Event::Stopped { who } => Some(who),
+            _ => None,
+        }
+    }
+
+    /// The event-specific fields, in documented order.
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        let s = |v: &str| Value::String(v.to_string());
+        let opt_s = |v: Option<&str>| v.map_or(Value::Null, s);
+        match self {
+            Event::Starting {
+                topology,
+                groups,
+                processes,
+            } => vec![
+                ("topology", s(topology)),
+                ("groups", (*groups).into()),
+                ("processes", (*processes).into()),
+            ],
+            Event::Started { pid, .. } => vec![("pid", (*pid).into())],
+            Event::Ready { .. } | Event::Stopped { .. } | Event::Reloading => vec![],
+            Event::Exited {
+                pid,
+                code,
+                signal,
+                expected,
+                ..
+            } => vec![
+                ("pid", (*pid).into()),
+                ("code", code.map_or(Value::Null, Value::from)),
+                ("signal", opt_s(*signal)),
+                ("expected", (*expected).into()),
+            ],
+            Event::Restarting { in_ms, attempt, .. } => {
+                vec![("in_ms", (*in_ms).into()), ("attempt", (*attempt).into())]
+            }
+            Event::Failed { group, reason } => vec![("group", s(group)), ("reason", s(reason))],
+            Event::Signal { signal } | Event::Escalating { signal } => vec![("signal", s(signal))],
+            Event::Draining { reason } => vec![("reason", s(reason))],
+            Event::Stopping {
+                signal,
+                step,
+                target,
+                ..
+            } => vec![
+                ("signal", s(signal)),
+                ("step", (*step).into()),
+                ("target", s(target)),
+            ],
+            Event::Killed { reason, .. } => vec![("reason", s(reason))],
+            Event::Reloaded { changed } => vec![(
+                "changed",
+                Value::Array(changed.iter().map(|c| s(c)).collect()),
+            )],
+            Event::ReloadRejected { errors } => vec![(
+                "errors",
+                Value::Array(errors.iter().map(|c| s(c)).collect()),
+            )],
+            Event::Exit { code } => vec![("code", (*code).into())],
+        }
+    }
+
+    /// One JSON object (no newline): `event`, `t`, process fields, then the
+    /// event's own fields.
+    pub fn json(&self, t: f64) -> String {
+        let mut out = String::with_capacity(128);
+        out.push_str("{\"event\":");
+        out.push_str(&Value::from(self.name()).to_string());
+        out.push_str(",\"t\":");
+        let t = (t * 1_000_000.0).round() / 1_000_000.0;
+        out.push_str(&serde_json::Number::from_f64(t).map_or("0".into(), |n| n.to_string()));
+        let mut fields = Vec::new();
+        if let Some(w) = self.who() {
+            fields.push(("process", Value::from(w.process.as_str())));
+            fields.push(("group", Value::from(w.group.as_str())));
+            fields.push(("index", Value::from(w.index)));
+        }
+        fields.extend(self.fields());
+        for (k, v) in fields {
+            out.push_str(",\"");
+            out.push_str(k);
+            out.push_str("\":");
+            out.push_str(&v.to_string());
+        }
+        out.push('}');
+        out
+    }
+
+    /// The human line (no newline): `flowrun | api.0 started pid 4242`.
+    pub fn human(&self) -> String {
+        let body = match self {
+            Event::Starting {
+                topology,
+                groups,
+                processes,
+            } => format!("starting topology {topology}: {groups} groups, {processes} processes"),
+            Event::Started { who, pid } => format!("{} started pid {pid}", who.process),
+            Event::Ready { who } => format!("{} ready", who.process),
+            Event::Exited {
+                who,
+                pid,
+                code,
+                signal,
+                expected,
+            } => {
+                let how = match (code, signal) {
+                    (Some(c), _) => format!("code {c}"),
+                    (None, Some(s)) => format!("signal {s}"),
+                    (None, None) => "status unknown".to_string(),
+                };
+                let exp = if *expected { " (expected)" } else { "" };
+                format!("{} exited pid {pid} {how}{exp}", who.process)
+            }
+            Event::Restarting {
+                who,
+                in_ms,
+                attempt,
+            } => {
+                format!(
+                    "{} restarting in {in_ms}ms (attempt {attempt})",
+                    who.process
+                )
+            }
+            Event::Failed { group, reason } => format!("group {group} failed: {reason}"),
+            Event::Signal { signal } => format!("received {signal}"),
+            Event::Draining { reason } => format!("draining ({reason})"),
+            Event::Stopping {
+                who,
+                signal,
+                step,
+                target,
+            } => format!(
+                "{} stopping: {signal} to {target} (step {step})",
+                who.process
+            ),
+            Event::Killed { who, reason } => format!("{} killed ({reason})", who.process),
+            Event::Stopped { who } => format!("{} stopped", who.process),
+            Event::Escalating { signal } => {
+                format!("escalating on repeated {signal}: killing everything")
+            }
+            Event::Reloading => "reloading".to_string(),
+            Event::Reloaded { changed } => {
+                if changed.is_empty() {
+                    "reloaded: nothing changed".to_string()
+                } else {
+                    format!("reloaded: changed {}", changed.join(", "))
+                }
+            }
+            Event::ReloadRejected { errors } => {
+                let mut s = format!("reload rejected ({} errors)", errors.len());
+                for e in errors {
+                    s.push_str("\nflowrun |   ");
+                    s.push_str(e);
+                }
+                s
+            }
+            Event::Exit { code } => format!("exit {code}"),
+        };
+        format!("flowrun | {body}")
+    }
+}
+
+/// Sends formatted events to the stderr writer thread.
+#[derive(Clone)]
+pub struct EventSink {
+    format: LogFormat,
+    start: Instant,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl EventSink {
+    /// Start the stderr writer thread. Join the handle after dropping every
+    /// sink to flush.
+    pub fn start(format: LogFormat, start: Instant) -> (EventSink, std::thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let handle = std::thread::Builder::new()
+            .name("flowrun-events".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let mut err = std::io::stderr().lock();
+                let mut broken = false;
+                while let Ok(line) = rx.recv() {
+                    if !broken && err.write_all(&line).and_then(|_| err.flush()).is_err() {
+                        broken = true;
+                    }
+                }
+            })
+            .expect("cannot start the event writer thread");
+        (EventSink { format, start, tx }, handle)
+    }
+
+    pub fn emit(&self, ev: Event) {
+        let mut line = match self.format {
+            LogFormat::Human => ev.human(),
+            LogFormat::Json => ev.json(self.start.elapsed().as_secs_f64()),
+        };
+        line.push('\n');
+        let _ = self.tx.send(line.into_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who() -> Who {
+        Who {
+            process: "api.0".into(),
+            group: "api".into(),
+            index: 0,
+        }
+    }
+
+    #[test]
+    fn json_has_documented_fields_in_order() {
+        let e = Event::Exited {
+            who: who(),
+            pid: 42,
+            code: None,
+            signal: Some("SIGKILL"),
+            expected: true,
+        };
+        assert_eq!(
+            e.json(1.5),
+            r#"{"event":"exited","t":1.5,"process":"api.0","group":"api","index":0,"pid":42,"code":null,"signal":"SIGKILL","expected":true}"#
+        );
+        let e = Event::ReloadRejected {
+            errors: vec!["a \"b\"".into()],
+        };
+        assert_eq!(
+            e.json(0.0),
+            r#"{"event":"reload-rejected","t":0.0,"errors":["a \"b\""]}"#
+        );
+    }
+
+    #[test]
+    fn human_lines() {
+        assert_eq!(
+            Event::Started {
+                who: who(),
+                pid: 4242
+            }
+            .human(),
+            "flowrun | api.0 started pid 4242"
+        );
+        assert_eq!(
+            Event::Stopping {
+                who: who(),
+                signal: "SIGTERM",
+                step: 0,
+                target: "leader"
+            }
+            .human(),
+            "flowrun | api.0 stopping: SIGTERM to leader (step 0)"
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! Output relay: one reader task per child pipe, one writer thread that
+//! owns stdout.
+//!
+//! A reader splits the child's bytes into whole lines (a line longer than
+//! [`MAX_LINE`] is cut into pieces, a final partial line is completed with a
+//! newline), prefixes each with `group.index | ` and sends whole records to
+//! the writer over a bounded channel, so a slow stdout slows the children
+//! (they block on their pipe) instead of growing memory. The reader stops at
+//! EOF, or — once the supervisor says the process group is gone — after
+//! [`QUIET`] without data (a setsid'd grandchild may hold the pipe open).
+//! The writer survives EPIPE: it stops writing and keeps draining.
+
+use regex::Regex;
+use std::cell::RefCell;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, watch};
+
+/// Longest relayed line; longer ones are split into pieces of this size.
+pub const MAX_LINE: usize = 64 * 1024;
+/// How long a pipe may stay silent after its process group is gone.
+pub const QUIET: Duration = Duration::from_millis(200);
+
+/// Splits a byte stream into lines of at most `max` bytes (without `\n`).
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    max: usize,
+    /// The last thing emitted was a full-size piece: a newline right after
+    /// it ends that line instead of making an empty one.
+    after_piece: bool,
+}
+
+impl LineSplitter {
+    pub fn new(max: usize) -> Self {
+        LineSplitter {
+            buf: Vec::new(),
+            max: max.max(1),
+            after_piece: false,
+        }
+    }
+
+    /// Feed bytes; `emit` gets every complete line or full-size piece.
+    pub fn push(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
+        while !data.is_empty() {
+            if std::mem::take(&mut self.after_piece) && data[0] == b'\n' {
+                data = &data[1..];
+                continue;
+            }
+            let room = self.max - self.buf.len();
+            let window = &data[..data.len().min(room)];
+            match window.iter().position(|&b| b == b'\n') {
+                Some(nl) => {
+                    if self.buf.is_empty() {
+                        emit(&window[..nl]);
+                    } else {
+                        self.buf.extend_from_slice(&window[..nl]);
+                        emit(&self.buf);
+                        self.buf.clear();
+                    }
+                    data = &data[nl + 1..];
+                }
+                None => {
+                    self.buf.extend_from_slice(window);
+                    data = &data[window.len()..];
+                    if self.buf.len() == self.max {
+                        // A piece of an over-long line.
+                        emit(&self.buf);
+                        self.buf.clear();
+                        self.after_piece = true;
+                    }
+                }
+            }
+        }
+        if self.buf.capacity() > self.max && self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// End of stream: emit a final partial line, if any.
+    pub fn finish(&mut self, emit: &mut impl FnMut(&[u8])) {
+        if !self.buf.is_empty() {
+            emit(&self.buf);
+            self.buf = Vec::new();
+        }
+    }
+}
+
+const COLORS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
+
+/// `api.0 | `, coloured by group when `color`.
+pub fn prefix(id: &str, group_index: usize, color: bool) -> Vec<u8> {
+    if color {
+        format!("\x1b[{}m{id} |\x1b[0m ", COLORS[group_index % COLORS.len()]).into_bytes()
+    } else {
+        format!("{id} | ").into_bytes()
+    }
+}
+
+/// `HH:MM:SS.mmm ` in local time.
+pub fn timestamp() -> String {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: plain libc calls with valid out-pointers.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&ts.tv_sec, &mut tm);
+        format!(
+            "{:02}:{:02}:{:02}.{:03} ",
+            tm.tm_hour,
+            tm.tm_min,
+            tm.tm_sec,
+            ts.tv_nsec / 1_000_000
+        )
+    }
+}
+
+/// What a reader needs besides its pipe.
+pub struct ReaderCfg {
+    pub prefix: Vec<u8>,
+    pub timestamps: bool,
+    pub out: mpsc::Sender<Vec<u8>>,
+    /// Becomes `true` when the process group is gone.
+    pub done: watch::Receiver<bool>,
+    /// `ready when log`: called once, on the first matching line.
+    pub log_ready: Option<(Regex, Box<dyn FnOnce() + Send>)>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 256 * 1024]);
+}
+
+/// Relay one pipe until EOF (or quiet after the group is gone).
+pub async fn relay(fd: OwnedFd, mut cfg: ReaderCfg) {
+    // SAFETY: the fd is owned by the AsyncFd for its whole life and is
+    // closed only when it is dropped.
+    let Ok(afd) = (unsafe { AsyncFd::register(fd) }) else {
+        return;
+    };
+    let mut split = LineSplitter::new(MAX_LINE);
+    loop {
+        let group_gone = *cfg.done.borrow();
+        let ready = if group_gone {
+            match tokio::time::timeout(QUIET, afd.readable()).await {
+                Ok(r) => r,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                r = afd.readable() => r,
+                c = cfg.done.changed() => {
+                    if c.is_err() {
+                        // The supervisor is gone: treat as "group gone".
+                        let (tx, rx) = watch::channel(true);
+                        drop(tx);
+                        cfg.done = rx;
+                    }
+                    continue;
+                }
+            }
+        };
+        let Ok(mut guard) = ready else { break };
+        let res = guard.try_io(|inner| {
+            SCRATCH.with(|s| {
+                let mut s = s.borrow_mut();
+                // SAFETY: reading into a buffer we own, of its length.
+                let n = unsafe {
+                    libc::read(inner.get_ref().as_raw_fd(), s.as_mut_ptr().cast(), s.len())
+                };
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = n as usize;
+                if n > 0 {
+                    let batch = lines_to_records(&mut split, &s[..n], &mut cfg);
+                    Ok((n, batch))
+                } else {
+                    Ok((0, Vec::new()))
+                }
+            })
+        });
+        match res {
+            Ok(Ok((0, _))) => break,
+            Ok(Ok((_, batch))) => {
+                if !batch.is_empty() && cfg.out.send(batch).await.is_err() {
+                    // The writer is gone; keep draining the pipe anyway.
+                }
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(Err(_)) => break,
+            Err(_would_block) => {}
+        }
+    }
+    let mut batch = Vec::new();
+    let ts = cfg.timestamps.then(timestamp);
+    let mut tail = Vec::new();
+    split.finish(&mut |line| tail.push(line.to_vec()));
+    for line in tail {
+        check_log(&mut cfg, &line);
+        push_record(&mut batch, ts.as_deref(), &cfg.prefix, &line);
+    }
+    if !batch.is_empty() {
+        let _ = cfg.out.send(batch).await;
+    }
+}
+
+fn check_log(cfg: &mut ReaderCfg, line: &[u8]) {
+    if let Some((re, _)) = &cfg.log_ready {
+        if re.is_match(&String::from_utf8_lossy(line)) {
+            if let Some((_, fire)) = cfg.log_ready.take() {
+                fire();
+            }
+        }
+    }
+}
+
+fn push_record(batch: &mut Vec<u8>, ts: Option<&str>, prefix: &[u8], line: &[u8]) {
+    if let Some(ts) = ts {
+        batch.extend_from_slice(ts.as_bytes());
+    }
+    batch.extend_from_slice(prefix);
+    batch.extend_from_slice(line);
+    batch.push(b'\n');
+}
+
+fn lines_to_records(split: &mut LineSplitter, data: &[u8], cfg: &mut ReaderCfg) -> Vec<u8> {
+    let ts = cfg.timestamps.then(timestamp);
+    // Each line costs its bytes plus a prefix; reserve for the common case
+    // (short lines) so one read usually means one allocation.
+    let mut batch = Vec::with_capacity(data.len() + data.len() / 8 + cfg.prefix.len() * 16);
+    split.push(data, &mut |line| {
+        check_log(cfg, line);
+        push_record(&mut batch, ts.as_deref(), &cfg.prefix, line);
+    });
+    batch
+}
+
+/// Start the thread that owns stdout. It ends when every sender is gone.
+pub fn start_writer() -> (mpsc::Sender<Vec<u8>>, std::thread::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+    let handle = std::thread::Builder::new()
+        .name("flowrun-stdout".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let mut broken = false;
+            while let Some(rec) = rx.blocking_recv() {
+                if broken {
+                    continue;
+                }
+                if out.write_all(&rec).is_err() {
+                    broken = true;
+                    continue;
+                }
+                if rx.is_empty() && out.flush().is_err() {
+                    broken = true;
+                }
+            }
+            if !broken {
+                let _ = out.flush();
+            }
+        })
+        .expect("cannot start the stdout writer thread");
+    (tx, handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(max: usize, chunks: &[&[u8]]) -> Vec<String> {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(c, &mut |l| {
+                out.push(String::from_utf8_lossy(l).into_owned())
+            });
+        }
+        s.finish(&mut |l| out.push(String::from_utf8_lossy(l).into_owned()));
+        out
+    }
+
+    #[test]
+    fn whole_lines_across_chunks() {
+        assert_eq!(run(64, &[b"ab", b"c\nde", b"f\n"]), ["abc", "def"]);
+        assert_eq!(run(64, &[b"a\n\nb\n"]), ["a", "", "b"]);
+    }
+
+    #[test]
+    fn partial_last_line_is_flushed() {
+        assert_eq!(run(64, &[b"x\ntail"]), ["x", "tail"]);
+    }
+
+    #[test]
+    fn long_lines_are_split_not_dropped() {
+        assert_eq!(run(4, &[b"abcdefghij\n"]), ["abcd", "efgh", "ij"]);
+        // A newline right after a full piece ends the line (no empty line).
+        assert_eq!(run(4, &[b"abcd", b"\nxy\n"]), ["abcd", "xy"]);
+        assert_eq!(run(4, &[b"abcdefgh\n"]), ["abcd", "efgh"]);
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let mut s = LineSplitter::new(1024);
+        let chunk = vec![b'x'; 4096];
+        let mut n = 0;
+        for _ in 0..1000 {
+            s.push(&chunk, &mut |l| {
+                assert_eq!(l.len(), 1024);
+                n += 1;
+            });
+            assert!(s.buf.capacity() <= 2048);
+        }
+        assert_eq!(n, 4000);
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(prefix("api.0", 0, false), b"api.0 | ");
+        assert_eq!(prefix("api.0", 1, true), b"\x1b[33mapi.0 |\x1b[0m ");
+    }
+}

@@ -1,0 +1,234 @@
+//! Ready checks (`ready when …`), one async task per process incarnation.
+//! `log` is matched by the output relay; the others poll here, every
+//! `every`, until they pass. The caller bounds them with `within`.
+
+use super::reap::{Status, Waiters};
+use super::spawn::{self, Inherited, SpawnSpec};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixDatagram};
+
+pub enum Check {
+    Tcp(String),
+    Http(String),
+    Exec {
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: PathBuf,
+        waiters: Waiters,
+        inherited: Inherited,
+    },
+    File(PathBuf),
+    Notify(UnixDatagram),
+}
+
+/// Resolves once the check passes.
+pub async fn passed(check: Check, every: Duration) {
+    let every = every.max(Duration::from_millis(10));
+    match check {
+        Check::Notify(sock) => notify(sock).await,
+        check => loop {
+            if attempt(&check, every).await {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        },
+    }
+}
+
+async fn attempt(check: &Check, every: Duration) -> bool {
+    let limit = every.max(Duration::from_millis(500));
+    match check {
+        Check::Tcp(addr) => matches!(
+            tokio::time::timeout(limit, TcpStream::connect(addr.as_str())).await,
+            Ok(Ok(_))
+        ),
+        Check::Http(url) => matches!(
+            tokio::time::timeout(limit, http_get(url)).await,
+            Ok(Some(200..=299))
+        ),
+        Check::File(p) => p.exists(),
+        Check::Exec {
+            argv,
+            env,
+            cwd,
+            waiters,
+            inherited,
+        } => exec_once(argv, env, cwd, waiters, *inherited).await,
+        Check::Notify(_) => false,
+    }
+}
+
+/// `http://host[:port]/path` → (host:port, host, path).
+pub fn parse_http_url(url: &str) -> Option<(String, String, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return None;
+    }
+    let addr = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !authority.ends_with(']')
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    Some((addr, authority.to_string(), path.to_string()))
+}
+
+async fn http_get(url: &str) -> Option<u16> {
+    let (addr, host, path) = parse_http_url(url)?;
+    let mut s = TcpStream::connect(addr.as_str()).await.ok()?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: flowrun\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 4096 {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    parse_status_line(&buf)
+}
+
+pub fn parse_status_line(buf: &[u8]) -> Option<u16> {
+    let line = std::str::from_utf8(buf).ok()?.lines().next()?;
+    let mut parts = line.split_whitespace();
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+/// Kills an exec check's process group if the check is abandoned.
+struct KillOnDrop(Option<i32>);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: the group was created by this spawn and has not been
+            // reaped yet (the waiter still holds its status).
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+    }
+}
+
+async fn exec_once(
+    argv: &[String],
+    env: &[(String, String)],
+    cwd: &std::path::Path,
+    waiters: &Waiters,
+    inherited: Inherited,
+) -> bool {
+    let spec = SpawnSpec {
+        argv,
+        env,
+        cwd,
+        own_group: true,
+        die_with_parent: true,
+        capture: false,
+    };
+    // Spawn and register the waiter with no await in between: the reaper
+    // runs on this same thread and cannot see the exit before we are
+    // registered.
+    let Ok(child) = spawn::spawn(&spec, inherited) else {
+        return false;
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if let Ok(mut w) = waiters.lock() {
+        w.insert(child.pid, tx);
+    }
+    let mut guard = KillOnDrop(Some(child.pid));
+    let status = rx.await;
+    guard.0 = None;
+    matches!(status, Ok(Status::Code(0)))
+}
+
+async fn notify(sock: UnixDatagram) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok(n) = sock.recv(&mut buf).await else {
+            // Keep the task pending: the timeout decides.
+            std::future::pending::<()>().await;
+            return;
+        };
+        if is_ready_datagram(&buf[..n]) {
+            return;
+        }
+    }
+}
+
+/// sd_notify: newline-separated `KEY=VALUE` assignments.
+pub fn is_ready_datagram(d: &[u8]) -> bool {
+    d.split(|&b| b == b'\n').any(|l| l == b"READY=1")
+}
+
+/// A private directory holding one process's notify socket.
+pub struct NotifyDir {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl NotifyDir {
+    pub fn create(tag: &str) -> std::io::Result<(NotifyDir, UnixDatagram)> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!("flowrun-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let socket = dir.join("notify");
+        let sock = UnixDatagram::bind(&socket)?;
+        Ok((NotifyDir { dir, socket }, sock))
+    }
+}
+
+impl Drop for NotifyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_http_url("http://127.0.0.1:8000/healthz"),
+            Some((
+                "127.0.0.1:8000".into(),
+                "127.0.0.1:8000".into(),
+                "/healthz".into()
+            ))
+        );
+        assert_eq!(
+            parse_http_url("http://localhost"),
+            Some(("localhost:80".into(), "localhost".into(), "/".into()))
+        );
+        assert_eq!(parse_http_url("https://x/"), None);
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 204 No Content\r\n"), Some(204));
+        assert_eq!(parse_status_line(b"HTTP/1.0 500 x\r\n"), Some(500));
+        assert_eq!(parse_status_line(b"garbage"), None);
+    }
+
+    #[test]
+    fn notify_datagrams() {
+        assert!(is_ready_datagram(b"STATUS=up\nREADY=1\n"));
+        assert!(is_ready_datagram(b"READY=1"));
+        assert!(!is_ready_datagram(b"READY=0\nSTATUS=READY=1"));
+    }
+}

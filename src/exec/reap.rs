@@ -1,0 +1,121 @@
+//! Reaping. flowrun is a child subreaper, so orphaned grandchildren become
+//! its children; it reaps every child with `waitpid(-1, WNOHANG)` whenever
+//! SIGCHLD arrives. This is safe because nothing else waits: no
+//! tokio::process, and std's `Command` is only used to spawn (its internal
+//! `waitpid` after a failed exec runs synchronously on the same thread as
+//! this reaper, so the two can never interleave).
+//!
+//! Leaders are reaped as soon as they exit. Their process-group id cannot be
+//! recycled while any member of the group lives (the kernel keeps the pid
+//! allocated while it is in use as a pgid), and flowrun stops signalling a
+//! group as soon as `kill(-pgid, 0)` reports it empty, so a `killpg` never
+//! reaches a group flowrun did not create.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Status {
+    pub fn success(self) -> bool {
+        self == Status::Code(0)
+    }
+
+    /// The shell convention: the code, or 128 + the signal number.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Status::Code(c) => c,
+            Status::Signal(s) => 128 + s,
+        }
+    }
+
+    pub fn signal_name(self) -> Option<&'static str> {
+        match self {
+            Status::Signal(s) => Some(
+                nix::sys::signal::Signal::try_from(s)
+                    .map(|s| s.as_str())
+                    .unwrap_or("SIGUNKNOWN"),
+            ),
+            Status::Code(_) => None,
+        }
+    }
+}
+
+/// Pids whose status someone awaits directly (exec ready checks).
+pub type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<Status>>>>;
+
+/// Reap every exited child; returns (pid, status) pairs not claimed by a
+/// waiter.
+pub fn reap_all(waiters: &Waiters) -> Vec<(i32, Status)> {
+    let mut out = Vec::new();
+    loop {
+        let mut st = 0;
+        // SAFETY: waitpid with a valid out-pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+        if pid <= 0 {
+            break;
+        }
+        let status = if libc::WIFEXITED(st) {
+            Status::Code(libc::WEXITSTATUS(st))
+        } else if libc::WIFSIGNALED(st) {
+            Status::Signal(libc::WTERMSIG(st))
+        } else {
+            continue;
+        };
+        let waiter = waiters.lock().ok().and_then(|mut w| w.remove(&pid));
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(status);
+            }
+            None => out.push((pid, status)),
+        }
+    }
+    out
+}
+
+/// Whether the process group still has a member (a zombie counts).
+pub fn group_alive(pgid: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence.
+    let r = unsafe { libc::kill(-pgid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Our remaining children other than `except` (found by scanning /proc
+/// once, at exit): adopted orphans that escaped their process group.
+pub fn remaining_children(except: &[i32]) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if except.contains(&pid) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command (which may contain spaces and parens).
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let _state = f.next();
+        if f.next().and_then(|p| p.parse::<i32>().ok()) == Some(me) {
+            out.push(pid);
+        }
+    }
+    out
+}
