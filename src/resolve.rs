@@ -150,6 +150,7 @@ impl<'a> Resolver<'a> {
         // Pass 3: topology settings and handlers, in file order.
         let mut shutdown: Option<(Timeout, Span)> = None;
         let mut finish: Option<Finish> = None;
+        let mut finish_seen: Option<Span> = None;
         let mut escalate: Option<(Escalate, Span)> = None;
         let mut handlers: Vec<Handler> = Vec::new();
         for item in &t.items {
@@ -162,10 +163,14 @@ impl<'a> Resolver<'a> {
                     }
                 }
                 TopItemKind::Finish { group, when } => {
-                    if let Some(first) = &finish {
-                        let first = first.span;
+                    // Tracked apart from `finish`, which stays `None` when
+                    // the first statement names an unknown group.
+                    if let Some(first) = finish_seen {
                         self.duplicate_setting("`finish when`", item.span, 6, first, None);
-                    } else if let Some(id) = self.group_ref(group, "`finish when`") {
+                        continue;
+                    }
+                    finish_seen = Some(item.span);
+                    if let Some(id) = self.group_ref(group, "`finish when`") {
                         finish = Some(Finish {
                             group: Spanned::new(id, group.span),
                             when: when.node,
@@ -945,7 +950,8 @@ fn did_you_mean<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> Op
                 c,
             )
         })
-        .filter(|&(d, _)| d <= limit)
+        // Replacing every character is not a suggestion (`x` → `a`).
+        .filter(|&(d, _)| d <= limit && d < word.chars().count())
         .min_by_key(|&(d, _)| d)
         .map(|(_, c)| c)
 }

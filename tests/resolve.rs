@@ -245,6 +245,14 @@ fn fr101_unknown_group_with_did_you_mean() {
             "4:33 FR101 unknown group `db` in group `worker`'s `after` `db` [no group has this name] (define it with `group db { … }`; the groups are `worker`, `tests`)",
         ]
     );
+    // A second `finish` is a duplicate even when the first names an unknown group.
+    assert_eq!(
+        findings("topology t {\n  finish when x exits\n  finish when a exits\n  group a { run \"a\" }\n}\n"),
+        [
+            "2:15 FR101 unknown group `x` in `finish when` `x` [no group has this name] (define it with `group x { … }`; the groups are `a`)",
+            "3:3 FR102 `finish when` is given twice `finish` [given again here] (keep one of them)",
+        ]
+    );
     // The step with an unknown group is dropped, not widened to the whole topology.
     let (m, _, _) = compile(text);
     let h = m.handler(Sig(nix::sys::signal::Signal::SIGUSR1)).unwrap();
