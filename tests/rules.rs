@@ -343,6 +343,17 @@ fn rule_edge_cases() {
             &["FR303"],
             &[],
         ),
+        // … also inside a `sh -c '…'` run without flowrun's `sh`.
+        (
+            r#"topology t { group a { run "bash -ec 'python a.py &'" } }"#,
+            &["FR303"],
+            &[],
+        ),
+        (
+            r#"topology t { group a { run "sh -c 'exec python a.py'" } }"#,
+            &[],
+            &["FR303"],
+        ),
         // … but not `ls -d`, `--daemon=false` or redirections.
         (
             r#"topology t { group a { run "ls -d /tmp"; once } }"#,
