@@ -131,7 +131,7 @@ pub struct ReaderCfg {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 64 * 1024]);
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 256 * 1024]);
 }
 
 /// Relay one pipe until EOF (or quiet after the group is gone).
@@ -229,20 +229,13 @@ fn push_record(batch: &mut Vec<u8>, ts: Option<&str>, prefix: &[u8], line: &[u8]
 
 fn lines_to_records(split: &mut LineSplitter, data: &[u8], cfg: &mut ReaderCfg) -> Vec<u8> {
     let ts = cfg.timestamps.then(timestamp);
-    let mut batch = Vec::new();
-    let mut lines: Vec<(usize, usize)> = Vec::new();
-    // Collect records first (the splitter borrows its own buffer).
-    let mut records: Vec<u8> = Vec::new();
+    // Each line costs its bytes plus a prefix; reserve for the common case
+    // (short lines) so one read usually means one allocation.
+    let mut batch = Vec::with_capacity(data.len() + data.len() / 8 + cfg.prefix.len() * 16);
     split.push(data, &mut |line| {
-        let start = records.len();
-        records.extend_from_slice(line);
-        lines.push((start, records.len()));
-    });
-    for (a, b) in lines {
-        let line = &records[a..b];
         check_log(cfg, line);
         push_record(&mut batch, ts.as_deref(), &cfg.prefix, line);
-    }
+    });
     batch
 }
 
