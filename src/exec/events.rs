@@ -295,8 +295,18 @@ impl EventSink {
             .spawn(move || {
                 let mut err = std::io::stderr().lock();
                 let mut broken = false;
+                let mut buf = Vec::new();
                 while let Ok(line) = rx.recv() {
-                    if !broken && err.write_all(&line).and_then(|_| err.flush()).is_err() {
+                    // Whole lines only; batch what is already queued.
+                    buf.clear();
+                    buf.extend_from_slice(&line);
+                    while buf.len() < 64 * 1024 {
+                        match rx.try_recv() {
+                            Ok(more) => buf.extend_from_slice(&more),
+                            Err(_) => break,
+                        }
+                    }
+                    if !broken && err.write_all(&buf).and_then(|_| err.flush()).is_err() {
                         broken = true;
                     }
                 }

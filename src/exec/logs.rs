@@ -22,6 +22,8 @@ use tokio::sync::{mpsc, watch};
 pub const MAX_LINE: usize = 64 * 1024;
 /// How long a pipe may stay silent after its process group is gone.
 pub const QUIET: Duration = Duration::from_millis(200);
+/// The longest a pipe is read after its process group is gone.
+pub const LINGER: Duration = Duration::from_secs(2);
 
 /// Splits a byte stream into lines of at most `max` bytes (without `\n`).
 pub struct LineSplitter {
@@ -131,7 +133,7 @@ pub struct ReaderCfg {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 256 * 1024]);
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 64 * 1024]);
 }
 
 /// Relay one pipe until EOF (or quiet after the group is gone).
@@ -142,10 +144,21 @@ pub async fn relay(fd: OwnedFd, mut cfg: ReaderCfg) {
         return;
     };
     let mut split = LineSplitter::new(MAX_LINE);
+    let mut gone_at: Option<tokio::time::Instant> = None;
     loop {
         let group_gone = *cfg.done.borrow();
-        let ready = if group_gone {
-            match tokio::time::timeout(QUIET, afd.readable()).await {
+        if group_gone && gone_at.is_none() {
+            gone_at = Some(tokio::time::Instant::now());
+        }
+        if gone_at.is_some_and(|t| t.elapsed() >= LINGER) {
+            break;
+        }
+        let ready = if let Some(t) = gone_at {
+            // Whatever still writes is not the process (it has exited and
+            // its group is empty): an escaped grandchild. Stop after a
+            // quiet period, or LINGER at most.
+            let wait = QUIET.min(LINGER.saturating_sub(t.elapsed()));
+            match tokio::time::timeout(wait, afd.readable()).await {
                 Ok(r) => r,
                 Err(_) => break,
             }
@@ -229,13 +242,23 @@ fn push_record(batch: &mut Vec<u8>, ts: Option<&str>, prefix: &[u8], line: &[u8]
 
 fn lines_to_records(split: &mut LineSplitter, data: &[u8], cfg: &mut ReaderCfg) -> Vec<u8> {
     let ts = cfg.timestamps.then(timestamp);
-    // Each line costs its bytes plus a prefix; reserve for the common case
-    // (short lines) so one read usually means one allocation.
-    let mut batch = Vec::with_capacity(data.len() + data.len() / 8 + cfg.prefix.len() * 16);
+    let mut batch = Vec::with_capacity(data.len() + data.len() / 4 + cfg.prefix.len());
+    let prefix = &cfg.prefix;
+    let re = cfg.log_ready.as_ref().map(|(re, _)| re);
+    let mut matched = false;
     split.push(data, &mut |line| {
-        check_log(cfg, line);
-        push_record(&mut batch, ts.as_deref(), &cfg.prefix, line);
+        if !matched {
+            if let Some(re) = re {
+                matched = re.is_match(&String::from_utf8_lossy(line));
+            }
+        }
+        push_record(&mut batch, ts.as_deref(), prefix, line);
     });
+    if matched {
+        if let Some((_, fire)) = cfg.log_ready.take() {
+            fire();
+        }
+    }
     batch
 }
 

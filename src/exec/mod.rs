@@ -200,10 +200,7 @@ async fn run(
         waiters,
     };
     let sup = supervisor::Sup::new(plan, ctx, tx);
-    let (code, ctx) = sup.run(rx).await;
-    if let Some(r) = reaper {
-        r.abort();
-    }
+    let (code, ctx, readers) = sup.run(rx).await;
     // Adopted orphans that escaped their process group (setsid): nothing
     // of the topology may outlive `up`.
     let except: Vec<i32> = guard_pid.into_iter().collect();
@@ -221,6 +218,14 @@ async fn run(
                 libc::waitpid(pid, &mut st, 0);
             }
         }
+    }
+    // Every process group is gone; flush what the pipes still hold (until
+    // EOF, or a quiet period: see logs.rs), then stop reaping.
+    for r in readers {
+        let _ = r.await;
+    }
+    if let Some(r) = reaper {
+        r.abort();
     }
     let supervisor::Ctx {
         out,

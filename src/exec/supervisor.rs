@@ -81,6 +81,8 @@ struct Proc {
     stop: Option<StopState>,
     /// The exit is expected (a stop or a handler caused it).
     expected: bool,
+    /// The whole process group was sent SIGKILL (leftovers, deadline or
+    /// escalation): it is only waited for now.
     leftovers_killed: bool,
     started_at: Instant,
     attempts: u32,
@@ -319,9 +321,12 @@ impl Sup {
         });
     }
 
-    /// Run until done; returns the exit status. Output readers are flushed
-    /// before returning.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) -> (i32, Ctx) {
+    /// Run until every process group is gone; returns the exit status, the
+    /// context and the output readers still flushing.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+    ) -> (i32, Ctx, Vec<JoinHandle<()>>) {
         self.emit(Event::Starting {
             topology: self.plan.topology.name.node.clone(),
             groups: self.plan.topology.groups.len(),
@@ -338,11 +343,8 @@ impl Sup {
             }
             self.progress();
         }
-        for r in std::mem::take(&mut self.readers) {
-            let _ = r.await;
-        }
         let code = self.code.unwrap_or(0);
-        (code, self.ctx)
+        (code, self.ctx, std::mem::take(&mut self.readers))
     }
 
     // ----- messages -------------------------------------------------------
@@ -1234,7 +1236,11 @@ impl Sup {
             in_ms: delay.as_millis() as u64,
             attempt,
         });
-        self.after_ms(delay, Msg::RestartDue { gen });
+        if delay.is_zero() {
+            let _ = self.tx.send(Msg::RestartDue { gen });
+        } else {
+            self.after_ms(delay, Msg::RestartDue { gen });
+        }
     }
 
     fn fail_group(&mut self, s: usize, reason: String) {
@@ -1333,6 +1339,8 @@ impl Sup {
             return;
         }
         p.expected = true;
+        // The whole group gets SIGKILL now: no separate leftovers kill.
+        p.leftovers_killed = true;
         if p.stop.is_none() {
             p.stop = Some(StopState { step: usize::MAX });
         }
@@ -1483,5 +1491,41 @@ fn signal_target(target: StopTarget, pid: i32, pgid: Option<i32>, sig: i32) {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> Plan {
+        let c = crate::compile(crate::source::SourceFile::new("t.pf", text), None);
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        crate::plan::build(c.model.as_ref().unwrap(), &Default::default())
+    }
+
+    fn fp(p: &Plan, name: &str) -> String {
+        fingerprint(p, p.topology.group_by_name(name).unwrap())
+    }
+
+    #[test]
+    fn fingerprint_ignores_position_but_sees_every_change() {
+        let a = plan(
+            "topology t {\n group db { run \"db\" }\n group api { run \"api {index}\"\n processes 2\n after db started }\n}\n",
+        );
+        // A new group before both moves every index, and `api` is unchanged.
+        let b = plan(
+            "topology t {\n group cache { run \"c\" }\n group db { run \"db\" }\n group api { run \"api {index}\"\n processes 2\n after db started }\n}\n",
+        );
+        assert_eq!(fp(&a, "api"), fp(&b, "api"));
+        assert_eq!(fp(&a, "db"), fp(&b, "db"));
+        let c = plan(
+            "topology t {\n group db { run \"db\" }\n group api { run \"api {index}\"\n processes 3\n after db started }\n}\n",
+        );
+        assert_ne!(fp(&a, "api"), fp(&c, "api"));
+        let d = plan(
+            "topology t {\n group db { run \"db\" }\n group api { run \"api {index}\"\n processes 2\n env { A = \"1\" }\n after db started }\n}\n",
+        );
+        assert_ne!(fp(&a, "api"), fp(&d, "api"));
     }
 }
