@@ -292,6 +292,12 @@ fn rule_edge_cases() {
             &["FR203", "FR304"],
             &[],
         ),
+        // FR203: ladders whose sum overflows a Duration do not panic.
+        (
+            r#"topology t { group a { run "x"; stop SIGTERM drain 18446744073709551615ms then SIGQUIT drain 18446744073709551615ms }; group b { run "x"; after a; stop SIGTERM drain 18446744073709551615ms } }"#,
+            &["FR203"],
+            &[],
+        ),
         // FR204: a long range overlapping two later ones.
         (
             r#"topology t { group a { run "x"; processes 10; port 8000 }; group b { run "x"; port 8005 }; group c { run "x"; port 8008 } }"#,
