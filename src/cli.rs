@@ -303,6 +303,9 @@ fn lint(args: &LintArgs) -> i32 {
     } else {
         0
     };
+    // The process exits right after this: freeing a large model piece by
+    // piece is measurable (~7% of `lint` on 5,000 groups) and pointless.
+    std::mem::forget(compiled);
     finish(out(&text), code)
 }
 
@@ -359,6 +362,10 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
         report_to_stderr(&compiled);
         return 2;
     };
+    if let Err(msg) = check_size(model, &Scale::new()) {
+        eprintln!("flowrun: {}: {msg}", compiled.source.name);
+        return 2;
+    }
     let built = plan::build(model, &Scale::new());
     let fresh = match args.format {
         PlanFormat::Text => plan::text(&built, &compiled.source, &compiled.diagnostics),
@@ -434,6 +441,10 @@ fn up(args: UpArgs) -> i32 {
             return 2;
         }
     };
+    if let Err(msg) = check_size(model, &scale) {
+        eprintln!("flowrun: {}: {msg}", compiled.source.name);
+        return 2;
+    }
     let built = plan::build(model, &scale);
     let opts = UpOptions {
         file: args.file,
@@ -447,6 +458,25 @@ fn up(args: UpArgs) -> i32 {
         color: color_for(std::io::stdout().is_terminal()),
     };
     crate::exec::up(built, opts)
+}
+
+/// The most processes a plan may expand (every process is listed).
+pub const MAX_PROCESSES: u64 = 1_000_000;
+
+/// A plan lists every process; refuse sizes that cannot fit in memory
+/// instead of aborting.
+fn check_size(model: &crate::model::Topology, scale: &Scale) -> Result<(), String> {
+    let total: u64 = model
+        .groups
+        .iter()
+        .map(|g| u64::from(plan::scaled(g, scale)))
+        .sum();
+    if total > MAX_PROCESSES {
+        return Err(format!(
+            "{total} processes in all; flowrun plans at most {MAX_PROCESSES}"
+        ));
+    }
+    Ok(())
 }
 
 /// `G=N` with G a group of the topology and N ≥ 1.

@@ -543,3 +543,33 @@ fn up_validates_scale() {
         assert!(err.contains(want), "{arg}: {err}");
     }
 }
+
+#[test]
+fn host_enables_the_capacity_rule() {
+    let f = fixture("capacity.pf");
+    let o = flowrun(&["lint", "--format", "short", &f]);
+    assert_eq!(code(&o), 0);
+    assert!(!stdout(&o).contains("FR205"), "{}", stdout(&o));
+    let o = flowrun(&["lint", "--host", "--format", "short", &f]);
+    assert_eq!(code(&o), 0, "FR205 is a warning");
+    assert!(stdout(&o).contains("warning[FR205]"), "{}", stdout(&o));
+    let o = flowrun(&["lint", "--host", "--deny", "warnings", &f]);
+    assert_eq!(code(&o), 1);
+}
+
+#[test]
+fn plan_and_up_refuse_more_processes_than_a_plan_can_hold() {
+    let f = fixture("too-many.pf");
+    for args in [&["plan", &f][..], &["up", &f][..]] {
+        let o = flowrun(args);
+        assert_eq!(code(&o), 2, "{args:?}");
+        assert!(
+            stderr(&o).contains("processes in all; flowrun plans at most 1000000"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    let o = flowrun(&["up", &fixture("clean.pf"), "--scale", "api=4000000"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("plans at most"), "{}", stderr(&o));
+}
