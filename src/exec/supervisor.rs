@@ -31,6 +31,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+/// Added to every ladder step's drain: the child sees the signal a little
+/// after it is sent (scheduling), and it is owed the whole drain from then.
+/// Well inside the 100 ms precision the spec promises.
+const DEADLINE_GRACE: Duration = Duration::from_millis(10);
 /// How often a group whose leader is gone is checked for emptiness.
 const GROUP_POLL: Duration = Duration::from_millis(20);
 /// Retry delay when a spawn hits EMFILE/EAGAIN.
@@ -1307,7 +1311,7 @@ impl Sup {
         let drain = ls.drain;
         self.emit(ev);
         if let Timeout::Finite(d) = drain {
-            self.after_ms(d, Msg::Deadline { gen, step });
+            self.after_ms(d + DEADLINE_GRACE, Msg::Deadline { gen, step });
         }
     }
 
