@@ -872,6 +872,10 @@ impl Sup {
         if self.mode != Mode::Running {
             return;
         }
+        if let Err(reason) = self.validate_ready(s, i) {
+            self.fail_group(s, reason);
+            return;
+        }
         let group_index = self.groups[s].gid;
         let g = &self.groups[s];
         let p = &g.procs[i];
@@ -1049,6 +1053,30 @@ impl Sup {
                 });
                 self.groups[s].procs[i].check = Some(handle);
             }
+        }
+    }
+
+    /// A `log` regex that does not compile or an `exec` command that does
+    /// not split into words would never pass: fail the group instead.
+    fn validate_ready(&self, s: usize, i: usize) -> Result<(), String> {
+        let Some(rc) = &self.groups[s].def.ready else {
+            return Ok(());
+        };
+        let who = &self.groups[s].procs[i].who.process;
+        match &rc.probe {
+            Probe::Log(re) => regex::Regex::new(&self.expand_for(s, i, re))
+                .map(|_| ())
+                .map_err(|e| {
+                    let e = e.to_string();
+                    let why = e.lines().last().unwrap_or("").trim_start_matches("error: ");
+                    format!("{who}: invalid ready log regex: {why}")
+                }),
+            Probe::Exec(c) => match shell_words::split(&self.expand_for(s, i, c)) {
+                Ok(w) if !w.is_empty() => Ok(()),
+                Ok(_) => Err(format!("{who}: empty ready exec command")),
+                Err(e) => Err(format!("{who}: ready exec command: {e}")),
+            },
+            _ => Ok(()),
         }
     }
 
