@@ -98,6 +98,9 @@ struct Proc {
     check: Option<JoinHandle<()>>,
     notify: Option<NotifyDir>,
     registered: bool,
+    /// Reports a failed chdir/exec of the current incarnation.
+    exec_err: Option<std::os::fd::OwnedFd>,
+    exec_failed: Option<(spawn::ExecStage, i32)>,
 }
 
 struct GroupRt {
@@ -297,6 +300,8 @@ impl Sup {
                 check: None,
                 notify: None,
                 registered: false,
+                exec_err: None,
+                exec_failed: None,
             })
             .collect();
         self.groups.push(GroupRt {
@@ -912,7 +917,7 @@ impl Sup {
             die_with_parent: g.def.die_with_parent,
             capture: true,
         };
-        let spawned = match spawn::spawn(&spec, self.ctx.inherited) {
+        let spawned = match spawn::spawn_pipelined(&spec, self.ctx.inherited) {
             Ok(sp) => sp,
             Err(e) if spawn::is_backpressure(&e) => {
                 self.groups[s].procs[i].restart_pending = true;
@@ -921,7 +926,7 @@ impl Sup {
             }
             Err(e) => {
                 let reason = format!(
-                    "{}: spawn failed: {} ({e})",
+                    "{}: spawn failed: cannot execute {} ({e})",
                     p.who.process,
                     p.spec.argv.first().map_or("", |s| s.as_str())
                 );
@@ -962,6 +967,8 @@ impl Sup {
         p.deferred = false;
         p.done_tx = Some(done_tx);
         p.registered = die_with_parent;
+        p.exec_err = spawned.exec_err;
+        p.exec_failed = None;
         self.by_pid.insert(pid, (s, i));
         let who = p.who.clone();
         self.emit(Event::Started { who, pid });
@@ -1102,6 +1109,9 @@ impl Sup {
             if p.pid == pid && p.leader_alive {
                 p.leader_alive = false;
                 p.status = Some(status);
+                if let Some(fd) = p.exec_err.take() {
+                    p.exec_failed = spawn::exec_error(&fd);
+                }
                 let expected = p.expected || p.stop.is_some() || held;
                 let who = p.who.clone();
                 self.emit(Event::Exited {
@@ -1215,6 +1225,23 @@ impl Sup {
             return;
         }
         if p.expected {
+            return;
+        }
+        if let Some((stage, errno)) = p.exec_failed {
+            let err = std::io::Error::from_raw_os_error(errno);
+            let what = match stage {
+                spawn::ExecStage::Stdio => "cannot set up stdio".to_string(),
+                spawn::ExecStage::Chdir => format!(
+                    "cannot change directory to {}",
+                    p.spec.cwd.as_deref().unwrap_or(".")
+                ),
+                spawn::ExecStage::Exec => format!(
+                    "cannot execute {}",
+                    p.spec.argv.first().map_or("", |s| s.as_str())
+                ),
+            };
+            let reason = format!("{}: spawn failed: {what} ({err})", p.who.process);
+            self.fail_group(s, reason);
             return;
         }
         let status = p.status.unwrap_or(Status::Code(0));
