@@ -413,3 +413,31 @@ fn kill_step_kills_everything_and_exits_1() {
     assert_eq!(killed.len(), 2, "{killed:?}");
     assert!(run.survivors().is_empty());
 }
+
+#[test]
+fn a_program_that_cannot_start_fails_its_group_without_restarting() {
+    for (name, group, want) in [
+        (
+            "noprog",
+            "run \"flowrun-no-such-program\"",
+            "cannot execute flowrun-no-such-program",
+        ),
+        (
+            "nocwd",
+            "run \"sleep 600\"\n    cwd \"no/such/dir\"",
+            "cannot change directory to no/such/dir",
+        ),
+    ] {
+        let mut run = start(
+            name,
+            &format!("topology s {{\n  group a {{\n    {group}\n  }}\n}}\n"),
+            &[],
+        );
+        assert_eq!(run.exit_code(), 1, "{}", run.stderr());
+        let failed = run.named("failed");
+        assert_eq!(failed.len(), 1, "{}", run.stderr());
+        let reason = failed[0]["reason"].as_str().unwrap();
+        assert!(reason.contains(want), "{reason}");
+        assert!(run.named("restarting").is_empty(), "{}", run.stderr());
+    }
+}

@@ -1,18 +1,27 @@
-//! Spawning one child cleanly (std `Command`, never tokio::process).
+//! Spawning one child cleanly. Never tokio::process.
 //!
-//! Every input of the `pre_exec` hook is computed before the fork; the hook
-//! itself makes only async-signal-safe raw calls: reset every signal (1–64)
-//! to its default action, empty the signal mask, restore the inherited
-//! `RLIMIT_NOFILE`, mark every descriptor above 2 close-on-exec, and (for
-//! `die-with-parent`) arm `PR_SET_PDEATHSIG` and check the parent is still
-//! the runner. All spawns happen on the runner's main thread (the
-//! current-thread runtime's only thread), which lives as long as the
-//! runner, so the death signal cannot fire early (RUNTIME-NOTES 1). Reaping
-//! happens on that same thread, so std's own `waitpid` after a failed exec
-//! never races the reaper (RUNTIME-NOTES 2).
+//! Services are started with [`spawn_pipelined`]: a plain `fork` + `execve`
+//! that does not wait for the exec (the next spawn overlaps with this
+//! child's exec; std's `Command` would block on each one), with a
+//! close-on-exec pipe through which a child that cannot chdir or exec
+//! reports its errno. `exec` ready checks use std's `Command` ([`spawn`]).
+//!
+//! Every input of the child is computed before the fork; the child makes
+//! only async-signal-safe raw calls ([`child_setup`]): reset every signal
+//! (1–64) to its default action, restore the inherited `RLIMIT_NOFILE`,
+//! mark every descriptor above 2 close-on-exec, (for `die-with-parent`)
+//! arm `PR_SET_PDEATHSIG` and check the parent is still the runner, and
+//! last empty the signal mask. All spawns happen on the runner's main
+//! thread (the current-thread runtime's only thread), which lives as long
+//! as the runner, so the death signal cannot fire early (RUNTIME-NOTES 1).
+//! Reaping happens on that same thread, so std's own `waitpid` after a
+//! failed exec never races the reaper (RUNTIME-NOTES 2).
 
+use std::ffi::CString;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -32,6 +41,10 @@ pub struct Spawned {
     pub pid: i32,
     /// The runner's (non-blocking) read end of the output pipe.
     pub output: Option<OwnedFd>,
+    /// [`spawn_pipelined`] only: holds 4 bytes (an errno) if the child
+    /// could not change directory or exec; EOF once it has exec'd. Read it
+    /// after the child is reaped, with [`exec_error`].
+    pub exec_err: Option<OwnedFd>,
 }
 
 /// The `RLIMIT_NOFILE` flowrun inherited; children get it back.
@@ -113,7 +126,11 @@ pub fn spawn(spec: &SpawnSpec<'_>, inh: Inherited) -> io::Result<Spawned> {
     // the Command closes the runner's copies of the pipe's write end.
     drop(child);
     drop(cmd);
-    Ok(Spawned { pid, output })
+    Ok(Spawned {
+        pid,
+        output,
+        exec_err: None,
+    })
 }
 
 /// The kernel's `struct sigaction` (with `sa_restorer`, as on x86-64 and
@@ -148,9 +165,6 @@ unsafe fn child_setup(nofile: libc::rlimit, pdeath: bool, parent: i32) {
             );
         }
     }
-    let mut set: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut set);
-    libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     libc::setrlimit(libc::RLIMIT_NOFILE, &nofile);
     // Only 0, 1, 2 survive exec. CLOSE_RANGE_CLOEXEC = 4.
     if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32) != 0 {
@@ -170,4 +184,211 @@ unsafe fn child_setup(nofile: libc::rlimit, pdeath: bool, parent: i32) {
             libc::_exit(1);
         }
     }
+    // Last: every disposition is the default by now.
+    let mut set: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut set);
+    libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+}
+
+/// Where a [`spawn_pipelined`] child failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecStage {
+    Stdio = 0,
+    Chdir = 1,
+    Exec = 2,
+}
+
+/// What a [`spawn_pipelined`] child reported before exiting (it could not
+/// set up stdio, chdir or exec), or `None` if it exec'd. Call after it was
+/// reaped.
+pub fn exec_error(fd: &OwnedFd) -> Option<(ExecStage, i32)> {
+    let mut buf = [0u8; 5];
+    // SAFETY: reading into a local buffer from an fd we own.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), 5) };
+    if n != 5 {
+        return None;
+    }
+    let errno = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let stage = match buf[4] {
+        0 => ExecStage::Stdio,
+        1 => ExecStage::Chdir,
+        _ => ExecStage::Exec,
+    };
+    Some((stage, errno))
+}
+
+fn cstring(b: &[u8]) -> io::Result<CString> {
+    CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument"))
+}
+
+/// The program to exec: as given when it contains a `/`, else searched in
+/// the child's `PATH` (its env override, or the runner's).
+fn resolve_program(program: &str, env: &[(String, String)]) -> io::Result<CString> {
+    if program.contains('/') {
+        return cstring(program.as_bytes());
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| std::ffi::OsString::from(v))
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        if let Ok(meta) = std::fs::metadata(&candidate) {
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return cstring(candidate.as_os_str().as_bytes());
+            }
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::ENOENT))
+}
+
+/// The runner's environment with `env` added (later entries win), as
+/// `K=V` strings.
+fn environment(env: &[(String, String)]) -> io::Result<Vec<CString>> {
+    let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
+    for (k, v) in env {
+        match vars
+            .iter_mut()
+            .find(|(vk, _)| vk.as_bytes() == k.as_bytes())
+        {
+            Some(slot) => slot.1 = v.into(),
+            None => vars.push((k.into(), v.into())),
+        }
+    }
+    vars.iter()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstring(&kv)
+        })
+        .collect()
+}
+
+fn dev_null() -> io::Result<i32> {
+    static NULL: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| std::fs::File::open("/dev/null").ok().map(OwnedFd::from))
+        .as_ref()
+        .map(|f| f.as_raw_fd())
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+}
+
+/// Fork and exec without waiting for the exec (so many spawns overlap with
+/// the children's execs), relaying stdout and stderr through one pipe.
+/// Everything the child needs is computed before the fork; the child makes
+/// only raw async-signal-safe calls (see [`child_setup`]). All signals are
+/// blocked around the fork so no handler of the runner ever runs in the
+/// child; the child resets every disposition, then empties its mask.
+/// Exec failures are reported through [`Spawned::exec_err`].
+pub fn spawn_pipelined(spec: &SpawnSpec<'_>, inh: Inherited) -> io::Result<Spawned> {
+    let Some(program) = spec.argv.first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+    };
+    let prog = resolve_program(program, spec.env)?;
+    let args: Vec<CString> = spec
+        .argv
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let vars = environment(spec.env)?;
+    let mut envp: Vec<*const libc::c_char> = vars.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let cwd = cstring(spec.cwd.as_os_str().as_bytes())?;
+    let null = dev_null()?;
+    let (out_r, out_w) = pipe()?;
+    let mut efds = [0i32; 2];
+    // SAFETY: valid array; both ends owned right after.
+    if unsafe { libc::pipe2(efds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just created.
+    let (err_r, err_w) = unsafe { (OwnedFd::from_raw_fd(efds[0]), OwnedFd::from_raw_fd(efds[1])) };
+    // SAFETY: fcntl on an fd we own.
+    unsafe {
+        let fl = libc::fcntl(efds[0], libc::F_GETFL);
+        libc::fcntl(efds[0], libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+    let plan = ChildPlan {
+        prog: prog.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        cwd: cwd.as_ptr(),
+        null,
+        out: out_w.as_raw_fd(),
+        err: err_w.as_raw_fd(),
+        own_group: spec.own_group,
+        pdeath: spec.die_with_parent,
+        nofile: inh.nofile,
+        parent: inh.runner_pid,
+    };
+    // SAFETY: signals are blocked around the fork and restored in the
+    // parent; the child runs only `child_main`, which makes raw syscalls on
+    // the pointers above (alive until after the fork returns here).
+    let pid = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::fork();
+        if pid == 0 {
+            child_main(&plan);
+        }
+        let e = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(e);
+        }
+        pid
+    };
+    drop(out_w);
+    drop(err_w);
+    Ok(Spawned {
+        pid,
+        output: Some(out_r),
+        exec_err: Some(err_r),
+    })
+}
+
+struct ChildPlan {
+    prog: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    cwd: *const libc::c_char,
+    null: i32,
+    out: i32,
+    err: i32,
+    own_group: bool,
+    pdeath: bool,
+    nofile: libc::rlimit,
+    parent: i32,
+}
+
+/// The child of [`spawn_pipelined`]: never returns.
+unsafe fn child_main(p: &ChildPlan) -> ! {
+    let fail = |err: i32, stage: u8| -> ! {
+        let e = (*libc::__errno_location()).to_ne_bytes();
+        let msg = [e[0], e[1], e[2], e[3], stage];
+        libc::write(err, msg.as_ptr().cast(), 5);
+        libc::_exit(127)
+    };
+    if p.own_group {
+        libc::setpgid(0, 0);
+    }
+    if libc::dup2(p.null, 0) < 0 || libc::dup2(p.out, 1) < 0 || libc::dup2(p.out, 2) < 0 {
+        fail(p.err, ExecStage::Stdio as u8);
+    }
+    if libc::chdir(p.cwd) != 0 {
+        fail(p.err, ExecStage::Chdir as u8);
+    }
+    // Resets dispositions (while all signals are still blocked), restores
+    // the limit, marks fds ≥ 3 close-on-exec, arms the death signal, and
+    // finally empties the mask.
+    child_setup(p.nofile, p.pdeath, p.parent);
+    libc::execve(p.prog, p.argv, p.envp);
+    fail(p.err, ExecStage::Exec as u8)
 }

@@ -31,6 +31,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+/// Added to every ladder step's drain: the child sees the signal a little
+/// after it is sent (scheduling), and it is owed the whole drain from then.
+/// Well inside the 100 ms precision the spec promises.
+const DEADLINE_GRACE: Duration = Duration::from_millis(10);
 /// How often a group whose leader is gone is checked for emptiness.
 const GROUP_POLL: Duration = Duration::from_millis(20);
 /// Retry delay when a spawn hits EMFILE/EAGAIN.
@@ -94,6 +98,9 @@ struct Proc {
     check: Option<JoinHandle<()>>,
     notify: Option<NotifyDir>,
     registered: bool,
+    /// Reports a failed chdir/exec of the current incarnation.
+    exec_err: Option<std::os::fd::OwnedFd>,
+    exec_failed: Option<(spawn::ExecStage, i32)>,
 }
 
 struct GroupRt {
@@ -293,6 +300,8 @@ impl Sup {
                 check: None,
                 notify: None,
                 registered: false,
+                exec_err: None,
+                exec_failed: None,
             })
             .collect();
         self.groups.push(GroupRt {
@@ -868,6 +877,10 @@ impl Sup {
         if self.mode != Mode::Running {
             return;
         }
+        if let Err(reason) = self.validate_ready(s, i) {
+            self.fail_group(s, reason);
+            return;
+        }
         let group_index = self.groups[s].gid;
         let g = &self.groups[s];
         let p = &g.procs[i];
@@ -904,7 +917,7 @@ impl Sup {
             die_with_parent: g.def.die_with_parent,
             capture: true,
         };
-        let spawned = match spawn::spawn(&spec, self.ctx.inherited) {
+        let spawned = match spawn::spawn_pipelined(&spec, self.ctx.inherited) {
             Ok(sp) => sp,
             Err(e) if spawn::is_backpressure(&e) => {
                 self.groups[s].procs[i].restart_pending = true;
@@ -913,7 +926,7 @@ impl Sup {
             }
             Err(e) => {
                 let reason = format!(
-                    "{}: spawn failed: {} ({e})",
+                    "{}: spawn failed: cannot execute {} ({e})",
                     p.who.process,
                     p.spec.argv.first().map_or("", |s| s.as_str())
                 );
@@ -954,6 +967,8 @@ impl Sup {
         p.deferred = false;
         p.done_tx = Some(done_tx);
         p.registered = die_with_parent;
+        p.exec_err = spawned.exec_err;
+        p.exec_failed = None;
         self.by_pid.insert(pid, (s, i));
         let who = p.who.clone();
         self.emit(Event::Started { who, pid });
@@ -1048,6 +1063,30 @@ impl Sup {
         }
     }
 
+    /// A `log` regex that does not compile or an `exec` command that does
+    /// not split into words would never pass: fail the group instead.
+    fn validate_ready(&self, s: usize, i: usize) -> Result<(), String> {
+        let Some(rc) = &self.groups[s].def.ready else {
+            return Ok(());
+        };
+        let who = &self.groups[s].procs[i].who.process;
+        match &rc.probe {
+            Probe::Log(re) => regex::Regex::new(&self.expand_for(s, i, re))
+                .map(|_| ())
+                .map_err(|e| {
+                    let e = e.to_string();
+                    let why = e.lines().last().unwrap_or("").trim_start_matches("error: ");
+                    format!("{who}: invalid ready log regex: {why}")
+                }),
+            Probe::Exec(c) => match shell_words::split(&self.expand_for(s, i, c)) {
+                Ok(w) if !w.is_empty() => Ok(()),
+                Ok(_) => Err(format!("{who}: empty ready exec command")),
+                Err(e) => Err(format!("{who}: ready exec command: {e}")),
+            },
+            _ => Ok(()),
+        }
+    }
+
     fn expand_for(&self, s: usize, i: usize, text: &str) -> String {
         let g = &self.groups[s];
         let p = &g.procs[i];
@@ -1070,6 +1109,9 @@ impl Sup {
             if p.pid == pid && p.leader_alive {
                 p.leader_alive = false;
                 p.status = Some(status);
+                if let Some(fd) = p.exec_err.take() {
+                    p.exec_failed = spawn::exec_error(&fd);
+                }
                 let expected = p.expected || p.stop.is_some() || held;
                 let who = p.who.clone();
                 self.emit(Event::Exited {
@@ -1183,6 +1225,23 @@ impl Sup {
             return;
         }
         if p.expected {
+            return;
+        }
+        if let Some((stage, errno)) = p.exec_failed {
+            let err = std::io::Error::from_raw_os_error(errno);
+            let what = match stage {
+                spawn::ExecStage::Stdio => "cannot set up stdio".to_string(),
+                spawn::ExecStage::Chdir => format!(
+                    "cannot change directory to {}",
+                    p.spec.cwd.as_deref().unwrap_or(".")
+                ),
+                spawn::ExecStage::Exec => format!(
+                    "cannot execute {}",
+                    p.spec.argv.first().map_or("", |s| s.as_str())
+                ),
+            };
+            let reason = format!("{}: spawn failed: {what} ({err})", p.who.process);
+            self.fail_group(s, reason);
             return;
         }
         let status = p.status.unwrap_or(Status::Code(0));
@@ -1307,7 +1366,7 @@ impl Sup {
         let drain = ls.drain;
         self.emit(ev);
         if let Timeout::Finite(d) = drain {
-            self.after_ms(d, Msg::Deadline { gen, step });
+            self.after_ms(d + DEADLINE_GRACE, Msg::Deadline { gen, step });
         }
     }
 
