@@ -460,9 +460,6 @@ fn up(args: UpArgs) -> i32 {
     crate::exec::up(built, opts)
 }
 
-/// The most processes a plan may expand (every process is listed).
-pub const MAX_PROCESSES: u64 = 1_000_000;
-
 /// A plan lists every process; refuse sizes that cannot fit in memory
 /// instead of aborting.
 fn check_size(model: &crate::model::Topology, scale: &Scale) -> Result<(), String> {
@@ -471,9 +468,10 @@ fn check_size(model: &crate::model::Topology, scale: &Scale) -> Result<(), Strin
         .iter()
         .map(|g| u64::from(plan::scaled(g, scale)))
         .sum();
-    if total > MAX_PROCESSES {
+    if total > plan::MAX_PLAN_PROCESSES as u64 {
         return Err(format!(
-            "{total} processes in all; flowrun plans at most {MAX_PROCESSES}"
+            "{total} processes in all; flowrun plans at most {}",
+            plan::MAX_PLAN_PROCESSES
         ));
     }
     Ok(())
@@ -492,8 +490,11 @@ fn parse_scale(s: &str, model: &crate::model::Topology) -> Result<(String, u32),
         });
     }
     match n.parse::<u32>() {
-        Ok(n) if n >= 1 => Ok((g.to_string(), n)),
-        _ => Err(format!("N must be a whole number ≥ 1, not `{n}`")),
+        Ok(n) if (1..=plan::MAX_GROUP_PROCESSES).contains(&n) => Ok((g.to_string(), n)),
+        _ => Err(format!(
+            "N must be a whole number from 1 to {}, not `{n}`",
+            plan::MAX_GROUP_PROCESSES
+        )),
     }
 }
 

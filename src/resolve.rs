@@ -470,7 +470,7 @@ impl<'a> Resolver<'a> {
                     processes = Some((n.node, n.span));
                 }
                 SettingKind::Coroutines(n) => {
-                    coroutines = self.count(n, "coroutines", "coroutine");
+                    coroutines = self.count(n, "coroutines", "coroutine", u64::from(u32::MAX));
                 }
                 SettingKind::Port(p) => port = Some((p.node, p.span)),
                 SettingKind::Once => once = true,
@@ -500,7 +500,12 @@ impl<'a> Resolver<'a> {
         }
 
         let processes = match processes {
-            Some((n, span)) => self.count(&Spanned::new(n, span), "processes", "process"),
+            Some((n, span)) => self.count(
+                &Spanned::new(n, span),
+                "processes",
+                "process",
+                u64::from(crate::plan::MAX_GROUP_PROCESSES),
+            ),
             None => 1,
         };
         let port = port.and_then(|(p, span)| self.port(p, span, processes));
@@ -574,12 +579,11 @@ impl<'a> Resolver<'a> {
     }
 
     /// A count of at least 1 that fits in a u32; 1 when it does not.
-    fn count(&mut self, n: &Spanned<u64>, setting: &str, unit: &str) -> u32 {
+    /// A count in `1..=max`; reports FR104 and substitutes 1 otherwise.
+    fn count(&mut self, n: &Spanned<u64>, setting: &str, unit: &str, max: u64) -> u32 {
         let message = match n.node {
             0 => format!("`{setting} 0`: a group needs at least one {unit}"),
-            v if v > u64::from(u32::MAX) => {
-                format!("`{setting} {v}` is too large (at most {})", u32::MAX)
-            }
+            v if v > max => format!("`{setting} {v}` is too large (at most {max})"),
             v => return v as u32,
         };
         let label = if n.node == 0 {
@@ -587,10 +591,12 @@ impl<'a> Resolver<'a> {
         } else {
             "too large"
         };
-        self.push(
-            Diagnostic::new("FR104", message, Label::new(n.span, label))
-                .with_help(format!("write `{setting} 1` or more")),
-        );
+        let help = if n.node == 0 {
+            format!("write `{setting} 1` or more")
+        } else {
+            format!("write `{setting} {max}` or less")
+        };
+        self.push(Diagnostic::new("FR104", message, Label::new(n.span, label)).with_help(help));
         1
     }
 

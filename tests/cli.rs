@@ -532,8 +532,9 @@ fn up_refuses_a_file_with_errors() {
 fn up_validates_scale() {
     for (arg, want) in [
         ("apx=2", "unknown group `apx` (did you mean `api`?)"),
-        ("api=0", "N must be a whole number ≥ 1"),
-        ("api=two", "N must be a whole number ≥ 1"),
+        ("api=0", "N must be a whole number from 1 to 65536"),
+        ("api=two", "N must be a whole number from 1 to 65536"),
+        ("api=65537", "N must be a whole number from 1 to 65536"),
         ("api", "expected G=N"),
     ] {
         let o = flowrun(&["up", &fixture("clean.pf"), "--scale", arg]);
@@ -564,14 +565,19 @@ fn plan_and_up_refuse_more_processes_than_a_plan_can_hold() {
         let o = flowrun(args);
         assert_eq!(code(&o), 2, "{args:?}");
         assert!(
-            stderr(&o).contains("processes in all; flowrun plans at most 1000000"),
+            stderr(&o).contains("300000 processes in all; flowrun plans at most 262144"),
             "{args:?}: {}",
             stderr(&o)
         );
     }
-    let o = flowrun(&["up", &fixture("clean.pf"), "--scale", "api=4000000"]);
+    // --scale counts too: 65,536 + 4 x 60,000 is over; nothing is started.
+    let o = flowrun(&["up", &f, "--scale", "a=65536"]);
     assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("plans at most"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("305536 processes in all"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Run `flowrun ARGS…` with stdout on a pseudo-terminal; returns its output.

@@ -366,7 +366,7 @@ fn fr104_invalid_values() {
             "3:9 FR104 unknown rule `unbounded-drian` in `allow` `unbounded-drian` [no rule has this code or name] (did you mean `unbounded-drain`?)",
             "5:9 FR104 empty command in `run` `\"  \"` [nothing to run] (write the program and its arguments inside the quotes)",
             "6:15 FR104 `processes 0`: a group needs at least one process `0` [must be at least 1] (write `processes 1` or more)",
-            "7:16 FR104 `coroutines 4294967296` is too large (at most 4294967295) `4294967296` [too large] (write `coroutines 1` or more)",
+            "7:16 FR104 `coroutines 4294967296` is too large (at most 4294967295) `4294967296` [too large] (write `coroutines 4294967295` or less)",
             "11:9 FR104 this `run` command cannot be split into words: a quote is not closed `\"x 'unterminated\"` [unterminated quote] (close the quote: `run` splits its text into words as a shell would (quotes group words), without running a shell)",
             "13:10 FR104 the port range 65530..65536 runs past 65535 (7 processes from port 65530) `65530` [range runs past 65535] (start at 65529 or lower, or run fewer processes)",
             "14:24 FR104 backoff minimum 10s is larger than its maximum 1s `backoff 10s..1s` [min > max] (write `backoff 1s..10s`)",
@@ -402,9 +402,15 @@ fn fr104_limits_and_ready() {
         ]
     );
     assert_eq!(
-        findings(&group("    run \"x\"\n    port 80\n    processes 100000")),
-        ["4:10 FR104 the port range 80..100079 runs past 65535 (100000 processes from port 80) `80` [range runs past 65535] (a group with ports runs at most 65535 processes)"]
+        findings(&group("    run \"x\"\n    port 80\n    processes 65536")),
+        ["4:10 FR104 the port range 80..65615 runs past 65535 (65536 processes from port 80) `80` [range runs past 65535] (a group with ports runs at most 65535 processes)"]
     );
+    // A plan lists every process: a group has at most 65,536.
+    assert_eq!(
+        findings(&group("    run \"x\"\n    processes 65537")),
+        ["4:15 FR104 `processes 65537` is too large (at most 65536) `65537` [too large] (write `processes 65536` or less)"]
+    );
+    assert!(findings(&group("    run \"x\"\n    processes 65536")).is_empty());
     // Codes resolve in any case; the last port of a range may be 65535.
     assert!(findings(&group(
         "    run \"x\"\n    port 65534\n    processes 2\n    allow fr303"
