@@ -629,3 +629,21 @@ fn colour_only_on_a_tty_and_without_no_color() {
     let piped = flowrun(&["lint", &f]);
     assert!(!stdout(&piped).contains('\u{1b}'));
 }
+
+#[test]
+fn readme_example_is_lint_clean() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find("```pf\n").expect("a pf block") + "```pf\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let compiled = flowrun::compile(
+        flowrun::source::SourceFile::new("README.md", &readme[start..end]),
+        None,
+    );
+    assert!(compiled.model.is_some());
+    assert_eq!(
+        compiled.diagnostics,
+        vec![],
+        "the README's example is clean"
+    );
+}
