@@ -356,6 +356,16 @@ fn github_prints_one_annotation_per_finding() {
 }
 
 #[test]
+fn short_pins_a_syntax_position() {
+    // `processes` with no number: the number was expected at the end of line 4.
+    let o = flowrun(&["lint", "--format", "short", &fixture("syntax.pf")]);
+    assert_eq!(
+        stdout(&o),
+        "tests/cli/syntax.pf:4:14: error[FR001] expected a whole number\n"
+    );
+}
+
+#[test]
 fn syntax_error_is_reported_in_every_format() {
     for format in ["human", "short", "json", "sarif", "github"] {
         let o = flowrun(&["lint", "--format", format, &fixture("syntax.pf")]);
