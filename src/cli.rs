@@ -65,7 +65,7 @@ pub struct LintArgs {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LintFormat {
-    /// miette's graphical report with the source snippet.
+    /// Graphical report with the source snippet (miette).
     Human,
     /// `file:line:col: severity[CODE] message`.
     Short,
