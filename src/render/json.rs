@@ -1,7 +1,7 @@
 //! `--format json`: every file with its findings (schema: docs/lint-json.md).
 //! Plain serde structs so the field order is the documented one.
 
-use super::{clamp_span, region};
+use super::{clamp_span, Lines};
 use crate::diagnostic::{Diagnostic, Label};
 use crate::source::{SourceFile, Span};
 use crate::Compiled;
@@ -16,7 +16,7 @@ struct FileReport<'a> {
 }
 
 #[derive(Serialize)]
-pub(crate) struct Finding<'a> {
+struct Finding<'a> {
     code: &'a str,
     name: &'a str,
     severity: &'a str,
@@ -42,8 +42,8 @@ struct LabelOut<'a> {
     span: Span,
 }
 
-fn label<'a>(source: &SourceFile, l: &'a Label, primary: bool) -> LabelOut<'a> {
-    let r = region(source, l.span);
+fn label<'a>(source: &SourceFile, lines: &Lines, l: &'a Label, primary: bool) -> LabelOut<'a> {
+    let r = lines.region(l.span);
     LabelOut {
         message: &l.message,
         primary,
@@ -55,8 +55,8 @@ fn label<'a>(source: &SourceFile, l: &'a Label, primary: bool) -> LabelOut<'a> {
     }
 }
 
-pub(crate) fn finding<'a>(source: &'a SourceFile, d: &'a Diagnostic) -> Finding<'a> {
-    let r = region(source, d.primary.span);
+fn finding<'a>(source: &'a SourceFile, lines: &Lines, d: &'a Diagnostic) -> Finding<'a> {
+    let r = lines.region(d.primary.span);
     Finding {
         code: d.code,
         name: d.rule().name,
@@ -68,8 +68,8 @@ pub(crate) fn finding<'a>(source: &'a SourceFile, d: &'a Diagnostic) -> Finding<
         end_line: r.end_line,
         end_column: r.end_column,
         span: clamp_span(&source.text, d.primary.span),
-        labels: std::iter::once(label(source, &d.primary, true))
-            .chain(d.related.iter().map(|l| label(source, l, false)))
+        labels: std::iter::once(label(source, lines, &d.primary, true))
+            .chain(d.related.iter().map(|l| label(source, lines, l, false)))
             .collect(),
         help: d.help.as_deref(),
     }
@@ -79,6 +79,7 @@ pub(super) fn render(files: &[Compiled]) -> String {
     let files: Vec<FileReport> = files
         .iter()
         .map(|c| {
+            let lines = Lines::new(&c.source);
             let count = |s| c.diagnostics.iter().filter(|d| d.severity == s).count();
             FileReport {
                 file: &c.source.name,
@@ -87,7 +88,7 @@ pub(super) fn render(files: &[Compiled]) -> String {
                 findings: c
                     .diagnostics
                     .iter()
-                    .map(|d| finding(&c.source, d))
+                    .map(|d| finding(&c.source, &lines, d))
                     .collect(),
             }
         })

@@ -41,14 +41,23 @@ pub fn short_line(source: &SourceFile, d: &Diagnostic) -> String {
 
 /// Every finding of every file as [`short_line`]s, each ending in a newline.
 pub fn short(files: &[Compiled]) -> String {
-    files
-        .iter()
-        .flat_map(|c| {
-            c.diagnostics
-                .iter()
-                .map(|d| short_line(&c.source, d) + "\n")
-        })
-        .collect()
+    let mut out = String::new();
+    for c in files {
+        let lines = Lines::new(&c.source);
+        for d in &c.diagnostics {
+            let (line, col) = lines.line_col(d.primary.span.start);
+            out.push_str(&format!(
+                "{}:{}:{}: {}[{}] {}\n",
+                c.source.name,
+                line,
+                col,
+                d.severity.as_str(),
+                d.code,
+                d.message
+            ));
+        }
+    }
+    out
 }
 
 /// miette's graphical report for every finding of one file, `width`
@@ -89,15 +98,46 @@ pub(crate) struct Region {
     pub end_column: usize,
 }
 
-pub(crate) fn region(source: &SourceFile, span: Span) -> Region {
-    let span = clamp_span(&source.text, span);
-    let (line, column) = source.line_col(span.start);
-    let (end_line, end_column) = source.line_col(span.end);
-    Region {
-        line,
-        column,
-        end_line,
-        end_column,
+/// A file's line starts, so that positions cost a binary search instead of
+/// a scan from the start of the file (a report with thousands of findings
+/// would otherwise be quadratic). Same answers as [`SourceFile::line_col`].
+pub(crate) struct Lines<'a> {
+    text: &'a str,
+    /// Byte offset of the start of every line (`\n`-terminated), from 0.
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    pub fn new(source: &'a SourceFile) -> Self {
+        let text = source.text.as_str();
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Lines { text, starts }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset, clamped
+    /// like [`SourceFile::line_col`].
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        (line, self.text[start..offset].chars().count() + 1)
+    }
+
+    pub fn region(&self, span: Span) -> Region {
+        let span = clamp_span(self.text, span);
+        let (line, column) = self.line_col(span.start);
+        let (end_line, end_column) = self.line_col(span.end);
+        Region {
+            line,
+            column,
+            end_line,
+            end_column,
+        }
     }
 }
 
@@ -115,9 +155,25 @@ mod tests {
     }
 
     #[test]
+    fn lines_agree_with_source_line_col() {
+        let text = "ab\r\ncé\n\n\rx\té日\n";
+        let s = SourceFile::new("t.pf", text);
+        let lines = Lines::new(&s);
+        for offset in 0..text.len() + 3 {
+            assert_eq!(
+                lines.line_col(offset),
+                s.line_col(offset),
+                "offset {offset}"
+            );
+        }
+        let empty = SourceFile::new("e.pf", "");
+        assert_eq!(Lines::new(&empty).line_col(0), (1, 1));
+    }
+
+    #[test]
     fn region_end_is_exclusive() {
         let s = SourceFile::new("t.pf", "ab\ncdé\n");
-        let r = region(&s, Span::new(3, 7));
+        let r = Lines::new(&s).region(Span::new(3, 7));
         assert_eq!(
             r,
             Region {

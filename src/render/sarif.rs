@@ -5,7 +5,7 @@
 //! with its primary region and related locations. Columns count Unicode
 //! code points (`columnKind: unicodeCodePoints`), `endColumn` is exclusive.
 
-use super::region;
+use super::Lines;
 use crate::diagnostic::{Label, Severity};
 use crate::rules::RULES;
 use crate::source::SourceFile;
@@ -35,8 +35,8 @@ fn uri(name: &str) -> String {
     out
 }
 
-fn physical(source: &SourceFile, l: &Label) -> Value {
-    let r = region(source, l.span);
+fn physical(source: &SourceFile, lines: &Lines, l: &Label) -> Value {
+    let r = lines.region(l.span);
     json!({
         "artifactLocation": { "uri": uri(&source.name) },
         "region": {
@@ -82,6 +82,7 @@ fn rules() -> Vec<Value> {
 pub fn sarif(files: &[Compiled]) -> String {
     let mut results = Vec::new();
     for c in files {
+        let lines = Lines::new(&c.source);
         for d in &c.diagnostics {
             let index = RULES.iter().position(|r| r.code == d.code);
             let mut text = d.message.clone();
@@ -89,7 +90,8 @@ pub fn sarif(files: &[Compiled]) -> String {
                 text.push_str("\nhelp: ");
                 text.push_str(h);
             }
-            let mut primary = json!({ "physicalLocation": physical(&c.source, &d.primary) });
+            let mut primary =
+                json!({ "physicalLocation": physical(&c.source, &lines, &d.primary) });
             if !d.primary.message.is_empty() {
                 primary["message"] = json!({ "text": d.primary.message });
             }
@@ -100,7 +102,7 @@ pub fn sarif(files: &[Compiled]) -> String {
                 .map(|(i, l)| {
                     json!({
                         "id": i,
-                        "physicalLocation": physical(&c.source, l),
+                        "physicalLocation": physical(&c.source, &lines, l),
                         "message": { "text": l.message },
                     })
                 })
