@@ -5,7 +5,7 @@
 //! rules: in the message `%`, `\r`, `\n` become `%25`, `%0D`, `%0A`; in
 //! property values `:` and `,` are escaped too (`%3A`, `%2C`).
 
-use super::Lines;
+use super::LineIndex;
 use crate::diagnostic::Severity;
 use crate::Compiled;
 
@@ -23,7 +23,7 @@ fn escape_property(s: &str) -> String {
 pub fn github(files: &[Compiled]) -> String {
     let mut out = String::new();
     for c in files {
-        let lines = Lines::new(&c.source);
+        let lines = LineIndex::new(&c.source);
         for d in &c.diagnostics {
             let r = lines.region(d.primary.span);
             let kind = match d.severity {

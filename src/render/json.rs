@@ -1,7 +1,7 @@
 //! `--format json`: every file with its findings (schema: docs/lint-json.md).
 //! Plain serde structs so the field order is the documented one.
 
-use super::{clamp_span, Lines};
+use super::{clamp_span, LineIndex};
 use crate::diagnostic::{Diagnostic, Label};
 use crate::source::{SourceFile, Span};
 use crate::Compiled;
@@ -42,7 +42,7 @@ struct LabelOut<'a> {
     span: Span,
 }
 
-fn label<'a>(source: &SourceFile, lines: &Lines, l: &'a Label, primary: bool) -> LabelOut<'a> {
+fn label<'a>(source: &SourceFile, lines: &LineIndex, l: &'a Label, primary: bool) -> LabelOut<'a> {
     let r = lines.region(l.span);
     LabelOut {
         message: &l.message,
@@ -55,7 +55,7 @@ fn label<'a>(source: &SourceFile, lines: &Lines, l: &'a Label, primary: bool) ->
     }
 }
 
-fn finding<'a>(source: &'a SourceFile, lines: &Lines, d: &'a Diagnostic) -> Finding<'a> {
+fn finding<'a>(source: &'a SourceFile, lines: &LineIndex, d: &'a Diagnostic) -> Finding<'a> {
     let r = lines.region(d.primary.span);
     Finding {
         code: d.code,
@@ -79,7 +79,7 @@ pub(super) fn render(files: &[Compiled]) -> String {
     let files: Vec<FileReport> = files
         .iter()
         .map(|c| {
-            let lines = Lines::new(&c.source);
+            let lines = LineIndex::new(&c.source);
             let count = |s| c.diagnostics.iter().filter(|d| d.severity == s).count();
             FileReport {
                 file: &c.source.name,

@@ -39,22 +39,29 @@ pub fn short_line(source: &SourceFile, d: &Diagnostic) -> String {
     )
 }
 
+/// [`short_line`] through a [`LineIndex`] built once for the file: use it
+/// for many findings of one file.
+pub fn short_line_indexed(lines: &LineIndex, source: &SourceFile, d: &Diagnostic) -> String {
+    let (line, col) = lines.line_col(d.primary.span.start);
+    format!(
+        "{}:{}:{}: {}[{}] {}",
+        source.name,
+        line,
+        col,
+        d.severity.as_str(),
+        d.code,
+        d.message
+    )
+}
+
 /// Every finding of every file as [`short_line`]s, each ending in a newline.
 pub fn short(files: &[Compiled]) -> String {
     let mut out = String::new();
     for c in files {
-        let lines = Lines::new(&c.source);
+        let lines = LineIndex::new(&c.source);
         for d in &c.diagnostics {
-            let (line, col) = lines.line_col(d.primary.span.start);
-            out.push_str(&format!(
-                "{}:{}:{}: {}[{}] {}\n",
-                c.source.name,
-                line,
-                col,
-                d.severity.as_str(),
-                d.code,
-                d.message
-            ));
+            out.push_str(&short_line_indexed(&lines, &c.source, d));
+            out.push('\n');
         }
     }
     out
@@ -101,19 +108,20 @@ pub(crate) struct Region {
 /// A file's line starts, so that positions cost a binary search instead of
 /// a scan from the start of the file (a report with thousands of findings
 /// would otherwise be quadratic). Same answers as [`SourceFile::line_col`].
-pub(crate) struct Lines<'a> {
+/// Use it wherever many positions of one file are needed.
+pub struct LineIndex<'a> {
     text: &'a str,
     /// Byte offset of the start of every line (`\n`-terminated), from 0.
     starts: Vec<usize>,
 }
 
-impl<'a> Lines<'a> {
+impl<'a> LineIndex<'a> {
     pub fn new(source: &'a SourceFile) -> Self {
         let text = source.text.as_str();
         let starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
-        Lines { text, starts }
+        LineIndex { text, starts }
     }
 
     /// 1-based line and column (in characters) of a byte offset, clamped
@@ -128,7 +136,7 @@ impl<'a> Lines<'a> {
         (line, self.text[start..offset].chars().count() + 1)
     }
 
-    pub fn region(&self, span: Span) -> Region {
+    pub(crate) fn region(&self, span: Span) -> Region {
         let span = clamp_span(self.text, span);
         let (line, column) = self.line_col(span.start);
         let (end_line, end_column) = self.line_col(span.end);
@@ -158,7 +166,7 @@ mod tests {
     fn lines_agree_with_source_line_col() {
         let text = "ab\r\ncé\n\n\rx\té日\n";
         let s = SourceFile::new("t.pf", text);
-        let lines = Lines::new(&s);
+        let lines = LineIndex::new(&s);
         for offset in 0..text.len() + 3 {
             assert_eq!(
                 lines.line_col(offset),
@@ -167,13 +175,27 @@ mod tests {
             );
         }
         let empty = SourceFile::new("e.pf", "");
-        assert_eq!(Lines::new(&empty).line_col(0), (1, 1));
+        assert_eq!(LineIndex::new(&empty).line_col(0), (1, 1));
+    }
+
+    #[test]
+    fn short_line_indexed_is_short_line() {
+        let s = SourceFile::new("t.pf", "a\nbé\n\ncd");
+        let lines = LineIndex::new(&s);
+        for start in 0..s.text.len() + 2 {
+            let d = Diagnostic::new(
+                "FR001",
+                "m",
+                crate::diagnostic::Label::new(Span::new(start, start), ""),
+            );
+            assert_eq!(short_line_indexed(&lines, &s, &d), short_line(&s, &d));
+        }
     }
 
     #[test]
     fn region_end_is_exclusive() {
         let s = SourceFile::new("t.pf", "ab\ncdé\n");
-        let r = Lines::new(&s).region(Span::new(3, 7));
+        let r = LineIndex::new(&s).region(Span::new(3, 7));
         assert_eq!(
             r,
             Region {

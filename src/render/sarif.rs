@@ -5,7 +5,7 @@
 //! with its primary region and related locations. Columns count Unicode
 //! code points (`columnKind: unicodeCodePoints`), `endColumn` is exclusive.
 
-use super::Lines;
+use super::LineIndex;
 use crate::diagnostic::{Label, Severity};
 use crate::rules::RULES;
 use crate::source::SourceFile;
@@ -35,7 +35,7 @@ fn uri(name: &str) -> String {
     out
 }
 
-fn physical(source: &SourceFile, lines: &Lines, l: &Label) -> Value {
+fn physical(source: &SourceFile, lines: &LineIndex, l: &Label) -> Value {
     let r = lines.region(l.span);
     json!({
         "artifactLocation": { "uri": uri(&source.name) },
@@ -82,7 +82,7 @@ fn rules() -> Vec<Value> {
 pub fn sarif(files: &[Compiled]) -> String {
     let mut results = Vec::new();
     for c in files {
-        let lines = Lines::new(&c.source);
+        let lines = LineIndex::new(&c.source);
         for d in &c.diagnostics {
             let index = RULES.iter().position(|r| r.code == d.code);
             let mut text = d.message.clone();
