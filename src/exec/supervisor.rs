@@ -730,7 +730,8 @@ impl Sup {
             return;
         }
         let target = self.target_of(s, i);
-        let (pid, pgid) = (p.pid, p.pgid);
+        let pid = p.leader_alive.then_some(p.pid);
+        let pgid = p.pgid.filter(|_| p.group_alive);
         signal_target(target, pid, pgid, sig.number());
     }
 
@@ -1351,7 +1352,12 @@ impl Sup {
         if target == StopTarget::Leader && !p.leader_alive {
             target = StopTarget::Group;
         }
-        signal_target(target, p.pid, p.pgid, ls.signal.number());
+        signal_target(
+            target,
+            p.leader_alive.then_some(p.pid),
+            p.pgid.filter(|_| p.group_alive),
+            ls.signal.number(),
+        );
         let target_name = match (target, p.pgid) {
             (StopTarget::Group, Some(_)) => "group",
             _ => "leader",
@@ -1532,20 +1538,23 @@ impl Sup {
 /// Send `sig` to the leader, or to the whole group when `target` is
 /// `group` and the process has its own group. Followed by SIGCONT so a
 /// stopped process can act on it.
-fn signal_target(target: StopTarget, pid: i32, pgid: Option<i32>, sig: i32) {
-    // SAFETY: pid/pgid are our own children or groups (never 0 or -1).
+fn signal_target(target: StopTarget, pid: Option<i32>, pgid: Option<i32>, sig: i32) {
+    // `pid` is only given while the leader is unreaped and `pgid` while the
+    // group may have members, so neither can have been recycled.
+    let cont = sig != libc::SIGKILL && sig != libc::SIGCONT;
+    // SAFETY: our own child or group (never 0, 1 or -1).
     unsafe {
-        match (target, pgid) {
-            (StopTarget::Group, Some(g)) if g > 1 => {
+        match (target, pgid, pid) {
+            (StopTarget::Group, Some(g), _) | (StopTarget::Leader, Some(g), None) if g > 1 => {
                 libc::kill(-g, sig);
-                if sig != libc::SIGKILL && sig != libc::SIGCONT {
+                if cont {
                     libc::kill(-g, libc::SIGCONT);
                 }
             }
-            _ if pid > 1 => {
-                libc::kill(pid, sig);
-                if sig != libc::SIGKILL && sig != libc::SIGCONT {
-                    libc::kill(pid, libc::SIGCONT);
+            (_, _, Some(p)) if p > 1 => {
+                libc::kill(p, sig);
+                if cont {
+                    libc::kill(p, libc::SIGCONT);
                 }
             }
             _ => {}
