@@ -303,6 +303,9 @@ fn lint(args: &LintArgs) -> i32 {
     } else {
         0
     };
+    // The process exits right after this: freeing a large model piece by
+    // piece is measurable (~7% of `lint` on 5,000 groups) and pointless.
+    std::mem::forget(compiled);
     finish(out(&text), code)
 }
 
@@ -359,6 +362,10 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
         report_to_stderr(&compiled);
         return 2;
     };
+    if let Err(msg) = check_size(model, &Scale::new()) {
+        eprintln!("flowrun: {}: {msg}", compiled.source.name);
+        return 2;
+    }
     let built = plan::build(model, &Scale::new());
     let fresh = match args.format {
         PlanFormat::Text => plan::text(&built, &compiled.source, &compiled.diagnostics),
@@ -434,6 +441,10 @@ fn up(args: UpArgs) -> i32 {
             return 2;
         }
     };
+    if let Err(msg) = check_size(model, &scale) {
+        eprintln!("flowrun: {}: {msg}", compiled.source.name);
+        return 2;
+    }
     let built = plan::build(model, &scale);
     let opts = UpOptions {
         file: args.file,
@@ -449,6 +460,23 @@ fn up(args: UpArgs) -> i32 {
     crate::exec::up(built, opts)
 }
 
+/// A plan lists every process; refuse sizes that cannot fit in memory
+/// instead of aborting.
+fn check_size(model: &crate::model::Topology, scale: &Scale) -> Result<(), String> {
+    let total: u64 = model
+        .groups
+        .iter()
+        .map(|g| u64::from(plan::scaled(g, scale)))
+        .sum();
+    if total > plan::MAX_PLAN_PROCESSES as u64 {
+        return Err(format!(
+            "{total} processes in all; flowrun plans at most {}",
+            plan::MAX_PLAN_PROCESSES
+        ));
+    }
+    Ok(())
+}
+
 /// `G=N` with G a group of the topology and N ≥ 1.
 fn parse_scale(s: &str, model: &crate::model::Topology) -> Result<(String, u32), String> {
     let (g, n) = s
@@ -462,8 +490,11 @@ fn parse_scale(s: &str, model: &crate::model::Topology) -> Result<(String, u32),
         });
     }
     match n.parse::<u32>() {
-        Ok(n) if n >= 1 => Ok((g.to_string(), n)),
-        _ => Err(format!("N must be a whole number ≥ 1, not `{n}`")),
+        Ok(n) if (1..=plan::MAX_GROUP_PROCESSES).contains(&n) => Ok((g.to_string(), n)),
+        _ => Err(format!(
+            "N must be a whole number from 1 to {}, not `{n}`",
+            plan::MAX_GROUP_PROCESSES
+        )),
     }
 }
 

@@ -52,14 +52,9 @@ pub fn add_timeout(a: Timeout, b: Timeout) -> Timeout {
     }
 }
 
-/// The longest a group's stop ladder can take: the sum of its drains
-/// (`forever` if any step is). Like [`Stop::total`], but saturating.
+/// The longest a group's stop ladder can take (see [`Stop::total`]).
 pub fn ladder_total(stop: &Stop) -> Timeout {
-    stop.steps
-        .iter()
-        .fold(Timeout::Finite(Duration::ZERO), |sum, s| {
-            add_timeout(sum, s.drain)
-        })
+    stop.total()
 }
 
 /// The in-range `after` targets of group `g`, with their states, in file order.

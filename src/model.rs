@@ -252,11 +252,12 @@ pub struct Stop {
 
 impl Stop {
     /// Sum of the ladder's drains: the longest this group can take to stop.
+    /// `forever` if any step is; saturates instead of overflowing.
     pub fn total(&self) -> Timeout {
         let mut sum = Duration::ZERO;
         for s in &self.steps {
             match s.drain {
-                Timeout::Finite(d) => sum += d,
+                Timeout::Finite(d) => sum = sum.saturating_add(d),
                 Timeout::Forever => return Timeout::Forever,
             }
         }
@@ -281,4 +282,40 @@ pub struct Allow {
     pub group: Option<GroupId>,
     #[serde(skip)]
     pub span: Span,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stop(drains: &[Timeout]) -> Stop {
+        Stop {
+            steps: drains
+                .iter()
+                .map(|&drain| LadderStep {
+                    signal: Sig::TERM,
+                    drain,
+                    span: Span::default(),
+                })
+                .collect(),
+            target: StopTarget::Leader,
+            span: None,
+        }
+    }
+
+    #[test]
+    fn ladder_total_sums_saturates_and_forever_dominates() {
+        let s = |ms| Timeout::Finite(Duration::from_millis(ms));
+        assert_eq!(stop(&[s(1500), s(500)]).total(), s(2000));
+        assert_eq!(
+            stop(&[s(u64::MAX), s(u64::MAX)]).total(),
+            Timeout::Finite(
+                Duration::from_millis(u64::MAX).saturating_add(Duration::from_millis(u64::MAX))
+            )
+        );
+        assert_eq!(
+            stop(&[s(1), Timeout::Forever, s(1)]).total(),
+            Timeout::Forever
+        );
+    }
 }

@@ -86,7 +86,7 @@ fn describe(rule: Rule) -> &'static str {
         Rule::port_s | Rule::kw_port => "`port`",
         Rule::once_s | Rule::kw_once => "`once`",
         Rule::after_s | Rule::kw_after => "`after`",
-        Rule::after_state => "`started`, `ready`, `succeeded` or `exited`",
+        Rule::after_state => "a state (`started`, `ready`, `succeeded` or `exited`)",
         Rule::ready_s | Rule::kw_ready => "`ready`",
         Rule::probe => "a readiness probe (`tcp`, `http`, `exec`, `log`, `file` or `notify`)",
         Rule::probe_tcp | Rule::kw_tcp => "`tcp`",
@@ -98,12 +98,12 @@ fn describe(rule: Rule) -> &'static str {
         Rule::ready_every | Rule::kw_every => "`every`",
         Rule::ready_within | Rule::kw_within => "`within`",
         Rule::restart_s => "`restart`",
-        Rule::restart_mode => "`never`, `on-failure` or `always`",
+        Rule::restart_mode => "a restart mode (`never`, `on-failure` or `always`)",
         Rule::backoff | Rule::kw_backoff => "`backoff`",
         Rule::limit | Rule::kw_limit => "`limit`",
         Rule::stop_s | Rule::kw_stop => "`stop`",
         Rule::ladder_step => "a stop step like `SIGTERM drain 10s`",
-        Rule::stop_target => "`to leader` or `to group`",
+        Rule::stop_target => "a stop target (`to leader` or `to group`)",
         Rule::env_s | Rule::kw_env => "`env`",
         Rule::env_var | Rule::env_key => "an environment variable name like `LOG_LEVEL`",
         Rule::cwd_s | Rule::kw_cwd => "`cwd`",
@@ -145,7 +145,7 @@ fn describe(rule: Rule) -> &'static str {
         Rule::kw_yes => "`yes`",
         Rule::kw_no => "`no`",
         Rule::kw_forever => "`forever`",
-        Rule::WHITESPACE | Rule::COMMENT | Rule::env_sep | Rule::ident_char => "more input",
+        Rule::WHITESPACE | Rule::env_sep | Rule::ident_char => "more input",
     }
 }
 
@@ -345,12 +345,23 @@ fn syntax_help(text: &str, pos: usize, rules: &[Rule]) -> Option<String> {
             "`{word}` is a topology statement, not a group setting: is a `}}` missing before it?"
         ));
     }
+    if wants(Rule::after_state) && word.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) {
+        return Some("`after` takes one group: write one `after` line per group".into());
+    }
+    if word == "every" && wants(Rule::rbrace) {
+        return Some("in a ready check, write `every D` before `within D`".into());
+    }
     if let Some(kw) = closest_keyword(word, rules) {
         return Some(format!("did you mean `{kw}`?"));
     }
-    if (wants(Rule::duration) || wants(Rule::timeout))
-        && word.bytes().next().is_some_and(|b| b.is_ascii_digit())
-    {
+    let digits = text[pos..].bytes().take_while(u8::is_ascii_digit).count();
+    if (wants(Rule::duration) || wants(Rule::timeout)) && digits > 0 {
+        if text[pos + digits..].starts_with('.') {
+            return Some(
+                "durations are whole numbers of a unit: write `1500ms` or `1s500ms`, not `1.5s`"
+                    .into(),
+            );
+        }
         return Some("a duration needs a unit: ms, s, m or h, e.g. `10s` or `1m30s`".into());
     }
     if wants(Rule::signal) && word.to_ascii_uppercase().starts_with("SIG") {

@@ -150,22 +150,27 @@ impl<'a> Resolver<'a> {
         // Pass 3: topology settings and handlers, in file order.
         let mut shutdown: Option<(Timeout, Span)> = None;
         let mut finish: Option<Finish> = None;
+        let mut finish_seen: Option<Span> = None;
         let mut escalate: Option<(Escalate, Span)> = None;
         let mut handlers: Vec<Handler> = Vec::new();
         for item in &t.items {
             match &item.kind {
                 TopItemKind::Shutdown(d) => {
                     if let Some((_, first)) = shutdown {
-                        self.duplicate_setting("shutdown within", item.span, 8, first, None);
+                        self.duplicate_setting("`shutdown within`", item.span, 8, first, None);
                     } else {
                         shutdown = Some((d.node, item.span));
                     }
                 }
                 TopItemKind::Finish { group, when } => {
-                    if let Some(first) = &finish {
-                        let first = first.span;
-                        self.duplicate_setting("finish when", item.span, 6, first, None);
-                    } else if let Some(id) = self.group_ref(group, "`finish when`") {
+                    // Tracked apart from `finish`, which stays `None` when
+                    // the first statement names an unknown group.
+                    if let Some(first) = finish_seen {
+                        self.duplicate_setting("`finish when`", item.span, 6, first, None);
+                        continue;
+                    }
+                    finish_seen = Some(item.span);
+                    if let Some(id) = self.group_ref(group, "`finish when`") {
                         finish = Some(Finish {
                             group: Spanned::new(id, group.span),
                             when: when.node,
@@ -175,7 +180,7 @@ impl<'a> Resolver<'a> {
                 }
                 TopItemKind::Escalate(e) => {
                     if let Some((_, first)) = escalate {
-                        self.duplicate_setting("escalate", item.span, 8, first, None);
+                        self.duplicate_setting("`escalate`", item.span, 8, first, None);
                     } else {
                         escalate = Some((e.node, item.span));
                     }
@@ -465,7 +470,7 @@ impl<'a> Resolver<'a> {
                     processes = Some((n.node, n.span));
                 }
                 SettingKind::Coroutines(n) => {
-                    coroutines = self.count(n, "coroutines", "coroutine");
+                    coroutines = self.count(n, "coroutines", "coroutine", u64::from(u32::MAX));
                 }
                 SettingKind::Port(p) => port = Some((p.node, p.span)),
                 SettingKind::Once => once = true,
@@ -484,8 +489,8 @@ impl<'a> Resolver<'a> {
                 SettingKind::Stop(l) => stop = Some(self.stop(l, setting.span)),
                 SettingKind::Env(vars) => env = self.env(vars),
                 SettingKind::Cwd(dir) => cwd = Some(dir.node.clone()),
-                SettingKind::ProcessGroup(m) => process_group = (m.node, Some(m.span)),
-                SettingKind::DieWithParent(b) => die_with_parent = (b.node, Some(b.span)),
+                SettingKind::ProcessGroup(m) => process_group = (m.node, Some(setting.span)),
+                SettingKind::DieWithParent(b) => die_with_parent = (b.node, Some(setting.span)),
                 SettingKind::Allow(a) => {
                     if let Some(allow) = self.allow(a, Some(id)) {
                         allows.push(allow);
@@ -495,7 +500,12 @@ impl<'a> Resolver<'a> {
         }
 
         let processes = match processes {
-            Some((n, span)) => self.count(&Spanned::new(n, span), "processes", "process"),
+            Some((n, span)) => self.count(
+                &Spanned::new(n, span),
+                "processes",
+                "process",
+                u64::from(crate::plan::MAX_GROUP_PROCESSES),
+            ),
             None => 1,
         };
         let port = port.and_then(|(p, span)| self.port(p, span, processes));
@@ -569,12 +579,11 @@ impl<'a> Resolver<'a> {
     }
 
     /// A count of at least 1 that fits in a u32; 1 when it does not.
-    fn count(&mut self, n: &Spanned<u64>, setting: &str, unit: &str) -> u32 {
+    /// A count in `1..=max`; reports FR104 and substitutes 1 otherwise.
+    fn count(&mut self, n: &Spanned<u64>, setting: &str, unit: &str, max: u64) -> u32 {
         let message = match n.node {
             0 => format!("`{setting} 0`: a group needs at least one {unit}"),
-            v if v > u64::from(u32::MAX) => {
-                format!("`{setting} {v}` is too large (at most {})", u32::MAX)
-            }
+            v if v > max => format!("`{setting} {v}` is too large (at most {max})"),
             v => return v as u32,
         };
         let label = if n.node == 0 {
@@ -582,10 +591,12 @@ impl<'a> Resolver<'a> {
         } else {
             "too large"
         };
-        self.push(
-            Diagnostic::new("FR104", message, Label::new(n.span, label))
-                .with_help(format!("write `{setting} 1` or more")),
-        );
+        let help = if n.node == 0 {
+            format!("write `{setting} 1` or more")
+        } else {
+            format!("write `{setting} {max}` or less")
+        };
+        self.push(Diagnostic::new("FR104", message, Label::new(n.span, label)).with_help(help));
         1
     }
 
@@ -611,10 +622,12 @@ impl<'a> Resolver<'a> {
                     ),
                     Label::new(span, "range runs past 65535"),
                 )
-                .with_help(format!(
-                    "start at {} or lower, or run fewer processes",
-                    65_536 - u64::from(processes)
-                )),
+                .with_help(match 65_536u64.checked_sub(u64::from(processes)) {
+                    Some(start) if start >= 1 => {
+                        format!("start at {start} or lower, or run fewer processes")
+                    }
+                    _ => "a group with ports runs at most 65535 processes".to_string(),
+                }),
             );
         }
         Some(p as u16)
@@ -630,7 +643,11 @@ impl<'a> Resolver<'a> {
                 format!("empty command in `{kw}`"),
                 Label::new(text.span, "nothing to run"),
             )
-            .with_help("write the program and its arguments inside the quotes"),
+            .with_help(if kw == "sh" {
+                "write the script inside the quotes"
+            } else {
+                "write the program and its arguments inside the quotes"
+            }),
         );
         false
     }
@@ -891,7 +908,7 @@ fn find_placeholders(raw: &str) -> Vec<(usize, &str)> {
 /// and how to name it. `None` for settings that may repeat.
 fn single_valued(kind: &SettingKind) -> Option<(&'static str, &'static str)> {
     Some(match kind {
-        SettingKind::Run(_) | SettingKind::Sh(_) => ("command", "the command (`run`/`sh`)"),
+        SettingKind::Run(_) | SettingKind::Sh(_) => ("command", "the command (`run` or `sh`)"),
         SettingKind::Processes(_) => ("processes", "`processes`"),
         SettingKind::Coroutines(_) => ("coroutines", "`coroutines`"),
         SettingKind::Port(_) => ("port", "`port`"),
@@ -939,7 +956,8 @@ fn did_you_mean<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> Op
                 c,
             )
         })
-        .filter(|&(d, _)| d <= limit)
+        // Replacing every character is not a suggestion (`x` → `a`).
+        .filter(|&(d, _)| d <= limit && d < word.chars().count())
         .min_by_key(|&(d, _)| d)
         .map(|(_, c)| c)
 }

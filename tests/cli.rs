@@ -532,8 +532,9 @@ fn up_refuses_a_file_with_errors() {
 fn up_validates_scale() {
     for (arg, want) in [
         ("apx=2", "unknown group `apx` (did you mean `api`?)"),
-        ("api=0", "N must be a whole number ≥ 1"),
-        ("api=two", "N must be a whole number ≥ 1"),
+        ("api=0", "N must be a whole number from 1 to 65536"),
+        ("api=two", "N must be a whole number from 1 to 65536"),
+        ("api=65537", "N must be a whole number from 1 to 65536"),
         ("api", "expected G=N"),
     ] {
         let o = flowrun(&["up", &fixture("clean.pf"), "--scale", arg]);
@@ -542,4 +543,39 @@ fn up_validates_scale() {
         assert_eq!(err.lines().count(), 1, "{arg}: {err}");
         assert!(err.contains(want), "{arg}: {err}");
     }
+}
+
+#[test]
+fn host_enables_the_capacity_rule() {
+    let f = fixture("capacity.pf");
+    let o = flowrun(&["lint", "--format", "short", &f]);
+    assert_eq!(code(&o), 0);
+    assert!(!stdout(&o).contains("FR205"), "{}", stdout(&o));
+    let o = flowrun(&["lint", "--host", "--format", "short", &f]);
+    assert_eq!(code(&o), 0, "FR205 is a warning");
+    assert!(stdout(&o).contains("warning[FR205]"), "{}", stdout(&o));
+    let o = flowrun(&["lint", "--host", "--deny", "warnings", &f]);
+    assert_eq!(code(&o), 1);
+}
+
+#[test]
+fn plan_and_up_refuse_more_processes_than_a_plan_can_hold() {
+    let f = fixture("too-many.pf");
+    for args in [&["plan", &f][..], &["up", &f][..]] {
+        let o = flowrun(args);
+        assert_eq!(code(&o), 2, "{args:?}");
+        assert!(
+            stderr(&o).contains("300000 processes in all; flowrun plans at most 262144"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    // --scale counts too: 65,536 + 4 x 60,000 is over; nothing is started.
+    let o = flowrun(&["up", &f, "--scale", "a=65536"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("305536 processes in all"),
+        "{}",
+        stderr(&o)
+    );
 }

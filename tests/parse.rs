@@ -563,6 +563,8 @@ fn durations_combine_units() {
 fn comments_and_blank_lines_anywhere() {
     let f = ok("# head\n\n topology t { # c\n\n # only a comment\n group a { # c\n  run \"x\" # c\n\n } # c\n} # tail\n# end");
     assert_eq!(groups_of(&f).len(), 1);
+    // A byte-order mark at the start.
+    assert_eq!(groups_of(&ok("\u{FEFF}topology t { group a {} }")).len(), 1);
     // Windows line endings.
     let f = ok("topology t {\r\n  group a {\r\n    run \"x\"\r\n  }\r\n}\r\n");
     assert_eq!(groups_of(&f)[0].settings.len(), 1);
@@ -656,6 +658,27 @@ fn fr001_messages_are_pinned() {
     assert_eq!(
         fr001("\u{1F600}"),
         "1:1 expected `topology` [unexpected `\u{1F600}`]"
+    );
+    assert_eq!(
+        fr001("topology x {\n  group a { after a b }\n}"),
+        "2:21 expected a state (`started`, `ready`, `succeeded` or `exited`), `}` or the end of the statement [unexpected `b`]"
+    );
+    assert_eq!(
+        help("topology x {\n  group a { after a b }\n}"),
+        "`after` takes one group: write one `after` line per group"
+    );
+    assert_eq!(
+        fr001("topology x { shutdown within 1.5s }"),
+        "1:30 expected a duration like 10s or `forever` [unexpected `1`]"
+    );
+    assert!(help("topology x { shutdown within 1.5s }").contains("`1500ms`"));
+    assert_eq!(
+        help("topology x { group a { ready when notify within 1s every 2s } }"),
+        "in a ready check, write `every D` before `within D`"
+    );
+    assert_eq!(
+        fr001("topology x {\n  # a comment { }\n  group a { run \"x\" } # trailing\n  group b { stop SIGTERM drain 1s to pid }\n}"),
+        "4:38 expected `group` or `leader` [unexpected `pid`]"
     );
     assert_eq!(
         fr001("topology x { on SIGUSR1 { } }"),

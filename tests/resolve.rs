@@ -245,6 +245,14 @@ fn fr101_unknown_group_with_did_you_mean() {
             "4:33 FR101 unknown group `db` in group `worker`'s `after` `db` [no group has this name] (define it with `group db { … }`; the groups are `worker`, `tests`)",
         ]
     );
+    // A second `finish` is a duplicate even when the first names an unknown group.
+    assert_eq!(
+        findings("topology t {\n  finish when x exits\n  finish when a exits\n  group a { run \"a\" }\n}\n"),
+        [
+            "2:15 FR101 unknown group `x` in `finish when` `x` [no group has this name] (define it with `group x { … }`; the groups are `a`)",
+            "3:3 FR102 `finish when` is given twice `finish` [given again here] (keep one of them)",
+        ]
+    );
     // The step with an unknown group is dropped, not widened to the whole topology.
     let (m, _, _) = compile(text);
     let h = m.handler(Sig(nix::sys::signal::Signal::SIGUSR1)).unwrap();
@@ -274,9 +282,9 @@ fn fr102_duplicates() {
     assert_eq!(
         findings(text),
         [
-            "3:3 FR102 shutdown within is given twice `shutdown` [given again here] (keep one of them)",
+            "3:3 FR102 `shutdown within` is given twice `shutdown` [given again here] (keep one of them)",
             "5:6 FR102 two handlers for SIGINT `SIGINT` [handled again here] (merge them into one `on SIGINT { … }` block: the steps run in order)",
-            "8:5 FR102 the command (`run`/`sh`) is given twice in group `a` `sh` [given again here] (keep one of them)",
+            "8:5 FR102 the command (`run` or `sh`) is given twice in group `a` `sh` [given again here] (keep one of them)",
             "10:5 FR102 `processes` is given twice in group `a` `processes` [given again here] (keep one of them)",
             "13:20 FR102 `K` is set twice in `env` `K` [set again here] (keep one of them)",
             "15:9 FR102 group `a` is defined twice `a` [defined again here] (rename one of the groups, or merge their settings)",
@@ -315,7 +323,7 @@ fn fr103_placeholders_are_spanned_exactly() {
         [
             "3:21 FR103 unknown placeholder `{idx}` `{idx}` [not a placeholder] (the placeholders are {group}, {index}, {processes}, {coroutines} and {port})",
             "3:34 FR103 `{port}` is used but group `a` has no `port` `{port}` [no port to fill in] (add `port N` to the group (process i gets N + i), or remove `{port}`)",
-            "4:5 FR102 the command (`run`/`sh`) is given twice in group `a` `sh` [given again here] (keep one of them)",
+            "4:5 FR102 the command (`run` or `sh`) is given twice in group `a` `sh` [given again here] (keep one of them)",
             "5:16 FR103 unknown placeholder `{grop}` `{grop}` [not a placeholder] (did you mean `{group}`?)",
             "7:31 FR103 `{port}` is used but group `a` has no `port` `{port}` [no port to fill in] (add `port N` to the group (process i gets N + i), or remove `{port}`)",
             "7:38 FR103 unknown placeholder `{nope}` `{nope}` [not a placeholder] (the placeholders are {group}, {index}, {processes}, {coroutines} and {port})",
@@ -358,7 +366,7 @@ fn fr104_invalid_values() {
             "3:9 FR104 unknown rule `unbounded-drian` in `allow` `unbounded-drian` [no rule has this code or name] (did you mean `unbounded-drain`?)",
             "5:9 FR104 empty command in `run` `\"  \"` [nothing to run] (write the program and its arguments inside the quotes)",
             "6:15 FR104 `processes 0`: a group needs at least one process `0` [must be at least 1] (write `processes 1` or more)",
-            "7:16 FR104 `coroutines 4294967296` is too large (at most 4294967295) `4294967296` [too large] (write `coroutines 1` or more)",
+            "7:16 FR104 `coroutines 4294967296` is too large (at most 4294967295) `4294967296` [too large] (write `coroutines 4294967295` or less)",
             "11:9 FR104 this `run` command cannot be split into words: a quote is not closed `\"x 'unterminated\"` [unterminated quote] (close the quote: `run` splits its text into words as a shell would (quotes group words), without running a shell)",
             "13:10 FR104 the port range 65530..65536 runs past 65535 (7 processes from port 65530) `65530` [range runs past 65535] (start at 65529 or lower, or run fewer processes)",
             "14:24 FR104 backoff minimum 10s is larger than its maximum 1s `backoff 10s..1s` [min > max] (write `backoff 1s..10s`)",
@@ -393,6 +401,16 @@ fn fr104_limits_and_ready() {
             "5:30 FR104 `every 0s` would poll the readiness check without pause `0ms` [must be more than 0] (poll every 100ms or more, e.g. `every 1s`)",
         ]
     );
+    assert_eq!(
+        findings(&group("    run \"x\"\n    port 80\n    processes 65536")),
+        ["4:10 FR104 the port range 80..65615 runs past 65535 (65536 processes from port 80) `80` [range runs past 65535] (a group with ports runs at most 65535 processes)"]
+    );
+    // A plan lists every process: a group has at most 65,536.
+    assert_eq!(
+        findings(&group("    run \"x\"\n    processes 65537")),
+        ["4:15 FR104 `processes 65537` is too large (at most 65536) `65537` [too large] (write `processes 65536` or less)"]
+    );
+    assert!(findings(&group("    run \"x\"\n    processes 65536")).is_empty());
     // Codes resolve in any case; the last port of a range may be 65535.
     assert!(findings(&group(
         "    run \"x\"\n    port 65534\n    processes 2\n    allow fr303"
@@ -422,4 +440,143 @@ fn the_spec_example_resolves_cleanly() {
     assert_eq!((w.after[0].group, w.after[0].state), (1, AfterState::Ready));
     assert_eq!(m.groups[3].after[0].state, AfterState::Ready);
     assert_eq!(m.groups[3].restart.mode, RestartMode::Never);
+}
+
+/// Token-level mutations of the spec example (deleting, duplicating,
+/// swapping and replacing words with other words and edge values) never
+/// panic parse or resolve, and every span lies inside the text on
+/// character boundaries.
+#[test]
+fn mutations_never_panic_and_spans_stay_inside() {
+    let text = include_str!("parse.rs");
+    let start = text.find("# An API, a worker pool").unwrap();
+    let end = start + text[start..].find("\"#;").unwrap();
+    let base = &text[start..end];
+    let words: Vec<&str> = base.split_inclusive(char::is_whitespace).collect();
+    let extra = [
+        "0 ",
+        "18446744073709551615 ",
+        "4294967296 ",
+        "65535 ",
+        "65536 ",
+        "SIGKILL ",
+        "SIGFOO ",
+        "{port} ",
+        "\"{nope}\" ",
+        "\"\" ",
+        "\"'\" ",
+        "forever ",
+        "0s ",
+        "999999999h ",
+        "é ",
+        "} ",
+        "{ ",
+        "; ",
+        "\n",
+        "group ",
+        "after ",
+        "drain ",
+        "port ",
+        "allow ",
+        "FR999 ",
+        "env { A = \"1\", A = \"2\" } ",
+        "processes ",
+    ];
+    // A small deterministic generator (no dependency needed).
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let mut parsed = 0;
+    for _ in 0..1500 {
+        let mut w: Vec<&str> = words.clone();
+        for _ in 0..1 + next(3) {
+            let i = next(w.len());
+            match next(4) {
+                0 => {
+                    w.remove(i);
+                }
+                1 => {
+                    let j = next(w.len());
+                    w.insert(i, w[j]);
+                }
+                2 => {
+                    let j = next(w.len());
+                    w.swap(i, j);
+                }
+                _ => w[i] = extra[next(extra.len())],
+            }
+        }
+        let mutated: String = w.concat();
+        let src = SourceFile::new("m.pf", mutated.as_str());
+        let (file, mut diags) = parse(&src);
+        if let Some(file) = file {
+            parsed += 1;
+            let (model, found) = resolve(&src, &file);
+            diags.extend(found);
+            assert!(model.handlers.len() >= 3, "defaults are always present");
+        }
+        for d in &diags {
+            for label in std::iter::once(&d.primary).chain(&d.related) {
+                let s = label.span;
+                assert!(
+                    s.start <= s.end && s.end <= mutated.len(),
+                    "{d:?} in {mutated}"
+                );
+                assert!(mutated.is_char_boundary(s.start) && mutated.is_char_boundary(s.end));
+            }
+        }
+    }
+    // The mutations must exercise resolve too, not only syntax errors.
+    assert!(parsed > 300, "only {parsed} mutants parsed");
+}
+
+/// Spans kept in the model cover the whole statement they come from (the
+/// rules point their findings at them).
+#[test]
+fn model_spans_cover_their_statements() {
+    let text = "topology t {\n  shutdown within 1m\n  escalate never\n  finish when a exits\n  on SIGUSR1 { wait a within 1s }\n  group a {\n    run \"x\"\n    after b ready\n    ready when notify\n    restart always\n    stop SIGINT drain 1s then SIGTERM drain 2s\n    process-group shared\n    die-with-parent no\n    allow FR303\n  }\n  group b { run \"y\" }\n}\n";
+    let (m, diags, src) = compile(text);
+    assert!(diags.is_empty(), "{diags:#?}");
+    let s = |span| src.slice(span).to_string();
+    assert_eq!(s(m.shutdown_span.unwrap()), "shutdown within 1m");
+    assert_eq!(s(m.escalate_span.unwrap()), "escalate never");
+    let f = m.finish.as_ref().unwrap();
+    assert_eq!(
+        (s(f.span), s(f.group.span)),
+        ("finish when a exits".into(), "a".into())
+    );
+    let h = &m.handlers[0];
+    assert_eq!(s(h.span), "on SIGUSR1 { wait a within 1s }");
+    assert_eq!(s(h.signal.span), "SIGUSR1");
+    assert_eq!(s(h.steps[0].span), "wait a within 1s");
+    let Step::Wait { groups, .. } = &h.steps[0].node else {
+        panic!()
+    };
+    assert_eq!(s(groups[0].span), "a");
+    // Defaults point at the topology's name.
+    assert!(m.handlers[1].default);
+    assert_eq!(s(m.handlers[1].span), "t");
+    let a = &m.groups[0];
+    assert_eq!(s(a.name.span), "a");
+    assert!(s(a.span).starts_with("group a {") && s(a.span).ends_with('}'));
+    assert_eq!(s(a.command.span), "\"x\"");
+    assert_eq!(s(a.after[0].span), "after b ready");
+    assert_eq!(s(a.ready.as_ref().unwrap().span), "ready when notify");
+    assert_eq!(s(a.restart.span.unwrap()), "restart always");
+    assert_eq!(
+        s(a.stop.span.unwrap()),
+        "stop SIGINT drain 1s then SIGTERM drain 2s"
+    );
+    assert_eq!(s(a.stop.steps[1].span), "SIGTERM drain 2s");
+    assert_eq!(s(a.process_group_span.unwrap()), "process-group shared");
+    assert_eq!(s(a.die_with_parent_span.unwrap()), "die-with-parent no");
+    assert_eq!(s(m.allows[0].span), "allow FR303");
+    // Defaulted settings have no span.
+    let b = &m.groups[1];
+    assert!(b.restart.span.is_none() && b.stop.span.is_none());
+    assert!(b.process_group_span.is_none() && b.die_with_parent_span.is_none());
 }

@@ -98,6 +98,25 @@ topology clean {
             Some(soft),
             "soft RLIMIT_NOFILE of child {pid}"
         );
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let env: Vec<String> = env
+            .split(|&b| b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let index = started
+            .iter()
+            .find(|(_, p)| *p == pid)
+            .map(|(name, _)| name.trim_start_matches("plain.").to_string())
+            .unwrap_or_default();
+        for want in [
+            "FLOWRUN_TOPOLOGY=clean".to_string(),
+            "FLOWRUN_GROUP=plain".to_string(),
+            format!("FLOWRUN_INDEX={index}"),
+            "FLOWRUN_PROCESSES=2".to_string(),
+            "FLOWRUN_COROUTINES=1".to_string(),
+        ] {
+            assert!(env.contains(&want), "child {pid} lacks {want}: {env:?}");
+        }
     }
 
     // The probe's own view (Rust's runtime ignores SIGPIPE itself: 0x1000).

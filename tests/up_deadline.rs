@@ -34,6 +34,7 @@ topology deadline {
     let started = started_and_armed(&mut up, 1);
     let pid = started[0].1;
     let death = watch_death(pid);
+    let sent = now_ns();
     up.signal_group(libc::SIGINT);
     let died_ns = death
         .join()
@@ -47,11 +48,16 @@ topology deadline {
         ["SIGTERM"],
         "{recs:?}"
     );
+    // Lower bound from our SIGINT (before the drain starts), upper bound
+    // from the probe's SIGTERM (after it): delivery latency under load can
+    // only make the check stricter, never flaky.
+    let early = secs(died_ns - sent);
     let waited = secs(died_ns - recs[0].ns);
-    eprintln!("measured: SIGTERM → death {waited:.3} s");
+    eprintln!("measured: SIGTERM → death {waited:.3} s (SIGINT → death {early:.3} s)");
     assert!(
-        (2.0..=2.3).contains(&waited),
-        "SIGKILL came {waited:.3} s after SIGTERM (want 2.0–2.3 s); stderr:\n{}",
+        early >= 2.0 && waited <= 2.3,
+        "SIGKILL came {waited:.3} s after SIGTERM, {early:.3} s after the SIGINT \
+         (want 2.0–2.3 s); stderr:\n{}",
         up.stderr_text()
     );
 
@@ -63,7 +69,7 @@ topology deadline {
     assert_eq!(killed["reason"], "deadline", "{killed}");
     let dt = t(&killed) - t(&stopping);
     assert!(
-        (1.95..=2.3).contains(&dt),
+        (1.995..=2.3).contains(&dt),
         "killed {dt:.3} s after stopping"
     );
     let exited = up.wait_for("exited");
@@ -90,6 +96,7 @@ topology ladder {
     let mut up = h.up(&file, &[]);
     let started = started_and_armed(&mut up, 1);
     let death = watch_death(started[0].1);
+    let sent = now_ns();
     up.signal_group(libc::SIGINT);
     let died_ns = death
         .join()
@@ -100,15 +107,17 @@ topology ladder {
     let recs = read_records(&h.path("stubborn.rec"));
     let sigs: Vec<&str> = recs.iter().map(|r| r.sig.as_str()).collect();
     assert_eq!(sigs, ["SIGTERM", "SIGQUIT"], "{recs:?}");
+    // Each record is timestamped on delivery; allow the first one's
+    // latency on the lower bound of the gaps.
     let gap = secs(recs[1].ns - recs[0].ns);
     assert!(
-        (1.0..=1.3).contains(&gap),
+        (0.95..=1.3).contains(&gap),
         "SIGQUIT {gap:.3} s after SIGTERM"
     );
     let kill = secs(died_ns - recs[1].ns);
     eprintln!("measured: SIGTERM → SIGQUIT {gap:.3} s, SIGQUIT → death {kill:.3} s");
     assert!(
-        (1.0..=1.3).contains(&kill),
+        (0.95..=1.3).contains(&kill) && secs(died_ns - sent) >= 2.0,
         "SIGKILL {kill:.3} s after SIGQUIT"
     );
 
@@ -159,6 +168,7 @@ topology grouped {
     let child = children_of(leader)[0];
     wait_armed(&[child]);
     let child_death = watch_death(child);
+    let sent = now_ns();
     up.signal_group(libc::SIGINT);
     let child_died = child_death
         .join()
@@ -172,9 +182,54 @@ topology grouped {
     assert_eq!(child_recs[0].sig, "SIGTERM");
     let waited = secs(child_died - leader_recs[0].ns);
     assert!(
-        (1.0..=1.3).contains(&waited),
+        secs(child_died - sent) >= 1.0 && waited <= 1.3,
         "grandchild killed {waited:.3} s after SIGTERM"
     );
     assert_eq!(code, 0, "stderr:\n{}", up.stderr_text());
     assert!(survivors(&h.marker).is_empty());
+}
+
+/// Every stop signal is followed by SIGCONT: a process that was stopped
+/// (SIGSTOP, e.g. a debugger or a terminal's Ctrl+Z) still gets to handle
+/// its SIGTERM and exits gracefully instead of waiting for the SIGKILL.
+#[test]
+fn a_stopped_process_is_continued_and_drains_gracefully() {
+    let h = Harness::new("deadline-stopped");
+    let file = h.topology(
+        r#"
+topology frozen {
+  shutdown within 30s
+  group frozen {
+    run "@PROBE@ --record @DIR@/frozen.rec"
+    stop SIGTERM drain 10s
+  }
+}
+"#,
+    );
+    let mut up = h.up(&file, &[]);
+    let pid = started_and_armed(&mut up, 1)[0].1;
+    // SAFETY: stopping the probe we started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let ok = wait_until(EVENT_TIMEOUT, Duration::from_millis(5), || {
+        proc_state(pid) == Some('T')
+    });
+    assert!(ok, "the probe did not stop");
+    let death = watch_death(pid);
+    let sent = now_ns();
+    up.signal_group(libc::SIGINT);
+    let died = death.join().expect("watcher").expect("never died");
+    let code = up.exit_code();
+    let took = secs(died - sent);
+    assert!(
+        took < 5.0,
+        "a stopped probe needed {took:.3} s: no SIGCONT?"
+    );
+    let recs = read_records(&h.path("frozen.rec"));
+    assert_eq!(
+        recs.iter().map(|r| r.sig.as_str()).collect::<Vec<_>>(),
+        ["SIGTERM"]
+    );
+    let exited = up.wait_for("exited");
+    assert_eq!(exited["code"], 0, "graceful exit, not SIGKILL: {exited}");
+    assert_eq!(code, 0, "stderr:\n{}", up.stderr_text());
 }

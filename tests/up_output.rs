@@ -120,13 +120,15 @@ topology blob {
 
 #[test]
 fn ten_megabyte_line_is_split_and_memory_stays_bounded() {
-    const LEN: usize = 10 << 20;
+    // Not a multiple of 64 KiB: the last piece is a partial line that
+    // only a flush at end of stream delivers.
+    const LEN: usize = (10 << 20) + 1000;
     let h = Harness::new("output-long");
     let file = h.topology(
         r#"
 topology long {
   group long {
-    run "@PROBE@ --no-newline-bytes 10485760 --exit 0"
+    run "@PROBE@ --no-newline-bytes 10486760 --exit 0"
     once
   }
 }
@@ -177,4 +179,102 @@ topology long {
         .enumerate()
         .position(|(i, &b)| b != b'a' + (i % 26) as u8);
     assert_eq!(bad, None, "content differs at byte {bad:?}");
+}
+
+/// Output still in the pipe when its writer exits is relayed: 40 probes
+/// each put 60 KB in their pipe (it fits, so the write never blocks) and
+/// exit at once, all racing the runner's exit handling.
+#[test]
+fn output_buffered_in_the_pipe_at_exit_is_not_lost() {
+    const LEN: u64 = 60_000;
+    let h = Harness::new("output-at-exit");
+    let file = h.topology(
+        r#"
+topology burst {
+  group burst {
+    run "@PROBE@ --blob 60000 --seed {index} --exit 0"
+    processes 40
+    once
+  }
+}
+"#,
+    );
+    let mut up = h.up(&file, &[]);
+    let code = up.exit_code();
+    assert_eq!(code, 0, "stderr:\n{}", up.stderr_text());
+    let out = up.stdout_bytes();
+    let mut got: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (prefix, payload) in relayed(&out) {
+        let v = got.entry(prefix).or_default();
+        v.extend_from_slice(payload);
+        v.push(b'\n');
+    }
+    for i in 0..40u64 {
+        let key = format!("burst.{i}");
+        let have = got.get(&key).map(|v| v.len()).unwrap_or(0);
+        assert!(
+            got.get(&key).map(|v| v.as_slice()) == Some(blob(LEN, i).as_slice()),
+            "{key}: relayed {have} of {LEN} bytes"
+        );
+    }
+}
+
+/// When the runner's stdout goes away (`flowrun up … | head -1`), it keeps
+/// supervising: restarts go on, a Ctrl+C still drains, nothing is orphaned.
+#[test]
+fn runner_keeps_supervising_after_its_stdout_closes() {
+    let h = Harness::new("output-epipe");
+    let file = h.topology(
+        r#"
+topology epipe {
+  shutdown within 30s
+  group chatty {
+    run "@PROBE@ --lines 100000 --record @DIR@/chatty.rec"
+  }
+  group flaky {
+    run "@PROBE@ --lines 10 --crash-after-ms 200"
+    restart on-failure backoff 100ms..100ms limit 1000 per 60s
+  }
+}
+"#,
+    );
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 into a local array; both ends are owned right below.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fresh descriptors, each owned exactly once.
+    let (r, w) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    let file_s = file.to_string_lossy().into_owned();
+    let mut up = h.spawn_with_stdout(
+        &[FLOWRUN, "up", &file_s, "--log-format", "json"],
+        Some(w.into()),
+    );
+    let mut first = [0u8; 64];
+    let mut reader = r;
+    std::io::Read::read(&mut reader, &mut first).expect("read the first output");
+    drop(reader); // like `head -c 64` exiting
+    let before = up.events_named("restarting").len();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        up.try_status().is_none(),
+        "runner died: {}",
+        up.stderr_text()
+    );
+    let after = up.events_named("restarting").len();
+    assert!(
+        after >= before + 3,
+        "supervision stopped after EPIPE: {before} → {after} restarts"
+    );
+    up.signal_group(libc::SIGINT);
+    let code = up.exit_code();
+    let stderr = up.stderr_text();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(code, 0, "stderr:\n{stderr}");
+    assert_eq!(read_records(&h.path("chatty.rec")).len(), 1);
+    assert!(survivors(&h.marker).is_empty());
 }

@@ -43,6 +43,7 @@
 //!   printable lines (each at most 100 bytes incl. its newline; see
 //!   [`blob`]), reproducible from the seed, so a test regenerates and
 //!   compares them exactly. The output ends with a newline when BYTES > 0.
+//!   Without `--exit`, the probe exits 0 once the blob is written.
 //! * `--no-newline-bytes N` — print N bytes `abc…zabc…` with no newline.
 //! * `--exit CODE [--after-ms MS]` — after the output actions (and MS), exit
 //!   with CODE.
@@ -495,7 +496,7 @@ fn main() {
         let _ = out.flush();
     }
 
-    if let Some(code) = a.exit {
+    if let Some(code) = a.exit.or(a.blob.map(|_| 0)) {
         std::thread::sleep(Duration::from_millis(a.after_ms));
         let _ = out.flush();
         std::process::exit(code);

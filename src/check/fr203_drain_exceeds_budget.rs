@@ -64,7 +64,7 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
     for &g in &path.groups {
         let total = ctx.model.groups[g].stop.total();
         match total {
-            Timeout::Finite(t) => running += t,
+            Timeout::Finite(t) => running = running.saturating_add(t),
             Timeout::Forever => unbounded = true,
         }
         let label = if total == Timeout::Forever {

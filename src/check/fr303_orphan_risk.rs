@@ -10,7 +10,9 @@
 //!   flag, unless its value says no (`--daemonize no`, `--daemon=false`);
 //! - `-d` (alone or in a short cluster like `-itd`) only for
 //!   `docker`/`podman`/`nerdctl`, where it means detach; elsewhere `-d` and
-//!   `-D` mean too many other things to be reported.
+//!   `-D` mean too many other things to be reported;
+//! - the same inside a nested `sh -c 'SCRIPT'` (or `bash -c`, …), reported
+//!   on the script's word.
 
 use super::shell::{self, Op, Text, Tok};
 use super::Ctx;
@@ -32,6 +34,7 @@ const DAEMON_FLAGS: &[&str] = &[
 ];
 const NEGATIVE: &[&str] = &["no", "false", "0", "off"];
 const CONTAINER_CLIS: &[&str] = &["docker", "podman", "nerdctl"];
+const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ash", "ksh"];
 
 pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
     for (gi, g) in ctx.model.groups.iter().enumerate() {
@@ -73,8 +76,16 @@ fn command(ctx: &Ctx, g: GroupId, out: &mut Vec<Diagnostic>) {
             .with_help("run the program in the foreground (drop the `&`, `nohup`, `setsid` or daemon flag) so the runner supervises, stops and reaps it"),
         );
     };
+    scan(&lexed.toks, is_sh, 0, &mut push);
+}
+
+/// Report every backgrounding or daemonizing construct in `toks`, a shell
+/// script when `is_sh`, else one command without a shell. A nested
+/// `sh -c 'SCRIPT'` (or bash, dash, …) is scanned too, its findings placed
+/// on the script's word.
+fn scan(toks: &[Tok], is_sh: bool, depth: u8, push: &mut dyn FnMut(Span, String, &str)) {
     if is_sh {
-        for t in &lexed.toks {
+        for t in toks {
             if let Tok::Op { op: Op::Amp, span } = t {
                 push(
                     *span,
@@ -85,10 +96,10 @@ fn command(ctx: &Ctx, g: GroupId, out: &mut Vec<Diagnostic>) {
         }
     }
     let commands = if is_sh {
-        shell::simple_commands(&lexed.toks)
+        shell::simple_commands(toks)
     } else {
         // `run` has no shell: every word belongs to one command.
-        let words: Vec<&Tok> = lexed.toks.iter().filter(|t| t.word().is_some()).collect();
+        let words: Vec<&Tok> = toks.iter().filter(|t| t.word().is_some()).collect();
         vec![shell::Simple { words, end: None }]
     };
     for cmd in &commands {
@@ -120,8 +131,20 @@ fn command(ctx: &Ctx, g: GroupId, out: &mut Vec<Diagnostic>) {
             );
             continue;
         }
-        let container = CONTAINER_CLIS.contains(&base);
         let args = &words[i + 1..];
+        if SHELLS.contains(&base) && depth < 2 {
+            // `sh -c SCRIPT`, also `-ec`, `-lc`: the script is the next word.
+            let script = args
+                .iter()
+                .position(|a| is_c_flag(a.0))
+                .and_then(|k| args.get(k + 1));
+            if let Some(&(script, span)) = script {
+                let inner = shell::lex(&Text::plain(script, span));
+                scan(&inner.toks, true, depth + 1, push);
+                continue;
+            }
+        }
+        let container = CONTAINER_CLIS.contains(&base);
         for (k, &(w, span)) in args.iter().enumerate() {
             let (flag, value) = match w.split_once('=') {
                 Some((f, v)) => (f, Some(v)),
@@ -140,6 +163,16 @@ fn command(ctx: &Ctx, g: GroupId, out: &mut Vec<Diagnostic>) {
             }
         }
     }
+}
+
+/// `-c`, `-ec`, `-lc`, `-xc`: a shell's "run this script" option.
+fn is_c_flag(w: &str) -> bool {
+    w.strip_prefix('-').is_some_and(|r| {
+        !r.is_empty()
+            && !r.starts_with('-')
+            && r.ends_with('c')
+            && r.chars().all(|c| c.is_ascii_alphabetic())
+    })
 }
 
 /// `-d`, `-itd`, `-dp`: a short-option cluster containing `d`.

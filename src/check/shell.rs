@@ -598,6 +598,37 @@ mod tests {
         assert_eq!(cmds[1].end.map(|e| e.0), Some(Op::And));
     }
 
+    /// 20,000 pseudo-random strings over the characters the lexer cares
+    /// about: every token span stays inside the text, and nothing panics.
+    #[test]
+    fn random_input_keeps_spans_in_range() {
+        let alphabet: Vec<char> = "ab =$`'\"\\;&|()<>12{}\n\t#-é".chars().collect();
+        let mut seed: u64 = 0x5eed;
+        for _ in 0..20_000 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (seed >> 58) as usize;
+            let mut s = String::new();
+            for _ in 0..len {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                s.push(alphabet[(seed >> 33) as usize % alphabet.len()]);
+            }
+            let src = SourceFile::new("t.pf", format!("\"{s}\""));
+            let t = Text::from_literal(&src, Span::new(0, src.text.len()), &s);
+            let l = lex(&t);
+            for tok in &l.toks {
+                assert!(tok.span().end <= src.text.len(), "{s:?}");
+            }
+            for e in &l.expansions {
+                assert!(e.span.end <= src.text.len(), "{s:?}");
+            }
+            let _ = simple_commands(&l.toks);
+        }
+    }
+
     #[test]
     fn never_panics_on_odd_input() {
         for s in [

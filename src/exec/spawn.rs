@@ -63,6 +63,9 @@ pub fn is_backpressure(e: &io::Error) -> bool {
     )
 }
 
+/// Capacity asked for each output pipe (see [`crate::exec::logs`]).
+const PIPE_SIZE: libc::c_int = 256 * 1024;
+
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0i32; 2];
     // SAFETY: valid array; both ends are owned right after.
@@ -76,6 +79,11 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     unsafe {
         let fl = libc::fcntl(fds[0], libc::F_GETFL);
         libc::fcntl(fds[0], libc::F_SETFL, fl | libc::O_NONBLOCK);
+        // A larger pipe means fewer wake-ups per byte for chatty children
+        // (4x fewer reads and context switches than the 64 KiB default).
+        // Best effort: past the user's pipe-user-pages limit it fails and
+        // the default stays. Pages are only used while data is buffered.
+        libc::fcntl(fds[0], libc::F_SETPIPE_SZ, PIPE_SIZE);
     }
     Ok((r, w))
 }

@@ -5,7 +5,7 @@
 //! milliseconds (`"forever"` where a timeout may be unbounded), and every
 //! group reference carries the group's name next to its id.
 
-use super::{Plan, ShutdownPath};
+use super::{Placeholders, Plan, ShutdownPath};
 use crate::ast::{
     AfterState, Escalate, FinishWhen, Probe, ProcessGroupMode, RestartMode, StopTarget, Timeout,
 };
@@ -211,6 +211,8 @@ struct ProcessJ<'a> {
     argv: &'a [String],
     cwd: Option<&'a str>,
     port: Option<u16>,
+    /// The group's readiness probe with this process's placeholders filled.
+    ready: Option<Probe>,
     env: Vec<EnvJ<'a>>,
 }
 
@@ -335,6 +337,18 @@ fn worst(t: &Topology, path: &ShutdownPath) -> Worst {
     }
 }
 
+/// A probe with one process's placeholders filled.
+fn expand_probe(p: &Probe, ph: &Placeholders) -> Probe {
+    match p {
+        Probe::Tcp(s) => Probe::Tcp(ph.expand(s)),
+        Probe::Http(s) => Probe::Http(ph.expand(s)),
+        Probe::Exec(s) => Probe::Exec(ph.expand(s)),
+        Probe::Log(s) => Probe::Log(ph.expand(s)),
+        Probe::File(s) => Probe::File(ph.expand(s)),
+        Probe::Notify => Probe::Notify,
+    }
+}
+
 /// The plan as pretty JSON (docs/plan-json.md), ending with a newline.
 pub fn json(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String {
     let t = &plan.topology;
@@ -402,6 +416,17 @@ pub fn json(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
                 argv: &p.argv,
                 cwd: p.cwd.as_deref(),
                 port: p.port,
+                ready: t.groups.get(p.group).and_then(|g| {
+                    let r = g.ready.as_ref()?;
+                    let ph = Placeholders {
+                        group: &g.name.node,
+                        index: p.index,
+                        processes: u32::try_from(counts[p.group]).unwrap_or(u32::MAX),
+                        coroutines: g.coroutines,
+                        port: p.port,
+                    };
+                    Some(expand_probe(&r.probe, &ph))
+                }),
                 env: p
                     .env
                     .iter()

@@ -164,25 +164,41 @@ pub fn process_spec(topology: &Topology, id: GroupId, index: u32, processes: u32
     }
 }
 
-/// The process count of a group after `--scale`.
+/// The most processes one group expands to in a plan (64 Ki).
+///
+/// A larger `processes` or `--scale` cannot run on a real host (pid and
+/// `RLIMIT_NPROC` limits are far lower in practice), and expanding a typo
+/// such as `processes 4000000000` would exhaust memory before any check
+/// could report it. The plan clamps instead; the resolver and `--scale`
+/// validation should report counts above this limit as errors so that such
+/// a plan is never run.
+pub const MAX_GROUP_PROCESSES: u32 = 65_536;
+
+/// The most processes a whole plan expands to (256 Ki): later groups get
+/// fewer (possibly none) once the total is reached. Same reasoning as
+/// [`MAX_GROUP_PROCESSES`].
+pub const MAX_PLAN_PROCESSES: usize = 262_144;
+
+/// The process count of a group after `--scale`, at most
+/// [`MAX_GROUP_PROCESSES`].
 pub fn scaled(group: &Group, scale: &Scale) -> u32 {
     scale
         .get(&group.name.node)
         .copied()
         .unwrap_or(group.processes)
+        .min(MAX_GROUP_PROCESSES)
 }
 
 /// Build the plan. Stages and the shutdown path come from [`crate::graph`].
+/// Linear in groups + edges + processes; the process list is bounded by
+/// [`MAX_GROUP_PROCESSES`] and [`MAX_PLAN_PROCESSES`].
 pub fn build(topology: &Topology, scale: &Scale) -> Plan {
-    let processes = topology
-        .groups
-        .iter()
-        .enumerate()
-        .flat_map(|(id, g)| {
-            let n = scaled(g, scale);
-            (0..n).map(move |i| process_spec(topology, id, i, n))
-        })
-        .collect();
+    let mut processes = Vec::new();
+    for (id, g) in topology.groups.iter().enumerate() {
+        let room = MAX_PLAN_PROCESSES.saturating_sub(processes.len());
+        let n = scaled(g, scale).min(u32::try_from(room).unwrap_or(u32::MAX));
+        processes.extend((0..n).map(|i| process_spec(topology, id, i, n)));
+    }
     Plan {
         topology: topology.clone(),
         start_stages: crate::graph::start_stages(topology),

@@ -302,6 +302,11 @@ fn json_is_versioned_named_and_deterministic() {
     assert_eq!(v["handlers"][3]["steps"][0]["signal"], "SIGUSR1");
     assert_eq!(v["handlers"][3]["steps"][0]["received"], true);
     assert_eq!(v["processes"][4]["argv"][5], "127.0.0.1:8003");
+    assert_eq!(
+        v["processes"][4]["ready"]["target"],
+        "http://127.0.0.1:8003/healthz"
+    );
+    assert_eq!(v["processes"][0]["ready"], serde_json::Value::Null);
     assert_eq!(v["processes"][5]["env"][5]["name"], "QUEUE");
     assert_eq!(v["findings"][0]["line"], 2);
     assert_eq!(v["findings"][0]["column"], 3);
@@ -367,4 +372,62 @@ fn a_50000_group_plan_renders_in_linear_time() {
     assert!(text.contains("  50000  g0"), "g0 waits for the whole chain");
     assert!(json.len() > text.len() / 2);
     assert!(elapsed.as_secs() < 60, "{elapsed:?}");
+}
+
+#[test]
+fn a_cycle_is_called_out_in_the_start_stages() {
+    let mut t = ingest();
+    assert!(!text(&build(&t, &Scale::new()), &source(), &[]).contains("dependency cycle"));
+    // migrate waits for tests: migrate → tests → worker → api → migrate.
+    t.groups[0].after.push(After {
+        group: 3,
+        state: AfterState::Started,
+        span: Span::default(),
+    });
+    let a = text(&build(&t, &Scale::new()), &source(), &[]);
+    assert!(
+        a.contains("  1  migrate  after tests started\n     api      after migrate succeeded\n"),
+        "{a}"
+    );
+    assert!(
+        a.contains("  (the last stage waits on a dependency cycle, FR201: it can never start)\n")
+    );
+}
+
+#[test]
+fn absurd_process_counts_are_clamped_not_expanded() {
+    let mut t = ingest();
+    t.groups[1].processes = u32::MAX;
+    let mut scale = Scale::new();
+    scale.insert("worker".into(), u32::MAX);
+    let plan = build(&t, &scale);
+    let count = |g: GroupId| plan.processes.iter().filter(|p| p.group == g).count();
+    assert_eq!(count(0), 1);
+    assert_eq!(count(1), MAX_GROUP_PROCESSES as usize);
+    assert_eq!(count(2), MAX_GROUP_PROCESSES as usize);
+    assert_eq!(count(3), 1);
+    let last = plan.processes.iter().rfind(|p| p.group == 1).unwrap();
+    assert_eq!(last.index, MAX_GROUP_PROCESSES - 1);
+    // FLOWRUN_PROCESSES agrees with what was expanded.
+    assert!(last
+        .env
+        .contains(&("FLOWRUN_PROCESSES".into(), "65536".into())));
+
+    // The whole plan is bounded too.
+    let template = t.groups[1].clone();
+    t.groups = (0..6)
+        .map(|i| {
+            let mut g = template.clone();
+            g.name = sp(format!("g{i}"));
+            g.port = None;
+            g.after.clear();
+            g
+        })
+        .collect();
+    t.finish = None;
+    t.allows.clear();
+    t.handlers.truncate(3);
+    let plan = build(&t, &Scale::new());
+    assert_eq!(plan.processes.len(), MAX_PLAN_PROCESSES);
+    assert!(plan.processes.iter().all(|p| p.group < 4));
 }

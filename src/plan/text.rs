@@ -289,6 +289,9 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
     if plan.start_stages.is_empty() {
         out.push_str("  none\n");
     }
+    if !graph::cycles(t).is_empty() {
+        out.push_str("  (the last stage waits on a dependency cycle, FR201: it can never start)\n");
+    }
 
     // Shutdown stages.
     out.push_str(

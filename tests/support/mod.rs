@@ -337,16 +337,23 @@ impl Harness {
     /// Run any command with the marker, as the leader of a new session,
     /// stdin from /dev/null, stdout/stderr to files in the test directory.
     pub fn spawn(&self, argv: &[&str]) -> Up {
+        self.spawn_with_stdout(argv, None)
+    }
+
+    /// [`Harness::spawn`] with stdout sent to `stdout` instead of a file
+    /// (e.g. a pipe the test closes); `Up::stdout` then names an empty file.
+    pub fn spawn_with_stdout(&self, argv: &[&str], stdout: Option<Stdio>) -> Up {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let out = self.path(&format!("stdout-{n}.txt"));
         let err = self.path(&format!("stderr-{n}.txt"));
+        let stdout = stdout.unwrap_or_else(|| fs::File::create(&out).expect("stdout file").into());
         let mut cmd = Command::new(argv[0]);
         cmd.args(&argv[1..])
             .env(MARKER_VAR, &self.marker)
             .env("NO_COLOR", "1")
             .current_dir(&self.dir)
             .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).expect("stdout file"))
+            .stdout(stdout)
             .stderr(fs::File::create(&err).expect("stderr file"));
         // SAFETY: setsid is async-signal-safe and takes no inputs.
         unsafe {
@@ -573,18 +580,21 @@ pub fn process(e: &Value) -> &str {
     e["process"].as_str().unwrap_or("")
 }
 
-/// Wait until every pid has installed the probe's handlers (its `SigCgt`
-/// has SIGTERM) or has already exited, so a stop signal is recorded rather
-/// than killing it before its handlers exist.
+/// Wait until every pid runs the probe (`/proc/PID/exe`: a forked copy of
+/// a probe that has not exec'd yet shows its parent's handlers) and has
+/// installed its handlers (its `SigCgt` has SIGTERM), or has already
+/// exited, so a stop signal is recorded rather than killing it early.
 pub fn wait_armed(pids: &[i32]) {
     let term_bit = 1u64 << (libc::SIGTERM - 1);
+    let probe = fs::canonicalize(PROBE).unwrap_or_else(|_| PROBE.into());
     let ok = wait_until(EVENT_TIMEOUT, Duration::from_millis(5), || {
         pids.iter().all(|&p| {
             // A probe that already exited on its own cannot be raced.
             is_dead(p)
-                || status_field(p, "SigCgt")
-                    .and_then(|v| u64::from_str_radix(&v, 16).ok())
-                    .is_some_and(|m| m & term_bit != 0)
+                || (fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == probe)
+                    && status_field(p, "SigCgt")
+                        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+                        .is_some_and(|m| m & term_bit != 0))
         })
     });
     assert!(ok, "probes never armed their handlers: {}", describe(pids));
