@@ -37,6 +37,8 @@ use tokio::task::JoinHandle;
 const DEADLINE_GRACE: Duration = Duration::from_millis(10);
 /// How often a group whose leader is gone is checked for emptiness.
 const GROUP_POLL: Duration = Duration::from_millis(20);
+/// Processes spawned between two looks at the message queue.
+const SPAWN_BATCH: usize = 128;
 /// Retry delay when a spawn hits EMFILE/EAGAIN.
 const SPAWN_RETRY: Duration = Duration::from_millis(50);
 
@@ -44,13 +46,29 @@ const SPAWN_RETRY: Duration = Duration::from_millis(50);
 pub enum Msg {
     Signal(Sig),
     Reaped(i32, Status),
-    Deadline { gen: u64, step: usize },
-    RestartDue { gen: u64 },
-    SpawnRetry { slot: usize, index: usize },
+    Deadline {
+        gen: u64,
+        step: usize,
+    },
+    RestartDue {
+        gen: u64,
+    },
+    SpawnRetry {
+        slot: usize,
+        index: usize,
+    },
     PollGroups,
-    Ready { gen: u64 },
-    ReadyTimeout { gen: u64 },
-    HandlerTimeout { id: u64 },
+    /// More spawns are pending: handle what is queued, then go on.
+    Continue,
+    Ready {
+        gen: u64,
+    },
+    ReadyTimeout {
+        gen: u64,
+    },
+    HandlerTimeout {
+        id: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +119,8 @@ struct Proc {
     /// Reports a failed chdir/exec of the current incarnation.
     exec_err: Option<std::os::fd::OwnedFd>,
     exec_failed: Option<(spawn::ExecStage, i32)>,
+    /// Its group has started; the spawn is queued (see `spawn_pending`).
+    want_spawn: bool,
 }
 
 struct GroupRt {
@@ -302,6 +322,7 @@ impl Sup {
                 registered: false,
                 exec_err: None,
                 exec_failed: None,
+                want_spawn: false,
             })
             .collect();
         self.groups.push(GroupRt {
@@ -345,10 +366,23 @@ impl Sup {
         while self.mode != Mode::Done {
             let Some(msg) = rx.recv().await else { break };
             self.batch += 1;
+            let mut more = matches!(msg, Msg::Continue);
             self.handle(msg);
             // Handle what is already queued before re-evaluating.
             while let Ok(msg) = rx.try_recv() {
+                more |= matches!(msg, Msg::Continue);
                 self.handle(msg);
+            }
+            if more {
+                // A long start in progress: let the runtime poll its
+                // drivers (signals, exits) before the next batch of spawns.
+                // (Twice: the first lets the drivers wake the signal and
+                // reaper tasks, the second lets those tasks run.)
+                tokio::task::yield_now().await;
+                tokio::task::yield_now().await;
+                while let Ok(msg) = rx.try_recv() {
+                    self.handle(msg);
+                }
             }
             self.progress();
         }
@@ -385,6 +419,7 @@ impl Sup {
                 self.poll_armed = false;
                 self.check_all_groups();
             }
+            Msg::Continue => {}
             Msg::Ready { gen } => {
                 if let Some((s, i)) = self.find_gen(gen) {
                     let p = &mut self.groups[s].procs[i];
@@ -867,10 +902,39 @@ impl Sup {
                 .any(|o| o.retired && &o.def.name.node == name && o.alive());
             if deps_ok && !predecessor_alive {
                 self.groups[s].started = true;
-                for i in 0..self.groups[s].procs.len() {
-                    self.spawn_proc(s, i);
+                for p in &mut self.groups[s].procs {
+                    p.want_spawn = true;
                 }
             }
+        }
+        self.spawn_pending();
+    }
+
+    /// Spawn queued processes, at most [`SPAWN_BATCH`] at a time, so that
+    /// signals and exits are handled while a large topology starts.
+    fn spawn_pending(&mut self) {
+        let mut budget = SPAWN_BATCH;
+        for s in 0..self.groups.len() {
+            for i in 0..self.groups[s].procs.len() {
+                if !self.groups[s].procs[i].want_spawn {
+                    continue;
+                }
+                if budget == 0 || self.mode != Mode::Running {
+                    if self.mode == Mode::Running {
+                        let _ = self.tx.send(Msg::Continue);
+                    }
+                    return;
+                }
+                self.groups[s].procs[i].want_spawn = false;
+                if self.groups[s].procs[i].phase != Phase::Running {
+                    self.spawn_proc(s, i);
+                    budget -= 1;
+                }
+            }
+        }
+        if budget < SPAWN_BATCH && self.mode == Mode::Running {
+            // New processes may satisfy `after … started` conditions.
+            let _ = self.tx.send(Msg::Continue);
         }
     }
 
@@ -1441,6 +1505,7 @@ impl Sup {
         for g in &mut self.groups {
             for p in &mut g.procs {
                 p.restart_pending = false;
+                p.want_spawn = false;
             }
         }
         self.drain_stage = 0;
@@ -1516,7 +1581,7 @@ impl Sup {
         let idle = self.groups.iter().all(|g| {
             g.procs
                 .iter()
-                .all(|p| p.phase != Phase::Running && !p.restart_pending)
+                .all(|p| p.phase != Phase::Running && !p.restart_pending && !p.want_spawn)
         });
         if idle && self.handler.is_none() && self.queue.is_empty() {
             let current: Vec<&GroupRt> = self.cur.iter().map(|&s| &self.groups[s]).collect();
