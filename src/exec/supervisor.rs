@@ -982,7 +982,7 @@ impl Sup {
             die_with_parent: g.def.die_with_parent,
             capture: true,
         };
-        let spawned = match spawn::spawn_pipelined(&spec, self.ctx.inherited) {
+        let spawned = match spawn::spawn_service(&spec, self.ctx.inherited) {
             Ok(sp) => sp,
             Err(e) if spawn::is_backpressure(&e) => {
                 self.groups[s].procs[i].restart_pending = true;
