@@ -329,7 +329,8 @@ pub fn spawn_service(spec: &SpawnSpec<'_>, inh: Inherited) -> io::Result<Spawned
     };
     // SAFETY: signals are blocked around the clone and restored in the
     // parent; the child runs only `child_main`, which makes raw syscalls on
-    // the pointers above (alive until after the clone returns here, as the parent is suspended until the child execs or exits).
+    // the pointers above. They stay alive: this thread is suspended until
+    // the child has exec'd or exited.
     let pid = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
