@@ -102,3 +102,71 @@ topology parallel {
     );
     assert_eq!(code, 0, "stderr:\n{}", up.stderr_text());
 }
+
+/// A group waits only for the groups that depend on it, not for an
+/// unrelated slow group that shares its stop stage: `cache` stops as soon as
+/// `worker` is down, while `api` (ignoring SIGTERM, 3 s ladder) still holds
+/// `db`. Stage-by-stage draining would hold `cache` for api's 3 s, making
+/// the teardown longer than the worst-case path FR203 budgets.
+#[test]
+fn a_chain_does_not_wait_for_an_unrelated_slow_chain() {
+    let h = Harness::new("order-chains");
+    let file = h.topology(
+        r#"
+topology chains {
+  shutdown within 30s
+  group db {
+    run "@PROBE@ --record @DIR@/db.rec"
+    stop SIGTERM drain 5s
+  }
+  group api {
+    run "@PROBE@ --record @DIR@/api.rec --record-exit --ignore SIGTERM"
+    after db
+    stop SIGTERM drain 3s
+  }
+  group cache {
+    run "@PROBE@ --record @DIR@/cache.rec"
+    stop SIGTERM drain 5s
+  }
+  group worker {
+    run "@PROBE@ --record @DIR@/worker.rec --record-exit"
+    after cache
+    stop SIGTERM drain 5s
+  }
+}
+"#,
+    );
+    let mut up = h.up(&file, &[]);
+    started_and_armed(&mut up, 4);
+    up.signal_group(libc::SIGINT);
+    let code = up.exit_code();
+    let api = read_records(&h.path("api.rec"));
+    let cache = read_records(&h.path("cache.rec"));
+    let db = read_records(&h.path("db.rec"));
+    assert_eq!(api.len(), 1, "{api:?}");
+    assert_eq!(cache.len(), 1, "{cache:?}");
+    assert_eq!(db.len(), 1, "{db:?}");
+    let worker_exit = exit_record(&h.path("worker.rec")).expect("worker EXIT record");
+    let api_exit_ns = up
+        .events_named("exited")
+        .into_iter()
+        .find(|e| e["group"] == "api")
+        .map(|e| t(&e))
+        .expect("api exited");
+    assert!(
+        worker_exit.ns < cache[0].ns,
+        "cache was signalled before worker exited"
+    );
+    let cache_after_api_term = (cache[0].ns - api[0].ns) as f64 / 1e9;
+    assert!(
+        cache_after_api_term < 1.5,
+        "cache waited {cache_after_api_term:.3} s: it was held back by api's 3 s ladder"
+    );
+    let db_after_api_term = (db[0].ns - api[0].ns) as f64 / 1e9;
+    assert!(
+        db_after_api_term >= 2.9,
+        "db was signalled {db_after_api_term:.3} s after api's SIGTERM, before api's deadline (api exited at t={api_exit_ns:.3})"
+    );
+    assert_eq!(code, 0, "stderr:\n{}", up.stderr_text());
+    assert!(survivors(&h.marker).is_empty());
+}

@@ -212,7 +212,9 @@ pub struct Sup {
     handler: Option<HandlerRun>,
     next_timer_id: u64,
     poll_armed: bool,
-    drain_stage: usize,
+    /// Per plan group: the groups that must be down before it stops (set
+    /// when the drain begins; the plan cannot change while draining).
+    stop_waits: Vec<Vec<crate::model::GroupId>>,
 }
 
 /// A group's resolved definition, independent of its position in the file:
@@ -266,7 +268,7 @@ impl Sup {
             handler: None,
             next_timer_id: 1,
             poll_armed: false,
-            drain_stage: 0,
+            stop_waits: Vec::new(),
         };
         let plan = sup.plan.clone();
         sup.cur = sup.add_groups(&plan);
@@ -1508,35 +1510,31 @@ impl Sup {
                 p.want_spawn = false;
             }
         }
-        self.drain_stage = 0;
+        self.stop_waits = crate::graph::stop_waits_for(&self.plan.topology);
     }
 
-    /// Stop stage by stage: a stage starts when the previous one is down.
+    /// Stop each group as soon as every running group that waits for it is
+    /// down (`graph::stop_waits_for`): dependents first, independent groups
+    /// in parallel, and no group waits for an unrelated group that happens
+    /// to share its stop stage — so the teardown never takes longer than the
+    /// worst-case path FR203 checks against `shutdown within`.
     fn advance_drain(&mut self) {
-        let stages: Vec<Vec<usize>> = self
-            .plan
-            .stop_stages
-            .iter()
-            .map(|st| {
-                st.iter()
-                    .filter_map(|&g| self.cur.get(g).copied())
-                    .collect()
-            })
-            .collect();
-        // Retired slots and groups missing from the stages stop first.
-        let mut first: Vec<usize> = (0..self.groups.len())
-            .filter(|s| !stages.iter().any(|st| st.contains(s)))
-            .collect();
-        first.sort_unstable();
-        let all: Vec<Vec<usize>> = std::iter::once(first).chain(stages).collect();
-        while self.drain_stage < all.len() {
-            let stage = &all[self.drain_stage];
-            self.stop_slots(stage);
-            if stage.iter().any(|&s| self.groups[s].alive()) {
-                return;
+        let mut planned = vec![false; self.groups.len()];
+        for gid in 0..self.cur.len() {
+            let s = self.cur[gid];
+            planned[s] = true;
+            let blocked = self.stop_waits.get(gid).is_some_and(|waits| {
+                waits
+                    .iter()
+                    .any(|&d| self.cur.get(d).is_some_and(|&ds| self.groups[ds].alive()))
+            });
+            if !blocked {
+                self.stop_slots(&[s]);
             }
-            self.drain_stage += 1;
         }
+        // Slots retired by a reload have no place in the plan: stop them now.
+        let retired: Vec<usize> = (0..self.groups.len()).filter(|&s| !planned[s]).collect();
+        self.stop_slots(&retired);
         if self.groups.iter().all(|g| !g.alive()) {
             self.mode = Mode::Done;
         }
