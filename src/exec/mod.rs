@@ -8,17 +8,22 @@
 //! a child subreaper, and forks the [`guard`] — a tiny process that SIGKILLs
 //! every registered process group when the runner goes away, even by
 //! SIGKILL. Only then does it build a *current-thread* tokio runtime: one
-//! thread runs everything, so every `fork` happens on a thread that lives
-//! as long as the runner (`PR_SET_PDEATHSIG` is safe) and the reaper
-//! (`waitpid(-1)` on SIGCHLD, [`reap`]) never races std's spawn. Two plain
-//! threads own stdout ([`logs`]) and stderr ([`events`]); nothing polls.
+//! thread runs everything, so every spawn ([`spawn`]) happens on a thread
+//! that lives as long as the runner (`PR_SET_PDEATHSIG` is safe) and the
+//! reaper (`waitpid(-1)` on SIGCHLD, [`reap`]) never races a spawn. Two
+//! plain threads own stdout ([`logs`]) and stderr ([`events`]). Nothing
+//! polls while idle: the only periodic timer runs while a process group
+//! whose leader has exited is waited for (every 20 ms, bounded by its
+//! ladder). Large groups start in batches of 128 spawns, with the signal
+//! and exit drivers polled in between.
 //!
 //! Signal streams for INT, TERM, HUP, QUIT, USR1, USR2 and every handled
 //! signal are registered before the first spawn. Every signal, exit, timer
 //! and ready check becomes a message to the [`supervisor`], one state
 //! machine (Running → Draining → Done) that owns all state.
 //!
-//! Process groups are the containment unit (cgroups are not used): a
+//! Process groups are the containment unit (cgroups are not used; this
+//! machine had no writable cgroup v2 hierarchy to test them on): a
 //! grandchild that calls `setsid` escapes its group; if its parent dies it
 //! is adopted by the runner (subreaper) and killed at exit, but it is not
 //! caught if the runner itself is SIGKILLed.

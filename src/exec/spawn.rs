@@ -1,12 +1,14 @@
 //! Spawning one child cleanly. Never tokio::process.
 //!
-//! Services are started with [`spawn_pipelined`]: a plain `fork` + `execve`
-//! that does not wait for the exec (the next spawn overlaps with this
-//! child's exec; std's `Command` would block on each one), with a
-//! close-on-exec pipe through which a child that cannot chdir or exec
-//! reports its errno. `exec` ready checks use std's `Command` ([`spawn`]).
+//! Services are started with [`spawn_service`]: `clone(CLONE_VM |
+//! CLONE_VFORK)` on a stack of its own, then `execve` — what `posix_spawn`
+//! does, so no page tables are copied and nothing is copied on write — with
+//! a close-on-exec pipe through which a child that cannot chdir or exec
+//! reports its errno. (`posix_spawn` itself cannot restore the rlimit, arm
+//! the death signal, or reset glibc's reserved signals.) `exec` ready
+//! checks use std's `Command` ([`spawn`]).
 //!
-//! Every input of the child is computed before the fork; the child makes
+//! Every input of the child is computed before the fork (or clone); the child makes
 //! only async-signal-safe raw calls ([`child_setup`]): reset every signal
 //! (1–64) to its default action, restore the inherited `RLIMIT_NOFILE`,
 //! mark every descriptor above 2 close-on-exec, (for `die-with-parent`)
@@ -41,7 +43,7 @@ pub struct Spawned {
     pub pid: i32,
     /// The runner's (non-blocking) read end of the output pipe.
     pub output: Option<OwnedFd>,
-    /// [`spawn_pipelined`] only: holds 4 bytes (an errno) if the child
+    /// [`spawn_service`] only: holds 4 bytes (an errno) if the child
     /// could not change directory or exec; EOF once it has exec'd. Read it
     /// after the child is reaped, with [`exec_error`].
     pub exec_err: Option<OwnedFd>,
@@ -190,7 +192,7 @@ unsafe fn child_setup(nofile: libc::rlimit, pdeath: bool, parent: i32) {
     libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
 }
 
-/// Where a [`spawn_pipelined`] child failed.
+/// Where a [`spawn_service`] child failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExecStage {
     Stdio = 0,
@@ -198,7 +200,7 @@ pub enum ExecStage {
     Exec = 2,
 }
 
-/// What a [`spawn_pipelined`] child reported before exiting (it could not
+/// What a [`spawn_service`] child reported before exiting (it could not
 /// set up stdio, chdir or exec), or `None` if it exec'd. Call after it was
 /// reaped.
 pub fn exec_error(fd: &OwnedFd) -> Option<(ExecStage, i32)> {
@@ -276,14 +278,13 @@ fn dev_null() -> io::Result<i32> {
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
 }
 
-/// Fork and exec without waiting for the exec (so many spawns overlap with
-/// the children's execs), relaying stdout and stderr through one pipe.
-/// Everything the child needs is computed before the fork; the child makes
-/// only raw async-signal-safe calls (see [`child_setup`]). All signals are
-/// blocked around the fork so no handler of the runner ever runs in the
-/// child; the child resets every disposition, then empties its mask.
-/// Exec failures are reported through [`Spawned::exec_err`].
-pub fn spawn_pipelined(spec: &SpawnSpec<'_>, inh: Inherited) -> io::Result<Spawned> {
+/// Start a service process, relaying its stdout and stderr through one
+/// pipe. Everything the child needs is computed before the clone; the child
+/// makes only raw async-signal-safe calls (see [`child_setup`]). All
+/// signals are blocked around the clone so no handler of the runner ever
+/// runs in the child; the child resets every disposition, then empties its
+/// mask. Chdir/exec failures are reported through [`Spawned::exec_err`].
+pub fn spawn_service(spec: &SpawnSpec<'_>, inh: Inherited) -> io::Result<Spawned> {
     let Some(program) = spec.argv.first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     };
@@ -326,19 +327,29 @@ pub fn spawn_pipelined(spec: &SpawnSpec<'_>, inh: Inherited) -> io::Result<Spawn
         nofile: inh.nofile,
         parent: inh.runner_pid,
     };
-    // SAFETY: signals are blocked around the fork and restored in the
+    // SAFETY: signals are blocked around the clone and restored in the
     // parent; the child runs only `child_main`, which makes raw syscalls on
-    // the pointers above (alive until after the fork returns here).
+    // the pointers above. They stay alive: this thread is suspended until
+    // the child has exec'd or exited.
     let pid = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::fork();
-        if pid == 0 {
-            child_main(&plan);
-        }
+        // vfork semantics on a stack of its own (what posix_spawn does):
+        // no page tables are copied and no page is copied on write; this
+        // thread resumes once the child has exec'd or exited.
+        let mut stack = vec![0u8; CHILD_STACK];
+        let top = stack.as_mut_ptr().add(CHILD_STACK - 64);
+        let top = top.sub(top as usize % 16);
+        let pid = libc::clone(
+            child_entry,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&plan as *const ChildPlan).cast_mut().cast(),
+        );
         let e = io::Error::last_os_error();
+        drop(stack);
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if pid < 0 {
             return Err(e);
@@ -368,7 +379,16 @@ struct ChildPlan {
     parent: i32,
 }
 
-/// The child of [`spawn_pipelined`]: never returns.
+/// Stack size of a [`spawn_service`] child until it execs.
+const CHILD_STACK: usize = 64 * 1024;
+
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildPlan` of the suspended parent (CLONE_VM +
+    // CLONE_VFORK), alive until this child execs or exits.
+    unsafe { child_main(&*(arg as *const ChildPlan)) }
+}
+
+/// The child of [`spawn_service`]: never returns.
 unsafe fn child_main(p: &ChildPlan) -> ! {
     let fail = |err: i32, stage: u8| -> ! {
         let e = (*libc::__errno_location()).to_ne_bytes();

@@ -37,6 +37,8 @@ use tokio::task::JoinHandle;
 const DEADLINE_GRACE: Duration = Duration::from_millis(10);
 /// How often a group whose leader is gone is checked for emptiness.
 const GROUP_POLL: Duration = Duration::from_millis(20);
+/// Processes spawned between two looks at the message queue.
+const SPAWN_BATCH: usize = 128;
 /// Retry delay when a spawn hits EMFILE/EAGAIN.
 const SPAWN_RETRY: Duration = Duration::from_millis(50);
 
@@ -44,13 +46,29 @@ const SPAWN_RETRY: Duration = Duration::from_millis(50);
 pub enum Msg {
     Signal(Sig),
     Reaped(i32, Status),
-    Deadline { gen: u64, step: usize },
-    RestartDue { gen: u64 },
-    SpawnRetry { slot: usize, index: usize },
+    Deadline {
+        gen: u64,
+        step: usize,
+    },
+    RestartDue {
+        gen: u64,
+    },
+    SpawnRetry {
+        slot: usize,
+        index: usize,
+    },
     PollGroups,
-    Ready { gen: u64 },
-    ReadyTimeout { gen: u64 },
-    HandlerTimeout { id: u64 },
+    /// More spawns are pending: handle what is queued, then go on.
+    Continue,
+    Ready {
+        gen: u64,
+    },
+    ReadyTimeout {
+        gen: u64,
+    },
+    HandlerTimeout {
+        id: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +119,8 @@ struct Proc {
     /// Reports a failed chdir/exec of the current incarnation.
     exec_err: Option<std::os::fd::OwnedFd>,
     exec_failed: Option<(spawn::ExecStage, i32)>,
+    /// Its group has started; the spawn is queued (see `spawn_pending`).
+    want_spawn: bool,
 }
 
 struct GroupRt {
@@ -302,6 +322,7 @@ impl Sup {
                 registered: false,
                 exec_err: None,
                 exec_failed: None,
+                want_spawn: false,
             })
             .collect();
         self.groups.push(GroupRt {
@@ -345,10 +366,23 @@ impl Sup {
         while self.mode != Mode::Done {
             let Some(msg) = rx.recv().await else { break };
             self.batch += 1;
+            let mut more = matches!(msg, Msg::Continue);
             self.handle(msg);
             // Handle what is already queued before re-evaluating.
             while let Ok(msg) = rx.try_recv() {
+                more |= matches!(msg, Msg::Continue);
                 self.handle(msg);
+            }
+            if more {
+                // A long start in progress: let the runtime poll its
+                // drivers (signals, exits) before the next batch of spawns.
+                // (Twice: the first lets the drivers wake the signal and
+                // reaper tasks, the second lets those tasks run.)
+                tokio::task::yield_now().await;
+                tokio::task::yield_now().await;
+                while let Ok(msg) = rx.try_recv() {
+                    self.handle(msg);
+                }
             }
             self.progress();
         }
@@ -385,6 +419,7 @@ impl Sup {
                 self.poll_armed = false;
                 self.check_all_groups();
             }
+            Msg::Continue => {}
             Msg::Ready { gen } => {
                 if let Some((s, i)) = self.find_gen(gen) {
                     let p = &mut self.groups[s].procs[i];
@@ -730,7 +765,8 @@ impl Sup {
             return;
         }
         let target = self.target_of(s, i);
-        let (pid, pgid) = (p.pid, p.pgid);
+        let pid = p.leader_alive.then_some(p.pid);
+        let pgid = p.pgid.filter(|_| p.group_alive);
         signal_target(target, pid, pgid, sig.number());
     }
 
@@ -866,10 +902,39 @@ impl Sup {
                 .any(|o| o.retired && &o.def.name.node == name && o.alive());
             if deps_ok && !predecessor_alive {
                 self.groups[s].started = true;
-                for i in 0..self.groups[s].procs.len() {
-                    self.spawn_proc(s, i);
+                for p in &mut self.groups[s].procs {
+                    p.want_spawn = true;
                 }
             }
+        }
+        self.spawn_pending();
+    }
+
+    /// Spawn queued processes, at most [`SPAWN_BATCH`] at a time, so that
+    /// signals and exits are handled while a large topology starts.
+    fn spawn_pending(&mut self) {
+        let mut budget = SPAWN_BATCH;
+        for s in 0..self.groups.len() {
+            for i in 0..self.groups[s].procs.len() {
+                if !self.groups[s].procs[i].want_spawn {
+                    continue;
+                }
+                if budget == 0 || self.mode != Mode::Running {
+                    if self.mode == Mode::Running {
+                        let _ = self.tx.send(Msg::Continue);
+                    }
+                    return;
+                }
+                self.groups[s].procs[i].want_spawn = false;
+                if self.groups[s].procs[i].phase != Phase::Running {
+                    self.spawn_proc(s, i);
+                    budget -= 1;
+                }
+            }
+        }
+        if budget < SPAWN_BATCH && self.mode == Mode::Running {
+            // New processes may satisfy `after … started` conditions.
+            let _ = self.tx.send(Msg::Continue);
         }
     }
 
@@ -917,7 +982,7 @@ impl Sup {
             die_with_parent: g.def.die_with_parent,
             capture: true,
         };
-        let spawned = match spawn::spawn_pipelined(&spec, self.ctx.inherited) {
+        let spawned = match spawn::spawn_service(&spec, self.ctx.inherited) {
             Ok(sp) => sp,
             Err(e) if spawn::is_backpressure(&e) => {
                 self.groups[s].procs[i].restart_pending = true;
@@ -1351,7 +1416,12 @@ impl Sup {
         if target == StopTarget::Leader && !p.leader_alive {
             target = StopTarget::Group;
         }
-        signal_target(target, p.pid, p.pgid, ls.signal.number());
+        signal_target(
+            target,
+            p.leader_alive.then_some(p.pid),
+            p.pgid.filter(|_| p.group_alive),
+            ls.signal.number(),
+        );
         let target_name = match (target, p.pgid) {
             (StopTarget::Group, Some(_)) => "group",
             _ => "leader",
@@ -1435,6 +1505,7 @@ impl Sup {
         for g in &mut self.groups {
             for p in &mut g.procs {
                 p.restart_pending = false;
+                p.want_spawn = false;
             }
         }
         self.drain_stage = 0;
@@ -1510,7 +1581,7 @@ impl Sup {
         let idle = self.groups.iter().all(|g| {
             g.procs
                 .iter()
-                .all(|p| p.phase != Phase::Running && !p.restart_pending)
+                .all(|p| p.phase != Phase::Running && !p.restart_pending && !p.want_spawn)
         });
         if idle && self.handler.is_none() && self.queue.is_empty() {
             let current: Vec<&GroupRt> = self.cur.iter().map(|&s| &self.groups[s]).collect();
@@ -1532,20 +1603,23 @@ impl Sup {
 /// Send `sig` to the leader, or to the whole group when `target` is
 /// `group` and the process has its own group. Followed by SIGCONT so a
 /// stopped process can act on it.
-fn signal_target(target: StopTarget, pid: i32, pgid: Option<i32>, sig: i32) {
-    // SAFETY: pid/pgid are our own children or groups (never 0 or -1).
+fn signal_target(target: StopTarget, pid: Option<i32>, pgid: Option<i32>, sig: i32) {
+    // `pid` is only given while the leader is unreaped and `pgid` while the
+    // group may have members, so neither can have been recycled.
+    let cont = sig != libc::SIGKILL && sig != libc::SIGCONT;
+    // SAFETY: our own child or group (never 0, 1 or -1).
     unsafe {
-        match (target, pgid) {
-            (StopTarget::Group, Some(g)) if g > 1 => {
+        match (target, pgid, pid) {
+            (StopTarget::Group, Some(g), _) | (StopTarget::Leader, Some(g), None) if g > 1 => {
                 libc::kill(-g, sig);
-                if sig != libc::SIGKILL && sig != libc::SIGCONT {
+                if cont {
                     libc::kill(-g, libc::SIGCONT);
                 }
             }
-            _ if pid > 1 => {
-                libc::kill(pid, sig);
-                if sig != libc::SIGKILL && sig != libc::SIGCONT {
-                    libc::kill(pid, libc::SIGCONT);
+            (_, _, Some(p)) if p > 1 => {
+                libc::kill(p, sig);
+                if cont {
+                    libc::kill(p, libc::SIGCONT);
                 }
             }
             _ => {}
