@@ -9,7 +9,7 @@
 //! checks use std's `Command` ([`spawn`]).
 //!
 //! Every input of the child is computed before the fork (or clone); the child makes
-//! only async-signal-safe raw calls ([`child_setup`]): reset every signal
+//! only async-signal-safe raw calls (`child_setup`): reset every signal
 //! (1–64) to its default action, restore the inherited `RLIMIT_NOFILE`,
 //! mark every descriptor above 2 close-on-exec, (for `die-with-parent`)
 //! arm `PR_SET_PDEATHSIG` and check the parent is still the runner, and
@@ -280,7 +280,7 @@ fn dev_null() -> io::Result<i32> {
 
 /// Start a service process, relaying its stdout and stderr through one
 /// pipe. Everything the child needs is computed before the clone; the child
-/// makes only raw async-signal-safe calls (see [`child_setup`]). All
+/// makes only raw async-signal-safe calls (see `child_setup`). All
 /// signals are blocked around the clone so no handler of the runner ever
 /// runs in the child; the child resets every disposition, then empties its
 /// mask. Chdir/exec failures are reported through [`Spawned::exec_err`].

@@ -2,17 +2,17 @@
 //!
 //! Everything that happens — a signal, a reaped child, a ladder deadline, a
 //! ready check, a restart timer — becomes a [`Msg`] on one channel, handled
-//! one at a time by [`Sup::handle`]. There is no shared mutable state and no
+//! one at a time by `Sup::handle`. There is no shared mutable state and no
 //! work in signal context. The topology is `Running` (start groups as their
 //! `after` conditions hold, supervise, run handlers) or `Draining` (stop
 //! stages in reverse dependency order), then done.
 //!
 //! A process is addressed by `(slot, index)`: `slot` is its group's place in
-//! [`Sup::groups`], which only grows (a reload retires a slot and adds a
+//! `Sup::groups`, which only grows (a reload retires a slot and adds a
 //! new one), so addresses stay valid. Every spawn gets a fresh generation
 //! number; timers and checks carry it, and stale ones are ignored.
 //!
-//! Stop-sent is per incarnation ([`Proc::stop`]): a process is never sent
+//! Stop-sent is per incarnation (`Proc::stop`): a process is never sent
 //! its ladder twice, however many drain signals arrive.
 //!
 //! This file holds the types, the message loop and the end conditions;
