@@ -52,7 +52,8 @@ const SPAWN_RETRY: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub enum Msg {
     Signal(Sig),
-    Reaped(i32, Status),
+    /// SIGCHLD arrived (at least once): reap every exited child now.
+    Child,
     Deadline {
         gen: u64,
         step: usize,
@@ -402,7 +403,11 @@ impl Sup {
     fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Signal(sig) => self.on_signal(sig),
-            Msg::Reaped(pid, status) => self.on_reaped(pid, status),
+            Msg::Child => {
+                for (pid, status) in reap::reap_all(&self.ctx.waiters) {
+                    self.on_reaped(pid, status);
+                }
+            }
             Msg::Deadline { gen, step } => self.on_deadline(gen, step),
             Msg::RestartDue { gen } => {
                 if let Some((s, i)) = self.find_gen(gen) {
