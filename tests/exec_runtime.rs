@@ -441,3 +441,56 @@ fn a_program_that_cannot_start_fails_its_group_without_restarting() {
         assert!(run.named("restarting").is_empty(), "{}", run.stderr());
     }
 }
+
+#[test]
+fn http_file_and_exec_ready_checks_gate_dependents() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut run = start(
+        "readychecks",
+        &format!(
+            r#"topology rc {{
+  finish when z exits
+  group web {{
+    run "python3 -m http.server {{port}} --bind 127.0.0.1"
+    port {port}
+    ready when http "http://127.0.0.1:{{port}}/" every 100ms within 20s
+  }}
+  group f {{
+    sh "sleep 0.3; touch ready.flag; exec sleep 600"
+    ready when file "ready.flag" every 50ms within 10s
+  }}
+  group e {{
+    run "sleep 600"
+    ready when exec "test -e ready.flag" every 50ms within 10s
+  }}
+  group z {{
+    sh "echo all ready"
+    once
+    after web ready
+    after f ready
+    after e ready
+  }}
+}}
+"#
+        ),
+        &[],
+    );
+    assert_eq!(run.exit_code(), 0, "{}", run.stderr());
+    let evs = run.events();
+    let pos = |name: &str, process: &str| {
+        evs.iter()
+            .position(|e| e["event"] == name && e["process"] == process)
+            .unwrap_or_else(|| panic!("no {name} for {process}: {}", run.stderr()))
+    };
+    let z = pos("started", "z.0");
+    for p in ["web.0", "f.0", "e.0"] {
+        assert!(pos("ready", p) < z, "{p} must be ready before z starts");
+    }
+    // The file check cannot pass before the file exists (~0.3 s).
+    let t = |i: usize| evs[i]["t"].as_f64().unwrap();
+    assert!(t(pos("ready", "f.0")) - t(pos("started", "f.0")) >= 0.25);
+    assert!(run.stdout().contains("z.0 | all ready"));
+}

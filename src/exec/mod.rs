@@ -172,12 +172,14 @@ async fn run(
     let waiters: reap::Waiters = Arc::new(Mutex::new(Default::default()));
     let reaper = match signal(SignalKind::child()) {
         Ok(mut chld) => {
+            // The supervisor reaps when it handles `Child`, so a leader is
+            // never reaped while the supervisor still thinks it runs (its
+            // pid cannot be recycled before its state says so).
             let tx = tx.clone();
-            let waiters = waiters.clone();
             Some(tokio::spawn(async move {
                 loop {
-                    for (pid, st) in reap::reap_all(&waiters) {
-                        let _ = tx.send(supervisor::Msg::Reaped(pid, st));
+                    if tx.send(supervisor::Msg::Child).is_err() {
+                        break;
                     }
                     if chld.recv().await.is_none() {
                         break;

@@ -1,6 +1,8 @@
 //! Reaping. flowrun is a child subreaper, so orphaned grandchildren become
-//! its children; it reaps every child with `waitpid(-1, WNOHANG)` whenever
-//! SIGCHLD arrives. This is safe because nothing else waits: no
+//! its children; the supervisor reaps every child with `waitpid(-1,
+//! WNOHANG)` while handling a SIGCHLD message, and updates its state in the
+//! same step: whenever it believes a leader runs, the leader is alive or a
+//! zombie, so signalling its pid is safe. This is safe because nothing else waits: no
 //! tokio::process, and std's `Command` is only used to spawn (its internal
 //! `waitpid` after a failed exec runs synchronously on the same thread as
 //! this reaper, so the two can never interleave).

@@ -9,7 +9,7 @@
 //! checks use std's `Command` ([`spawn`]).
 //!
 //! Every input of the child is computed before the fork (or clone); the child makes
-//! only async-signal-safe raw calls ([`child_setup`]): reset every signal
+//! only async-signal-safe raw calls (`child_setup`): reset every signal
 //! (1–64) to its default action, restore the inherited `RLIMIT_NOFILE`,
 //! mark every descriptor above 2 close-on-exec, (for `die-with-parent`)
 //! arm `PR_SET_PDEATHSIG` and check the parent is still the runner, and
@@ -280,7 +280,7 @@ fn dev_null() -> io::Result<i32> {
 
 /// Start a service process, relaying its stdout and stderr through one
 /// pipe. Everything the child needs is computed before the clone; the child
-/// makes only raw async-signal-safe calls (see [`child_setup`]). All
+/// makes only raw async-signal-safe calls (see `child_setup`). All
 /// signals are blocked around the clone so no handler of the runner ever
 /// runs in the child; the child resets every disposition, then empties its
 /// mask. Chdir/exec failures are reported through [`Spawned::exec_err`].
@@ -411,4 +411,61 @@ unsafe fn child_main(p: &ChildPlan) -> ! {
     child_setup(p.nofile, p.pdeath, p.parent);
     libc::execve(p.prog, p.argv, p.envp);
     fail(p.err, ExecStage::Exec as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_found_in_the_childs_path() {
+        let p = resolve_program("sh", &[]).unwrap();
+        assert!(p.to_bytes().ends_with(b"/sh"), "{p:?}");
+        // The group's PATH wins over the runner's.
+        let env = [("PATH".to_string(), "/nonexistent-dir".to_string())];
+        let e = resolve_program("sh", &env).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        // A path is taken as written (relative to the child's cwd).
+        assert_eq!(
+            resolve_program("./bin/x", &env).unwrap().to_bytes(),
+            b"./bin/x"
+        );
+        assert!(resolve_program("a\0b/c", &[]).is_err());
+    }
+
+    #[test]
+    fn environment_overrides_and_appends_in_order() {
+        let env = [
+            ("FLOWRUN_SPAWN_TEST_A".to_string(), "1".to_string()),
+            ("FLOWRUN_SPAWN_TEST_A".to_string(), "2".to_string()),
+            ("PATH".to_string(), "/x".to_string()),
+        ];
+        let vars = environment(&env).unwrap();
+        let vars: Vec<&[u8]> = vars.iter().map(|v| v.to_bytes()).collect();
+        assert_eq!(
+            vars.iter()
+                .filter(|v| v.starts_with(b"FLOWRUN_SPAWN_TEST_A="))
+                .collect::<Vec<_>>(),
+            [&&b"FLOWRUN_SPAWN_TEST_A=2"[..]]
+        );
+        assert_eq!(vars.iter().filter(|v| v.starts_with(b"PATH=")).count(), 1);
+        assert!(vars.contains(&&b"PATH=/x"[..]));
+    }
+
+    #[test]
+    fn exec_errors_are_read_back() {
+        let mut fds = [0i32; 2];
+        // SAFETY: a fresh pipe, both ends owned below.
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        // SAFETY: just created.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let e = libc::ENOENT.to_ne_bytes();
+        let msg = [e[0], e[1], e[2], e[3], ExecStage::Chdir as u8];
+        // SAFETY: writing a local buffer to our pipe.
+        unsafe { libc::write(w.as_raw_fd(), msg.as_ptr().cast(), 5) };
+        drop(w);
+        assert_eq!(exec_error(&r), Some((ExecStage::Chdir, libc::ENOENT)));
+        // EOF (the child exec'd): no error.
+        assert_eq!(exec_error(&r), None);
+    }
 }
