@@ -352,6 +352,7 @@ fn expand_probe(p: &Probe, ph: &Placeholders) -> Probe {
 /// The plan as pretty JSON (docs/plan-json.md), ending with a newline.
 pub fn json(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String {
     let t = &plan.topology;
+    let index = crate::render::LineIndex::new(source);
     let mut counts = vec![0u64; t.groups.len()];
     for p in &plan.processes {
         if let Some(c) = counts.get_mut(p.group) {
@@ -447,7 +448,7 @@ pub fn json(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
         findings: findings
             .iter()
             .map(|d| {
-                let (line, column) = source.line_col(d.primary.span.start);
+                let (line, column) = index.line_col(d.primary.span.start);
                 Finding {
                     code: d.code,
                     name: crate::rules::by_code(d.code).map_or("", |r| r.name),

@@ -465,8 +465,9 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
     if findings.is_empty() {
         out.push_str("  none\n");
     }
+    let index = crate::render::LineIndex::new(source);
     for d in findings {
-        let line = crate::render::short_line(source, d);
+        let line = crate::render::short_line_indexed(&index, source, d);
         // A message is one line; keep it so even if one is not.
         let _ = writeln!(out, "  {}", line.replace('\n', " "));
     }
