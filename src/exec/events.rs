@@ -7,7 +7,7 @@
 use super::LogFormat;
 use serde_json::Value;
 use std::io::Write;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 /// Who a process event is about.
@@ -277,12 +277,22 @@ impl Event {
 }
 
 /// Sends formatted events to the stderr writer thread.
+///
+/// Events are collected in a buffer shared by every clone and handed to
+/// the writer in one message per [`flush`](EventSink::flush) (the
+/// supervisor flushes once per batch of messages it handles; a full buffer
+/// and dropping a sink flush too), so a drain of thousands of processes
+/// wakes the writer thread a few times instead of once per event.
 #[derive(Clone)]
 pub struct EventSink {
     format: LogFormat,
     start: Instant,
     tx: mpsc::Sender<Vec<u8>>,
+    pending: Arc<Mutex<Vec<u8>>>,
 }
+
+/// Flush when this much is pending, whatever the supervisor is doing.
+const FLUSH_AT: usize = 64 * 1024;
 
 impl EventSink {
     /// Start the stderr writer thread. Join the handle after dropping every
@@ -312,7 +322,15 @@ impl EventSink {
                 }
             })
             .expect("cannot start the event writer thread");
-        (EventSink { format, start, tx }, handle)
+        (
+            EventSink {
+                format,
+                start,
+                tx,
+                pending: Arc::new(Mutex::new(Vec::new())),
+            },
+            handle,
+        )
     }
 
     pub fn emit(&self, ev: Event) {
@@ -321,13 +339,68 @@ impl EventSink {
             LogFormat::Json => ev.json(self.start.elapsed().as_secs_f64()),
         };
         line.push('\n');
-        let _ = self.tx.send(line.into_bytes());
+        let full = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.extend_from_slice(line.as_bytes());
+            pending.len() >= FLUSH_AT
+        };
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Hand every pending event to the writer thread.
+    pub fn flush(&self) {
+        let batch = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *pending)
+        };
+        let _ = self.tx.send(batch);
+    }
+}
+
+impl Drop for EventSink {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_are_batched_until_a_flush_and_a_drop_flushes() {
+        let (tx, rx) = mpsc::channel();
+        let sink = EventSink {
+            format: LogFormat::Human,
+            start: Instant::now(),
+            tx,
+            pending: Arc::new(Mutex::new(Vec::new())),
+        };
+        let clone = sink.clone();
+        sink.emit(Event::Exit { code: 0 });
+        clone.emit(Event::Exit { code: 1 });
+        assert!(rx.try_recv().is_err(), "nothing is sent before a flush");
+        sink.flush();
+        let batch = String::from_utf8(rx.try_recv().unwrap()).unwrap();
+        assert_eq!(batch.lines().count(), 2, "{batch}");
+        assert!(batch.ends_with('\n'));
+        sink.flush();
+        assert!(rx.try_recv().is_err(), "an empty flush sends nothing");
+        clone.emit(Event::Exit { code: 2 });
+        drop(clone);
+        assert_eq!(
+            String::from_utf8(rx.try_recv().unwrap())
+                .unwrap()
+                .lines()
+                .count(),
+            1
+        );
+    }
 
     fn who() -> Who {
         Who {

@@ -91,9 +91,37 @@ pub fn group_alive(pgid: i32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-/// Our remaining children other than `except` (found by scanning /proc
-/// once, at exit): adopted orphans that escaped their process group.
+/// Our remaining children other than `except`, at exit: adopted orphans
+/// that escaped their process group. Read from the kernel's list of each of
+/// our threads' children (`/proc/self/task/*/children`: an orphan is
+/// re-parented to one of the subreaper's threads), which costs O(our
+/// children); only where that file does not exist (kernels without
+/// CONFIG_PROC_CHILDREN) is every process's `/proc/PID/stat` scanned.
 pub fn remaining_children(except: &[i32]) -> Vec<i32> {
+    let mut out = Vec::new();
+    match children_from_tasks() {
+        Some(children) => out.extend(children),
+        None => out.extend(children_from_scan()),
+    }
+    out.retain(|pid| !except.contains(pid));
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+fn children_from_tasks() -> Option<Vec<i32>> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).ok()?;
+        out.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    Some(out)
+}
+
+fn children_from_scan() -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -103,9 +131,6 @@ pub fn remaining_children(except: &[i32]) -> Vec<i32> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        if except.contains(&pid) {
-            continue;
-        }
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
@@ -120,4 +145,37 @@ pub fn remaining_children(except: &[i32]) -> Vec<i32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod children_tests {
+    use super::*;
+
+    #[test]
+    fn task_children_list_matches_a_full_scan() {
+        let mut kids: Vec<std::process::Child> = (0..3)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("5")
+                    .spawn()
+                    .expect("spawn sleep")
+            })
+            .collect();
+        let pids: Vec<i32> = kids.iter().map(|c| c.id() as i32).collect();
+        let from_tasks = children_from_tasks().expect("CONFIG_PROC_CHILDREN");
+        let from_scan = children_from_scan();
+        for pid in &pids {
+            assert!(
+                from_tasks.contains(pid),
+                "{pid} missing from the task lists"
+            );
+            assert!(from_scan.contains(pid), "{pid} missing from the scan");
+        }
+        let found = remaining_children(&pids[..1]);
+        assert!(!found.contains(&pids[0]) && found.contains(&pids[1]));
+        for k in &mut kids {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+    }
 }

@@ -373,6 +373,7 @@ impl Sup {
             processes: self.plan.processes.len(),
         });
         self.progress();
+        self.ctx.events.flush();
         while self.mode != Mode::Done {
             let Some(msg) = rx.recv().await else { break };
             self.batch += 1;
@@ -395,7 +396,9 @@ impl Sup {
                 }
             }
             self.progress();
+            self.ctx.events.flush();
         }
+        self.ctx.events.flush();
         let code = self.code.unwrap_or(0);
         (code, self.ctx, std::mem::take(&mut self.readers))
     }
