@@ -16,6 +16,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 pub struct Guard {
     pid: i32,
     pipe: Option<std::fs::File>,
+    /// Removals not yet sent: they are batched (one write per supervisor
+    /// step, [`Guard::flush`]); a registration is sent at once, after them,
+    /// so the guard always sees removals and additions in order.
+    removals: String,
 }
 
 impl Guard {
@@ -43,6 +47,7 @@ impl Guard {
         Some(Guard {
             pid,
             pipe: Some(std::fs::File::from(w)),
+            removals: String::new(),
         })
     }
 
@@ -50,30 +55,46 @@ impl Guard {
         self.pid
     }
 
-    fn send(&mut self, line: String) {
+    /// Send pending removals, then `line` (if any), in one write.
+    fn send(&mut self, line: &str) {
+        let mut buf = std::mem::take(&mut self.removals);
+        buf.push_str(line);
+        if buf.is_empty() {
+            return;
+        }
         if let Some(p) = &mut self.pipe {
-            if p.write_all(line.as_bytes()).is_err() {
+            if p.write_all(buf.as_bytes()).is_err() {
                 self.pipe = None;
             }
         }
     }
 
+    /// Registrations are sent at once: a process must be known to the guard
+    /// before anything of it can outlive the runner.
     pub fn add_group(&mut self, pgid: i32) {
-        self.send(format!("g {pgid}\n"));
-    }
-    pub fn remove_group(&mut self, pgid: i32) {
-        self.send(format!("G {pgid}\n"));
+        self.send(&format!("g {pgid}\n"));
     }
     pub fn add_pid(&mut self, pid: i32) {
-        self.send(format!("p {pid}\n"));
+        self.send(&format!("p {pid}\n"));
+    }
+    pub fn remove_group(&mut self, pgid: i32) {
+        use std::fmt::Write as _;
+        let _ = writeln!(self.removals, "G {pgid}");
     }
     pub fn remove_pid(&mut self, pid: i32) {
-        self.send(format!("P {pid}\n"));
+        use std::fmt::Write as _;
+        let _ = writeln!(self.removals, "P {pid}");
+    }
+
+    /// Send the batched removals.
+    pub fn flush(&mut self) {
+        self.send("");
     }
 
     /// Close the pipe (the guard kills what is left and exits) and wait for
     /// the guard. Only call this when nothing else reaps.
     pub fn finish(mut self) {
+        self.flush();
         self.pipe = None;
         let mut status = 0;
         // SAFETY: waiting for our own child.

@@ -353,6 +353,14 @@ impl Sup {
         self.ctx.events.emit(e);
     }
 
+    /// End of a step: hand the batched events and guard removals on.
+    fn flush(&mut self) {
+        self.ctx.events.flush();
+        if let Some(guard) = &mut self.ctx.guard {
+            guard.flush();
+        }
+    }
+
     fn after_ms(&self, d: Duration, msg: Msg) {
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -373,7 +381,7 @@ impl Sup {
             processes: self.plan.processes.len(),
         });
         self.progress();
-        self.ctx.events.flush();
+        self.flush();
         while self.mode != Mode::Done {
             let Some(msg) = rx.recv().await else { break };
             self.batch += 1;
@@ -396,9 +404,9 @@ impl Sup {
                 }
             }
             self.progress();
-            self.ctx.events.flush();
+            self.flush();
         }
-        self.ctx.events.flush();
+        self.flush();
         let code = self.code.unwrap_or(0);
         (code, self.ctx, std::mem::take(&mut self.readers))
     }
