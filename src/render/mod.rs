@@ -27,22 +27,16 @@ pub use sarif::sarif;
 
 /// `file:line:col: severity[CODE] message` (one line, no trailing newline).
 pub fn short_line(source: &SourceFile, d: &Diagnostic) -> String {
-    let (line, col) = source.line_col(d.primary.span.start);
-    format!(
-        "{}:{}:{}: {}[{}] {}",
-        source.name,
-        line,
-        col,
-        d.severity.as_str(),
-        d.code,
-        d.message
-    )
+    format_short(source, source.line_col(d.primary.span.start), d)
 }
 
 /// [`short_line`] through a [`LineIndex`] built once for the file: use it
 /// for many findings of one file.
 pub fn short_line_indexed(lines: &LineIndex, source: &SourceFile, d: &Diagnostic) -> String {
-    let (line, col) = lines.line_col(d.primary.span.start);
+    format_short(source, lines.line_col(d.primary.span.start), d)
+}
+
+fn format_short(source: &SourceFile, (line, col): (usize, usize), d: &Diagnostic) -> String {
     format!(
         "{}:{}:{}: {}[{}] {}",
         source.name,
