@@ -349,15 +349,23 @@ fn report_to_stderr(c: &Compiled) {
     );
 }
 
-fn plan_cmd(args: &PlanArgs) -> i32 {
-    let source = match read_source(&args.file) {
-        Ok(s) => s,
+/// Read and compile one topology file for `plan` and `up`; an unreadable
+/// file is a one-line message and exit status 2.
+fn read_and_compile(path: &Path) -> Result<Compiled, i32> {
+    match read_source(path) {
+        Ok(source) => Ok(compile(source, None)),
         Err(msg) => {
             eprintln!("{msg}");
-            return 2;
+            Err(2)
         }
+    }
+}
+
+fn plan_cmd(args: &PlanArgs) -> i32 {
+    let compiled = match read_and_compile(&args.file) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
-    let compiled = compile(source, None);
     let Some(model) = &compiled.model else {
         report_to_stderr(&compiled);
         return 2;
@@ -395,14 +403,10 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
 }
 
 fn up(args: UpArgs) -> i32 {
-    let source = match read_source(&args.file) {
-        Ok(s) => s,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return 2;
-        }
+    let compiled = match read_and_compile(&args.file) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
-    let compiled = compile(source, None);
     report_to_stderr(&compiled);
     let model = match &compiled.model {
         Some(m) if !compiled.has_errors() => m,
