@@ -424,6 +424,14 @@ fn need<'i>(pair: &Pair<'i, Rule>, rule: Rule) -> Result<Pair<'i, Rule>> {
     child(pair, rule).ok_or_else(|| internal(pair))
 }
 
+/// The first inner pair of a rule the grammar guarantees has one.
+fn first_child<'i>(pair: &Pair<'i, Rule>) -> Result<Pair<'i, Rule>> {
+    pair.clone()
+        .into_inner()
+        .next()
+        .ok_or_else(|| internal(pair))
+}
+
 fn convert_file(pair: Pair<Rule>) -> Result<ast::File> {
     let topology = need(&pair, Rule::topology)?;
     Ok(ast::File {
@@ -448,11 +456,7 @@ fn convert_topology(pair: Pair<Rule>) -> Result<ast::Topology> {
 
 fn convert_top_item(pair: Pair<Rule>) -> Result<TopItem> {
     let span = span_of(&pair);
-    let inner = pair
-        .clone()
-        .into_inner()
-        .next()
-        .ok_or_else(|| internal(&pair))?;
+    let inner = first_child(&pair)?;
     let kind = match inner.as_rule() {
         Rule::shutdown_stmt => {
             TopItemKind::Shutdown(convert_timeout(need(&inner, Rule::timeout)?)?)
@@ -529,11 +533,7 @@ fn group_names(pair: &Pair<Rule>) -> Vec<Spanned<String>> {
 }
 
 fn convert_step(pair: Pair<Rule>) -> Result<Spanned<Step>> {
-    let inner = pair
-        .clone()
-        .into_inner()
-        .next()
-        .ok_or_else(|| internal(&pair))?;
+    let inner = first_child(&pair)?;
     let step = match inner.as_rule() {
         Rule::drain_step => Step::Drain {
             groups: group_names(&inner),
@@ -577,11 +577,7 @@ fn convert_group(pair: Pair<Rule>) -> Result<Group> {
 
 fn convert_setting(pair: Pair<Rule>) -> Result<Setting> {
     let span = span_of(&pair);
-    let inner = pair
-        .clone()
-        .into_inner()
-        .next()
-        .ok_or_else(|| internal(&pair))?;
+    let inner = first_child(&pair)?;
     let kind = match inner.as_rule() {
         Rule::run_s => SettingKind::Run(convert_string(need(&inner, Rule::string)?)?),
         Rule::sh_s => SettingKind::Sh(convert_string(need(&inner, Rule::string)?)?),
