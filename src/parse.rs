@@ -638,11 +638,7 @@ fn convert_after(pair: Pair<Rule>) -> Result<SettingKind> {
 
 fn convert_ready(pair: Pair<Rule>) -> Result<ReadyCheck> {
     let probe_pair = need(&pair, Rule::probe)?;
-    let kind = probe_pair
-        .clone()
-        .into_inner()
-        .next()
-        .ok_or_else(|| internal(&probe_pair))?;
+    let kind = first_child(&probe_pair)?;
     let target = || -> Result<String> { Ok(convert_string(need(&kind, Rule::string)?)?.node) };
     let probe = match kind.as_rule() {
         Rule::probe_tcp => Probe::Tcp(target()?),
