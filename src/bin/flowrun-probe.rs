@@ -1,5 +1,5 @@
 //! `flowrun-probe`: a small, fast-starting test program for the `flowrun up`
-//! integration tests (tests/up_*.rs). It records every signal it receives,
+//! integration tests (tests/it/up_*.rs). It records every signal it receives,
 //! can ignore chosen signals, print numbered lines or a checkable blob, spawn
 //! grandchildren, become ready in the ways `ready when` checks, and exit or
 //! crash on its own. With no action flags it sleeps until a signal stops it.

@@ -1,5 +1,5 @@
 //! Unit tests of the plan renderings on a topology built by hand (the
-//! examples' snapshots in tests/examples.rs cover parsed files).
+//! examples' snapshots in tests/it/examples.rs cover parsed files).
 
 use super::*;
 use crate::ast::{

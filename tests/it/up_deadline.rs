@@ -2,10 +2,8 @@
 //! with its whole process group at the deadline (within 100 ms of it); a
 //! multi-step ladder is followed in order.
 
-mod support;
-
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 
 /// Watch `pid` die on another thread; yields the wall-clock ns of death.
 fn watch_death(pid: i32) -> std::thread::JoinHandle<Option<i64>> {

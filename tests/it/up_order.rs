@@ -1,9 +1,7 @@
 //! Guarantee: ordered drain. Groups stop in reverse dependency order
 //! (dependents first); independent groups stop in parallel.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[test]
 fn dependents_have_exited_before_their_dependency_is_signalled() {

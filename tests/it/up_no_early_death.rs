@@ -5,10 +5,8 @@
 //! for longer than that, and a restarted child must end by its own exit,
 //! not by SIGKILL.
 
-mod support;
-
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 
 #[test]
 fn children_outlive_idle_runner_threads() {

@@ -3,10 +3,8 @@
 //! drains with a non-zero exit. Readiness (`tcp`, `log`, `notify`) gates
 //! dependents; a ready check that times out fails the group.
 
-mod support;
-
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn by_process<'a>(evs: &'a [Value], process: &str) -> &'a Value {
     evs.iter()

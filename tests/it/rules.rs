@@ -82,7 +82,7 @@ fn fixture_reports_match_snapshots() {
         let human = render::human(&compiled.source, &compiled.diagnostics, 100, false);
         let json = render::json(std::slice::from_ref(&compiled));
         insta::with_settings!({
-            snapshot_path => "../snapshots",
+            snapshot_path => "../../snapshots",
             prepend_module_to_snapshot => false,
             description => format!("{FIXTURES}/{stem}.pf"),
             omit_expression => true,

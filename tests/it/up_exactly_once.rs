@@ -3,9 +3,7 @@
 //! first step of its ladder — and never the terminal's SIGINT as well.
 //! Repeated signals are coalesced into one drain.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// 2 groups × 3 probes; the ladder starts with SIGTERM, so a stray SIGINT
 /// (the terminal's) would be visible in the records. Probes linger 300 ms

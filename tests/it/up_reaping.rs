@@ -2,10 +2,8 @@
 //! every exit status is reported right (the runner's own reaping is not
 //! robbed by the subreaper's), no zombie remains, nothing panics.
 
-mod support;
-
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 
 const GROUPS: usize = 8;
 const PER_GROUP: usize = 250; // `exit {index}` stays within 0..=255

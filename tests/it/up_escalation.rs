@@ -1,10 +1,8 @@
 //! Guarantee: escalation. A second drain-triggering signal during a drain
 //! kills everything at once (unless `escalate never`).
 
-mod support;
-
+use crate::support::*;
 use std::time::{Duration, Instant};
-use support::*;
 
 const TOPOLOGY: &str = r#"
 # a drain that would take 30 s

@@ -121,7 +121,7 @@ fn every_example_plan_is_snapshotted_and_deterministic() {
         // Lint-clean examples stay within their budget.
         assert_eq!(v["worst_shutdown"]["within_budget"], true, "{name}");
 
-        insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
+        insta::with_settings!({snapshot_path => "../../snapshots", prepend_module_to_snapshot => false}, {
             insta::assert_snapshot!(format!("plan_text@{name}"), text);
             insta::assert_snapshot!(format!("plan_json@{name}"), json);
         });

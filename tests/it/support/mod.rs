@@ -10,7 +10,7 @@
 //! a new session (`setsid`), so a test can signal its whole process group
 //! the way a terminal's Ctrl+C does; stdout and stderr go to files, and the
 //! JSON event lines on stderr (docs/events.md) are parsed on demand.
-#![allow(dead_code)] // each test file uses a different part of this module
+#![allow(dead_code)] // not every helper is used by every module
 
 use serde_json::Value;
 use std::fs;

@@ -3,11 +3,9 @@
 //! tests regenerate, and the harness's marker cleanup kills a whole tree
 //! even when a test panics.
 
-mod support;
-
+use crate::support::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::*;
 
 #[test]
 fn probe_records_each_signal_once_with_its_pid() {

@@ -2,11 +2,9 @@
 //! pool (4 processes × 2 threads); a terminal Ctrl+C drains it cleanly —
 //! exit 0, no traceback, one drain summary per worker, no orphan.
 
-mod support;
-
+use crate::support::*;
 use std::path::Path;
 use std::time::Duration;
-use support::*;
 
 #[test]
 fn python_pool_drains_cleanly_on_ctrl_c() {

@@ -2,10 +2,8 @@
 //! topology remains, grandchildren included; within 1 s after the runner
 //! itself is SIGKILLed, none remains either.
 
-mod support;
-
+use crate::support::*;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// Shell workers whose grandchildren stay in their process group, and
 /// probes that spawn grandchildren (one of them a shell with its own

@@ -3,11 +3,9 @@
 //! documented status (0). Skipped, with the reason printed, where
 //! `unshare --pid` is not permitted.
 
-mod support;
-
+use crate::support::*;
 use std::process::Command;
 use std::time::Duration;
-use support::*;
 
 /// The unshare arguments that work here, or why none do.
 fn unshare_args() -> Result<Vec<&'static str>, String> {

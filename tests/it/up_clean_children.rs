@@ -3,10 +3,8 @@
 //! inherited soft `RLIMIT_NOFILE` — even when the runner itself was started
 //! with SIGINT and SIGHUP ignored and a lowered soft limit.
 
-mod support;
-
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 
 fn fds_of(pid: i32) -> Vec<i32> {
     let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))

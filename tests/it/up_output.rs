@@ -3,11 +3,9 @@
 //! lines only; a final partial line is flushed with a newline, an over-long
 //! line is split into 64 KiB pieces, and memory stays bounded.
 
-mod support;
-
+use crate::support::*;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::*;
 
 /// Split the runner's stdout into (prefix, payload) per line.
 fn relayed(stdout: &[u8]) -> Vec<(String, &[u8])> {
