@@ -315,14 +315,6 @@ struct Braces {
     closed_outermost: Option<usize>,
 }
 
-fn indent_of_line(text: &str, at: usize) -> usize {
-    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-    text[start..]
-        .bytes()
-        .take_while(|b| *b == b' ' || *b == b'\t')
-        .count()
-}
-
 fn scan_braces(text: &str, end: usize) -> Braces {
     let bytes = &text.as_bytes()[..end];
     let mut b = Braces {
@@ -330,11 +322,34 @@ fn scan_braces(text: &str, end: usize) -> Braces {
         misindented: None,
         closed_outermost: None,
     };
+    // One pass: the current line's indentation, and whether only
+    // indentation has been seen on it so far.
+    let mut indent = 0;
+    let mut at_indent = true;
+    // The indentation of each open `{`'s line, alongside `b.open`.
+    let mut open_indent: Vec<usize> = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
+        let c = bytes[i];
+        match c {
+            b'\n' => {
+                indent = 0;
+                at_indent = true;
+                i += 1;
+                continue;
+            }
+            b' ' | b'\t' if at_indent => {
+                indent += 1;
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let first_on_line = at_indent;
+        at_indent = false;
+        match c {
             b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
+                while i + 1 < bytes.len() && bytes[i + 1] != b'\n' {
                     i += 1;
                 }
             }
@@ -343,19 +358,17 @@ fn scan_braces(text: &str, end: usize) -> Braces {
                 while i < bytes.len() && !matches!(bytes[i], b'"' | b'\n') {
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
                 }
+                if i < bytes.len() && bytes[i] == b'\n' {
+                    continue;
+                }
             }
-            b'{' => b.open.push(i),
+            b'{' => {
+                b.open.push(i);
+                open_indent.push(indent);
+            }
             b'}' => {
-                if let Some(open) = b.open.pop() {
-                    let first_on_line = text[..i]
-                        .ends_with(|c: char| c == ' ' || c == '\t' || c == '\n')
-                        && text[text[..i].rfind('\n').map_or(0, |n| n + 1)..i]
-                            .bytes()
-                            .all(|c| c == b' ' || c == b'\t');
-                    if first_on_line
-                        && b.misindented.is_none()
-                        && indent_of_line(text, i) != indent_of_line(text, open)
-                    {
+                if let (Some(open), Some(open_at)) = (b.open.pop(), open_indent.pop()) {
+                    if first_on_line && b.misindented.is_none() && indent != open_at {
                         b.misindented = Some(open);
                     }
                     if b.open.is_empty() {
@@ -481,6 +494,17 @@ fn syntax_error(text: &str, err: &pest::error::Error<Rule>) -> Diagnostic {
     if let Some(help) = syntax_help(text, pos, &rules) {
         diag = diag.with_help(help);
     }
+    // A topology statement inside a block: show the block still open.
+    let word = &text[diag.primary.span.start..diag.primary.span.end];
+    if rules.contains(&Rule::setting) && TOP_KEYWORDS.contains(&word) {
+        if let Some(&open) = scan_braces(text, pos).open.last() {
+            let what = block_name(text, open);
+            diag = diag.with_related(Label::new(
+                Span::new(open, open + 1),
+                format!("{what} is still open here"),
+            ));
+        }
+    }
     diag
 }
 
@@ -502,7 +526,7 @@ fn brace_error(text: &str, pos: usize, rules: &[Rule]) -> Option<Diagnostic> {
             .with_help("remove it"),
         );
     }
-    if !(at_eof && wants(Rule::rbrace)) && !wants(Rule::equals) {
+    if !(wants(Rule::equals) || at_eof && wants(Rule::rbrace)) {
         return None;
     }
     let braces = scan_braces(text, pos);
@@ -686,10 +710,13 @@ fn syntax_help(text: &str, pos: usize, rules: &[Rule]) -> Option<String> {
     }
     if wants(Rule::string) && next.is_some_and(|c| c != '"') {
         let value = rest_of_line(text, pos);
-        let value = &text[value.start..value.end];
+        let mut value = &text[value.start..value.end];
+        if value.len() >= 2 && value.starts_with('\'') && value.ends_with('\'') {
+            value = &value[1..value.len() - 1];
+        }
         if !value.is_empty() {
             return Some(format!(
-                "write the value in double quotes: `{prev} \"{}\"`",
+                "strings are written in double quotes: `{prev} \"{}\"`",
                 value.replace('\\', "\\\\").replace('"', "\\\"")
             ));
         }

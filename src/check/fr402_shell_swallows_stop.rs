@@ -92,6 +92,8 @@ struct Unit<'a> {
     /// The last command of its branch (before `else`, `elif`, `fi`, `;;`,
     /// `esac`, or the end of the script).
     branch_final: bool,
+    /// Inside an `if` or `case`.
+    in_branch: bool,
 }
 
 /// Every reason the script is not a single `exec`'d command, in order of
@@ -165,6 +167,7 @@ fn problems(toks: &[Tok]) -> Vec<(Span, String)> {
                 words,
                 construct,
                 branch_final: false,
+                in_branch: !stack.is_empty(),
             });
         }
         if stack.is_empty() {
@@ -195,8 +198,12 @@ fn problems(toks: &[Tok]) -> Vec<(Span, String)> {
         let span = u.words[0].span().join(u.words[u.words.len() - 1].span());
         if u.branch_final && u.construct == last_construct && loop_last.is_none() {
             if !execs && word != "exit" {
-                last_problem
-                    .get_or_insert((span, format!("does not `exec` its last command `{word}`")));
+                let what = if u.in_branch {
+                    format!("does not `exec` `{word}`, the last command of a branch")
+                } else {
+                    format!("does not `exec` its last command `{word}`")
+                };
+                last_problem.get_or_insert((span, what));
             }
         } else if !execs && !SETUP.contains(&word) {
             out.push((
@@ -275,11 +282,11 @@ mod tests {
         assert!(reasons("if [ -z \"$X\" ]; then echo no; fi; exec app").is_empty());
         assert_eq!(
             reasons("if [ -f a ]; then exec x; else run-y; fi"),
-            ["does not `exec` its last command `run-y`"]
+            ["does not `exec` `run-y`, the last command of a branch"]
         );
         assert_eq!(
             reasons("case $M in a) exec x;; b) y;; esac"),
-            ["does not `exec` its last command `y`"]
+            ["does not `exec` `y`, the last command of a branch"]
         );
         assert_eq!(
             reasons("if pg_isready; then exec app; fi"),
