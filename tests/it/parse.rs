@@ -929,3 +929,58 @@ fn timing_500_to_50000_groups() {
         );
     }
 }
+
+/// The help and brace-matching paths slice the text around the error: feed
+/// them every case fixture cut at every character and with the usual
+/// culprits spliced in, and check spans stay on character boundaries
+/// inside the file. (`compile` runs too, for the env-file and ready paths.)
+#[test]
+fn syntax_help_never_panics_and_keeps_spans_inside() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cases");
+    let mut texts: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            (p.extension()? == "pf").then(|| std::fs::read_to_string(p).ok())?
+        })
+        .collect();
+    texts.sort();
+    let junk = [
+        ":", "=", "}", "{", "é", "café", "4.5", ".", "'", "\"", "1s-5s", "\n", "env {", "#",
+        "\u{0}", "\r\n", "then", "SIGKILL", "within", "1m 30s", "\u{FEFF}",
+    ];
+    let check = |text: &str| {
+        let src = SourceFile::new("tests/fixtures/cases/fuzz.pf", text);
+        let (_, diags) = parse(&src);
+        for d in &diags {
+            for s in std::iter::once(&d.primary.span).chain(d.related.iter().map(|l| &l.span)) {
+                assert!(s.start <= s.end && s.end <= text.len(), "{text:?}: {d:?}");
+                assert!(
+                    text.is_char_boundary(s.start) && text.is_char_boundary(s.end),
+                    "{text:?}: {d:?}"
+                );
+            }
+        }
+        let c = flowrun::compile(src, None);
+        for d in &c.diagnostics {
+            assert!(d.primary.span.end <= text.len(), "{text:?}: {d:?}");
+        }
+    };
+    let mut n = 0;
+    for text in &texts {
+        let bounds: Vec<usize> = (0..=text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .collect();
+        for &i in &bounds {
+            check(&text[..i]);
+            n += 1;
+        }
+        for &i in bounds.iter().step_by(11) {
+            for j in junk {
+                check(&format!("{}{j}{}", &text[..i], &text[i..]));
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 10_000, "only {n} inputs");
+}
