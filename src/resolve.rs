@@ -284,7 +284,7 @@ impl<'a> Resolver<'a> {
         let (n, first) = largest[0];
         let mut d = Diagnostic::new(
             "FR104",
-            format!("the topology runs {total} processes in all; flowrun runs at most {max}"),
+            format!("the topology runs {total} processes in all; flowrun plans at most {max}"),
             Label::new(
                 span_of(first),
                 format!("`{}` runs {n}", groups[first].name.node),
