@@ -717,3 +717,35 @@ fn a_final_sigkill_is_not_an_extra_step() {
         );
     }
 }
+
+/// More processes in all than a plan holds is FR104 at lint, as `plan` and
+/// `up` refuse it. (Written here rather than in tests/fixtures/cases: the
+/// never-panic campaign mutates every fixture and would plan 262,144
+/// processes for each mutation of it.)
+#[test]
+fn too_many_processes_in_all_is_a_lint_error() {
+    let mut text = String::from(
+        "# More than 262,144 processes in all: lint refuses what plan and up would.\ntopology swarm {\n",
+    );
+    for (g, n) in [
+        ("a", 65_536),
+        ("b", 65_536),
+        ("c", 65_536),
+        ("d", 65_536),
+        ("e", 2),
+    ] {
+        text += &format!("  group {g} {{\n    run \"w\"\n    processes {n}\n  }}\n");
+    }
+    text += "}\n";
+    let c = compile(SourceFile::new("too-many.pf", text), None);
+    assert_eq!(codes(&c), ["FR104"]);
+    let human = render::human(&c.source, &c.diagnostics, 100, false);
+    assert!(human.contains("262146 processes in all; flowrun plans at most 262144"));
+    insta::with_settings!({
+        snapshot_path => "../../snapshots",
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!("case_too_many_processes", human);
+    });
+}
