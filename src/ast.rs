@@ -49,6 +49,8 @@ pub enum TopItemKind {
     Allow(Allow),
     /// `group NAME { SETTING… }`
     Group(Group),
+    /// `env-file "PATH"`: every group's environment starts from this file.
+    EnvFile(Spanned<String>),
 }
 
 /// A duration that may be unbounded (`forever`).
@@ -157,6 +159,8 @@ pub enum SettingKind {
     Stop(StopLadder),
     /// `env { K = "v", … }`
     Env(Vec<EnvVar>),
+    /// `env-file "PATH"` inside a group.
+    EnvFile(Spanned<String>),
     /// `cwd "DIR"`
     Cwd(Spanned<String>),
     /// `process-group own|shared`
@@ -218,11 +222,12 @@ pub struct StopLadder {
     pub target: Option<Spanned<StopTarget>>,
 }
 
-/// `SIG drain D`
+/// `SIG drain D`, or a bare `SIGKILL` as the last step.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LadderStep {
     pub signal: Spanned<String>,
-    pub drain: Spanned<Timeout>,
+    /// `None` only on a final `SIGKILL` step (the parser rejects it elsewhere).
+    pub drain: Option<Spanned<Timeout>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -244,4 +249,25 @@ pub enum ProcessGroupMode {
 pub struct EnvVar {
     pub key: Spanned<String>,
     pub value: Spanned<String>,
+}
+
+/// Every `env-file` path of a file, topology scope first, in file order.
+pub fn env_file_paths(file: &File) -> Vec<&str> {
+    let items = &file.topology.items;
+    let top = items.iter().filter_map(|i| match &i.kind {
+        TopItemKind::EnvFile(p) => Some(p.node.as_str()),
+        _ => None,
+    });
+    let groups = items
+        .iter()
+        .filter_map(|i| match &i.kind {
+            TopItemKind::Group(g) => Some(g),
+            _ => None,
+        })
+        .flat_map(|g| &g.settings)
+        .filter_map(|s| match &s.kind {
+            SettingKind::EnvFile(p) => Some(p.node.as_str()),
+            _ => None,
+        });
+    top.chain(groups).collect()
 }

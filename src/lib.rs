@@ -11,6 +11,7 @@ pub mod ast;
 pub mod check;
 pub mod cli;
 pub mod diagnostic;
+pub mod envfile;
 pub mod exec;
 pub mod graph;
 pub mod host;
@@ -44,10 +45,42 @@ impl Compiled {
 }
 
 /// Parse, resolve and check one file. `host` enables FR205 (capacity).
+///
+/// This is the loading layer: it reads the env files the topology names
+/// (`env-file "PATH"`, a relative PATH from the directory of the file's
+/// name) and hands their text to the pure stages.
 pub fn compile(source: SourceFile, host: Option<&host::HostLimits>) -> Compiled {
+    let dir = std::path::Path::new(&source.name)
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    compile_with(source, host, &|path: &str| {
+        std::fs::read_to_string(dir.join(path)).map_err(|e| {
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(i) => s[..i].to_lowercase(),
+                None => s,
+            }
+        })
+    })
+}
+
+/// [`compile`] with env files read by `read_env_file` (path as written →
+/// text, or why it cannot be read): no other IO.
+pub fn compile_with(
+    source: SourceFile,
+    host: Option<&host::HostLimits>,
+    read_env_file: &dyn Fn(&str) -> Result<String, String>,
+) -> Compiled {
     let (file, mut diagnostics) = parse::parse(&source);
     let model = file.map(|file| {
-        let (model, found) = resolve::resolve(&source, &file);
+        let mut env_files = envfile::EnvFiles::new();
+        for path in ast::env_file_paths(&file) {
+            if !env_files.contains(path) {
+                env_files.insert(path, read_env_file(path));
+            }
+        }
+        let (model, found) = resolve::resolve_with(&source, &file, &env_files);
         diagnostics.extend(found);
         diagnostics.extend(check::check(&source, &file, &model, host));
         model

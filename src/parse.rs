@@ -57,7 +57,7 @@ fn describe(rule: Rule) -> &'static str {
         Rule::topology | Rule::kw_topology => "`topology`",
         Rule::sep => "the end of the statement",
         Rule::top_item => {
-            "a topology statement (`shutdown`, `finish`, `on`, `escalate`, `allow` or `group`)"
+            "a topology statement (`shutdown`, `finish`, `on`, `escalate`, `allow`, `env-file` or `group`)"
         }
         Rule::shutdown_stmt | Rule::kw_shutdown => "`shutdown`",
         Rule::finish_stmt | Rule::kw_finish => "`finish`",
@@ -78,7 +78,7 @@ fn describe(rule: Rule) -> &'static str {
         Rule::kill_step | Rule::kw_kill => "`kill`",
         Rule::ignore_step | Rule::kw_ignore => "`ignore`",
         Rule::group_def | Rule::kw_group => "`group`",
-        Rule::setting => "a group setting (`run`, `sh`, `processes`, `coroutines`, `port`, `once`, `after`, `ready`, `restart`, `stop`, `env`, `cwd`, `process-group`, `die-with-parent` or `allow`)",
+        Rule::setting => "a group setting (`run`, `sh`, `processes`, `coroutines`, `port`, `once`, `after`, `ready`, `restart`, `stop`, `env`, `env-file`, `cwd`, `process-group`, `die-with-parent` or `allow`)",
         Rule::run_s | Rule::kw_run => "`run`",
         Rule::sh_s | Rule::kw_sh => "`sh`",
         Rule::processes_s | Rule::kw_processes => "`processes`",
@@ -107,6 +107,7 @@ fn describe(rule: Rule) -> &'static str {
         Rule::env_s | Rule::kw_env => "`env`",
         Rule::env_var | Rule::env_key => "an environment variable name like `LOG_LEVEL`",
         Rule::cwd_s | Rule::kw_cwd => "`cwd`",
+        Rule::env_file_s | Rule::kw_env_file => "`env-file`",
         Rule::process_group_s | Rule::kw_process_group => "`process-group`",
         Rule::die_with_parent_s | Rule::kw_die_with_parent => "`die-with-parent`",
         Rule::name => "a topology name",
@@ -155,7 +156,7 @@ const RESERVED: &[&str] = &[
     "then", "forever",
 ];
 
-const TOP_KEYWORDS: &[&str] = &["shutdown", "finish", "on", "escalate", "group"];
+const TOP_KEYWORDS: &[&str] = &["shutdown", "finish", "on", "escalate", "group", "env-file"];
 const SETTING_KEYWORDS: &[&str] = &[
     "run",
     "sh",
@@ -167,45 +168,98 @@ const SETTING_KEYWORDS: &[&str] = &[
     "ready",
     "stop",
     "env",
+    "env-file",
     "cwd",
     "process-group",
     "die-with-parent",
 ];
 
-/// The word (or character) at `pos`, for "unexpected …" labels and help.
-fn word_at(text: &str, pos: usize) -> &str {
+/// A character of a word, for "unexpected …" labels. Non-ASCII letters
+/// count, so that `café` is shown (and underlined) whole.
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_' || c == '-'
+}
+
+/// The byte range of the token at `pos`, for "unexpected …" labels: a
+/// whole word (`proceses`, `1s-5s`, `café`), a decimal number (`4.5`,
+/// `1.5s`), or else one character.
+fn token_at(text: &str, pos: usize) -> Span {
     let rest = &text[pos..];
-    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-    let end = rest
-        .char_indices()
-        .find(|&(_, c)| !is_word(c))
-        .map_or(rest.len(), |(i, _)| i);
-    if end > 0 {
-        &rest[..end]
+    let word_end = |from: usize| {
+        text[from..]
+            .char_indices()
+            .find(|&(_, c)| !is_word_char(c))
+            .map_or(text.len(), |(i, _)| from + i)
+    };
+    let mut start = pos;
+    let mut end = word_end(pos);
+    // A decimal point inside a number: `4.5`, `1.5s`.
+    if at_offset_is_decimal(text, pos) {
+        start = pos
+            - text[..pos]
+                .bytes()
+                .rev()
+                .take_while(u8::is_ascii_digit)
+                .count();
+        end = word_end(pos + 1);
+    } else if end > pos
+        && text[pos..end].bytes().all(|b| b.is_ascii_digit())
+        && text[end..].starts_with('.')
+        && text[end + 1..].starts_with(|c: char| c.is_ascii_digit())
+    {
+        end = word_end(end + 1);
+    }
+    // A word with a non-ASCII letter (`café`) is shown whole, even when
+    // the parse stopped inside it.
+    if rest.starts_with(|c: char| !c.is_ascii() && c.is_alphanumeric()) {
+        start -= text[..pos]
+            .chars()
+            .rev()
+            .take_while(|&c| is_word_char(c))
+            .map(char::len_utf8)
+            .sum::<usize>();
+    }
+    if end > pos {
+        return Span::new(start, end);
+    }
+    Span::new(pos, rest.chars().next().map_or(pos, |c| pos + c.len_utf8()))
+}
+
+/// A token as written, for a label: control characters (the only ones a
+/// reader could not see) are escaped.
+fn shown(token: &str) -> String {
+    if token.chars().any(char::is_control) {
+        token.escape_debug().to_string()
     } else {
-        rest.chars().next().map_or("", |c| &rest[..c.len_utf8()])
+        token.to_string()
     }
 }
 
-/// A keyword close to a misspelt word, among the statements expected here.
+/// The keywords named in the "expected …" descriptions of `rules`: the
+/// candidates for a did-you-mean.
+fn expected_keywords(rules: &[Rule]) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for &rule in rules {
+        for (i, part) in describe(rule).split('`').enumerate() {
+            let is_keyword =
+                !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
+            if i % 2 == 1 && is_keyword && !out.contains(&part) {
+                out.push(part);
+            }
+        }
+    }
+    out
+}
+
+/// A keyword close to a misspelt or wrongly cased word, among those
+/// expected here. Uses the one did-you-mean of [`crate::resolve`].
 fn closest_keyword(word: &str, rules: &[Rule]) -> Option<&'static str> {
-    const STEP_KEYWORDS: &[&str] = &[
-        "drain", "restart", "reload", "forward", "wait", "kill", "ignore",
-    ];
-    if word.len() < 2 || !word.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+    if word.len() < 2
+        || !word
+            .bytes()
+            .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_')
+    {
         return None;
-    }
-    let mut candidates: Vec<&'static str> = Vec::new();
-    if rules.contains(&Rule::top_item) {
-        candidates.extend(TOP_KEYWORDS);
-        candidates.push("allow");
-    }
-    if rules.contains(&Rule::setting) {
-        candidates.extend(SETTING_KEYWORDS);
-        candidates.extend(["restart", "allow"]);
-    }
-    if rules.contains(&Rule::step) {
-        candidates.extend(STEP_KEYWORDS);
     }
     let known = |w: &str| {
         TOP_KEYWORDS.contains(&w) || SETTING_KEYWORDS.contains(&w) || RESERVED.contains(&w)
@@ -213,12 +267,7 @@ fn closest_keyword(word: &str, rules: &[Rule]) -> Option<&'static str> {
     if known(word) {
         return None;
     }
-    candidates
-        .into_iter()
-        .map(|k| (strsim::damerau_levenshtein(word, k), k))
-        .filter(|&(d, k)| d <= 2 && d < k.len())
-        .min()
-        .map(|(_, k)| k)
+    crate::resolve::did_you_mean(word, expected_keywords(rules).into_iter())
 }
 
 /// Join descriptions as "A, B or C".
@@ -238,22 +287,156 @@ fn clamp_to_char(text: &str, pos: usize) -> usize {
     pos
 }
 
-/// An FR001 at one byte offset: a one-character span on the offending
-/// character, or an empty span at a line end or the end of the file.
+/// An FR001 at one byte offset: a span on the whole offending token, or an
+/// empty span at a line end or the end of the file.
 fn at_offset(text: &str, pos: usize, message: impl Into<String>) -> Diagnostic {
     let pos = clamp_to_char(text, pos);
     let (span, label) = match text[pos..].chars().next() {
         None => (Span::new(pos, pos), "unexpected end of file".to_string()),
         Some('\n') | Some('\r') => (Span::new(pos, pos), "unexpected end of line".to_string()),
-        Some(c) => {
-            let word = word_at(text, pos);
+        Some(_) => {
+            let span = token_at(text, pos);
             (
-                Span::new(pos, pos + c.len_utf8()),
-                format!("unexpected `{}`", word.escape_debug()),
+                span,
+                format!("unexpected `{}`", shown(&text[span.start..span.end])),
             )
         }
     };
     Diagnostic::new("FR001", message, Label::new(span, label))
+}
+
+/// The braces of `text[..end]`, outside strings and comments: the `{`s
+/// still open at `end` (innermost last), the first `{` whose `}` is
+/// indented differently from its own line (the likely one a `}` is missing
+/// for), and the last `}` that closed the outermost block.
+struct Braces {
+    open: Vec<usize>,
+    misindented: Option<usize>,
+    closed_outermost: Option<usize>,
+}
+
+fn scan_braces(text: &str, end: usize) -> Braces {
+    let bytes = &text.as_bytes()[..end];
+    let mut b = Braces {
+        open: Vec::new(),
+        misindented: None,
+        closed_outermost: None,
+    };
+    // One pass: the current line's indentation, and whether only
+    // indentation has been seen on it so far.
+    let mut indent = 0;
+    let mut at_indent = true;
+    // The indentation of each open `{`'s line, alongside `b.open`.
+    let mut open_indent: Vec<usize> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'\n' => {
+                indent = 0;
+                at_indent = true;
+                i += 1;
+                continue;
+            }
+            b' ' | b'\t' if at_indent => {
+                indent += 1;
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let first_on_line = at_indent;
+        at_indent = false;
+        match c {
+            b'#' => {
+                while i + 1 < bytes.len() && bytes[i + 1] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && !matches!(bytes[i], b'"' | b'\n') {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                if i < bytes.len() && bytes[i] == b'\n' {
+                    continue;
+                }
+            }
+            b'{' => {
+                b.open.push(i);
+                open_indent.push(indent);
+            }
+            b'}' => {
+                if let (Some(open), Some(open_at)) = (b.open.pop(), open_indent.pop()) {
+                    if first_on_line && b.misindented.is_none() && indent != open_at {
+                        b.misindented = Some(open);
+                    }
+                    if b.open.is_empty() {
+                        b.closed_outermost = Some(i);
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    b
+}
+
+/// The word written just before byte `at` (skipping spaces), e.g. the
+/// `env` of `env {` or the name of `group api {`.
+fn word_before(text: &str, at: usize) -> &str {
+    let head = text[..at].trim_end_matches([' ', '\t']);
+    let start = head
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| !is_word_char(c))
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    &head[start..]
+}
+
+/// What a `{` opens, in words: "`env {`", "group `api`", "`on SIGUSR1 {`".
+fn block_name(text: &str, open: usize) -> String {
+    let before = word_before(text, open);
+    let start = text[..open].trim_end_matches([' ', '\t']).len() - before.len();
+    let keyword = word_before(text, start);
+    match keyword {
+        "group" => format!("group `{before}`"),
+        "topology" => format!("topology `{before}`"),
+        "on" => format!("`on {before} {{`"),
+        _ => format!("`{before} {{`"),
+    }
+}
+
+/// The value written on the rest of the line at `pos` (up to a comment,
+/// `;` or `}`), trimmed: what an unquoted string was meant to be.
+fn rest_of_line(text: &str, pos: usize) -> Span {
+    let line = &text[pos..];
+    let end = line.find(['\n', '\r', '#', ';', '}']).unwrap_or(line.len());
+    let value = line[..end].trim_end();
+    Span::new(pos, pos + value.len())
+}
+
+fn is_duration(word: &str) -> bool {
+    let mut rest = word;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ms", "s", "m", "h"]
+            .into_iter()
+            .find(|u| rest.starts_with(u));
+        match unit {
+            Some(u) => rest = &rest[u.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 fn syntax_error(text: &str, err: &pest::error::Error<Rule>) -> Diagnostic {
@@ -294,18 +477,125 @@ fn syntax_error(text: &str, err: &pest::error::Error<Rule>) -> Diagnostic {
     } else {
         format!("expected {}", join_or(&expected))
     };
+    if let Some(diag) = brace_error(text, pos, &rules) {
+        return diag;
+    }
     let mut diag = at_offset(text, pos, message);
+    let wants_string = rules.contains(&Rule::string) || rules.contains(&Rule::quote);
+    let next = text[pos..].chars().next();
+    if wants_string && next.is_some_and(|c| !matches!(c, '"' | '\n' | '\r' | ':' | '=')) {
+        // An unquoted value: underline all of it.
+        let span = rest_of_line(text, pos);
+        if !span.is_empty() {
+            let value = &text[span.start..span.end];
+            diag.primary = Label::new(span, format!("unexpected `{}`", shown(value)));
+        }
+    }
     if let Some(help) = syntax_help(text, pos, &rules) {
         diag = diag.with_help(help);
+    }
+    // A topology statement inside a block: show the block still open.
+    let word = &text[diag.primary.span.start..diag.primary.span.end];
+    if rules.contains(&Rule::setting) && TOP_KEYWORDS.contains(&word) {
+        if let Some(&open) = scan_braces(text, pos).open.last() {
+            let what = block_name(text, open);
+            diag = diag.with_related(Label::new(
+                Span::new(open, open + 1),
+                format!("{what} is still open here"),
+            ));
+        }
     }
     diag
 }
 
-/// A hint for the common mistakes, when one applies.
-fn syntax_help(text: &str, pos: usize, rules: &[Rule]) -> Option<String> {
-    let word = word_at(text, pos);
+/// Unbalanced braces, told as such: a `{` that the file ends inside (the
+/// label is on the `{`, or on `env` for an `env {`), an `env {` whose `}` is
+/// missing before the next setting, and a `}` that closes nothing.
+fn brace_error(text: &str, pos: usize, rules: &[Rule]) -> Option<Diagnostic> {
     let wants = |r: Rule| rules.contains(&r);
     let at_eof = pos >= text.len();
+    let token = token_at(text, pos);
+    let word = &text[token.start..token.end];
+    if wants(Rule::EOI) && word == "}" {
+        return Some(
+            Diagnostic::new(
+                "FR001",
+                "extra `}`: every block is already closed",
+                Label::new(token, "this `}` closes nothing"),
+            )
+            .with_help("remove it"),
+        );
+    }
+    if !(wants(Rule::equals) || at_eof && wants(Rule::rbrace)) {
+        return None;
+    }
+    let braces = scan_braces(text, pos);
+    let &innermost = braces.open.last()?;
+    let in_env = word_before(text, innermost) == "env";
+    if in_env && !at_eof {
+        // `env { A = "1"` and then a setting on the next line: the setting's
+        // keyword was read as a variable name.
+        let key = word_before(text, pos);
+        let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
+        let key_starts_line = text[line_start..pos].trim_start().starts_with(key);
+        if !(key_starts_line && (SETTING_KEYWORDS.contains(&key) || TOP_KEYWORDS.contains(&key))) {
+            return None;
+        }
+    }
+    if in_env {
+        let kw = word_before(text, innermost);
+        let kw_start = text[..innermost].trim_end_matches([' ', '\t']).len() - kw.len();
+        let found = if at_eof {
+            Label::new(Span::new(pos, pos), "the file ends here")
+        } else {
+            let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
+            let key_start = line_start
+                + (text[line_start..pos].len() - text[line_start..pos].trim_start().len());
+            let key = token_at(text, key_start);
+            Label::new(key, "read as a variable name because `env {` is still open")
+        };
+        return Some(
+            Diagnostic::new(
+                "FR001",
+                "`env {` is never closed",
+                Label::new(
+                    Span::new(kw_start, kw_start + kw.len()),
+                    "this `env {` has no `}`",
+                ),
+            )
+            .with_related(found)
+            .with_help("close the `env` block with `}` after its last variable"),
+        );
+    }
+    if !at_eof {
+        return None;
+    }
+    let open = braces.misindented.unwrap_or(innermost);
+    let what = block_name(text, open);
+    Some(
+        Diagnostic::new(
+            "FR001",
+            format!("the file ends before the `{{` of {what} is closed"),
+            Label::new(Span::new(open, open + 1), "this `{` is never closed"),
+        )
+        .with_related(Label::new(Span::new(pos, pos), "the file ends here"))
+        .with_help(if braces.misindented.is_some() {
+            format!(
+                "add the missing `}}` for {what}: judging by the indentation, a later `}}` closes it instead of its own block"
+            )
+        } else {
+            format!("add the missing `}}` for {what}")
+        }),
+    )
+}
+
+/// A hint for the common mistakes, when one applies.
+fn syntax_help(text: &str, pos: usize, rules: &[Rule]) -> Option<String> {
+    let token = token_at(text, pos);
+    let word = &text[token.start..token.end];
+    let wants = |r: Rule| rules.contains(&r);
+    let next = text[pos..].chars().next();
+    let prev = word_before(text, pos);
     if text.trim().is_empty() {
         return Some("a file holds one topology: `topology NAME { … }`".into());
     }
@@ -314,6 +604,37 @@ fn syntax_help(text: &str, pos: usize, rules: &[Rule]) -> Option<String> {
             "a string ends on the line it starts on; write a line break inside a string as \\n"
                 .into(),
         );
+    }
+    // Names are ASCII (grammar/README.md says why).
+    let non_ascii_letter = next.is_some_and(|c| !c.is_ascii() && c.is_alphanumeric());
+    if non_ascii_letter && (wants(Rule::group_name) || wants(Rule::name) || wants(Rule::lbrace)) {
+        let name = word;
+        return Some(format!(
+            "names are ASCII: `{name}` has a letter outside a-z; use only a-z, 0-9, `_` and `-`"
+        ));
+    }
+    // YAML and INI habits: `processes: 4`, `processes=4`, `group api:`.
+    if matches!(next, Some(':' | '=')) && !wants(Rule::equals) {
+        if wants(Rule::lbrace) {
+            let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
+            let head = text[line_start..pos].trim();
+            return Some(format!(
+                "a block's settings go in braces, not after `:`: write `{head} {{` and close it with `}}`"
+            ));
+        }
+        let value = rest_of_line(text, pos + 1);
+        let value = text[value.start..value.end].trim();
+        let within = if wants(Rule::kw_within) {
+            " within"
+        } else {
+            ""
+        };
+        return Some(format!(
+            "write `{prev}{within} {value}`: a setting's value follows its keyword after a space, without `:` or `=`"
+        ));
+    }
+    if wants(Rule::equals) && next == Some(':') {
+        return Some("write an environment variable as `KEY = \"value\"`".into());
     }
     if wants(Rule::group_name) && RESERVED.contains(&word) {
         let after_group_keyword = text[..pos].trim_end().ends_with("group");
@@ -326,14 +647,17 @@ fn syntax_help(text: &str, pos: usize, rules: &[Rule]) -> Option<String> {
             )
         });
     }
-    if at_eof && wants(Rule::rbrace) {
-        return Some("a `{` is never closed: add the missing `}`".into());
-    }
     if wants(Rule::EOI) && word == "topology" {
         return Some("a file holds exactly one topology".into());
     }
-    if wants(Rule::EOI) && word == "}" {
-        return Some("this `}` closes nothing: remove it".into());
+    if wants(Rule::EOI) {
+        let braces = scan_braces(text, pos);
+        if let Some(close) = braces.closed_outermost {
+            let line = text[..close].matches('\n').count() + 1;
+            return Some(format!(
+                "the topology was closed by the `}}` on line {line}: is that `}}` one too many?"
+            ));
+        }
     }
     if wants(Rule::top_item) && SETTING_KEYWORDS.contains(&word) {
         return Some(format!(
@@ -345,14 +669,63 @@ fn syntax_help(text: &str, pos: usize, rules: &[Rule]) -> Option<String> {
             "`{word}` is a topology statement, not a group setting: is a `}}` missing before it?"
         ));
     }
-    if wants(Rule::after_state) && word.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) {
-        return Some("`after` takes one group: write one `after` line per group".into());
+    if word == "on-repeat" {
+        return Some("write `escalate on repeat`, two words".into());
+    }
+    if matches!(word, "true" | "false" | "on" | "off")
+        && (wants(Rule::kw_yes) || wants(Rule::kw_no))
+    {
+        return Some("write `yes` or `no`".into());
+    }
+    if wants(Rule::kw_within) && is_duration(word) {
+        return Some(format!(
+            "write `within {word}`: a time limit follows `within`"
+        ));
+    }
+    if wants(Rule::kw_to) && word.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) {
+        return Some(format!(
+            "write `to {word}`: the groups to forward to follow `to`"
+        ));
+    }
+    if is_duration(word) && is_duration(prev) {
+        return Some(format!("write a duration without spaces: `{prev}{word}`"));
     }
     if word == "every" && wants(Rule::rbrace) {
         return Some("in a ready check, write `every D` before `within D`".into());
     }
+    if let Some((lo, hi)) = word.split_once('-') {
+        if is_duration(lo) && is_duration(hi) {
+            return Some(format!("write a range as `MIN..MAX`: `{lo}..{hi}`"));
+        }
+    }
     if let Some(kw) = closest_keyword(word, rules) {
-        return Some(format!("did you mean `{kw}`?"));
+        return Some(if kw.eq_ignore_ascii_case(word) {
+            format!("keywords are lower case: `{kw}`")
+        } else {
+            format!("did you mean `{kw}`?")
+        });
+    }
+    if wants(Rule::after_state) && word.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) {
+        return Some("`after` takes one group: write one `after` line per group".into());
+    }
+    if wants(Rule::string) && next.is_some_and(|c| c != '"') {
+        let value = rest_of_line(text, pos);
+        let mut value = &text[value.start..value.end];
+        if value.len() >= 2 && value.starts_with('\'') && value.ends_with('\'') {
+            value = &value[1..value.len() - 1];
+        }
+        if !value.is_empty() {
+            return Some(format!(
+                "strings are written in double quotes: `{prev} \"{}\"`",
+                value.replace('\\', "\\\\").replace('"', "\\\"")
+            ));
+        }
+    }
+    if at_offset_is_decimal(text, pos) {
+        return Some(format!(
+            "numbers are whole: `{word}` is not one; write `{}`",
+            word.split('.').next().unwrap_or(word)
+        ));
     }
     let digits = text[pos..].bytes().take_while(u8::is_ascii_digit).count();
     if (wants(Rule::duration) || wants(Rule::timeout)) && digits > 0 {
@@ -378,6 +751,13 @@ fn syntax_help(text: &str, pos: usize, rules: &[Rule]) -> Option<String> {
         );
     }
     None
+}
+
+/// `pos` is the `.` of a decimal number such as `4.5`.
+fn at_offset_is_decimal(text: &str, pos: usize) -> bool {
+    text[pos..].starts_with('.')
+        && text[..pos].ends_with(|c: char| c.is_ascii_digit())
+        && text[pos + 1..].starts_with(|c: char| c.is_ascii_digit())
 }
 
 // ---------------------------------------------------------------------------
@@ -466,6 +846,7 @@ fn convert_top_item(pair: Pair<Rule>) -> Result<TopItem> {
         Rule::escalate_stmt => TopItemKind::Escalate(convert_escalate(inner)?),
         Rule::allow_stmt => TopItemKind::Allow(convert_allow(inner)?),
         Rule::group_def => TopItemKind::Group(convert_group(inner)?),
+        Rule::env_file_s => TopItemKind::EnvFile(convert_string(need(&inner, Rule::string)?)?),
         _ => return Err(internal(&inner)),
     };
     Ok(TopItem { kind, span })
@@ -597,6 +978,7 @@ fn convert_setting(pair: Pair<Rule>) -> Result<Setting> {
                 .collect::<Result<Vec<_>>>()?,
         ),
         Rule::cwd_s => SettingKind::Cwd(convert_string(need(&inner, Rule::string)?)?),
+        Rule::env_file_s => SettingKind::EnvFile(convert_string(need(&inner, Rule::string)?)?),
         Rule::process_group_s => {
             let (p, mode) = match child(&inner, Rule::kw_own) {
                 Some(p) => (p, ProcessGroupMode::Own),
@@ -704,11 +1086,16 @@ fn convert_restart(pair: Pair<Rule>) -> Result<RestartPolicy> {
 }
 
 fn convert_stop(pair: Pair<Rule>) -> Result<StopLadder> {
-    let steps = pair
+    let pairs: Vec<Pair<Rule>> = pair
         .clone()
         .into_inner()
         .filter(|p| p.as_rule() == Rule::ladder_step)
-        .map(convert_ladder_step)
+        .collect();
+    let last = pairs.len().saturating_sub(1);
+    let steps = pairs
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| convert_ladder_step(p, i == last))
         .collect::<Result<Vec<_>>>()?;
     let target = match child(&pair, Rule::stop_target) {
         Some(t) => {
@@ -724,9 +1111,29 @@ fn convert_stop(pair: Pair<Rule>) -> Result<StopLadder> {
     Ok(StopLadder { steps, target })
 }
 
-fn convert_ladder_step(pair: Pair<Rule>) -> Result<Spanned<LadderStep>> {
+/// A ladder step; only a final `SIGKILL` may leave out `drain T` (nothing
+/// can be drained after it).
+fn convert_ladder_step(pair: Pair<Rule>, last: bool) -> Result<Spanned<LadderStep>> {
     let signal = text_of(&need(&pair, Rule::signal)?);
-    let drain = convert_timeout(need(&pair, Rule::timeout)?)?;
+    let drain = match child(&pair, Rule::timeout) {
+        Some(t) => Some(convert_timeout(t)?),
+        None if last && signal.node == "SIGKILL" => None,
+        None => {
+            let end = signal.span.end;
+            return Err(Box::new(
+                Diagnostic::new(
+                    "FR001",
+                    format!("expected `drain` and a time after {}", signal.node),
+                    Label::new(signal.span, "no drain time"),
+                )
+                .with_help(format!(
+                    "write `{} drain 10s` (how long to wait before the next step); only a final SIGKILL step may leave it out",
+                    signal.node
+                ))
+                .with_related(Label::new(Span::new(end, end), "`drain T` goes here")),
+            ));
+        }
+    };
     Ok(spanned(&pair, LadderStep { signal, drain }))
 }
 

@@ -37,7 +37,9 @@ use crate::ast::{
     self, AfterState, Escalate, Probe, ProcessGroupMode, RestartMode, SettingKind, StopTarget,
     Timeout, TopItemKind,
 };
+use crate::check::fmt_duration;
 use crate::diagnostic::{Diagnostic, Label};
+use crate::envfile::EnvFiles;
 use crate::model::{
     After, Allow, Command, Finish, Group, GroupId, Handler, LadderStep, ReadyCheck, Restart,
     RestartLimit, Sig, Step, Stop, Topology,
@@ -58,13 +60,26 @@ const PLACEHOLDERS: &[&str] = &["group", "index", "processes", "coroutines", "po
 
 /// Resolve names, fill defaults, check values. Always returns a model (with
 /// safe substitutes where values were invalid) so that later rules still run.
+/// A topology with `env-file` needs [`resolve_with`] and the files' text.
 pub fn resolve(source: &SourceFile, file: &ast::File) -> (Topology, Vec<Diagnostic>) {
+    resolve_with(source, file, &EnvFiles::new())
+}
+
+/// [`resolve`], with the text of the env files the topology names (read by
+/// the loading layer, [`crate::compile`]).
+pub fn resolve_with(
+    source: &SourceFile,
+    file: &ast::File,
+    env_files: &EnvFiles,
+) -> (Topology, Vec<Diagnostic>) {
     let mut r = Resolver {
         source,
         diags: Vec::new(),
         ids: HashMap::new(),
         names: Vec::new(),
         suggestion_budget: 2_000_000,
+        env_files,
+        top_env: Vec::new(),
     };
     let topology = r.topology(&file.topology);
     (topology, r.diags)
@@ -80,6 +95,9 @@ struct Resolver<'a> {
     /// Bounds the work spent on suggestions, so that a file with very many
     /// unknown references and groups stays linear.
     suggestion_budget: usize,
+    env_files: &'a EnvFiles,
+    /// The variables of the topology-scope env files, in precedence order.
+    top_env: Vec<(String, String)>,
 }
 
 /// An `after` waiting for every group to be resolved (its default state
@@ -124,6 +142,14 @@ impl<'a> Resolver<'a> {
             }
         }
 
+        // Topology-scope env files come first in every group's environment.
+        for item in &t.items {
+            if let TopItemKind::EnvFile(path) = &item.kind {
+                let vars = self.env_file(path);
+                merge_env(&mut self.top_env, vars);
+            }
+        }
+
         // Pass 2: groups.
         let mut pending = Vec::new();
         let mut groups: Vec<Group> = Vec::with_capacity(defs.len());
@@ -131,6 +157,7 @@ impl<'a> Resolver<'a> {
         for (id, g) in defs.iter().enumerate() {
             groups.push(self.group(id, g, &mut pending, &mut allows));
         }
+        self.total_processes(&defs, &groups);
         for p in pending {
             let target = &groups[p.to];
             let state = p.state.unwrap_or(if target.ready.is_some() {
@@ -195,7 +222,7 @@ impl<'a> Resolver<'a> {
                         allows.push(allow);
                     }
                 }
-                TopItemKind::Group(_) => {}
+                TopItemKind::Group(_) | TopItemKind::EnvFile(_) => {}
             }
         }
         let default_span = t.name.span;
@@ -227,6 +254,53 @@ impl<'a> Resolver<'a> {
             groups,
             allows,
         }
+    }
+
+    /// FR104 when the groups run more processes in all than a plan holds
+    /// ([`crate::plan::MAX_PLAN_PROCESSES`]), so `lint` refuses what `plan`
+    /// and `up` would. Labels the three largest `processes` settings.
+    fn total_processes(&mut self, defs: &[&ast::Group], groups: &[Group]) {
+        let max = crate::plan::MAX_PLAN_PROCESSES as u64;
+        let total: u64 = groups.iter().map(|g| u64::from(g.processes)).sum();
+        if total <= max {
+            return;
+        }
+        let mut largest: Vec<(u32, usize)> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.processes, i))
+            .collect();
+        largest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let span_of = |i: usize| {
+            defs[i]
+                .settings
+                .iter()
+                .find_map(|s| match &s.kind {
+                    SettingKind::Processes(n) => Some(n.span),
+                    _ => None,
+                })
+                .unwrap_or(defs[i].name.span)
+        };
+        let (n, first) = largest[0];
+        let mut d = Diagnostic::new(
+            "FR104",
+            format!("the topology runs {total} processes in all; flowrun plans at most {max}"),
+            Label::new(
+                span_of(first),
+                format!("`{}` runs {n}", groups[first].name.node),
+            ),
+        )
+        .with_help(format!(
+            "lower `processes` by {} in all, or split the topology into several",
+            total - max
+        ));
+        for &(n, i) in largest.iter().skip(1).take(2) {
+            d = d.with_related(Label::new(
+                span_of(i),
+                format!("`{}` runs {n}", groups[i].name.node),
+            ));
+        }
+        self.push(d);
     }
 
     /// FR102 for a single-valued setting given again. `kw_len` is the length
@@ -442,6 +516,7 @@ impl<'a> Resolver<'a> {
         let mut restart: Option<Restart> = None;
         let mut stop: Option<Stop> = None;
         let mut env = Vec::new();
+        let mut file_env = self.top_env.clone();
         let mut cwd = None;
         let mut process_group = (ProcessGroupMode::Own, None);
         let mut die_with_parent = (true, None);
@@ -459,6 +534,7 @@ impl<'a> Resolver<'a> {
                 SettingKind::Run(text) => command = Some(self.run(text)),
                 SettingKind::Sh(text) => {
                     self.non_empty(text, "sh");
+                    self.no_nul(text, "`sh`");
                     command = Some(Spanned::new(
                         Command::Sh {
                             script: text.node.clone(),
@@ -488,7 +564,14 @@ impl<'a> Resolver<'a> {
                 SettingKind::Restart(r) => restart = Some(self.restart(r, setting.span)),
                 SettingKind::Stop(l) => stop = Some(self.stop(l, setting.span)),
                 SettingKind::Env(vars) => env = self.env(vars),
-                SettingKind::Cwd(dir) => cwd = Some(dir.node.clone()),
+                SettingKind::EnvFile(path) => {
+                    let vars = self.env_file(path);
+                    merge_env(&mut file_env, vars);
+                }
+                SettingKind::Cwd(dir) => {
+                    self.no_nul(dir, "`cwd`");
+                    cwd = Some(dir.node.clone());
+                }
                 SettingKind::ProcessGroup(m) => process_group = (m.node, Some(setting.span)),
                 SettingKind::DieWithParent(b) => die_with_parent = (b.node, Some(setting.span)),
                 SettingKind::Allow(a) => {
@@ -498,6 +581,10 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
+
+        // Precedence: topology env files, then the group's, then `env { }`.
+        merge_env(&mut file_env, env);
+        let env = file_env;
 
         let processes = match processes {
             Some((n, span)) => self.count(
@@ -652,7 +739,31 @@ impl<'a> Resolver<'a> {
         false
     }
 
+    /// FR104 for a NUL character, which no argument, environment value or
+    /// path handed to the kernel can hold.
+    fn no_nul(&mut self, text: &Spanned<String>, what: &str) -> bool {
+        if !text.node.contains('\0') {
+            return true;
+        }
+        let raw = self.source.slice(text.span);
+        let span = raw.find('\0').map_or(text.span, |i| {
+            Span::new(text.span.start + i, text.span.start + i + 1)
+        });
+        self.push(
+            Diagnostic::new(
+                "FR104",
+                format!("{what} contains a NUL character"),
+                Label::new(span, "NUL"),
+            )
+            .with_help("remove it: the strings handed to a program (its arguments, environment and directory) end at the first NUL"),
+        );
+        false
+    }
+
     fn run(&mut self, text: &Spanned<String>) -> Spanned<Command> {
+        if !self.no_nul(text, "`run`") {
+            return Spanned::new(Command::Run { argv: Vec::new() }, text.span);
+        }
         let argv = if self.non_empty(text, "run") {
             match shell_words::split(&text.node) {
                 Ok(argv) => argv,
@@ -705,6 +816,15 @@ impl<'a> Resolver<'a> {
                     )
                     .with_help("write what to check inside the quotes"),
                 );
+            } else {
+                let target = Spanned::new(cmd.clone(), r.probe.span);
+                if self.no_nul(&target, "the readiness check") {
+                    match &r.probe.node {
+                        Probe::Http(url) => self.http_target(url, r.probe.span),
+                        Probe::Tcp(addr) => self.tcp_target(addr, r.probe.span),
+                        _ => {}
+                    }
+                }
             }
         }
         ReadyCheck {
@@ -715,6 +835,55 @@ impl<'a> Resolver<'a> {
                 .as_ref()
                 .map_or(Timeout::Finite(DEFAULT_READY_WITHIN), |w| w.node),
             span,
+        }
+    }
+
+    /// FR104 unless `url` is `http://HOST[:PORT][/PATH]`, what the probe
+    /// speaks (placeholders such as `{port}` count as written).
+    fn http_target(&mut self, url: &str, span: Span) {
+        let bad = |message: String, label: &str, help: String| {
+            Diagnostic::new("FR104", message, Label::new(span, label)).with_help(help)
+        };
+        if let Some(rest) = url.strip_prefix("https://") {
+            self.push(bad(
+                "`ready when http` does not speak HTTPS".into(),
+                "an https:// URL",
+                format!(
+                    "probe the service's plain-HTTP port (`http://{rest}`), or check it with `ready when exec \"curl -fsS {url}\"`"
+                ),
+            ));
+            return;
+        }
+        let Some(rest) = url.strip_prefix("http://") else {
+            self.push(bad(
+                format!("`{url}` is not an http:// URL"),
+                "not http://HOST[:PORT]/PATH",
+                "write a URL such as `http://127.0.0.1:{port}/healthz`".into(),
+            ));
+            return;
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+        if let Err(why) = host_port(authority, false) {
+            self.push(bad(
+                format!("the URL `{url}` {why}"),
+                "no usable host",
+                "write a URL such as `http://127.0.0.1:{port}/healthz`".into(),
+            ));
+        }
+    }
+
+    /// FR104 unless `addr` is `HOST:PORT`.
+    fn tcp_target(&mut self, addr: &str, span: Span) {
+        if let Err(why) = host_port(addr, true) {
+            self.push(
+                Diagnostic::new(
+                    "FR104",
+                    format!("the tcp target `{addr}` {why}"),
+                    Label::new(span, "not HOST:PORT"),
+                )
+                .with_help("write `HOST:PORT`, e.g. `127.0.0.1:{port}` or `localhost:5432`"),
+            );
         }
     }
 
@@ -786,15 +955,28 @@ impl<'a> Resolver<'a> {
     }
 
     fn stop(&mut self, l: &ast::StopLadder, span: Span) -> Stop {
-        let steps = l
+        let mut steps: Vec<LadderStep> = l
             .steps
             .iter()
             .map(|s| LadderStep {
                 signal: self.signal(&s.node.signal).unwrap_or(Sig::TERM),
-                drain: s.node.drain.node,
+                drain: s
+                    .node
+                    .drain
+                    .as_ref()
+                    .map_or(Timeout::Finite(Duration::ZERO), |d| d.node),
                 span: s.span,
             })
             .collect();
+        // Every ladder ends with SIGKILL to the whole process group, so a
+        // final `SIGKILL` (or `SIGKILL drain 0s`) says nothing more: it is
+        // not a step of its own (the plan would show SIGKILL twice).
+        if steps
+            .last()
+            .is_some_and(|s| s.signal == Sig::KILL && s.drain == Timeout::Finite(Duration::ZERO))
+        {
+            steps.pop();
+        }
         Stop {
             steps,
             target: l.target.as_ref().map_or(StopTarget::Leader, |t| t.node),
@@ -819,9 +1001,50 @@ impl<'a> Resolver<'a> {
                 continue;
             }
             first.insert(v.key.node.as_str(), v.key.span);
+            self.no_nul(&v.value, &format!("`{}`", v.key.node));
             out.push((v.key.node.clone(), v.value.node.clone()));
         }
         out
+    }
+
+    /// The variables of one `env-file`, in file order; a file that cannot
+    /// be read (FR104), a malformed line (FR104) and a key set twice in the
+    /// file (FR102) are findings at the path's span.
+    fn env_file(&mut self, path: &Spanned<String>) -> Vec<(String, String)> {
+        let name = path.node.as_str();
+        let text = match self.env_files.get(name) {
+            Ok(text) => text,
+            Err(why) => {
+                self.push(
+                    Diagnostic::new(
+                        "FR104",
+                        format!("cannot read env file `{name}`: {why}"),
+                        Label::new(path.span, "no such env file"),
+                    )
+                    .with_help(
+                        "fix the path: a relative path is read from the topology file's directory",
+                    ),
+                );
+                return Vec::new();
+            }
+        };
+        let (entries, problems) = crate::envfile::parse(text);
+        for p in problems {
+            let (code, label) = if p.first_set.is_some() {
+                ("FR102", "a variable is set twice in this file")
+            } else {
+                ("FR104", "this file has a malformed line")
+            };
+            self.push(
+                Diagnostic::new(
+                    code,
+                    format!("env file `{name}`, line {}: {}", p.line, p.message),
+                    Label::new(path.span, label),
+                )
+                .with_help("env files hold `KEY=value` lines (dotenv syntax: `#` comments, `export`, quotes; nothing is expanded)"),
+            );
+        }
+        entries.into_iter().map(|e| (e.key, e.value)).collect()
     }
 
     // ---- placeholders ----------------------------------------------------------
@@ -920,7 +1143,7 @@ fn single_valued(kind: &SettingKind) -> Option<(&'static str, &'static str)> {
         SettingKind::Cwd(_) => ("cwd", "`cwd`"),
         SettingKind::ProcessGroup(_) => ("process-group", "`process-group`"),
         SettingKind::DieWithParent(_) => ("die-with-parent", "`die-with-parent`"),
-        SettingKind::After { .. } | SettingKind::Allow(_) => return None,
+        SettingKind::After { .. } | SettingKind::Allow(_) | SettingKind::EnvFile(_) => return None,
     })
 }
 
@@ -938,6 +1161,7 @@ fn keyword_len(kind: &SettingKind) -> usize {
         SettingKind::Restart(_) => 7,
         SettingKind::Stop(_) => 4,
         SettingKind::Env(_) => 3,
+        SettingKind::EnvFile(_) => 8,
         SettingKind::Cwd(_) => 3,
         SettingKind::ProcessGroup(_) => 13,
         SettingKind::DieWithParent(_) => 15,
@@ -945,8 +1169,10 @@ fn keyword_len(kind: &SettingKind) -> usize {
     }
 }
 
-/// The closest candidate to a misspelt `word`, if one is close enough.
-fn did_you_mean<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> Option<&'c str> {
+/// The closest candidate to a misspelt `word`, if one is close enough
+/// (case is ignored: `Processes` finds `processes`). The one did-you-mean
+/// of the language: the parser uses it for keywords.
+pub fn did_you_mean<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> Option<&'c str> {
     let limit = (word.chars().count() / 3).max(1);
     let lower = word.to_ascii_lowercase();
     candidates
@@ -962,20 +1188,55 @@ fn did_you_mean<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> Op
         .map(|(_, c)| c)
 }
 
-/// `1m30s`-style text for messages.
-fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        return "0s".into();
+/// Set `vars` over `env`: a key already there gets the new value in place,
+/// a new key is appended.
+fn merge_env(env: &mut Vec<(String, String)>, vars: Vec<(String, String)>) {
+    if env.is_empty() {
+        *env = vars;
+        return;
     }
-    let mut out = String::new();
-    let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
-    let (m, rest) = (rest / 60_000, rest % 60_000);
-    let (s, ms) = (rest / 1000, rest % 1000);
-    for (v, unit) in [(h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
-        if v > 0 {
-            out.push_str(&format!("{v}{unit}"));
+    let mut at: HashMap<String, usize> = env
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (k.clone(), i))
+        .collect();
+    for (k, v) in vars {
+        match at.get(&k) {
+            Some(&i) => env[i].1 = v,
+            None => {
+                at.insert(k.clone(), env.len());
+                env.push((k, v));
+            }
         }
     }
-    out
+}
+
+/// Check `HOST[:PORT]` (`[v6]:PORT` too); a port is required when
+/// `need_port`. A placeholder (`{port}`) stands for a valid value. The
+/// error completes "the target `…` ".
+fn host_port(authority: &str, need_port: bool) -> Result<(), &'static str> {
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, rest)) => (h, rest.strip_prefix(':')),
+            None => return Err("has an unclosed `[`"),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    let placeholder = |t: &str| t.starts_with('{') && t.ends_with('}');
+    match port {
+        None if need_port => Err("has no port (write HOST:PORT)"),
+        None => Ok(()),
+        Some(p) if placeholder(p) => Ok(()),
+        Some(p) => match p.parse::<u32>() {
+            Ok(1..=65_535) => Ok(()),
+            _ => Err("has no valid port (1 to 65535)"),
+        },
+    }
 }

@@ -34,7 +34,7 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
         };
         let mut d = Diagnostic::new(
             "FR201",
-            format!("dependency cycle: {}", names.join(" → ")),
+            format!("`after` waits in a circle: {}", names.join(" → ")),
             Label::new(first_span, first_label),
         )
         .with_help(

@@ -4,13 +4,18 @@
 //! daemonizes itself, found by lexing the literal (see [`super::shell`]):
 //! - in `sh` scripts, a background `&` (not `&&`, not `&>`/`>&`);
 //! - a command word (after `NAME=value` assignments and wrappers such as
-//!   `exec`, `env`, `nice`, `sudo`) that is `nohup`, `setsid`, `daemonize`
-//!   or `start-stop-daemon`;
+//!   `exec`, `env`, `nice`, `sudo`, `timeout`, `chpst`, `setpriv`, with
+//!   their options *and the options' arguments*: `sudo -u www nohup x`
+//!   finds `nohup`) that is `nohup`, `setsid`, `daemonize` or
+//!   `start-stop-daemon`;
 //! - a `--daemon`, `--daemonize`, `--detach`, `--background` or `--fork`
-//!   flag, unless its value says no (`--daemonize no`, `--daemon=false`);
+//!   flag, or its single-dash form (`-daemon`, as Kafka's scripts take),
+//!   unless its value says no (`--daemonize no`, `--daemon=false`);
 //! - `-d` (alone or in a short cluster like `-itd`) only for
-//!   `docker`/`podman`/`nerdctl`, where it means detach; elsewhere `-d` and
-//!   `-D` mean too many other things to be reported;
+//!   `docker`/`podman`/`nerdctl`, and only among the CLI's own options:
+//!   before the image of `run`/`create` or the container of `exec` (after
+//!   it, `-d` is the inner program's: `compose exec -T db psql -d app`);
+//!   elsewhere `-d` and `-D` mean too many other things to be reported;
 //! - the same inside a nested `sh -c 'SCRIPT'` (or `bash -c`, …), reported
 //!   on the script's word.
 
@@ -21,16 +26,201 @@ use crate::model::GroupId;
 use crate::source::Span;
 
 const DAEMONIZERS: &[&str] = &["nohup", "setsid", "daemonize", "start-stop-daemon"];
-const WRAPPERS: &[&str] = &[
-    "exec", "command", "builtin", "env", "nice", "ionice", "sudo", "doas", "time", "stdbuf",
-    "chrt", "taskset",
+/// Programs that run the rest of their arguments as a command: each with
+/// the options that take an argument (written as the next word) and how
+/// many positional arguments come before the command (`timeout 1h cmd`).
+const WRAPPERS: &[(&str, &[&str], usize)] = &[
+    ("exec", &["-a"], 0),
+    ("command", &[], 0),
+    ("builtin", &[], 0),
+    (
+        "env",
+        &["-u", "--unset", "-C", "--chdir", "-S", "--split-string"],
+        0,
+    ),
+    ("nice", &["-n", "--adjustment"], 0),
+    (
+        "ionice",
+        &[
+            "-c",
+            "--class",
+            "-n",
+            "--classdata",
+            "-p",
+            "--pid",
+            "-P",
+            "--pgid",
+            "-u",
+            "--uid",
+        ],
+        0,
+    ),
+    (
+        "sudo",
+        &[
+            "-u",
+            "--user",
+            "-g",
+            "--group",
+            "-C",
+            "--close-from",
+            "-D",
+            "--chdir",
+            "-h",
+            "--host",
+            "-p",
+            "--prompt",
+            "-r",
+            "--role",
+            "-t",
+            "--type",
+            "-T",
+            "--command-timeout",
+            "-U",
+            "--other-user",
+            "-R",
+            "--chroot",
+        ],
+        0,
+    ),
+    ("doas", &["-u", "-C"], 0),
+    (
+        "runuser",
+        &[
+            "-u",
+            "--user",
+            "-g",
+            "--group",
+            "-G",
+            "--supp-group",
+            "-w",
+            "--whitelist-environment",
+        ],
+        0,
+    ),
+    ("time", &["-f", "--format", "-o", "--output"], 0),
+    ("timeout", &["-s", "--signal", "-k", "--kill-after"], 1),
+    (
+        "stdbuf",
+        &["-i", "--input", "-o", "--output", "-e", "--error"],
+        0,
+    ),
+    ("chrt", &[], 1),
+    ("taskset", &[], 1),
+    (
+        "chpst",
+        &[
+            "-u", "-U", "-b", "-e", "-/", "-C", "-n", "-l", "-L", "-m", "-d", "-o", "-p", "-f",
+            "-c", "-r", "-t",
+        ],
+        0,
+    ),
+    (
+        "setpriv",
+        &[
+            "--reuid",
+            "--regid",
+            "--ruid",
+            "--rgid",
+            "--euid",
+            "--egid",
+            "--groups",
+            "--inh-caps",
+            "--ambient-caps",
+            "--bounding-set",
+            "--securebits",
+            "--pdeathsig",
+            "--selinux-label",
+            "--apparmor-profile",
+            "--landlock-access",
+            "--landlock-rule",
+            "--seccomp-filter",
+        ],
+        0,
+    ),
 ];
+/// Daemon flags, with two dashes or (as Kafka's scripts take them) one.
 const DAEMON_FLAGS: &[&str] = &[
     "--daemon",
     "--daemonize",
     "--detach",
     "--background",
     "--fork",
+    "-daemon",
+    "-daemonize",
+    "-detach",
+    "-background",
+];
+/// Options of `docker run`/`exec`/`create` (and podman's, nerdctl's, and
+/// the global and `compose` ones) that take the next word as their value.
+const CONTAINER_OPTS_WITH_ARG: &[&str] = &[
+    "-e",
+    "--env",
+    "--env-file",
+    "-v",
+    "--volume",
+    "-p",
+    "--publish",
+    "-w",
+    "--workdir",
+    "-u",
+    "--user",
+    "-l",
+    "--label",
+    "-h",
+    "--hostname",
+    "--name",
+    "--network",
+    "--net",
+    "--entrypoint",
+    "--mount",
+    "-m",
+    "--memory",
+    "--cpus",
+    "--restart",
+    "--platform",
+    "--pull",
+    "--add-host",
+    "--device",
+    "--log-driver",
+    "--log-opt",
+    "--cap-add",
+    "--cap-drop",
+    "--ulimit",
+    "--shm-size",
+    "--gpus",
+    "--runtime",
+    "--tmpfs",
+    "--dns",
+    "-a",
+    "--attach",
+    "--detach-keys",
+    "--user-ns",
+    "--pid",
+    "--ipc",
+    "--uts",
+    "--security-opt",
+    "--stop-signal",
+    "--stop-timeout",
+    "--health-cmd",
+    "--label-file",
+    "--link",
+    "--expose",
+    "--group-add",
+    "--cidfile",
+    "-f",
+    "--file",
+    "--project-name",
+    "--project-directory",
+    "--profile",
+    "-H",
+    "--host",
+    "--config",
+    "--context",
+    "--log-level",
+    "-c",
+    "--index",
+    "--pod",
 ];
 const NEGATIVE: &[&str] = &["no", "false", "0", "off"];
 const CONTAINER_CLIS: &[&str] = &["docker", "podman", "nerdctl"];
@@ -107,18 +297,7 @@ fn scan(toks: &[Tok], is_sh: bool, depth: u8, push: &mut dyn FnMut(Span, String,
             .command_words()
             .filter_map(|t| t.word().map(|w| (w, t.span())))
             .collect();
-        // Skip wrappers and their options.
-        let mut i = 0;
-        while i < words.len() && WRAPPERS.contains(&shell::basename(words[i].0)) {
-            i += 1;
-            while i < words.len()
-                && (words[i].0.starts_with('-')
-                    || words[i].0.contains('=')
-                    || words[i].0.parse::<i64>().is_ok())
-            {
-                i += 1;
-            }
-        }
+        let i = skip_wrappers(&words);
         let Some(&(cmd_word, cmd_span)) = words.get(i) else {
             continue;
         };
@@ -145,6 +324,13 @@ fn scan(toks: &[Tok], is_sh: bool, depth: u8, push: &mut dyn FnMut(Span, String,
             }
         }
         let container = CONTAINER_CLIS.contains(&base);
+        // For a container CLI, the words after the image (or the `exec`
+        // target) belong to the program inside: `psql -d app` is no detach.
+        let args = if container {
+            &args[..container_target(args)]
+        } else {
+            args
+        };
         for (k, &(w, span)) in args.iter().enumerate() {
             let (flag, value) = match w.split_once('=') {
                 Some((f, v)) => (f, Some(v)),
@@ -163,6 +349,65 @@ fn scan(toks: &[Tok], is_sh: bool, depth: u8, push: &mut dyn FnMut(Span, String,
             }
         }
     }
+}
+
+/// The index of the first word after the wrappers at the start of
+/// `words` (`sudo -u www nohup x` → `nohup`), skipping their options, the
+/// options' arguments, `NAME=value` words and leading positionals.
+fn skip_wrappers(words: &[(&str, Span)]) -> usize {
+    let mut i = 0;
+    while let Some(&(_, with_arg, positionals)) = words.get(i).and_then(|w| {
+        WRAPPERS
+            .iter()
+            .find(|(name, _, _)| *name == shell::basename(w.0))
+    }) {
+        i += 1;
+        while let Some(&(w, _)) = words.get(i) {
+            if w == "--" {
+                i += 1;
+                break;
+            }
+            if with_arg.contains(&w) {
+                i += 2;
+            } else if w.starts_with('-') && w.len() > 1 || w.contains('=') {
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        i += positionals;
+    }
+    i.min(words.len())
+}
+
+/// How many of a container CLI's arguments are its own: those before the
+/// image of `run`/`create` or the container of `exec` (`docker compose
+/// exec -T db psql -d app` → `compose exec -T db`); all of them for other
+/// subcommands (`compose up -d`).
+fn container_target(args: &[(&str, Span)]) -> usize {
+    let mut k = 0;
+    let mut runs = false;
+    while let Some(&(w, _)) = args.get(k) {
+        if CONTAINER_OPTS_WITH_ARG.contains(&w) {
+            k += 2;
+            continue;
+        }
+        if w.starts_with('-') {
+            k += 1;
+            continue;
+        }
+        if runs {
+            // The image, container or service: what follows is the program's.
+            return k + 1;
+        }
+        match w {
+            "run" | "exec" | "create" => runs = true,
+            "compose" | "container" => {}
+            _ => return args.len(),
+        }
+        k += 1;
+    }
+    args.len()
 }
 
 /// `-c`, `-ec`, `-lc`, `-xc`: a shell's "run this script" option.

@@ -14,7 +14,13 @@
 //! - every command before the last is a quick built-in that finishes
 //!   before the program starts: `cd`, `export`, `set`, `unset`,
 //!   `readonly`, `umask`, `ulimit`, `true`, `:`, `test`/`[`, `echo`,
-//!   `printf`, `exit`, or only `NAME=value` assignments. So
+//!   `printf`, `exit`, `trap`, `.`/`source`, `shift`, `local`, `hash`,
+//!   `wait`, or only `NAME=value` assignments;
+//! - `if … fi` and `case … esac` are understood: when the script ends with
+//!   one, the last command of every branch must `exec` (or `exit`), and
+//!   the conditions count as commands before the program. Reserved words
+//!   (`then`, `fi`, `esac`, `done`, …) are never commands; a script that
+//!   ends in a `while`/`until`/`for` loop keeps the shell as the leader. So
 //!   `cd app && exec gunicorn …` is fine; `python migrate.py && exec
 //!   gunicorn …` is not (a stop during the migration reaches only the
 //!   shell).
@@ -29,9 +35,10 @@ use crate::diagnostic::{Diagnostic, Label};
 use crate::model::Command;
 use crate::source::Span;
 
+/// Built-ins that finish at once, in the shell itself (no child).
 const SETUP: &[&str] = &[
     "cd", "export", "set", "unset", "readonly", "umask", "ulimit", "true", ":", "test", "[",
-    "echo", "printf", "exit",
+    "echo", "printf", "exit", "trap", ".", "source", "shift", "local", "hash", "wait",
 ];
 
 pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
@@ -69,8 +76,29 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// Words that open, divide or close a compound command; they run nothing.
+const RESERVED: &[&str] = &[
+    "if", "then", "elif", "else", "fi", "case", "esac", "while", "until", "for", "do", "done", "{",
+    "}", "!",
+];
+
+/// One simple command with its compound-command context.
+struct Unit<'a> {
+    cmd: &'a shell::Simple<'a>,
+    /// The command's words after leading reserved words.
+    words: Vec<&'a Tok>,
+    /// Which top-level construct (command, `if`, `case`, loop) it is in.
+    construct: usize,
+    /// The last command of its branch (before `else`, `elif`, `fi`, `;;`,
+    /// `esac`, or the end of the script).
+    branch_final: bool,
+    /// Inside an `if` or `case`.
+    in_branch: bool,
+}
+
 /// Every reason the script is not a single `exec`'d command, in order of
-/// importance, each with the span that shows it.
+/// importance, each with the span that shows it. `if` and `case` are
+/// understood: a script whose every branch ends in `exec` is fine.
 fn problems(toks: &[Tok]) -> Vec<(Span, String)> {
     let mut out = Vec::new();
     for t in toks {
@@ -83,42 +111,110 @@ fn problems(toks: &[Tok]) -> Vec<(Span, String)> {
             }
         }
     }
-    let commands: Vec<shell::Simple> = shell::simple_commands(toks)
-        .into_iter()
-        .filter(|c| !c.words.is_empty())
-        .collect();
-    let Some((last, before)) = commands.split_last() else {
-        return out;
-    };
-    for c in before {
-        if c.end.is_some_and(|(op, _)| op == Op::Pipe) {
-            continue; // reported as a pipeline
-        }
-        let Some(word) = c.command_words().find_map(Tok::word) else {
-            continue; // only assignments
-        };
-        if !SETUP.contains(&word) {
-            if let Some(span) = c.span() {
-                out.push((
-                    span,
-                    format!("runs `{word}` as a child of the shell before the program"),
-                ));
+    let commands = shell::simple_commands(toks);
+    let mut units: Vec<Unit> = Vec::new();
+    // Open compound commands: `if`, `case`, or a loop.
+    let mut stack: Vec<&str> = Vec::new();
+    let mut construct = 0;
+    let mut loops: Vec<(usize, Span, &str)> = Vec::new();
+    for cmd in &commands {
+        let mut words: Vec<&Tok> = cmd.words.clone();
+        let mut ends_branch = false;
+        while let Some(w) = words.first().and_then(|t| t.word()) {
+            if !RESERVED.contains(&w) || matches!(words[0], Tok::Word { quoted: true, .. }) {
+                break;
+            }
+            let span = words[0].span();
+            words.remove(0);
+            match w {
+                "if" | "case" => stack.push(w),
+                "while" | "until" | "for" => {
+                    stack.push("loop");
+                    loops.push((construct, span, w));
+                }
+                "fi" | "esac" | "done" => {
+                    stack.pop();
+                    ends_branch = true;
+                }
+                "elif" | "else" => ends_branch = true,
+                _ => {}
             }
         }
+        if ends_branch {
+            if let Some(prev) = units.last_mut() {
+                prev.branch_final = true;
+            }
+        }
+        let in_case = stack.last() == Some(&"case");
+        // `case WORD in`, `for NAME in …`: headers, not commands.
+        let header = words.iter().any(|t| t.word() == Some("in"))
+            && cmd
+                .words
+                .first()
+                .and_then(|t| t.word())
+                .is_some_and(|w| w == "case" || w == "for");
+        // `pattern)` inside a `case`.
+        let pattern = in_case && cmd.end.is_some_and(|(op, _)| op == Op::RParen);
+        // `;;` ends a case branch: an empty command ended by `;`.
+        if in_case && cmd.words.is_empty() && cmd.end.is_some_and(|(op, _)| op == Op::Semi) {
+            if let Some(prev) = units.last_mut() {
+                prev.branch_final = true;
+            }
+        }
+        if !(header || pattern || words.is_empty()) {
+            units.push(Unit {
+                cmd,
+                words,
+                construct,
+                branch_final: false,
+                in_branch: !stack.is_empty(),
+            });
+        }
+        if stack.is_empty() {
+            construct += 1;
+        }
     }
-    let mut words = last.command_words().filter_map(Tok::word);
-    let exec_ok = words.next() == Some("exec") && words.next().is_some();
-    if !exec_ok {
-        if let Some(span) = last.span() {
-            let word = last.command_words().find_map(Tok::word).unwrap_or("");
-            out.push((span, format!("does not `exec` its last command `{word}`")));
+    if let Some(last) = units.last_mut() {
+        last.branch_final = true;
+    }
+    let last_construct = units.last().map_or(0, |u| u.construct);
+    let loop_last = loops.iter().find(|l| l.0 == last_construct);
+    let mut last_problem =
+        loop_last.map(|&(_, span, kw)| (span, format!("ends in a `{kw}` loop run by the shell")));
+    for u in &units {
+        if u.cmd.end.is_some_and(|(op, _)| op == Op::Pipe) {
+            continue; // reported as a pipeline
+        }
+        let mut cw = u
+            .words
+            .iter()
+            .copied()
+            .skip_while(|w| matches!(w, Tok::Word { assign: true, .. }))
+            .filter_map(Tok::word);
+        let Some(word) = cw.next() else {
+            continue; // only assignments
+        };
+        let execs = word == "exec" && cw.next().is_some();
+        let span = u.words[0].span().join(u.words[u.words.len() - 1].span());
+        if u.branch_final && u.construct == last_construct && loop_last.is_none() {
+            if !execs && word != "exit" {
+                let what = if u.in_branch {
+                    format!("does not `exec` `{word}`, the last command of a branch")
+                } else {
+                    format!("does not `exec` its last command `{word}`")
+                };
+                last_problem.get_or_insert((span, what));
+            }
+        } else if !execs && !SETUP.contains(&word) {
+            out.push((
+                span,
+                format!("runs `{word}` as a child of the shell before the program"),
+            ));
         }
     }
     // The last command is the most telling problem; keep the others in order.
-    if !exec_ok {
-        if let Some(p) = out.pop() {
-            out.insert(0, p);
-        }
+    if let Some(p) = last_problem {
+        out.insert(0, p);
     }
     out
 }
@@ -162,5 +258,39 @@ mod tests {
             ]
         );
         assert!(!reasons("(exec a)").is_empty());
+        assert_eq!(
+            reasons("trap 'x' TERM; . ./env.sh; while true; do app; done"),
+            [
+                "ends in a `while` loop run by the shell",
+                "runs `app` as a child of the shell before the program"
+            ]
+        );
+    }
+
+    #[test]
+    fn branches_that_all_exec_are_one_exec() {
+        assert!(reasons("trap '' HUP; . ./env; exec app").is_empty());
+        assert!(reasons("if [ -n \"$W\" ]; then exec worker; else exec web; fi").is_empty());
+        assert!(reasons(
+            "if [ -f a ]\nthen\n  cd a\n  exec x\nelif [ -f b ]; then exec y\nelse\n  exit 1\nfi\n"
+        )
+        .is_empty());
+        assert!(reasons(
+            "case \"$MODE\" in\n  web) exec gunicorn ;;\n  *) exec celery worker ;;\nesac"
+        )
+        .is_empty());
+        assert!(reasons("if [ -z \"$X\" ]; then echo no; fi; exec app").is_empty());
+        assert_eq!(
+            reasons("if [ -f a ]; then exec x; else run-y; fi"),
+            ["does not `exec` `run-y`, the last command of a branch"]
+        );
+        assert_eq!(
+            reasons("case $M in a) exec x;; b) y;; esac"),
+            ["does not `exec` `y`, the last command of a branch"]
+        );
+        assert_eq!(
+            reasons("if pg_isready; then exec app; fi"),
+            ["runs `pg_isready` as a child of the shell before the program"]
+        );
     }
 }

@@ -580,7 +580,12 @@ fn plan_and_up_refuse_more_processes_than_a_plan_can_hold() {
             stderr(&o)
         );
     }
+    // `lint` agrees (FR104).
+    let o = flowrun(&["lint", "--format", "short", &f]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("error[FR104] the topology runs 300000 processes in all"));
     // --scale counts too: 65,536 + 4 x 60,000 is over; nothing is started.
+    let f = fixture("scale-over.pf");
     let o = flowrun(&["up", &f, "--scale", "a=65536"]);
     assert_eq!(code(&o), 2);
     assert!(

@@ -262,7 +262,10 @@ fn spec_example_parses_to_the_expected_shape() {
     };
     assert_eq!(stop.steps.len(), 1);
     assert_eq!(stop.steps[0].node.signal.node, "SIGTERM");
-    assert_eq!(stop.steps[0].node.drain.node, Timeout::Finite(secs(20)));
+    assert_eq!(
+        stop.steps[0].node.drain.as_ref().unwrap().node,
+        Timeout::Finite(secs(20))
+    );
     assert!(stop.target.is_none());
 
     let worker = &gs[2].settings;
@@ -281,7 +284,12 @@ fn spec_example_parses_to_the_expected_shape() {
     let ladder: Vec<(&str, Timeout)> = stop
         .steps
         .iter()
-        .map(|s| (s.node.signal.node.as_str(), s.node.drain.node))
+        .map(|s| {
+            (
+                s.node.signal.node.as_str(),
+                s.node.drain.as_ref().unwrap().node,
+            )
+        })
         .collect();
     assert_eq!(
         ladder,
@@ -491,7 +499,10 @@ fn every_group_setting() {
     let SettingKind::Stop(st) = &s[17] else {
         panic!()
     };
-    assert_eq!(st.steps[0].node.drain.node, Timeout::Forever);
+    assert_eq!(
+        st.steps[0].node.drain.as_ref().unwrap().node,
+        Timeout::Forever
+    );
     assert_eq!(st.steps[1].node.signal.node, "SIGKILL");
     assert_eq!(st.target.as_ref().unwrap().node, StopTarget::Group);
     let SettingKind::Stop(st) = &s[18] else {
@@ -578,12 +589,9 @@ fn fr001_messages_are_pinned() {
     );
     assert_eq!(
         fr001("topology x {"),
-        "1:13 expected a topology statement (`shutdown`, `finish`, `on`, `escalate`, `allow` or `group`) or `}` [unexpected end of file]"
+        "1:12 the file ends before the `{` of topology `x` is closed [this `{` is never closed]"
     );
-    assert_eq!(
-        help("topology x {"),
-        "a `{` is never closed: add the missing `}`"
-    );
+    assert_eq!(help("topology x {"), "add the missing `}` for topology `x`");
     assert_eq!(
         fr001("topology x {\n  on SIGINT drain restart api\n}"),
         "2:19 expected a group name, `}` or the end of the statement [unexpected `restart`]"
@@ -629,7 +637,7 @@ fn fr001_messages_are_pinned() {
     );
     assert_eq!(
         fr001("topology x {\n  shutdwn within 1s\n}"),
-        "2:3 expected a topology statement (`shutdown`, `finish`, `on`, `escalate`, `allow` or `group`) or `}` [unexpected `shutdwn`]"
+        "2:3 expected a topology statement (`shutdown`, `finish`, `on`, `escalate`, `allow`, `env-file` or `group`) or `}` [unexpected `shutdwn`]"
     );
     assert_eq!(
         help("topology x {\n  shutdwn within 1s\n}"),
@@ -637,7 +645,7 @@ fn fr001_messages_are_pinned() {
     );
     assert_eq!(
         fr001("topology x {\n  group a {\n    processes 4\n  on SIGINT drain\n}"),
-        "4:3 expected a group setting (`run`, `sh`, `processes`, `coroutines`, `port`, `once`, `after`, `ready`, `restart`, `stop`, `env`, `cwd`, `process-group`, `die-with-parent` or `allow`) or `}` [unexpected `on`]"
+        "4:3 expected a group setting (`run`, `sh`, `processes`, `coroutines`, `port`, `once`, `after`, `ready`, `restart`, `stop`, `env`, `env-file`, `cwd`, `process-group`, `die-with-parent` or `allow`) or `}` [unexpected `on`]"
     );
     assert!(
         help("topology x {\n  group a {\n    processes 4\n  on SIGINT drain\n}")
@@ -669,7 +677,7 @@ fn fr001_messages_are_pinned() {
     );
     assert_eq!(
         fr001("topology x { shutdown within 1.5s }"),
-        "1:30 expected a duration like 10s or `forever` [unexpected `1`]"
+        "1:30 expected a duration like 10s or `forever` [unexpected `1.5s`]"
     );
     assert!(help("topology x { shutdown within 1.5s }").contains("`1500ms`"));
     assert_eq!(
@@ -684,6 +692,135 @@ fn fr001_messages_are_pinned() {
         fr001("topology x { on SIGUSR1 { } }"),
         "1:27 expected a handler step (`drain`, `restart`, `reload`, `forward`, `wait`, `kill` or `ignore`) [unexpected `}`]"
     );
+}
+
+/// The mistakes people make, each with the help that fixes it (the
+/// rendered reports are in `tests/fixtures/cases/`, snapshotted by the
+/// rules tests).
+#[test]
+fn fr001_help_for_common_mistakes() {
+    let g = |body: &str| {
+        format!("topology x {{\n  group api {{\n    run \"a\"\n    {body}\n  }}\n}}\n")
+    };
+    let cases: &[(String, &str, &str)] = &[
+        (g("processes: 4"), "[unexpected `:`]", "write `processes 4`"),
+        (g("processes=4"), "[unexpected `=`]", "write `processes 4`"),
+        (
+            g("proceses 4"),
+            "[unexpected `proceses`]",
+            "did you mean `processes`?",
+        ),
+        (
+            g("Processes 4"),
+            "[unexpected `Processes`]",
+            "keywords are lower case: `processes`",
+        ),
+        (
+            g("processes 4.5"),
+            "[unexpected `4.5`]",
+            "numbers are whole",
+        ),
+        (
+            g("die-with-parent false"),
+            "[unexpected `false`]",
+            "write `yes` or `no`",
+        ),
+        (
+            g("restart on_failure"),
+            "[unexpected `on_failure`]",
+            "did you mean `on-failure`?",
+        ),
+        (
+            g("restart always backoff 1s-5s"),
+            "[unexpected `1s-5s`]",
+            "`1s..5s`",
+        ),
+        (g("cwd /tmp"), "[unexpected `/tmp`]", "`cwd \"/tmp\"`"),
+        (
+            g("after api redy"),
+            "[unexpected `redy`]",
+            "did you mean `ready`?",
+        ),
+        (
+            g("stop SIGTERM drain 1m 30s"),
+            "[unexpected `30s`]",
+            "`1m30s`",
+        ),
+        (
+            "topology x {\n  group api:\n    run \"a\"\n}\n".into(),
+            "[unexpected `:`]",
+            "write `group api {`",
+        ),
+        (
+            "topology x {\n  escalate on-repeat\n}\n".into(),
+            "[unexpected `on-repeat`]",
+            "`escalate on repeat`",
+        ),
+        (
+            "topology x {\n  allow FR304 because legacy code\n}\n".into(),
+            "[unexpected `legacy code`]",
+            "`because \"legacy code\"`",
+        ),
+        (
+            "topology x {\n  on SIGUSR1 wait api 10s\n}\n".into(),
+            "[unexpected `10s`]",
+            "`within 10s`",
+        ),
+        (
+            "topology x {\n  on SIGUSR1 forward SIGTERM api\n}\n".into(),
+            "[unexpected `api`]",
+            "`to api`",
+        ),
+        (
+            "topology x {\n  group café { run \"a\" }\n}\n".into(),
+            "[unexpected `café`]",
+            "names are ASCII",
+        ),
+        (
+            "topology x {\n  group api { run 'a' }\n}\n".into(),
+            "[unexpected `'a'`]",
+            "`run \"a\"`",
+        ),
+        (
+            "topology x {\n  group api { run \"a\" }\n}\n}\n".into(),
+            "extra `}`",
+            "remove it",
+        ),
+        (
+            "topology x {\n  group api { run \"a\" } }\n  group b { run \"b\" }\n}\n".into(),
+            "[unexpected `group`]",
+            "closed by the `}` on line 2",
+        ),
+        (
+            "topology x {\n  group api {\n    env { A = \"1\"\n    run \"a\"\n  }\n}\n".into(),
+            "3:5 `env {` is never closed",
+            "close the `env` block",
+        ),
+        (
+            "topology x {\n  group api {\n    run \"a\"\n}\n".into(),
+            "2:13 the file ends before the `{` of group `api` is closed",
+            "judging by the indentation",
+        ),
+        (
+            g("stop SIGTERM then SIGKILL"),
+            "expected `drain` and a time after SIGTERM",
+            "only a final SIGKILL",
+        ),
+    ];
+    for (text, line, help_has) in cases {
+        let got = fr001(text);
+        assert!(got.contains(line), "{text:?}: {got}");
+        if !help_has.is_empty() {
+            let h = help(text);
+            assert!(
+                h.contains(help_has),
+                "{text:?}: help {h:?} lacks {help_has:?}"
+            );
+        }
+    }
+    // A final SIGKILL needs no drain.
+    ok("topology x {\n  group api {\n    run \"a\"\n    stop SIGTERM drain 5s then SIGKILL\n  }\n}\n");
+    ok("topology x {\n  env-file \"a.env\"\n  group api {\n    run \"a\"\n    env-file \"b.env\"\n  }\n}\n");
 }
 
 #[test]
@@ -791,4 +928,59 @@ fn timing_500_to_50000_groups() {
             src.text.len()
         );
     }
+}
+
+/// The help and brace-matching paths slice the text around the error: feed
+/// them every case fixture cut at every character and with the usual
+/// culprits spliced in, and check spans stay on character boundaries
+/// inside the file. (`compile` runs too, for the env-file and ready paths.)
+#[test]
+fn syntax_help_never_panics_and_keeps_spans_inside() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cases");
+    let mut texts: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            (p.extension()? == "pf").then(|| std::fs::read_to_string(p).ok())?
+        })
+        .collect();
+    texts.sort();
+    let junk = [
+        ":", "=", "}", "{", "é", "café", "4.5", ".", "'", "\"", "1s-5s", "\n", "env {", "#",
+        "\u{0}", "\r\n", "then", "SIGKILL", "within", "1m 30s", "\u{FEFF}",
+    ];
+    let check = |text: &str| {
+        let src = SourceFile::new("tests/fixtures/cases/fuzz.pf", text);
+        let (_, diags) = parse(&src);
+        for d in &diags {
+            for s in std::iter::once(&d.primary.span).chain(d.related.iter().map(|l| &l.span)) {
+                assert!(s.start <= s.end && s.end <= text.len(), "{text:?}: {d:?}");
+                assert!(
+                    text.is_char_boundary(s.start) && text.is_char_boundary(s.end),
+                    "{text:?}: {d:?}"
+                );
+            }
+        }
+        let c = flowrun::compile(src, None);
+        for d in &c.diagnostics {
+            assert!(d.primary.span.end <= text.len(), "{text:?}: {d:?}");
+        }
+    };
+    let mut n = 0;
+    for text in &texts {
+        let bounds: Vec<usize> = (0..=text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .collect();
+        for &i in &bounds {
+            check(&text[..i]);
+            n += 1;
+        }
+        for &i in bounds.iter().step_by(11) {
+            for j in junk {
+                check(&format!("{}{j}{}", &text[..i], &text[i..]));
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 10_000, "only {n} inputs");
 }

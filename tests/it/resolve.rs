@@ -580,3 +580,29 @@ fn model_spans_cover_their_statements() {
     assert!(b.restart.span.is_none() && b.stop.span.is_none());
     assert!(b.process_group_span.is_none() && b.die_with_parent_span.is_none());
 }
+
+/// A NUL cannot be passed to a program: `run` (and every other string
+/// handed to the kernel) with one is FR104, pointed at the character.
+#[test]
+fn nul_in_a_command_is_rejected() {
+    let text = "topology t {\n  group a {\n    run \"app --sep \0 x\"\n  }\n}\n";
+    let src = SourceFile::new("nul.pf", text);
+    let (file, diags) = flowrun::parse::parse(&src);
+    assert!(diags.is_empty(), "{diags:?}");
+    let (_, diags) = resolve(&src, &file.unwrap());
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert_eq!(diags[0].code, "FR104");
+    assert_eq!(
+        &text[diags[0].primary.span.start..diags[0].primary.span.end],
+        "\0"
+    );
+    // The short form: the human one would print the NUL itself.
+    let short = flowrun::render::short_line(&src, &diags[0]);
+    insta::with_settings!({
+        snapshot_path => "../../snapshots",
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!("case_nul_in_run", short);
+    });
+}

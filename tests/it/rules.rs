@@ -592,3 +592,160 @@ fn spans_are_exact() {
         assert_eq!(c.source.slice(d.primary.span), text, "{stem}: {code}");
     }
 }
+
+const CASES: &str = "tests/fixtures/cases";
+
+/// The codes a case fixture's second line promises: `# expect: FR001`,
+/// `# expect: FR102 FR104` or `# expect: none`.
+fn expected_codes(text: &str) -> Vec<String> {
+    let line = text.lines().nth(1).unwrap_or("");
+    let list = line
+        .strip_prefix("# expect:")
+        .unwrap_or_else(|| panic!("second line must be `# expect: …`, not {line:?}"));
+    list.split_whitespace()
+        .filter(|c| *c != "none")
+        .map(str::to_string)
+        .collect()
+}
+
+/// `tests/fixtures/cases/`: the language's mistakes people actually make,
+/// and the edges of rules, one file each. Each starts with a comment
+/// saying what it shows and a `# expect:` line with the codes it must
+/// produce (exactly that set); a syntax error must come with a help line.
+/// The human report of each is snapshotted (`snapshots/case_NAME.snap`).
+#[test]
+fn case_fixtures_find_what_they_expect_and_match_snapshots() {
+    let dir = root().join(CASES);
+    let mut stems: Vec<String> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures/cases exists")
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            (p.extension()? == "pf").then(|| p.file_stem()?.to_str().map(str::to_string))?
+        })
+        .collect();
+    stems.sort();
+    assert!(stems.len() >= 30, "only {} case fixtures", stems.len());
+    let mut failures = Vec::new();
+    for stem in &stems {
+        let rel = format!("{CASES}/{stem}.pf");
+        let text = std::fs::read_to_string(root().join(&rel)).unwrap();
+        assert!(text.starts_with("# "), "{rel} must start with a comment");
+        let want = expected_codes(&text);
+        let compiled = compile(SourceFile::new(rel.clone(), text), Some(&test_host()));
+        let mut found: Vec<String> = codes(&compiled).iter().map(|c| c.to_string()).collect();
+        found.sort();
+        found.dedup();
+        if found != want {
+            failures.push(format!("{rel}: expected {want:?}, found {found:?}"));
+        }
+        for d in &compiled.diagnostics {
+            if d.code == "FR001" && d.help.is_none() {
+                failures.push(format!("{rel}: FR001 without help: {}", d.message));
+            }
+        }
+        let human = render::human(&compiled.source, &compiled.diagnostics, 100, false);
+        insta::with_settings!({
+            snapshot_path => "../../snapshots",
+            prepend_module_to_snapshot => false,
+            description => rel.clone(),
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!(format!("case_{stem}"), human);
+        });
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Env files: topology scope, then group scope, then `env { }`; the merged
+/// environment is what the plan (and so `up`) gives every process.
+#[test]
+fn env_files_merge_in_precedence_order_into_the_plan() {
+    let rel = format!("{CASES}/env_file.pf");
+    let text = std::fs::read_to_string(root().join(&rel)).unwrap();
+    let compiled = compile(SourceFile::new(rel, text), None);
+    assert!(
+        compiled.diagnostics.is_empty(),
+        "{:?}",
+        compiled.diagnostics
+    );
+    let plan = flowrun::plan::build(compiled.model.as_ref().unwrap(), &Default::default());
+    let env: Vec<(&str, &str)> = plan.processes[0]
+        .env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("FLOWRUN_"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("LOG_LEVEL", "debug"),
+            ("APP_NAME", "api"),
+            ("HOME_DIR", "$HOME"),
+            ("WORKERS", "4"),
+        ]
+    );
+    // Without the files (`compile_with` reading nothing), each is a finding.
+    let text = std::fs::read_to_string(root().join(CASES).join("env_file.pf")).unwrap();
+    let c = flowrun::compile_with(SourceFile::new("x.pf", text), None, &|p: &str| {
+        Err(format!("{p} is not here"))
+    });
+    assert_eq!(codes(&c), ["FR104", "FR104"]);
+}
+
+/// A final bare SIGKILL (or `SIGKILL drain 0s`) is the ladder's own final
+/// SIGKILL: it is not a step of its own, so the plan shows SIGKILL once.
+#[test]
+fn a_final_sigkill_is_not_an_extra_step() {
+    for ladder in [
+        "SIGTERM drain 20s then SIGKILL",
+        "SIGTERM drain 20s then SIGKILL drain 0s",
+    ] {
+        let text = format!("topology t {{\n group a {{\n  run \"x\"\n  stop {ladder}\n }}\n}}\n");
+        let c = compile(SourceFile::new("t.pf", text), None);
+        assert!(c.diagnostics.is_empty(), "{:?}", c.diagnostics);
+        let g = &c.model.as_ref().unwrap().groups[0];
+        assert_eq!(g.stop.steps.len(), 1, "{ladder}");
+        let plan = flowrun::plan::build(c.model.as_ref().unwrap(), &Default::default());
+        let text = flowrun::plan::text(&plan, &c.source, &c.diagnostics);
+        assert_eq!(
+            text.matches("SIGKILL").count(),
+            text.matches("→ SIGKILL").count()
+        );
+        assert!(
+            text.contains("SIGTERM → 20s → SIGKILL (to leader)"),
+            "{text}"
+        );
+    }
+}
+
+/// More processes in all than a plan holds is FR104 at lint, as `plan` and
+/// `up` refuse it. (Written here rather than in tests/fixtures/cases: the
+/// never-panic campaign mutates every fixture and would plan 262,144
+/// processes for each mutation of it.)
+#[test]
+fn too_many_processes_in_all_is_a_lint_error() {
+    let mut text = String::from(
+        "# More than 262,144 processes in all: lint refuses what plan and up would.\ntopology swarm {\n",
+    );
+    for (g, n) in [
+        ("a", 65_536),
+        ("b", 65_536),
+        ("c", 65_536),
+        ("d", 65_536),
+        ("e", 2),
+    ] {
+        text += &format!("  group {g} {{\n    run \"w\"\n    processes {n}\n  }}\n");
+    }
+    text += "}\n";
+    let c = compile(SourceFile::new("too-many.pf", text), None);
+    assert_eq!(codes(&c), ["FR104"]);
+    let human = render::human(&c.source, &c.diagnostics, 100, false);
+    assert!(human.contains("262146 processes in all; flowrun plans at most 262144"));
+    insta::with_settings!({
+        snapshot_path => "../../snapshots",
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!("case_too_many_processes", human);
+    });
+}
