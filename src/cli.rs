@@ -49,9 +49,13 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct LintArgs {
-    /// Topology files to lint.
+    /// Topology files to lint; `-` reads standard input. A file named
+    /// twice is linted once.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// The path reported for standard input (`-`) [default: <stdin>].
+    #[arg(long, value_name = "PATH")]
+    pub stdin_filename: Option<String>,
     /// Output format [default: human].
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<LintFormat>,
@@ -255,19 +259,60 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// Standard input as a topology named `name`.
+fn read_stdin(name: &str) -> Result<SourceFile, String> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+        .map_err(|e| format!("flowrun: cannot read {name}: {}", io_reason(&e)))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "flowrun: cannot read {name}: not UTF-8 (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    Ok(SourceFile::new(name, text))
+}
+
+/// The files to lint, each once: `-` is standard input; two names of one
+/// file (`a.pf`, `./a.pf`) are one file, reported by the first name.
+fn unique_inputs(files: &[PathBuf]) -> Vec<&Path> {
+    let mut seen = std::collections::HashSet::new();
+    files
+        .iter()
+        .filter(|p| {
+            let key = if p.as_os_str() == "-" {
+                PathBuf::from("-")
+            } else {
+                p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+            };
+            seen.insert(key)
+        })
+        .map(PathBuf::as_path)
+        .collect()
+}
+
 fn lint(args: &LintArgs) -> i32 {
     let host = args.host.then(HostLimits::detect);
     let mut compiled = Vec::new();
-    let mut io_failed = false;
-    for path in &args.files {
-        match read_source(path) {
+    let mut unreadable = Vec::new();
+    for path in unique_inputs(&args.files) {
+        let read = if path.as_os_str() == "-" {
+            read_stdin(args.stdin_filename.as_deref().unwrap_or("<stdin>"))
+        } else {
+            read_source(path)
+        };
+        match read {
             Ok(source) => compiled.push(compile(source, host.as_ref())),
             Err(msg) => {
                 eprintln!("{msg}");
-                io_failed = true;
+                unreadable.push(render::Unreadable {
+                    name: path.display().to_string(),
+                    message: msg,
+                });
             }
         }
     }
+    let io_failed = !unreadable.is_empty();
     let stdout_tty = std::io::stdout().is_terminal();
     let format = args.format.unwrap_or(LintFormat::Human);
     let text = match format {
@@ -288,7 +333,7 @@ fn lint(args: &LintArgs) -> i32 {
         }
         LintFormat::Short => render::short(&compiled),
         LintFormat::Json => render::json(&compiled),
-        LintFormat::Sarif => render::sarif(&compiled),
+        LintFormat::Sarif => render::sarif(&compiled, &unreadable),
         LintFormat::Github => render::github(&compiled),
     };
     let failing = |s: Severity| s == Severity::Error || args.deny == Some(Deny::Warnings);
@@ -309,7 +354,8 @@ fn lint(args: &LintArgs) -> i32 {
     finish(out(&text), code)
 }
 
-/// `2 errors and 1 warning in 3 files`, or `None` when there are none.
+/// `2 errors and 1 warning in 2 of 3 files` (only files with findings are
+/// counted; `of N` when some were clean), or `None` when there are none.
 fn summary(files: &[Compiled]) -> Option<String> {
     let count = |s| {
         files
@@ -330,11 +376,13 @@ fn summary(files: &[Compiled]) -> Option<String> {
     if w > 0 {
         parts.push(plural(w, "warning"));
     }
-    Some(format!(
-        "flowrun: {} in {}",
-        parts.join(" and "),
-        plural(files.len(), "file")
-    ))
+    let dirty = files.iter().filter(|c| !c.diagnostics.is_empty()).count();
+    let files = if dirty == files.len() {
+        plural(dirty, "file")
+    } else {
+        format!("{dirty} of {}", plural(files.len(), "file"))
+    };
+    Some(format!("flowrun: {} in {files}", parts.join(" and ")))
 }
 
 /// Print a file's findings as the human report on stderr.

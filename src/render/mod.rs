@@ -25,6 +25,16 @@ use crate::Compiled;
 pub use github::github;
 pub use sarif::sarif;
 
+/// A file that could not be linted (missing, unreadable, not UTF-8): SARIF
+/// lists it as a failed invocation's notification.
+#[derive(Clone, Debug)]
+pub struct Unreadable {
+    /// The path as given.
+    pub name: String,
+    /// The one-line reason, as printed on stderr.
+    pub message: String,
+}
+
 /// `file:line:col: severity[CODE] message` (one line, no trailing newline).
 /// Builds a [`LineIndex`]: for many findings use [`short_line_indexed`].
 pub fn short_line(source: &SourceFile, d: &Diagnostic) -> String {
@@ -34,13 +44,15 @@ pub fn short_line(source: &SourceFile, d: &Diagnostic) -> String {
 /// [`short_line`] through a [`LineIndex`] built once for the file: use it
 /// for many findings of one file.
 pub fn short_line_indexed(lines: &LineIndex, source: &SourceFile, d: &Diagnostic) -> String {
-    format_short(source, lines.line_col(d.primary.span.start), d)
+    short_line_as(lines, &source.name, d)
 }
 
-fn format_short(source: &SourceFile, (line, col): (usize, usize), d: &Diagnostic) -> String {
+/// [`short_line_indexed`] with the file shown as `name`.
+pub fn short_line_as(lines: &LineIndex, name: &str, d: &Diagnostic) -> String {
+    let (line, col) = lines.line_col(d.primary.span.start);
     format!(
         "{}:{}:{}: {}[{}] {}",
-        source.name,
+        name,
         line,
         col,
         d.severity.as_str(),

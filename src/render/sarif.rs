@@ -4,8 +4,13 @@
 //! (so `ruleIndex` is the rule's position there); each finding is a result
 //! with its primary region and related locations. Columns count Unicode
 //! code points (`columnKind: unicodeCodePoints`), `endColumn` is exclusive.
+//!
+//! Artifact locations are URI references: a relative path is relative to
+//! the `SRCROOT` base (the directory flowrun ran in; `./` is dropped), an
+//! absolute path is a `file://` URI. A file that could not be read makes
+//! the invocation unsuccessful, with one notification per such file.
 
-use super::LineIndex;
+use super::{LineIndex, Unreadable};
 use crate::diagnostic::{Label, Severity};
 use crate::rules::RULES;
 use crate::source::SourceFile;
@@ -21,9 +26,12 @@ fn level(s: Severity) -> &'static str {
     }
 }
 
-/// A relative URI reference for a file name: unreserved characters and `/`
-/// stay, everything else is percent-encoded (UTF-8 bytes).
-fn uri(name: &str) -> String {
+/// The base relative paths are resolved against.
+const SRCROOT: &str = "SRCROOT";
+
+/// A path percent-encoded for a URI: unreserved characters and `/` stay,
+/// everything else is percent-encoded (UTF-8 bytes).
+fn encode(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
@@ -35,10 +43,24 @@ fn uri(name: &str) -> String {
     out
 }
 
+/// The artifact location of a file name: `file:///abs/path` for an
+/// absolute path, else a relative reference with `uriBaseId: SRCROOT`.
+fn artifact(name: &str) -> Value {
+    if name.starts_with('/') {
+        json!({ "uri": format!("file://{}", encode(name)) })
+    } else {
+        let mut rel = name;
+        while let Some(rest) = rel.strip_prefix("./") {
+            rel = rest.trim_start_matches('/');
+        }
+        json!({ "uri": encode(rel), "uriBaseId": SRCROOT })
+    }
+}
+
 fn physical(source: &SourceFile, lines: &LineIndex, l: &Label) -> Value {
     let r = lines.region(l.span);
     json!({
-        "artifactLocation": { "uri": uri(&source.name) },
+        "artifactLocation": artifact(&source.name),
         "region": {
             "startLine": r.line,
             "startColumn": r.column,
@@ -78,8 +100,9 @@ fn rules() -> Vec<Value> {
         .collect()
 }
 
-/// The SARIF 2.1.0 log for every file's findings (pretty JSON + newline).
-pub fn sarif(files: &[Compiled]) -> String {
+/// The SARIF 2.1.0 log for every file's findings (pretty JSON + newline);
+/// `unreadable` files make the invocation unsuccessful.
+pub fn sarif(files: &[Compiled], unreadable: &[Unreadable]) -> String {
     let mut results = Vec::new();
     for c in files {
         let lines = LineIndex::new(&c.source);
@@ -134,6 +157,10 @@ pub fn sarif(files: &[Compiled]) -> String {
                     "rules": rules(),
                 }
             },
+            "originalUriBaseIds": {
+                SRCROOT: { "description": { "text": "The directory flowrun was run in." } }
+            },
+            "invocations": [invocation(unreadable)],
             "columnKind": "unicodeCodePoints",
             "results": results,
         }]
@@ -143,9 +170,45 @@ pub fn sarif(files: &[Compiled]) -> String {
     out
 }
 
+/// The one invocation: successful unless a file could not be read.
+fn invocation(unreadable: &[Unreadable]) -> Value {
+    let notes: Vec<Value> = unreadable
+        .iter()
+        .map(|u| {
+            json!({
+                "level": "error",
+                "message": { "text": u.message },
+                "locations": [{ "physicalLocation": { "artifactLocation": artifact(&u.name) } }],
+            })
+        })
+        .collect();
+    let mut inv = json!({ "executionSuccessful": notes.is_empty() });
+    if !notes.is_empty() {
+        inv["toolExecutionNotifications"] = Value::Array(notes);
+    }
+    inv
+}
+
 #[cfg(test)]
 mod tests {
-    use super::uri;
+    use super::{artifact, encode as uri};
+    use serde_json::json;
+
+    #[test]
+    fn relative_paths_use_srcroot_and_absolute_ones_file_uris() {
+        assert_eq!(
+            artifact("./a/b c.pf"),
+            json!({"uri": "a/b%20c.pf", "uriBaseId": "SRCROOT"})
+        );
+        assert_eq!(
+            artifact("../x.pf"),
+            json!({"uri": "../x.pf", "uriBaseId": "SRCROOT"})
+        );
+        assert_eq!(
+            artifact("/srv/é.pf"),
+            json!({"uri": "file:///srv/%C3%A9.pf"})
+        );
+    }
 
     #[test]
     fn full_description_is_the_what_it_finds_section() {

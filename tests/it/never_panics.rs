@@ -541,7 +541,7 @@ fn renderers_with_random_spans() {
             let h = render::human(&source, &diags, width, n % 2 == 0);
             assert_eq!(h.is_empty(), diags.is_empty());
             let files = std::slice::from_ref(&compiled);
-            for out in [render::json(files), render::sarif(files)] {
+            for out in [render::json(files), render::sarif(files, &[])] {
                 serde_json::from_str::<serde_json::Value>(&out).expect("valid JSON");
             }
             assert!(render::github(files).lines().count() >= diags.len());
