@@ -872,3 +872,28 @@ fn plan_check_passes_from_another_path_and_with_crlf() {
     assert_eq!(code(&o), 0, "CRLF: {}", stdout(&o));
     std::fs::remove_dir_all(d).ok();
 }
+
+#[test]
+fn up_lints_the_scaled_topology_and_refuses_errors() {
+    let f = fixture("scaled.pf");
+    let o = flowrun(&["lint", &f]);
+    assert_eq!(code(&o), 0, "clean as written: {}", stdout(&o));
+    for (arg, want) in [
+        ("api=20", "FR204 port-overlap"),
+        ("admin=60000", "the port range 8010..68009 runs past 65535"),
+    ] {
+        let o = flowrun(&["up", &f, "--scale", arg]);
+        assert_eq!(code(&o), 2, "{arg}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(want), "{arg}: {err}");
+        assert!(
+            err.ends_with(&format!(
+                "flowrun: {f} does not compile with --scale {arg}; not starting it\n"
+            )),
+            "{arg}: {err}"
+        );
+        if arg == "admin=60000" {
+            snapshot("cli_up_scale_past_65535", &err);
+        }
+    }
+}
