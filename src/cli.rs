@@ -99,6 +99,11 @@ pub struct PlanArgs {
     /// they differ.
     #[arg(long, value_name = "COMMITTED")]
     pub check: Option<PathBuf>,
+    /// Show secrets as written: environment values whose names look secret
+    /// (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`, `*KEY*`, …), `--token`-style
+    /// arguments and URL passwords are `<redacted>` otherwise.
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -422,7 +427,10 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
         eprintln!("flowrun: {}: {msg}", compiled.source.name);
         return 2;
     }
-    let built = plan::build(model, &Scale::new());
+    let mut built = plan::build(model, &Scale::new());
+    if !args.show_secrets {
+        plan::redact::redact(&mut built);
+    }
     let fresh = match args.format {
         PlanFormat::Text => plan::text(&built, &compiled.source, &compiled.diagnostics),
         PlanFormat::Json => plan::json(&built, &compiled.source, &compiled.diagnostics),

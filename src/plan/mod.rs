@@ -11,6 +11,7 @@
 //! [`diff()`] (`plan --check`). All are byte-for-byte deterministic.
 
 mod json;
+pub mod redact;
 mod text;
 
 pub use json::json;

@@ -897,3 +897,26 @@ fn up_lints_the_scaled_topology_and_refuses_errors() {
         }
     }
 }
+
+#[test]
+fn plans_redact_secrets_unless_asked_to_show_them() {
+    let f = "tests/fixtures/fr310_secret_in_file.pf";
+    let secrets = ["sk_live_51Hxyz", "0a1b2c3d", "hunter2", "admin:pw@"];
+    for fmt in ["text", "json"] {
+        let o = flowrun(&["plan", "--format", fmt, f]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let out = stdout(&o);
+        for s in secrets {
+            assert!(!out.contains(s), "{fmt} shows {s}:\n{out}");
+        }
+        assert!(out.contains("<redacted>"), "{out}");
+        let o = flowrun(&["plan", "--format", fmt, "--show-secrets", f]);
+        let shown = stdout(&o);
+        for s in secrets {
+            assert!(shown.contains(s), "{fmt} --show-secrets hides {s}");
+        }
+    }
+    let text = stdout(&flowrun(&["plan", f]));
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("redacted")).collect();
+    snapshot("cli_plan_redacted_lines", &lines.join("\n"));
+}
