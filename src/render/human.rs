@@ -38,6 +38,9 @@ const KEEP: usize = 24;
 /// Snippets at most this many lines apart are drawn as one, with the lines
 /// between them.
 const MERGE_GAP: usize = 3;
+/// A message longer than this many characters is cut in the header (a
+/// cycle through 100,000 groups names every one of them).
+pub const MAX_MESSAGE: usize = 400;
 /// How the cut-out parts of a long line are shown.
 const ELLIPSIS: &str = "…";
 
@@ -368,6 +371,22 @@ impl miette::Diagnostic for Report<'_> {
     }
 }
 
+/// The message, cut after [`MAX_MESSAGE`] characters with a note saying
+/// how much is left out.
+fn cut_message(message: &str) -> std::borrow::Cow<'_, str> {
+    match message.char_indices().nth(MAX_MESSAGE) {
+        None => message.into(),
+        Some((at, _)) => {
+            let rest = message[at..].chars().count();
+            format!(
+                "{}… ({rest} more characters; `--format json` has the whole message)",
+                &message[..at]
+            )
+            .into()
+        }
+    }
+}
+
 pub(super) fn render(
     source: &SourceFile,
     diags: &[Diagnostic],
@@ -397,7 +416,7 @@ pub(super) fn render(
         let (ex, shown) = excerpt(&index, &source.name, text, &labels);
         let report = Report {
             diag: d,
-            title: format!("{} {}: {}", d.code, d.rule().name, d.message),
+            title: format!("{} {}: {}", d.code, d.rule().name, cut_message(&d.message)),
             source: &ex,
             labels: shown,
         };
@@ -555,6 +574,17 @@ mod tests {
         let out = render(&s, &[d], 80, false);
         assert!(out.contains("all (continues to line 100)"), "{out}");
         assert!(!out.contains("line 50"), "{out}");
+    }
+
+    #[test]
+    fn a_long_message_is_cut_in_the_header() {
+        let s = SourceFile::new("t.pf", "x\n");
+        let long = "g → ".repeat(1000);
+        let d = Diagnostic::new("FR201", long.clone(), Label::new(Span::new(0, 1), ""));
+        let out = render(&s, &[d], 80, false);
+        assert!(out.contains("… (3600 more"), "{out}");
+        assert!(out.contains("has the whole message)"), "{out}");
+        assert!(out.chars().count() < 1000, "{out}");
     }
 
     #[test]
