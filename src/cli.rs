@@ -49,9 +49,13 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct LintArgs {
-    /// Topology files to lint.
+    /// Topology files to lint; `-` reads standard input. A file named
+    /// twice is linted once.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// The path reported for standard input (`-`) [default: <stdin>].
+    #[arg(long, value_name = "PATH")]
+    pub stdin_filename: Option<String>,
     /// Output format [default: human].
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<LintFormat>,
@@ -95,6 +99,11 @@ pub struct PlanArgs {
     /// they differ.
     #[arg(long, value_name = "COMMITTED")]
     pub check: Option<PathBuf>,
+    /// Show secrets as written: environment values whose names look secret
+    /// (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`, `*KEY*`, …), `--token`-style
+    /// arguments and URL passwords are `<redacted>` otherwise.
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -255,19 +264,60 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// Standard input as a topology named `name`.
+fn read_stdin(name: &str) -> Result<SourceFile, String> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+        .map_err(|e| format!("flowrun: cannot read {name}: {}", io_reason(&e)))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "flowrun: cannot read {name}: not UTF-8 (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    Ok(SourceFile::new(name, text))
+}
+
+/// The files to lint, each once: `-` is standard input; two names of one
+/// file (`a.pf`, `./a.pf`) are one file, reported by the first name.
+fn unique_inputs(files: &[PathBuf]) -> Vec<&Path> {
+    let mut seen = std::collections::HashSet::new();
+    files
+        .iter()
+        .filter(|p| {
+            let key = if p.as_os_str() == "-" {
+                PathBuf::from("-")
+            } else {
+                p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+            };
+            seen.insert(key)
+        })
+        .map(PathBuf::as_path)
+        .collect()
+}
+
 fn lint(args: &LintArgs) -> i32 {
     let host = args.host.then(HostLimits::detect);
     let mut compiled = Vec::new();
-    let mut io_failed = false;
-    for path in &args.files {
-        match read_source(path) {
+    let mut unreadable = Vec::new();
+    for path in unique_inputs(&args.files) {
+        let read = if path.as_os_str() == "-" {
+            read_stdin(args.stdin_filename.as_deref().unwrap_or("<stdin>"))
+        } else {
+            read_source(path)
+        };
+        match read {
             Ok(source) => compiled.push(compile(source, host.as_ref())),
             Err(msg) => {
                 eprintln!("{msg}");
-                io_failed = true;
+                unreadable.push(render::Unreadable {
+                    name: path.display().to_string(),
+                    message: msg,
+                });
             }
         }
     }
+    let io_failed = !unreadable.is_empty();
     let stdout_tty = std::io::stdout().is_terminal();
     let format = args.format.unwrap_or(LintFormat::Human);
     let text = match format {
@@ -288,7 +338,7 @@ fn lint(args: &LintArgs) -> i32 {
         }
         LintFormat::Short => render::short(&compiled),
         LintFormat::Json => render::json(&compiled),
-        LintFormat::Sarif => render::sarif(&compiled),
+        LintFormat::Sarif => render::sarif(&compiled, &unreadable),
         LintFormat::Github => render::github(&compiled),
     };
     let failing = |s: Severity| s == Severity::Error || args.deny == Some(Deny::Warnings);
@@ -309,7 +359,8 @@ fn lint(args: &LintArgs) -> i32 {
     finish(out(&text), code)
 }
 
-/// `2 errors and 1 warning in 3 files`, or `None` when there are none.
+/// `2 errors and 1 warning in 2 of 3 files` (only files with findings are
+/// counted; `of N` when some were clean), or `None` when there are none.
 fn summary(files: &[Compiled]) -> Option<String> {
     let count = |s| {
         files
@@ -330,11 +381,13 @@ fn summary(files: &[Compiled]) -> Option<String> {
     if w > 0 {
         parts.push(plural(w, "warning"));
     }
-    Some(format!(
-        "flowrun: {} in {}",
-        parts.join(" and "),
-        plural(files.len(), "file")
-    ))
+    let dirty = files.iter().filter(|c| !c.diagnostics.is_empty()).count();
+    let files = if dirty == files.len() {
+        plural(dirty, "file")
+    } else {
+        format!("{dirty} of {}", plural(files.len(), "file"))
+    };
+    Some(format!("flowrun: {} in {files}", parts.join(" and ")))
 }
 
 /// Print a file's findings as the human report on stderr.
@@ -374,7 +427,10 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
         eprintln!("flowrun: {}: {msg}", compiled.source.name);
         return 2;
     }
-    let built = plan::build(model, &Scale::new());
+    let mut built = plan::build(model, &Scale::new());
+    if !args.show_secrets {
+        plan::redact::redact(&mut built);
+    }
     let fresh = match args.format {
         PlanFormat::Text => plan::text(&built, &compiled.source, &compiled.diagnostics),
         PlanFormat::Json => plan::json(&built, &compiled.source, &compiled.diagnostics),
@@ -430,6 +486,22 @@ fn up(args: UpArgs) -> i32 {
             }
         }
     }
+    if !scale.is_empty() {
+        let scaled = scaled_findings(&compiled.source, &scale);
+        if scaled.iter().any(|d| d.severity == Severity::Error) {
+            let color = color_for(std::io::stderr().is_terminal());
+            eprint!(
+                "{}",
+                render::human(&compiled.source, &scaled, width_for(2), color)
+            );
+            eprintln!(
+                "flowrun: {} does not compile with --scale {}; not starting it",
+                compiled.source.name,
+                args.scale.join(" --scale ")
+            );
+            return 2;
+        }
+    }
     let parent = match args.file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -462,6 +534,46 @@ fn up(args: UpArgs) -> i32 {
         color: color_for(std::io::stdout().is_terminal()),
     };
     crate::exec::up(built, opts)
+}
+
+/// The findings of the topology as `--scale` changes it: each scaled
+/// group's `processes` is set to its new count (or added, at the group's
+/// name) and the file is resolved and checked again, so port ranges that
+/// now overlap or run past 65535 are reported like written ones.
+fn scaled_findings(source: &SourceFile, scale: &Scale) -> Vec<crate::diagnostic::Diagnostic> {
+    use crate::ast::{Setting, SettingKind, TopItemKind};
+    use crate::source::Spanned;
+    let (file, mut diags) = crate::parse::parse(source);
+    let Some(mut file) = file else {
+        return diags;
+    };
+    for item in &mut file.topology.items {
+        let TopItemKind::Group(g) = &mut item.kind else {
+            continue;
+        };
+        let Some(&n) = scale.get(&g.name.node) else {
+            continue;
+        };
+        let mut found = false;
+        for s in &mut g.settings {
+            if let SettingKind::Processes(p) = &mut s.kind {
+                p.node = u64::from(n);
+                found = true;
+            }
+        }
+        if !found {
+            g.settings.push(Setting {
+                kind: SettingKind::Processes(Spanned::new(u64::from(n), g.name.span)),
+                span: g.name.span,
+            });
+        }
+    }
+    let (model, found) = crate::resolve::resolve(source, &file);
+    diags.extend(found);
+    diags.extend(crate::check::check(source, &file, &model, None));
+    crate::check::apply_allows(&model, &mut diags);
+    crate::diagnostic::sort(&mut diags);
+    diags
 }
 
 /// A plan lists every process; refuse sizes that cannot fit in memory

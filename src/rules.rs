@@ -51,6 +51,7 @@ pub static RULES: &[Rule] = &[
     rule!("FR307", "restart-storm", Warning, "`restart always` with no limit, zero backoff, or on a `once` group"),
     rule!("FR308", "no-escalation", Warning, "`escalate never`: a second Ctrl+C will not stop a hung drain"),
     rule!("FR309", "forward-stops-service", Warning, "a handler forwards a group's stop signal, then neither waits for nor restarts it"),
+    rule!("FR310", "secret-in-file", Warning, "a token, password or key written in the file instead of the environment"),
     rule!("FR401", "shell-syntax-in-run", Warning, "`run` contains shell syntax but is not run by a shell"),
     rule!("FR402", "shell-swallows-stop", Warning, "an `sh` script stopped `to leader` that is not a single `exec`'d command"),
 ];

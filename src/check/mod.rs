@@ -25,6 +25,7 @@ mod fr306_uncatchable_signal;
 mod fr307_restart_storm;
 mod fr308_no_escalation;
 mod fr309_forward_stops_service;
+mod fr310_secret_in_file;
 mod fr401_shell_syntax_in_run;
 mod fr402_shell_swallows_stop;
 
@@ -150,6 +151,7 @@ pub fn check(
         fr307_restart_storm::check,
         fr308_no_escalation::check,
         fr309_forward_stops_service::check,
+        fr310_secret_in_file::check,
         fr401_shell_syntax_in_run::check,
         fr402_shell_swallows_stop::check,
     ];

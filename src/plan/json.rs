@@ -18,15 +18,17 @@ use serde::Serialize;
 /// The version of the document's shape; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
 
-fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+/// Whole milliseconds, exact: a sum of long ladders can pass 2^64 ms, so
+/// these are `u128` (JSON numbers have no size limit; see docs/plan-json.md).
+fn ms(d: std::time::Duration) -> u128 {
+    d.as_millis()
 }
 
 /// Milliseconds, or the string `"forever"`.
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Ms {
-    Finite(u64),
+    Finite(u128),
     Forever(&'static str),
 }
 
@@ -165,22 +167,22 @@ struct AfterJ {
 #[derive(Serialize)]
 struct ReadyJ<'a> {
     probe: &'a Probe,
-    every_ms: u64,
+    every_ms: u128,
     within_ms: Ms,
 }
 
 #[derive(Serialize)]
 struct RestartJ {
     mode: RestartMode,
-    backoff_min_ms: u64,
-    backoff_max_ms: u64,
+    backoff_min_ms: u128,
+    backoff_max_ms: u128,
     limit: Option<LimitJ>,
 }
 
 #[derive(Serialize)]
 struct LimitJ {
     count: u32,
-    per_ms: u64,
+    per_ms: u128,
 }
 
 #[derive(Serialize)]

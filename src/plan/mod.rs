@@ -11,6 +11,7 @@
 //! [`diff()`] (`plan --check`). All are byte-for-byte deterministic.
 
 mod json;
+pub mod redact;
 mod text;
 
 pub use json::json;
@@ -209,9 +210,17 @@ pub fn build(topology: &Topology, scale: &Scale) -> Plan {
 }
 
 /// Compare a committed plan with a freshly built one: `None` when they are
-/// byte-for-byte equal, else a unified diff (3 lines of context) headed
-/// `--- COMMITTED_NAME` / `+++ plan`, ending with a newline.
+/// equal, else a unified diff (3 lines of context) headed
+/// `--- COMMITTED_NAME` / `+++ plan`, ending with a newline. Line endings
+/// do not count: a plan checked out with CRLF endings is still current.
 pub fn diff(committed: &str, fresh: &str, committed_name: &str) -> Option<String> {
+    let lf;
+    let committed = if committed.contains("\r\n") {
+        lf = committed.replace("\r\n", "\n");
+        lf.as_str()
+    } else {
+        committed
+    };
     if committed == fresh {
         return None;
     }

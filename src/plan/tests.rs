@@ -431,3 +431,59 @@ fn absurd_process_counts_are_clamped_not_expanded() {
     assert_eq!(plan.processes.len(), MAX_PLAN_PROCESSES);
     assert!(plan.processes.iter().all(|p| p.group < 4));
 }
+
+#[test]
+fn json_totals_are_exact_past_2_pow_64_ms() {
+    // worker (u64::MAX ms) then api (1 ms) on one path: one more than the
+    // budget of u64::MAX ms, which used to print as equal totals.
+    let mut t = ingest();
+    let huge = Timeout::Finite(Duration::from_millis(u64::MAX));
+    t.groups[2].stop.steps.truncate(1);
+    t.groups[2].stop.steps[0].drain = huge;
+    t.groups[1].stop.steps[0].drain = Timeout::Finite(Duration::from_millis(1));
+    t.groups[0].stop.steps[0].drain = Timeout::Finite(Duration::ZERO);
+    t.groups[3].stop.steps[0].drain = Timeout::Finite(Duration::ZERO);
+    t.shutdown_within = huge;
+    let plan = build(&t, &Scale::new());
+    let j = json(&plan, &source(), &[]);
+    assert!(j.contains("\"total_ms\": 18446744073709551616,"), "{j}");
+    assert!(j.contains("\"budget_ms\": 18446744073709551615,"), "{j}");
+    assert!(j.contains("\"within_budget\": false"), "{j}");
+    let tx = text(&plan, &source(), &[]);
+    assert!(tx.contains("  verdict  OVER"), "{tx}");
+}
+
+#[test]
+fn a_plan_does_not_depend_on_the_path_it_was_made_with() {
+    let t = ingest();
+    let plan = build(&t, &Scale::new());
+    let at = |name: &str| {
+        let s = SourceFile::new(name, source().text);
+        (text(&plan, &s, &[finding()]), json(&plan, &s, &[finding()]))
+    };
+    let here = at("ingest.pf");
+    assert_eq!(here, at("./ingest.pf"));
+    assert_eq!(here, at("/srv/app/ingest.pf"));
+    assert!(
+        here.0.contains("  ingest.pf:2:3: warning[FR304]"),
+        "{}",
+        here.0
+    );
+}
+
+#[test]
+fn a_committed_plan_with_crlf_endings_is_current() {
+    assert_eq!(diff("a\r\nb\r\n", "a\nb\n", "x.plan"), None);
+    let d = diff("a\r\nb\r\n", "a\nB\n", "x.plan").unwrap();
+    assert_eq!(d, "--- x.plan\n+++ plan\n@@ -1,2 +1,2 @@\n a\n-b\n+B\n");
+}
+
+#[test]
+fn control_characters_in_argv_print_as_posix_escapes() {
+    let mut t = ingest();
+    t.groups[0].command.node = Command::Run {
+        argv: vec!["x\u{1}y".into(), "tab\there".into()],
+    };
+    let a = text(&build(&t, &Scale::new()), &source(), &[]);
+    assert!(a.contains("    argv   $'x\\x01y' $'tab\\there'\n"), "{a}");
+}

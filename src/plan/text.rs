@@ -43,8 +43,9 @@ pub(crate) fn timeout(t: Timeout) -> String {
 }
 
 /// One word for display, quoted so a shell would read it back as exactly
-/// this word. Words with control characters (newlines, tabs) use `$'…'`
-/// escapes, so every fact stays on one line.
+/// this word. Words with control characters (newlines, tabs) use POSIX
+/// `$'…'` quoting (`\n`, `\t`, `\r`, else `\xHH` per UTF-8 byte), so every
+/// fact stays on one line and `sh`, `bash` and `zsh` read it back.
 pub(crate) fn word(w: &str) -> String {
     if w.chars().any(char::is_control) {
         let mut out = String::from("$'");
@@ -56,7 +57,10 @@ pub(crate) fn word(w: &str) -> String {
                 '\\' => out.push_str("\\\\"),
                 '\'' => out.push_str("\\'"),
                 c if c.is_control() => {
-                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                    let mut buf = [0; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        let _ = write!(out, "\\x{b:02x}");
+                    }
                 }
                 c => out.push(c),
             }
@@ -466,12 +470,22 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
         out.push_str("  none\n");
     }
     let index = crate::render::LineIndex::new(source);
+    let name = file_name(&source.name);
     for d in findings {
-        let line = crate::render::short_line_indexed(&index, source, d);
+        let line = crate::render::short_line_as(&index, name, d);
         // A message is one line; keep it so even if one is not.
         let _ = writeln!(out, "  {}", line.replace('\n', " "));
     }
     out
+}
+
+/// The file's name without its directory, so that a plan does not depend on
+/// the path it was made with (`x.pf`, `./x.pf`, `/srv/x.pf`).
+fn file_name(path: &str) -> &str {
+    std::path::Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(path)
 }
 
 /// Like [`Block::write`], but the keys take a fixed `width` (so every
@@ -642,5 +656,7 @@ mod tests {
         assert_eq!(word("it's"), "'it'\\''s'");
         assert_eq!(word("a\nb\t'c'"), "$'a\\nb\\t\\'c\\''");
         assert_eq!(word(""), "''");
+        assert_eq!(word("x\u{1}y"), "$'x\\x01y'");
+        assert_eq!(word("a\u{7f}\u{85}"), "$'a\\x7f\\xc2\\x85'");
     }
 }

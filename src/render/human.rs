@@ -6,59 +6,80 @@
 //! rule's name in the message line rather than miette's separate code line,
 //! so one finding is one compact block).
 //!
-//! miette reads a snippet by scanning the source from its first byte, so a
-//! report with thousands of findings in a large file would be quadratic.
-//! [`IndexedSource`] hands miette only a window of whole lines around each
-//! span (found by binary search over the line starts) and shifts the answer
-//! back to whole-file positions: the output is byte-for-byte what miette
-//! renders from the whole text (a unit test checks this on random spans).
+//! miette is never shown the file itself. For each finding an [`Excerpt`]
+//! is built: only the lines its labels need (each label's lines and one
+//! line of context either side), long lines cut down to the text around the
+//! label edges with `…` in place of the rest (as rustc does), at most
+//! [`MAX_LABELS`] labels (a `note` says how many more there are), and a
+//! label running over more than [`MAX_SPAN_LINES`] lines cut to its first
+//! line. The excerpt tells miette the real line numbers, and the header
+//! position is the same line and character column as every other format.
+//! So a finding costs the same whatever the size of the file, the length of
+//! its lines or the number of its labels, and miette never sees a line
+//! long enough to overflow its formatting widths.
 
-use super::{clamp_span, short_line};
+use super::{clamp_span, short_line_indexed, LineIndex};
 use crate::diagnostic::{Diagnostic, Severity};
-use crate::source::SourceFile;
+use crate::source::{SourceFile, Span};
 use miette::{
     GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents,
     SourceCode, SourceSpan, SpanContents,
 };
 use std::fmt;
 
-/// The whole file for miette, read through a line index.
-struct IndexedSource<'a> {
+/// Labels drawn per finding, the primary one included.
+pub const MAX_LABELS: usize = 8;
+/// A label running over more lines than this is drawn on its first line.
+pub const MAX_SPAN_LINES: usize = 12;
+/// Lines longer than this many characters are cut down around the labels.
+pub const LONG_LINE: usize = 120;
+/// Characters kept on each side of a label edge in a cut-down line.
+const KEEP: usize = 24;
+/// Snippets at most this many lines apart are drawn as one, with the lines
+/// between them.
+const MERGE_GAP: usize = 3;
+/// A message longer than this many characters is cut in the header (a
+/// cycle through 100,000 groups names every one of them).
+pub const MAX_MESSAGE: usize = 400;
+/// How the cut-out parts of a long line are shown.
+const ELLIPSIS: &str = "…";
+
+/// One line of an excerpt: its real 0-based number and where its text
+/// starts in the excerpt.
+struct ExLine {
+    real: usize,
+    start: usize,
+    end: usize,
+    block: usize,
+}
+
+/// What miette reads for one finding: the needed lines, cut down, in
+/// blocks of consecutive real lines (blocks are separated by a line break
+/// that miette never reads across).
+struct Excerpt<'a> {
     name: &'a str,
-    text: &'a str,
-    /// Start of every line as miette counts them (`\n`, `\r\n` or a lone
-    /// `\r` ends a line), from 0.
-    starts: Vec<usize>,
+    text: String,
+    lines: Vec<ExLine>,
+    /// Per excerpt line: `(excerpt offset, real byte offset)` of each label
+    /// edge on it, for the header's column.
+    cols: Vec<Vec<(usize, usize)>>,
+    /// The real offset of the primary label's start, preferred when several
+    /// edges share an excerpt offset.
+    primary: usize,
+    index: &'a LineIndex<'a>,
+    /// The last real line of each block.
+    block_end: Vec<usize>,
 }
 
-impl<'a> IndexedSource<'a> {
-    fn new(name: &'a str, text: &'a str) -> Self {
-        let bytes = text.as_bytes();
-        let mut starts = vec![0];
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
-                    i += 2;
-                    starts.push(i);
-                }
-                b'\r' | b'\n' => {
-                    i += 1;
-                    starts.push(i);
-                }
-                _ => i += 1,
-            }
-        }
-        IndexedSource { name, text, starts }
-    }
-
-    /// 0-based index of the line holding byte `offset`.
-    fn line_of(&self, offset: usize) -> usize {
-        self.starts.partition_point(|&s| s <= offset) - 1
+impl Excerpt<'_> {
+    fn line_at(&self, offset: usize) -> usize {
+        self.lines
+            .partition_point(|l| l.start <= offset)
+            .saturating_sub(1)
     }
 }
 
-impl SourceCode for IndexedSource<'_> {
+impl SourceCode for Excerpt<'_> {
     fn read_span<'b>(
         &'b self,
         span: &SourceSpan,
@@ -66,34 +87,244 @@ impl SourceCode for IndexedSource<'_> {
         after: usize,
     ) -> Result<Box<dyn SpanContents<'b> + 'b>, MietteError> {
         let (start, end) = (span.offset(), span.offset() + span.len());
-        if end > self.text.len() {
+        if end > self.text.len() || self.lines.is_empty() {
             return Err(MietteError::OutOfBounds);
         }
-        // Whole lines from comfortably before the span to comfortably after
-        // it, so miette's scan of the window sees the same context lines.
-        let first = self.line_of(start).saturating_sub(before + 2);
-        let last = self.line_of(end) + after + 3;
-        let from = self.starts[first];
-        let to = self.starts.get(last).copied().unwrap_or(self.text.len());
-        let window = &self.text.as_bytes()[from..to];
-        let local = SourceSpan::new((start - from).into(), span.len());
-        let c = window.read_span(&local, before, after)?;
+        let (a, b) = (self.line_at(start), self.line_at(end));
+        let block = self.lines[a].block;
+        if self.lines[b].block != block {
+            return Err(MietteError::OutOfBounds);
+        }
+        let mut first = a;
+        while first > 0 && a - first < before && self.lines[first - 1].block == block {
+            first -= 1;
+        }
+        let mut last = b;
+        while last + 1 < self.lines.len() && last - b < after && self.lines[last + 1].block == block
+        {
+            last += 1;
+        }
+        let from = self.lines[first].start;
+        let to = if last + 1 < self.lines.len() && self.lines[last + 1].block == block {
+            self.lines[last + 1].start
+        } else {
+            // Include the line break, as miette does for a whole file.
+            (self.lines[last].end + 1).min(self.text.len())
+        };
+        // The real column of `start`: label edges are recorded; any other
+        // offset (never asked for by miette's header) counts from the left.
+        let edges = || self.cols[a].iter().filter(|&&(o, _)| o == start);
+        let column = edges()
+            .find(|&&(_, real)| real == self.primary)
+            .or_else(|| edges().next())
+            .map_or(start - self.lines[a].start, |&(_, real)| {
+                self.index.line_col(real).1 - 1
+            });
         Ok(Box::new(MietteSpanContents::new_named(
             self.name.to_string(),
-            c.data(),
-            SourceSpan::new((c.span().offset() + from).into(), c.span().len()),
-            c.line() + first,
-            c.column(),
-            c.line_count() + first,
+            &self.text.as_bytes()[from..to],
+            SourceSpan::new(from.into(), to - from),
+            self.lines[first].real,
+            column,
+            // miette draws two labels as one snippet when the first's line
+            // plus this count reaches the second's line: so exactly the
+            // labels of one block are drawn together.
+            self.block_end[block] + 1 - self.lines[first].real,
         )))
     }
+}
+
+/// A label in excerpt coordinates.
+struct Shown {
+    span: Span,
+    message: Option<String>,
+    primary: bool,
+}
+
+/// Control characters would move the cursor or vanish: show them as their
+/// Unicode control pictures (one column each, like the character).
+fn visible(c: char) -> char {
+    match c {
+        '\t' => c,
+        '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('?'),
+        '\u{7f}' => '\u{2421}',
+        c if c.is_control() => '\u{fffd}',
+        c => c,
+    }
+}
+
+/// Move `n` characters back from byte `at`, not before `floor`.
+fn back(text: &str, at: usize, floor: usize, n: usize) -> usize {
+    text[floor..at]
+        .char_indices()
+        .rev()
+        .take(n)
+        .last()
+        .map_or(at, |(i, _)| floor + i)
+}
+
+/// Move `n` characters forward from byte `at`, not past `ceil`.
+fn forward(text: &str, at: usize, ceil: usize, n: usize) -> usize {
+    text[at..ceil]
+        .char_indices()
+        .nth(n)
+        .map_or(ceil, |(i, _)| at + i)
+}
+
+/// Build the excerpt for labels already clamped to the text. Returns the
+/// excerpt and the labels in its coordinates (same order as given).
+fn excerpt<'a>(
+    index: &'a LineIndex<'a>,
+    name: &'a str,
+    text: &str,
+    labels: &[(Span, Option<String>, bool)],
+) -> (Excerpt<'a>, Vec<Shown>) {
+    // Each label's lines; a label over too many lines is cut to its first.
+    let mut spans = Vec::with_capacity(labels.len());
+    for (span, message, primary) in labels {
+        let (l0, l1) = (index.line_of(span.start), index.line_of(span.end));
+        let (mut span, mut message, mut l1) = (*span, message.clone(), l1);
+        if l1 - l0 > MAX_SPAN_LINES {
+            let (_, end) = index.line_text(l0);
+            span = Span::new(span.start, end.max(span.start));
+            let note = format!("(continues to line {})", l1 + 1);
+            message = Some(match message {
+                Some(m) => format!("{m} {note}"),
+                None => note,
+            });
+            l1 = l0;
+        }
+        spans.push((span, message, *primary, l0, l1));
+    }
+    // The lines to show: each label's lines and one either side, merged.
+    let last_line = index.line_count() - 1;
+    let mut ranges: Vec<(usize, usize)> = spans
+        .iter()
+        .map(|&(_, _, _, l0, l1)| (l0.saturating_sub(1), (l1 + 1).min(last_line)))
+        .collect();
+    ranges.sort_unstable();
+    let mut blocks: Vec<(usize, usize)> = Vec::new();
+    for (a, b) in ranges {
+        match blocks.last_mut() {
+            Some(last) if a <= last.1 + 1 + MERGE_GAP => last.1 = last.1.max(b),
+            _ => blocks.push((a, b)),
+        }
+    }
+    // Label edges per line (byte offsets), to keep around when cutting.
+    let mut edges: Vec<(usize, usize)> = Vec::new();
+    for &(span, _, _, l0, l1) in &spans {
+        edges.push((l0, span.start));
+        edges.push((l1, span.end));
+    }
+    edges.sort_unstable();
+    edges.dedup();
+
+    let mut ex = Excerpt {
+        name,
+        text: String::new(),
+        lines: Vec::new(),
+        cols: Vec::new(),
+        primary: labels.first().map_or(0, |l| l.0.start),
+        index,
+        block_end: blocks.iter().map(|b| b.1).collect(),
+    };
+    // Real byte offset of a label edge → excerpt offset.
+    let mut map: Vec<(usize, usize)> = Vec::new();
+    let mut e = 0;
+    for (bi, &(a, b)) in blocks.iter().enumerate() {
+        if bi > 0 {
+            ex.text.push('\n');
+        }
+        for line in a..=b {
+            let (ls, le) = index.line_text(line);
+            let line_edges_from = e;
+            while e < edges.len() && edges[e].0 == line {
+                e += 1;
+            }
+            // An edge inside the line break belongs to the line's end.
+            let here: Vec<(usize, usize)> = edges[line_edges_from..e]
+                .iter()
+                .map(|&(_, o)| (o.clamp(ls, le), o))
+                .collect();
+            let long =
+                text[ls..le].len() > LONG_LINE && text[ls..le].chars().nth(LONG_LINE).is_some();
+            let mut windows: Vec<(usize, usize)> = if !long {
+                vec![(ls, le)]
+            } else if here.is_empty() {
+                vec![(ls, forward(text, ls, le, 2 * KEEP))]
+            } else {
+                here.iter()
+                    .map(|&(o, _)| (back(text, o, ls, KEEP), forward(text, o, le, KEEP)))
+                    .collect()
+            };
+            windows.sort_unstable();
+            let mut merged: Vec<(usize, usize)> = Vec::new();
+            for w in windows {
+                match merged.last_mut() {
+                    Some(last) if w.0 <= last.1 => last.1 = last.1.max(w.1),
+                    _ => merged.push(w),
+                }
+            }
+            let start = ex.text.len();
+            let mut cols = Vec::new();
+            let mut prev = ls;
+            let mut points = here.iter().copied().peekable();
+            for (wa, wb) in merged {
+                if wa > prev {
+                    ex.text.push_str(ELLIPSIS);
+                }
+                let mut at = wa;
+                while let Some(&(p, orig)) = points.peek() {
+                    if p > wb {
+                        break;
+                    }
+                    points.next();
+                    ex.text.extend(text[at..p].chars().map(visible));
+                    at = p;
+                    map.push((orig, ex.text.len()));
+                    cols.push((ex.text.len(), orig));
+                }
+                ex.text.extend(text[at..wb].chars().map(visible));
+                prev = wb;
+            }
+            if prev < le {
+                ex.text.push_str(ELLIPSIS);
+            }
+            ex.lines.push(ExLine {
+                real: line,
+                start,
+                end: ex.text.len(),
+                block: bi,
+            });
+            ex.cols.push(cols);
+            ex.text.push('\n');
+        }
+    }
+    map.sort_unstable();
+    let to_ex = |o: usize| {
+        map.binary_search_by_key(&o, |&(r, _)| r)
+            .map_or(0, |i| map[i].1)
+    };
+    let shown = spans
+        .into_iter()
+        .map(|(span, message, primary, _, _)| {
+            let a = to_ex(span.start);
+            let b = to_ex(span.end).max(a);
+            Shown {
+                span: Span::new(a, b),
+                message,
+                primary,
+            }
+        })
+        .collect();
+    (ex, shown)
 }
 
 struct Report<'a> {
     diag: &'a Diagnostic,
     title: String,
-    source: &'a dyn SourceCode,
-    text: &'a str,
+    source: &'a Excerpt<'a>,
+    labels: Vec<Shown>,
 }
 
 impl fmt::Debug for Report<'_> {
@@ -130,30 +361,33 @@ impl miette::Diagnostic for Report<'_> {
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        let text_of = |m: &str| (!m.is_empty()).then(|| m.to_string());
-        let primary = LabeledSpan::new_primary_with_span(
-            text_of(&self.diag.primary.message),
-            clamp_span(self.text, self.diag.primary.span),
-        );
-        let related = self.diag.related.iter().map(move |l| {
-            LabeledSpan::new_with_span(text_of(&l.message), clamp_span(self.text, l.span))
-        });
-        Some(Box::new(std::iter::once(primary).chain(related)))
+        Some(Box::new(self.labels.iter().map(|l| {
+            if l.primary {
+                LabeledSpan::new_primary_with_span(l.message.clone(), l.span)
+            } else {
+                LabeledSpan::new_with_span(l.message.clone(), l.span)
+            }
+        })))
+    }
+}
+
+/// The message, cut after [`MAX_MESSAGE`] characters with a note saying
+/// how much is left out.
+fn cut_message(message: &str) -> std::borrow::Cow<'_, str> {
+    match message.char_indices().nth(MAX_MESSAGE) {
+        None => message.into(),
+        Some((at, _)) => {
+            let rest = message[at..].chars().count();
+            format!(
+                "{}… ({rest} more characters; `--format json` has the whole message)",
+                &message[..at]
+            )
+            .into()
+        }
     }
 }
 
 pub(super) fn render(
-    source: &SourceFile,
-    diags: &[Diagnostic],
-    width: usize,
-    color: bool,
-) -> String {
-    let indexed = IndexedSource::new(&source.name, &source.text);
-    render_from(&indexed, source, diags, width, color)
-}
-
-fn render_from(
-    code: &dyn SourceCode,
     source: &SourceFile,
     diags: &[Diagnostic],
     width: usize,
@@ -165,16 +399,26 @@ fn render_from(
         GraphicalTheme::unicode_nocolor()
     };
     let handler = GraphicalReportHandler::new_themed(theme)
-        .with_width(width.max(20))
+        .with_width(width.clamp(20, 1000))
         .with_links(false)
         .without_syntax_highlighting();
+    let index = LineIndex::new(source);
+    let text = source.text.as_str();
     let mut out = String::new();
     for (i, d) in diags.iter().enumerate() {
+        let text_of = |m: &str| (!m.is_empty()).then(|| m.to_string());
+        let labels: Vec<(Span, Option<String>, bool)> = std::iter::once(&d.primary)
+            .chain(d.related.iter().take(MAX_LABELS - 1))
+            .enumerate()
+            .map(|(j, l)| (clamp_span(text, l.span), text_of(&l.message), j == 0))
+            .collect();
+        let hidden = d.related.len().saturating_sub(MAX_LABELS - 1);
+        let (ex, shown) = excerpt(&index, &source.name, text, &labels);
         let report = Report {
             diag: d,
-            title: format!("{} {}: {}", d.code, d.rule().name, d.message),
-            source: code,
-            text: &source.text,
+            title: format!("{} {}: {}", d.code, d.rule().name, cut_message(&d.message)),
+            source: &ex,
+            labels: shown,
         };
         let mut block = String::new();
         if i > 0 {
@@ -184,9 +428,15 @@ fn render_from(
             Ok(()) => out.push_str(&block),
             // miette could not read a snippet: fall back to one line.
             Err(fmt::Error) => {
-                out.push_str(&short_line(source, d));
+                out.push_str(&short_line_indexed(&index, source, d));
                 out.push('\n');
             }
+        }
+        if hidden > 0 {
+            out.push_str(&format!(
+                "  note: {hidden} more {} not shown (`--format json` lists every one)\n",
+                if hidden == 1 { "label" } else { "labels" }
+            ));
         }
     }
     out
@@ -196,7 +446,6 @@ fn render_from(
 mod tests {
     use super::*;
     use crate::diagnostic::Label;
-    use crate::source::Span;
 
     fn sample() -> (SourceFile, Vec<Diagnostic>) {
         let text = "topology t {\n  group api {\n    run \"x\"\n    process-group shared\n  }\n}\n";
@@ -232,11 +481,11 @@ mod tests {
         assert!(render(&s, &d, 80, true).contains('\u{1b}'));
     }
 
-    /// The indexed source renders exactly what miette renders from the
-    /// whole text, on random texts (CR, CRLF, tabs, multi-byte characters,
-    /// empty lines) and random spans, one to four labels each.
+    /// The header's `line:col` is the short format's, on random texts
+    /// (CR, CRLF, tabs, multi-byte characters, a BOM, long lines) and
+    /// random spans, one to twenty labels each; nothing panics.
     #[test]
-    fn indexed_source_renders_like_the_whole_text() {
+    fn header_position_is_the_short_position() {
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = move |n: usize| {
             state ^= state << 13;
@@ -255,31 +504,87 @@ mod tests {
             "\t",
             "é",
             "日",
+            "\u{1}",
             "  run \"x\"\n",
         ];
-        for round in 0..2000 {
-            let text: String = (0..next(300)).map(|_| pieces[next(pieces.len())]).collect();
+        for round in 0..1500 {
+            let mut text: String = if round % 3 == 0 {
+                "\u{feff}".into()
+            } else {
+                String::new()
+            };
+            for _ in 0..next(300) {
+                if next(40) == 0 {
+                    text.push_str(&"x".repeat(next(400)));
+                } else {
+                    text.push_str(pieces[next(pieces.len())]);
+                }
+            }
             let s = SourceFile::new("t.pf", text.clone());
             let mut spans = Vec::new();
-            for _ in 0..1 + next(4) {
+            for _ in 0..1 + next(20) {
                 let a = clamp_span(&text, Span::new(next(text.len() + 1), 0)).start;
-                let b = clamp_span(&text, Span::new(a + next(30), 0)).start;
+                let b = clamp_span(&text, Span::new(a + next(300), 0)).start;
                 spans.push(Span::new(a, b.max(a)));
             }
             let mut d = Diagnostic::new("FR001", "m", Label::new(spans[0], "p"));
             for sp in &spans[1..] {
                 d = d.with_related(Label::new(*sp, "r"));
             }
-            let diags = [d];
-            let named = miette::NamedSource::new("t.pf", text.clone());
-            let width = 30 + round % 90;
+            let out = render(&s, std::slice::from_ref(&d), 30 + round % 90, false);
+            let short = super::super::short_line(&s, &d);
+            let pos = short.split(": ").next().unwrap();
+            assert!(out.contains(&format!("[{pos}]")), "{short}\n{out}");
+            let hidden = d.related.len().saturating_sub(MAX_LABELS - 1);
             assert_eq!(
-                render(&s, &diags, width, false),
-                render_from(&named, &s, &diags, width, false),
-                "text {text:?}, diagnostic {:?}",
-                diags[0]
+                out.contains(&format!("note: {hidden} more")),
+                hidden > 0,
+                "{out}"
             );
+            // A drawn line holds at most two cut-out windows per label.
+            let bound = 2 * MAX_LABELS * (2 * KEEP + 1) + 150;
+            for line in out.lines() {
+                assert!(line.chars().count() < bound, "line not cut: {line}");
+            }
         }
+    }
+
+    #[test]
+    fn a_label_far_along_a_long_line_is_drawn_cut_down() {
+        let text = format!("run \"{} {{prot}}\"\n", "a".repeat(70_000));
+        let s = SourceFile::new("t.pf", text.clone());
+        let i = text.find("{prot}").unwrap();
+        let d = Diagnostic::new("FR103", "m", Label::new(Span::new(i, i + 6), "here"));
+        let out = render(&s, &[d], 80, false);
+        assert!(out.contains("[t.pf:1:70007]"), "{out}");
+        assert!(out.contains("…aaa"), "{out}");
+        assert!(out.contains("{prot}"), "{out}");
+        assert!(out.len() < 1000, "{out}");
+    }
+
+    #[test]
+    fn a_long_multi_line_label_is_drawn_on_its_first_line() {
+        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let s = SourceFile::new("t.pf", text.clone());
+        let d = Diagnostic::new(
+            "FR001",
+            "m",
+            Label::new(Span::new(0, text.len() - 1), "all"),
+        );
+        let out = render(&s, &[d], 80, false);
+        assert!(out.contains("all (continues to line 100)"), "{out}");
+        assert!(!out.contains("line 50"), "{out}");
+    }
+
+    #[test]
+    fn a_long_message_is_cut_in_the_header() {
+        let s = SourceFile::new("t.pf", "x\n");
+        let long = "g → ".repeat(1000);
+        let d = Diagnostic::new("FR201", long.clone(), Label::new(Span::new(0, 1), ""));
+        let out = render(&s, &[d], 80, false);
+        assert!(out.contains("… (3600 more"), "{out}");
+        assert!(out.contains("has the whole message)"), "{out}");
+        assert!(out.chars().count() < 1000, "{out}");
     }
 
     #[test]

@@ -25,21 +25,34 @@ use crate::Compiled;
 pub use github::github;
 pub use sarif::sarif;
 
+/// A file that could not be linted (missing, unreadable, not UTF-8): SARIF
+/// lists it as a failed invocation's notification.
+#[derive(Clone, Debug)]
+pub struct Unreadable {
+    /// The path as given.
+    pub name: String,
+    /// The one-line reason, as printed on stderr.
+    pub message: String,
+}
+
 /// `file:line:col: severity[CODE] message` (one line, no trailing newline).
+/// Builds a [`LineIndex`]: for many findings use [`short_line_indexed`].
 pub fn short_line(source: &SourceFile, d: &Diagnostic) -> String {
-    format_short(source, source.line_col(d.primary.span.start), d)
+    short_line_indexed(&LineIndex::new(source), source, d)
 }
 
 /// [`short_line`] through a [`LineIndex`] built once for the file: use it
 /// for many findings of one file.
 pub fn short_line_indexed(lines: &LineIndex, source: &SourceFile, d: &Diagnostic) -> String {
-    format_short(source, lines.line_col(d.primary.span.start), d)
+    short_line_as(lines, &source.name, d)
 }
 
-fn format_short(source: &SourceFile, (line, col): (usize, usize), d: &Diagnostic) -> String {
+/// [`short_line_indexed`] with the file shown as `name`.
+pub fn short_line_as(lines: &LineIndex, name: &str, d: &Diagnostic) -> String {
+    let (line, col) = lines.line_col(d.primary.span.start);
     format!(
         "{}:{}:{}: {}[{}] {}",
-        source.name,
+        name,
         line,
         col,
         d.severity.as_str(),
@@ -101,33 +114,109 @@ pub(crate) struct Region {
 
 /// A file's line starts, so that positions cost a binary search instead of
 /// a scan from the start of the file (a report with thousands of findings
-/// would otherwise be quadratic). Same answers as [`SourceFile::line_col`].
-/// Use it wherever many positions of one file are needed.
+/// would otherwise be quadratic). Use it wherever positions are shown.
+///
+/// The one column convention of every format: lines end at `\n`, columns
+/// count characters (Unicode scalar values) from 1, and a UTF-8 byte-order
+/// mark at the start of the file is not a column.
 pub struct LineIndex<'a> {
     text: &'a str,
     /// Byte offset of the start of every line (`\n`-terminated), from 0.
     starts: Vec<usize>,
+    /// `(byte offset, characters before it)` about every [`MARK_EVERY`]
+    /// bytes, on character boundaries: a column costs a binary search and a
+    /// count over at most one stride, however long the line.
+    marks: Vec<(usize, usize)>,
+    /// The file starts with a byte-order mark.
+    bom: bool,
 }
+
+/// Stride of [`LineIndex`]'s character-count marks, in bytes.
+const MARK_EVERY: usize = 1024;
 
 impl<'a> LineIndex<'a> {
     pub fn new(source: &'a SourceFile) -> Self {
-        let text = source.text.as_str();
+        Self::of_text(source.text.as_str())
+    }
+
+    pub(crate) fn of_text(text: &'a str) -> Self {
         let starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
-        LineIndex { text, starts }
+        let mut marks = vec![(0, 0)];
+        let (mut at, mut chars) = (0, 0);
+        while at < text.len() {
+            let mut next = (at + MARK_EVERY).min(text.len());
+            while !text.is_char_boundary(next) {
+                next += 1;
+            }
+            chars += text[at..next].chars().count();
+            marks.push((next, chars));
+            at = next;
+        }
+        LineIndex {
+            text,
+            starts,
+            marks,
+            bom: text.starts_with('\u{feff}'),
+        }
     }
 
-    /// 1-based line and column (in characters) of a byte offset, clamped
-    /// like [`SourceFile::line_col`].
-    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+    /// `offset` clamped into the text and back onto a character boundary.
+    fn clamp(&self, offset: usize) -> usize {
         let mut offset = offset.min(self.text.len());
         while !self.text.is_char_boundary(offset) {
             offset -= 1;
         }
-        let line = self.starts.partition_point(|&s| s <= offset);
+        offset
+    }
+
+    /// Characters before byte `offset` (a character boundary).
+    fn chars_before(&self, offset: usize) -> usize {
+        let i = self.marks.partition_point(|&(b, _)| b <= offset) - 1;
+        let (b, c) = self.marks[i];
+        c + self.text[b..offset].chars().count()
+    }
+
+    /// 1-based line and column (in characters) of a byte offset; offsets
+    /// past the end or inside a UTF-8 sequence are clamped.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = self.clamp(offset);
+        let line = self.line_of(offset) + 1;
         let start = self.starts[line - 1];
-        (line, self.text[start..offset].chars().count() + 1)
+        let mut col = self.chars_before(offset) - self.chars_before(start) + 1;
+        if self.bom && line == 1 && offset > 0 {
+            col -= 1;
+        }
+        (line, col)
+    }
+
+    /// 0-based index of the line holding byte `offset` (clamped).
+    pub(crate) fn line_of(&self, offset: usize) -> usize {
+        self.starts
+            .partition_point(|&s| s <= offset.min(self.text.len()))
+            - 1
+    }
+
+    /// Number of lines (a final line without `\n` counts; an empty file
+    /// has one empty line).
+    pub(crate) fn line_count(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Byte range of line `i`'s text (0-based), without its `\n` or the
+    /// `\r` of a `\r\n`; the BOM is not part of line 0.
+    pub(crate) fn line_text(&self, i: usize) -> (usize, usize) {
+        let start = self.starts[i];
+        let mut end = self
+            .starts
+            .get(i + 1)
+            .map_or(self.text.len(), |&next| next - 1);
+        if end > start && self.text.as_bytes()[end - 1] == b'\r' && end < self.text.len() {
+            end -= 1;
+        }
+        let start = if i == 0 && self.bom { 3 } else { start };
+        (start, end.max(start))
     }
 
     pub(crate) fn region(&self, span: Span) -> Region {

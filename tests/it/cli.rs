@@ -414,7 +414,11 @@ fn rules_lists_every_rule() {
     let o = flowrun(&["rules"]);
     assert_eq!(code(&o), 0);
     let out = stdout(&o);
-    assert_eq!(out.lines().count(), 23, "a header and 22 rules");
+    assert_eq!(
+        out.lines().count(),
+        RULES.len() + 1,
+        "a header and every rule"
+    );
     for r in RULES {
         assert!(out.contains(r.code) && out.contains(r.name), "{}", r.code);
     }
@@ -661,4 +665,267 @@ fn readme_example_is_lint_clean() {
         vec![],
         "the README's example is clean"
     );
+}
+
+// ---- output side: positions, inputs, summary, SARIF, plans ------------------
+
+/// Run `flowrun ARGS…` with `input` on standard input.
+fn flowrun_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowrun"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .env("COLUMNS", "100")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run flowrun");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().expect("wait for flowrun")
+}
+
+#[test]
+fn every_format_gives_one_position_even_after_a_bom() {
+    // `{nope}` is character 15 of line 3 (after `é`); a BOM is no column.
+    let text = std::fs::read_to_string(fixture("unicode.pf")).unwrap();
+    for (name, input) in [
+        ("plain.pf", text.clone()),
+        ("bom.pf", format!("\u{feff}{text}")),
+    ] {
+        let lint = |fmt: &str| {
+            stdout(&flowrun_stdin(
+                &["lint", "--format", fmt, "--stdin-filename", name, "-"],
+                &input,
+            ))
+        };
+        let human = lint("human");
+        assert!(human.contains(&format!("[{name}:3:15]")), "{human}");
+        assert!(lint("short").starts_with(&format!("{name}:3:15: ")));
+        let json: serde_json::Value = serde_json::from_str(&lint("json")).unwrap();
+        assert_eq!(json[0]["findings"][0]["column"], 15);
+        let sarif: serde_json::Value = serde_json::from_str(&lint("sarif")).unwrap();
+        let region = &sarif["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["region"];
+        assert_eq!(region["startColumn"], 15);
+        assert!(lint("github").contains(",line=3,col=15,"));
+    }
+    // The BOM is not a column on line 1 either.
+    let o = flowrun_stdin(
+        &["lint", "--format", "short", "-"],
+        "\u{feff}topology t { group a { run \"{x}\" } }\n",
+    );
+    assert!(
+        stdout(&o).starts_with("<stdin>:1:29: error[FR103]"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_label_past_column_65535_does_not_crash_lint_or_up() {
+    let d = tmp_dir("long");
+    let f = d.join("long.pf");
+    let arg = "a".repeat(65_530);
+    std::fs::write(
+        &f,
+        format!("topology t {{\n  group api {{\n    run \"{arg} {{prot}}\"\n  }}\n}}\n"),
+    )
+    .unwrap();
+    let path = f.to_str().unwrap();
+    let o = flowrun(&["lint", path]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains(":3:65541]"), "{out}");
+    assert!(out.contains("…aaaa") && out.contains("{prot}"), "{out}");
+    assert!(
+        out.len() < 2_000,
+        "the long line is cut down: {} bytes",
+        out.len()
+    );
+    snapshot("cli_long_line_human", &out.replace(path, "long.pf"));
+    let o = flowrun(&["up", path]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("{prot}"), "{}", stderr(&o));
+    std::fs::remove_dir_all(d).ok();
+}
+
+#[test]
+fn many_labels_are_bounded_with_a_note() {
+    let pipes = " | y".repeat(20_000);
+    let o = flowrun_stdin(
+        &["lint", "--stdin-filename", "pipes.pf", "-"],
+        &format!("topology t {{\n  group a {{\n    run \"x{pipes}\"\n  }}\n}}\n"),
+    );
+    let out = stdout(&o);
+    assert!(out.contains("note: 19992 more labels not shown"), "{out}");
+    assert!(out.len() < 5_000, "{} bytes", out.len());
+    snapshot("cli_many_labels_human", &out);
+}
+
+#[test]
+fn summary_counts_only_files_with_findings() {
+    let o = flowrun(&["lint", &fixture("signal.pf"), &fixture("clean.pf")]);
+    let out = stdout(&o);
+    let last = out.lines().last().unwrap();
+    assert!(last.starts_with("flowrun: "), "{out}");
+    assert!(last.ends_with(" in 1 of 2 files"), "{last}");
+    snapshot("cli_summary_two_files", last);
+    let o = flowrun(&["lint", &fixture("signal.pf")]);
+    assert!(
+        stdout(&o).trim_end().ends_with(" in 1 file"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn lint_reads_stdin_and_lints_a_file_once() {
+    let text = std::fs::read_to_string(fixture("signal.pf")).unwrap();
+    let o = flowrun_stdin(&["lint", "--format", "short", "-"], &text);
+    assert_eq!(code(&o), 1);
+    let from_stdin = stdout(&o);
+    assert!(from_stdin.starts_with("<stdin>:"), "{from_stdin}");
+    let o = flowrun_stdin(
+        &[
+            "lint",
+            "--format",
+            "short",
+            "--stdin-filename",
+            "ci/signal.pf",
+            "-",
+        ],
+        &text,
+    );
+    assert_eq!(stdout(&o), from_stdin.replace("<stdin>:", "ci/signal.pf:"));
+    // The same file three times (two spellings) is linted once.
+    let f = fixture("signal.pf");
+    let once = stdout(&flowrun(&["lint", "--format", "short", &f]));
+    let dotted = format!("./{f}");
+    let o = flowrun(&["lint", "--format", "short", &f, &dotted, &f]);
+    assert_eq!(stdout(&o), once);
+}
+
+#[test]
+fn sarif_uses_uris_and_reports_unreadable_files() {
+    let abs = Path::new(env!("CARGO_MANIFEST_DIR")).join(fixture("signal.pf"));
+    let dotted = format!("./{}", fixture("warning.pf"));
+    let o = flowrun(&[
+        "lint",
+        "--format",
+        "sarif",
+        &dotted,
+        abs.to_str().unwrap(),
+        "no-such file.pf",
+    ]);
+    assert_eq!(code(&o), 2);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let run = &v["runs"][0];
+    assert_eq!(run["columnKind"], "unicodeCodePoints");
+    assert!(run["originalUriBaseIds"]["SRCROOT"].is_object());
+    let uris: Vec<&serde_json::Value> = run["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["locations"][0]["physicalLocation"]["artifactLocation"])
+        .collect();
+    assert!(uris
+        .iter()
+        .any(|a| a["uri"] == "tests/cli/warning.pf" && a["uriBaseId"] == "SRCROOT"));
+    let file_uri = format!("file://{}", abs.display());
+    assert!(uris
+        .iter()
+        .any(|a| a["uri"] == file_uri.as_str() && a["uriBaseId"].is_null()));
+    let inv = &run["invocations"][0];
+    assert_eq!(inv["executionSuccessful"], false);
+    let note = &inv["toolExecutionNotifications"][0];
+    assert_eq!(note["level"], "error");
+    assert!(note["message"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("no-such file.pf"));
+    assert_eq!(
+        note["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+        "no-such%20file.pf"
+    );
+    snapshot(
+        "cli_sarif_unreadable_invocation",
+        &serde_json::to_string_pretty(inv).unwrap(),
+    );
+    let o = flowrun(&["lint", "--format", "sarif", &fixture("clean.pf")]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["runs"][0]["invocations"][0]["executionSuccessful"], true);
+}
+
+#[test]
+fn plan_check_passes_from_another_path_and_with_crlf() {
+    let d = tmp_dir("planpath");
+    let f = fixture("warning.pf");
+    let plan = stdout(&flowrun(&["plan", &f]));
+    assert!(plan.contains("  warning.pf:"), "{plan}");
+    let committed = d.join("warning.plan");
+    std::fs::write(&committed, &plan).unwrap();
+    let c = committed.to_str().unwrap();
+    let abs = Path::new(env!("CARGO_MANIFEST_DIR")).join(&f);
+    for path in [format!("./{f}"), abs.display().to_string()] {
+        let o = flowrun(&["plan", "--check", c, &path]);
+        assert_eq!(code(&o), 0, "{path}: {}", stdout(&o));
+    }
+    std::fs::write(&committed, plan.replace('\n', "\r\n")).unwrap();
+    let o = flowrun(&["plan", "--check", c, &f]);
+    assert_eq!(code(&o), 0, "CRLF: {}", stdout(&o));
+    std::fs::remove_dir_all(d).ok();
+}
+
+#[test]
+fn up_lints_the_scaled_topology_and_refuses_errors() {
+    let f = fixture("scaled.pf");
+    let o = flowrun(&["lint", &f]);
+    assert_eq!(code(&o), 0, "clean as written: {}", stdout(&o));
+    for (arg, want) in [
+        ("api=20", "FR204 port-overlap"),
+        ("admin=60000", "the port range 8010..68009 runs past 65535"),
+    ] {
+        let o = flowrun(&["up", &f, "--scale", arg]);
+        assert_eq!(code(&o), 2, "{arg}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(want), "{arg}: {err}");
+        assert!(
+            err.ends_with(&format!(
+                "flowrun: {f} does not compile with --scale {arg}; not starting it\n"
+            )),
+            "{arg}: {err}"
+        );
+        if arg == "admin=60000" {
+            snapshot("cli_up_scale_past_65535", &err);
+        }
+    }
+}
+
+#[test]
+fn plans_redact_secrets_unless_asked_to_show_them() {
+    let f = "tests/fixtures/fr310_secret_in_file.pf";
+    let secrets = ["sk_live_51Hxyz", "0a1b2c3d", "hunter2", "admin:pw@"];
+    for fmt in ["text", "json"] {
+        let o = flowrun(&["plan", "--format", fmt, f]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let out = stdout(&o);
+        for s in secrets {
+            assert!(!out.contains(s), "{fmt} shows {s}:\n{out}");
+        }
+        assert!(out.contains("<redacted>"), "{out}");
+        let o = flowrun(&["plan", "--format", fmt, "--show-secrets", f]);
+        let shown = stdout(&o);
+        for s in secrets {
+            assert!(shown.contains(s), "{fmt} --show-secrets hides {s}");
+        }
+    }
+    let text = stdout(&flowrun(&["plan", f]));
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("redacted")).collect();
+    snapshot("cli_plan_redacted_lines", &lines.join("\n"));
 }

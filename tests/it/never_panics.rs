@@ -494,7 +494,7 @@ fn renderers_with_random_spans() {
     let corpus = corpus();
     let codes: Vec<&str> = flowrun::rules::RULES.iter().map(|r| r.code).collect();
     for n in 0..count {
-        let text = match rng.below(3) {
+        let mut text = match rng.below(3) {
             0 => random_bytes(&mut rng),
             1 => random_ascii(&mut rng).replace('e', "\té\r\n"),
             _ => {
@@ -502,6 +502,15 @@ fn renderers_with_random_spans() {
                 mutate(&mut rng, src)
             }
         };
+        // Long lines: a run of 60,000 to 70,000 characters somewhere (past
+        // the 65,535 columns a formatting width can take).
+        if rng.below(20) == 0 {
+            let at = random_span(&mut rng, &text).start;
+            let fill = if rng.below(2) == 0 { "a" } else { "é" };
+            text.insert_str(at, &fill.repeat(60_000 + rng.below(10_000)));
+        }
+        // Many labels on some findings.
+        let related_max = if rng.below(10) == 0 { 200 } else { 3 };
         let mut diags = Vec::new();
         for _ in 0..rng.below(4) {
             let code = *rng.pick(&codes);
@@ -510,7 +519,7 @@ fn renderers_with_random_spans() {
                 "msg",
                 flowrun::diagnostic::Label::new(random_span(&mut rng, &text), "here"),
             );
-            for _ in 0..rng.below(3) {
+            for _ in 0..rng.below(related_max) {
                 d = d.with_related(flowrun::diagnostic::Label::new(
                     random_span(&mut rng, &text),
                     "related",
@@ -532,7 +541,7 @@ fn renderers_with_random_spans() {
             let h = render::human(&source, &diags, width, n % 2 == 0);
             assert_eq!(h.is_empty(), diags.is_empty());
             let files = std::slice::from_ref(&compiled);
-            for out in [render::json(files), render::sarif(files)] {
+            for out in [render::json(files), render::sarif(files, &[])] {
                 serde_json::from_str::<serde_json::Value>(&out).expect("valid JSON");
             }
             assert!(render::github(files).lines().count() >= diags.len());
@@ -546,7 +555,8 @@ fn renderers_with_random_spans() {
 
 fn random_span(rng: &mut Rng, text: &str) -> Span {
     let mut a = rng.below(text.len() + 1);
-    let mut b = (a + rng.below(40)).min(text.len());
+    let reach = if rng.below(10) == 0 { 100_000 } else { 40 };
+    let mut b = (a + rng.below(reach)).min(text.len());
     if rng.below(4) == 0 {
         b = a; // empty span
     }
@@ -577,16 +587,30 @@ fn known_crashers() {
     let crashers = [
         // plan::build: 4 billion processes were expanded one by one (an
         // out-of-memory abort); now FR104 and a clamp in plan::build.
-        "topology t {\n  group a {\n    run \"x\"\n    processes 4294967295\n  }\n}\n",
+        "topology t {\n  group a {\n    run \"x\"\n    processes 4294967295\n  }\n}\n".to_string(),
         // resolve: `65_536 - processes` underflowed in the FR104 help text.
-        "topology web {\n  group edge {\n    run \"envoy --port {port}\"\n    processes 4294967295\n    port 65534\n  }\n}\n",
+        "topology web {\n  group edge {\n    run \"envoy --port {port}\"\n    processes 4294967295\n    port 65534\n  }\n}\n".to_string(),
+        // render::human: miette formats a label's column as a width, which
+        // panics past 65,535; long lines are now cut down around labels.
+        format!(
+            "topology t {{\n  group api {{\n    run \"{} {{prot}}\"\n  }}\n}}\n",
+            "a".repeat(65_530)
+        ),
+        // render::human: 20,000 labels on one finding took 32 s (quadratic).
+        format!(
+            "topology t {{\n  group a {{\n    run \"x{}\"\n  }}\n}}\n",
+            " | y".repeat(20_000)
+        ),
     ];
     for input in crashers {
-        match catch_unwind(AssertUnwindSafe(|| run_one(input, None))) {
+        let started = std::time::Instant::now();
+        match catch_unwind(AssertUnwindSafe(|| run_one(&input, None))) {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => panic!("{reason}\ninput: {input:?}"),
             Err(_) => panic!("panicked on {input:?}"),
         }
+        // Generous: a debug build on a loaded machine; quadratic was 30 s+.
+        assert!(started.elapsed().as_secs() < 20, "slow on {input:.80?}");
     }
 }
 
