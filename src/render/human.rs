@@ -197,10 +197,17 @@ fn excerpt<'a>(
         spans.push((span, message, *primary, l0, l1));
     }
     // The lines to show: each label's lines and one either side, merged.
+    // The empty "line" after a file's final newline is shown only when a
+    // label is on it (the end of the file), never as context.
     let last_line = index.line_count() - 1;
+    let last_context = if last_line > 0 && text.ends_with('\n') {
+        last_line - 1
+    } else {
+        last_line
+    };
     let mut ranges: Vec<(usize, usize)> = spans
         .iter()
-        .map(|&(_, _, _, l0, l1)| (l0.saturating_sub(1), (l1 + 1).min(last_line)))
+        .map(|&(_, _, _, l0, l1)| (l0.saturating_sub(1), l1.max((l1 + 1).min(last_context))))
         .collect();
     ranges.sort_unstable();
     let mut blocks: Vec<(usize, usize)> = Vec::new();
