@@ -28,6 +28,7 @@
 //! is adopted by the runner (subreaper) and killed at exit, but it is not
 //! caught if the runner itself is SIGKILLed.
 
+pub mod core;
 pub mod events;
 pub mod guard;
 pub mod logs;

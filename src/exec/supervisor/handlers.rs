@@ -389,6 +389,9 @@ impl Sup {
         self.plan = plan;
         self.stop_slots(&retire);
         changed.sort();
-        self.emit(Event::Reloaded { changed });
+        self.emit(Event::Reloaded {
+            changed,
+            handlers: Vec::new(),
+        });
     }
 }
