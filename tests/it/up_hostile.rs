@@ -88,6 +88,19 @@ fn back_to_back_kills_are_one_drain() {
 }
 
 #[test]
+fn signals_20ms_apart_are_one_drain() {
+    let h = Harness::new("hostile-apart");
+    let file = h.topology(STUBBORN);
+    let mut up = h.up(&file, &[]);
+    started_and_armed(&mut up, 3);
+    up.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(20));
+    up.signal(libc::SIGTERM);
+    let code = up.exit_code();
+    assert_one_drain(&h, &mut up, code);
+}
+
+#[test]
 fn a_forward_is_the_ladder_step_a_drain_continues_from() {
     let h = Harness::new("hostile-forward");
     let file = h.topology(
@@ -160,7 +173,7 @@ fn a_storm_of_handler_signals_queues_one_run() {
 topology storm {
   on SIGUSR1 restart worker
   group worker {
-    run "@PROBE@"
+    run "@PROBE@ --linger-ms 500"
     stop SIGTERM drain 5s
   }
 }
@@ -168,10 +181,13 @@ topology storm {
     );
     let mut up = h.up(&file, &[]);
     started_and_armed(&mut up, 1);
+    // Each restart takes at least 500 ms (the worker lingers after its
+    // SIGTERM): every signal after the first arrives while a run is going.
     for _ in 0..30 {
         up.signal(libc::SIGUSR1);
+        std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
     up.signal(libc::SIGINT);
     let code = up.exit_code();
     assert_eq!(code, 0, "stderr:\n{}", up.stderr_text());
