@@ -17,10 +17,15 @@
 //! ladder). Large groups start in batches of 128 spawns, with the signal
 //! and exit drivers polled in between.
 //!
-//! Signal streams for INT, TERM, HUP, QUIT, USR1, USR2 and every handled
-//! signal are registered before the first spawn. Every signal, exit, timer
-//! and ready check becomes a message to the [`supervisor`], one state
-//! machine (Running → Draining → Done) that owns all state.
+//! Signal streams for INT, TERM, HUP, QUIT, USR1, USR2, TSTP and every
+//! handled signal are registered before the first spawn (a reload that
+//! adds a handler registers its signal then); whether SIGHUP is a terminal
+//! hangup is decided before that, from the controlling terminal and the
+//! inherited SIGHUP disposition. Every signal (stamped with its arrival
+//! time), exit, timer and ready check becomes a message to the
+//! [`supervisor`], one state machine (Running → Draining → Done) that owns
+//! all state and decides signals through [`core::signals`]. [`core`] holds
+//! the same rules as a pure, fully tested state machine.
 //!
 //! Process groups are the containment unit (cgroups are not used; this
 //! machine had no writable cgroup v2 hierarchy to test them on): a

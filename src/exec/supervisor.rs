@@ -13,7 +13,9 @@
 //! number; timers and checks carry it, and stale ones are ignored.
 //!
 //! Stop-sent is per incarnation (`Proc::stop`): a process is never sent
-//! its ladder twice, however many drain signals arrive.
+//! its ladder twice, however many drain signals arrive, and a forwarded
+//! ladder signal is that ladder step. Bursts, acknowledgement, escalation,
+//! the hangup rule and handler coalescing are decided by `core::signals`.
 //!
 //! This file holds the types, the message loop and the end conditions;
 //! `handlers.rs` the signal handlers and reload, `lifecycle.rs` starting,
