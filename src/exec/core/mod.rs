@@ -69,6 +69,13 @@ pub enum Msg {
         p: Ref,
         gen: u64,
     },
+    /// The incarnation's chdir or exec failed (reported by the child
+    /// before it exits): the group fails, without restarts.
+    ExecFailed {
+        p: Ref,
+        gen: u64,
+        reason: String,
+    },
     /// A timer armed by [`Effect::Arm`] expired.
     Timer(u64),
     Ready {
@@ -91,6 +98,8 @@ pub enum Outcome {
     /// Out of a resource (EMFILE, ENFILE, EAGAIN, ENOMEM): worth retrying.
     Busy(String),
     Failed(String),
+    /// Not attempted: the OS layer had it queued when a drain began.
+    Cancelled,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -526,6 +535,12 @@ impl Core {
                 }
             }
             Msg::Timer(id) => self.on_timer(id),
+            Msg::ExecFailed { p, gen, reason } => {
+                let live = self.proc(p).is_some_and(|pr| pr.state.gen() == Some(gen));
+                if live && matches!(self.mode, Mode::Running) {
+                    self.fail_group(p.0, reason);
+                }
+            }
             Msg::Ready { p, gen } => {
                 let Some(pr) = self.proc(p) else { return };
                 if let PState::Running {
@@ -778,6 +793,7 @@ impl Core {
                 self.slots[p.0].procs[p.1].state = PState::Down;
                 self.fail_group(p.0, reason);
             }
+            Outcome::Cancelled => self.slots[p.0].procs[p.1].state = PState::Down,
         }
     }
 

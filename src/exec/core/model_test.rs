@@ -314,10 +314,10 @@ impl Episode {
         let mut signal = None;
         // Spawns may run out of resources or fail.
         if self.rng.chance(3) {
-            let o = if self.rng.chance(90) {
-                Outcome::Busy("too many open files".into())
-            } else {
-                Outcome::Failed("cannot execute".into())
+            let o = match self.rng.below(10) {
+                0..=7 => Outcome::Busy("too many open files".into()),
+                8 => Outcome::Cancelled,
+                _ => Outcome::Failed("cannot execute".into()),
             };
             self.w.outcomes.push_back(o);
         }
@@ -386,7 +386,18 @@ impl Episode {
                     }
                 }
             }
-            90..=94 => {
+            90..=91 => {
+                let live = self.live_refs();
+                match live.first() {
+                    Some(&(p, gen)) => self.w.send(Msg::ExecFailed {
+                        p,
+                        gen,
+                        reason: "cannot execute".into(),
+                    }),
+                    None => Vec::new(),
+                }
+            }
+            92..=94 => {
                 // Stale messages: an old generation, an unknown timer.
                 let live = self.live_refs();
                 if let Some(&(p, gen)) = live.first() {

@@ -507,3 +507,28 @@ fn under_to_group_the_ladder_outlives_the_leader() {
     w.send(Msg::GroupEmpty { p, gen });
     assert_eq!(w.exit_code, Some(0));
 }
+
+#[test]
+fn an_exec_failure_fails_the_group_without_restarts() {
+    let mut w = World::new("topology t {\n group a {\n run \"nope\"\n restart always\n }\n}\n");
+    let (p, gen) = (w.refer("a", 0), w.gen("a", 0));
+    let fx = w.send(Msg::ExecFailed {
+        p,
+        gen,
+        reason: "a.0: spawn failed: cannot execute nope".into(),
+    });
+    assert_eq!(World::events(&fx)[..2], ["failed", "draining"]);
+    let fx = w.exit("a", 0, Status::Code(127));
+    assert!(!World::events(&fx).contains(&"restarting"), "{fx:?}");
+    assert_eq!(w.exit_code, Some(1));
+}
+
+#[test]
+fn a_cancelled_spawn_is_down_without_failing() {
+    let mut w = World::start_with(plan(SIMPLE), vec![Outcome::Cancelled]);
+    assert_eq!(w.core.state("web", 0), Some(PState::Down));
+    assert!(!w.all_events().contains(&"failed"));
+    w.signal(Sig::INT);
+    w.exit("web", 1, OK);
+    assert_eq!(w.exit_code, Some(0));
+}
