@@ -265,32 +265,7 @@ pub struct Sup {
     stop_waits: Vec<Vec<crate::model::GroupId>>,
 }
 
-/// A group's resolved definition, independent of its position in the file:
-/// the group model with `after` edges by name, and every process's spec
-/// without its group index.
-fn fingerprint(plan: &Plan, gid: GroupId) -> String {
-    let g = &plan.topology.groups[gid];
-    let mut v = serde_json::to_value(g).unwrap_or_default();
-    if let Some(after) = v.get_mut("after").and_then(|a| a.as_array_mut()) {
-        for (a, model) in after.iter_mut().zip(&g.after) {
-            let name = plan
-                .topology
-                .groups
-                .get(model.group)
-                .map(|d| d.name.node.clone());
-            a["group"] = name.into();
-        }
-    }
-    let mut out = v.to_string();
-    for p in plan.processes.iter().filter(|p| p.group == gid) {
-        let mut pv = serde_json::to_value(p).unwrap_or_default();
-        if let Some(o) = pv.as_object_mut() {
-            o.remove("group");
-        }
-        out.push_str(&pv.to_string());
-    }
-    out
-}
+use super::core::fingerprint;
 
 fn status_text(st: Status) -> String {
     match st {

@@ -322,6 +322,9 @@ pub struct Core {
     timers: HashMap<u64, TimerKind>,
     next_id: u64,
     caught: Vec<Sig>,
+    /// Per plan group, the groups that must be down before it stops (set
+    /// when a drain begins; the plan cannot change while draining).
+    stop_waits: Vec<Vec<GroupId>>,
     now: Instant,
     out: Vec<Effect>,
 }
@@ -382,6 +385,7 @@ impl Core {
             timers: HashMap::new(),
             next_id: 1,
             caught: Vec::new(),
+            stop_waits: Vec::new(),
             now,
             out: Vec::new(),
         };
@@ -1074,6 +1078,7 @@ impl Core {
             return;
         }
         self.mode = Mode::Draining(Drain::new(cause, self.now));
+        self.stop_waits = crate::graph::stop_waits_for(&self.plan.topology);
         if self.code.is_none() {
             self.code = Some(code);
         }
@@ -1273,12 +1278,11 @@ impl Core {
     }
 
     fn advance_drain(&mut self) {
-        let waits = crate::graph::stop_waits_for(&self.plan.topology);
         let mut planned = vec![false; self.slots.len()];
         for gid in 0..self.cur.len() {
             let s = self.cur[gid];
             planned[s] = true;
-            let blocked = waits.get(gid).is_some_and(|w| {
+            let blocked = self.stop_waits.get(gid).is_some_and(|w| {
                 w.iter()
                     .any(|&d| self.cur.get(d).is_some_and(|&ds| self.slots[ds].alive()))
             });
