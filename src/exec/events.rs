@@ -75,6 +75,15 @@ pub enum Event {
     Reloading,
     Reloaded {
         changed: Vec<String>,
+        /// Signals whose handler was added, changed or removed.
+        handlers: Vec<String>,
+    },
+    /// A spawn ran out of a resource (EMFILE, EAGAIN, …); it is retried.
+    SpawnRetry {
+        who: Who,
+        error: String,
+        attempt: u32,
+        in_ms: u64,
     },
     ReloadRejected {
         errors: Vec<String>,
@@ -102,6 +111,7 @@ impl Event {
             Event::Reloading => "reloading",
             Event::Reloaded { .. } => "reloaded",
             Event::ReloadRejected { .. } => "reload-rejected",
+            Event::SpawnRetry { .. } => "spawn-retry",
             Event::Exit { .. } => "exit",
         }
     }
@@ -114,7 +124,8 @@ impl Event {
             | Event::Restarting { who, .. }
             | Event::Stopping { who, .. }
             | Event::Killed { who, .. }
-            | Event::Stopped { who } => Some(who),
+            | Event::Stopped { who }
+            | Event::SpawnRetry { who, .. } => Some(who),
             _ => None,
         }
     }
@@ -164,10 +175,26 @@ impl Event {
                 ("target", s(target)),
             ],
             Event::Killed { reason, .. } => vec![("reason", s(reason))],
-            Event::Reloaded { changed } => vec![(
-                "changed",
-                Value::Array(changed.iter().map(|c| s(c)).collect()),
-            )],
+            Event::Reloaded { changed, handlers } => vec![
+                (
+                    "changed",
+                    Value::Array(changed.iter().map(|c| s(c)).collect()),
+                ),
+                (
+                    "handlers",
+                    Value::Array(handlers.iter().map(|c| s(c)).collect()),
+                ),
+            ],
+            Event::SpawnRetry {
+                error,
+                attempt,
+                in_ms,
+                ..
+            } => vec![
+                ("error", s(error)),
+                ("attempt", (*attempt).into()),
+                ("in_ms", (*in_ms).into()),
+            ],
             Event::ReloadRejected { errors } => vec![(
                 "errors",
                 Value::Array(errors.iter().map(|c| s(c)).collect()),
@@ -255,13 +282,29 @@ impl Event {
                 format!("escalating on repeated {signal}: killing everything")
             }
             Event::Reloading => "reloading".to_string(),
-            Event::Reloaded { changed } => {
-                if changed.is_empty() {
+            Event::Reloaded { changed, handlers } => {
+                let mut parts = Vec::new();
+                if !changed.is_empty() {
+                    parts.push(format!("changed {}", changed.join(", ")));
+                }
+                if !handlers.is_empty() {
+                    parts.push(format!("handlers {}", handlers.join(", ")));
+                }
+                if parts.is_empty() {
                     "reloaded: nothing changed".to_string()
                 } else {
-                    format!("reloaded: changed {}", changed.join(", "))
+                    format!("reloaded: {}", parts.join("; "))
                 }
             }
+            Event::SpawnRetry {
+                who,
+                error,
+                attempt,
+                in_ms,
+            } => format!(
+                "{} cannot spawn yet ({error}): retry {attempt} in {in_ms}ms",
+                who.process
+            ),
             Event::ReloadRejected { errors } => {
                 let mut s = format!("reload rejected ({} errors)", errors.len());
                 for e in errors {

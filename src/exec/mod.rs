@@ -17,10 +17,15 @@
 //! ladder). Large groups start in batches of 128 spawns, with the signal
 //! and exit drivers polled in between.
 //!
-//! Signal streams for INT, TERM, HUP, QUIT, USR1, USR2 and every handled
-//! signal are registered before the first spawn. Every signal, exit, timer
-//! and ready check becomes a message to the [`supervisor`], one state
-//! machine (Running → Draining → Done) that owns all state.
+//! Signal streams for INT, TERM, HUP, QUIT, USR1, USR2, TSTP and every
+//! handled signal are registered before the first spawn (a reload that
+//! adds a handler registers its signal then); whether SIGHUP is a terminal
+//! hangup is decided before that, from the controlling terminal and the
+//! inherited SIGHUP disposition. Every signal (stamped with its arrival
+//! time), exit, timer and ready check becomes a message to the
+//! [`supervisor`], one state machine (Running → Draining → Done) that owns
+//! all state and decides signals through [`core::signals`]. [`core`] holds
+//! the same rules as a pure, fully tested state machine.
 //!
 //! Process groups are the containment unit (cgroups are not used; this
 //! machine had no writable cgroup v2 hierarchy to test them on): a
@@ -28,6 +33,7 @@
 //! is adopted by the runner (subreaper) and killed at exit, but it is not
 //! caught if the runner itself is SIGKILLed.
 
+pub mod core;
 pub mod events;
 pub mod guard;
 pub mod logs;
@@ -90,7 +96,29 @@ fn raise_nofile() -> libc::rlimit {
     inherited
 }
 
+/// Whether the runner has a controlling terminal.
+fn has_controlling_terminal() -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open("/dev/tty")
+        .is_ok()
+}
+
+/// Whether SIGHUP was ignored when the runner started (`nohup`).
+fn sighup_ignored() -> bool {
+    // SAFETY: a null new action only queries; `old` is a valid out-pointer.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
 /// The signals the runner always catches, plus every handled one.
+/// SIGTSTP (Ctrl+Z) pauses the whole topology.
 fn caught_signals(plan: &Plan) -> Vec<i32> {
     let mut sigs = vec![
         libc::SIGINT,
@@ -99,6 +127,7 @@ fn caught_signals(plan: &Plan) -> Vec<i32> {
         libc::SIGQUIT,
         libc::SIGUSR1,
         libc::SIGUSR2,
+        libc::SIGTSTP,
     ];
     for h in &plan.topology.handlers {
         let n = h.signal.node.number();
@@ -148,26 +177,20 @@ async fn run(
     start: Instant,
 ) -> (i32, Option<guard::Guard>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    // Before any handler replaces SIGHUP's disposition: is a hangup a
+    // terminal closing (see `core::signals::hangup_drains`)?
+    let hangup_drains = core::signals::hangup_drains(
+        has_controlling_terminal(),
+        sighup_ignored(),
+        plan.topology
+            .handler(crate::model::Sig::HUP)
+            .is_some_and(|h| !h.default),
+    );
     // Handlers first: before anything is spawned (and for PID 1, before a
     // signal could be dropped for lack of one).
-    for n in caught_signals(&plan) {
-        let Ok(mut stream) = signal(SignalKind::from_raw(n)) else {
-            continue;
-        };
-        let Ok(sig) = nix::sys::signal::Signal::try_from(n) else {
-            continue;
-        };
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while stream.recv().await.is_some() {
-                if tx
-                    .send(supervisor::Msg::Signal(crate::model::Sig(sig)))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
+    let caught = caught_signals(&plan);
+    for &n in &caught {
+        supervisor::catch(n, &tx);
     }
     let waiters: reap::Waiters = Arc::new(Mutex::new(Default::default()));
     let reaper = match signal(SignalKind::child()) {
@@ -206,7 +229,7 @@ async fn run(
         },
         waiters,
     };
-    let sup = supervisor::Sup::new(plan, ctx, tx);
+    let sup = supervisor::Sup::new(plan, ctx, tx, caught, hangup_drains);
     let (code, ctx, readers) = sup.run(rx).await;
     // Adopted orphans that escaped their process group (setsid): nothing
     // of the topology may outlive `up`.

@@ -13,12 +13,15 @@
 //! number; timers and checks carry it, and stale ones are ignored.
 //!
 //! Stop-sent is per incarnation (`Proc::stop`): a process is never sent
-//! its ladder twice, however many drain signals arrive.
+//! its ladder twice, however many drain signals arrive, and a forwarded
+//! ladder signal is that ladder step. Bursts, acknowledgement, escalation,
+//! the hangup rule and handler coalescing are decided by `core::signals`.
 //!
 //! This file holds the types, the message loop and the end conditions;
 //! `handlers.rs` the signal handlers and reload, `lifecycle.rs` starting,
 //! exits, restarts and stop ladders.
 
+use super::core::signals::{self, Cause, Drain, Verdict};
 use super::events::{Event, EventSink, Who};
 use super::guard::Guard;
 use super::logs::{self, ReaderCfg};
@@ -46,12 +49,15 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(10);
 const GROUP_POLL: Duration = Duration::from_millis(20);
 /// Processes spawned between two looks at the message queue.
 const SPAWN_BATCH: usize = 128;
-/// Retry delay when a spawn hits EMFILE/EAGAIN.
-const SPAWN_RETRY: Duration = Duration::from_millis(50);
+/// First retry delay when a spawn hits EMFILE/EAGAIN (doubling to 1 s,
+/// at most `core::SPAWN_TRIES` tries).
+use super::core::SPAWN_RETRY;
 
 #[derive(Debug)]
 pub enum Msg {
-    Signal(Sig),
+    /// A signal and when its stream delivered it (the burst window is
+    /// measured between arrivals, not between supervisor steps).
+    Signal(Sig, Instant),
     /// SIGCHLD arrived (at least once): reap every exited child now.
     Child,
     Deadline {
@@ -91,6 +97,15 @@ enum Phase {
 
 struct StopState {
     step: usize,
+    /// When the current step's drain ends; a pause moves it later.
+    due: Option<Instant>,
+}
+
+impl StopState {
+    /// Started for this incarnation by a ladder step or a forward.
+    fn at(step: usize) -> StopState {
+        StopState { step, due: None }
+    }
 }
 
 struct Proc {
@@ -129,6 +144,8 @@ struct Proc {
     exec_failed: Option<(spawn::ExecStage, i32)>,
     /// Its group has started; the spawn is queued (see `spawn_pending`).
     want_spawn: bool,
+    /// Spawns in a row that ran out of a resource (EMFILE, EAGAIN, …).
+    spawn_tries: u32,
 }
 
 struct GroupRt {
@@ -199,8 +216,32 @@ pub struct Ctx {
     pub waiters: Waiters,
 }
 
+/// Catch signal `n`: every delivery becomes a [`Msg::Signal`] stamped
+/// with its arrival time.
+pub fn catch(n: i32, tx: &mpsc::UnboundedSender<Msg>) {
+    let Ok(sig) = nix::sys::signal::Signal::try_from(n) else {
+        return;
+    };
+    let Ok(mut stream) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(n))
+    else {
+        return;
+    };
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        while stream.recv().await.is_some() {
+            if tx.send(Msg::Signal(Sig(sig), Instant::now())).is_err() {
+                break;
+            }
+        }
+    });
+}
+
 pub struct Sup {
     plan: Plan,
+    /// Signals with a stream (a reload may add some).
+    caught: Vec<i32>,
+    /// SIGHUP is a terminal hangup: it drains (`core::signals`).
+    hangup_drains: bool,
     ctx: Ctx,
     tx: mpsc::UnboundedSender<Msg>,
     groups: Vec<GroupRt>,
@@ -209,10 +250,9 @@ pub struct Sup {
     by_pid: HashMap<i32, (usize, usize)>,
     next_gen: u64,
     mode: Mode,
-    /// The message batch in which the drain began: repeats of the drain
-    /// signal already queued with it are one burst, not an escalation.
-    drain_batch: Option<u64>,
-    batch: u64,
+    /// The whole-topology drain, as the signal rules see it (burst window,
+    /// acknowledgement; `core::signals`).
+    drain: Option<Drain>,
     escalated: bool,
     code: Option<i32>,
     readers: Vec<JoinHandle<()>>,
@@ -225,31 +265,13 @@ pub struct Sup {
     stop_waits: Vec<Vec<crate::model::GroupId>>,
 }
 
-/// A group's resolved definition, independent of its position in the file:
-/// the group model with `after` edges by name, and every process's spec
-/// without its group index.
-fn fingerprint(plan: &Plan, gid: GroupId) -> String {
-    let g = &plan.topology.groups[gid];
-    let mut v = serde_json::to_value(g).unwrap_or_default();
-    if let Some(after) = v.get_mut("after").and_then(|a| a.as_array_mut()) {
-        for (a, model) in after.iter_mut().zip(&g.after) {
-            let name = plan
-                .topology
-                .groups
-                .get(model.group)
-                .map(|d| d.name.node.clone());
-            a["group"] = name.into();
-        }
+use super::core::fingerprint;
+
+fn status_text(st: Status) -> String {
+    match st {
+        Status::Code(c) => format!("code {c}"),
+        Status::Signal(_) => st.signal_name().unwrap_or("a signal").to_string(),
     }
-    let mut out = v.to_string();
-    for p in plan.processes.iter().filter(|p| p.group == gid) {
-        let mut pv = serde_json::to_value(p).unwrap_or_default();
-        if let Some(o) = pv.as_object_mut() {
-            o.remove("group");
-        }
-        out.push_str(&pv.to_string());
-    }
-    out
 }
 
 fn sig_name(s: Sig) -> &'static str {
@@ -257,9 +279,17 @@ fn sig_name(s: Sig) -> &'static str {
 }
 
 impl Sup {
-    pub fn new(plan: Plan, ctx: Ctx, tx: mpsc::UnboundedSender<Msg>) -> Sup {
+    pub fn new(
+        plan: Plan,
+        ctx: Ctx,
+        tx: mpsc::UnboundedSender<Msg>,
+        caught: Vec<i32>,
+        hangup_drains: bool,
+    ) -> Sup {
         let mut sup = Sup {
             plan,
+            caught,
+            hangup_drains,
             ctx,
             tx,
             groups: Vec::new(),
@@ -267,8 +297,7 @@ impl Sup {
             by_pid: HashMap::new(),
             next_gen: 1,
             mode: Mode::Running,
-            drain_batch: None,
-            batch: 0,
+            drain: None,
             escalated: false,
             code: None,
             readers: Vec::new(),
@@ -333,6 +362,7 @@ impl Sup {
                 exec_err: None,
                 exec_failed: None,
                 want_spawn: false,
+                spawn_tries: 0,
             })
             .collect();
         self.groups.push(GroupRt {
@@ -384,7 +414,6 @@ impl Sup {
         self.flush();
         while self.mode != Mode::Done {
             let Some(msg) = rx.recv().await else { break };
-            self.batch += 1;
             let mut more = matches!(msg, Msg::Continue);
             self.handle(msg);
             // Handle what is already queued before re-evaluating.
@@ -415,7 +444,7 @@ impl Sup {
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Signal(sig) => self.on_signal(sig),
+            Msg::Signal(sig, at) => self.on_signal(sig, at),
             Msg::Child => {
                 for (pid, status) in reap::reap_all(&self.ctx.waiters) {
                     self.on_reaped(pid, status);
@@ -506,16 +535,28 @@ impl Sup {
             if let Some(&s) = self.cur.get(f.group.node) {
                 let g = &self.groups[s];
                 if g.ended() {
-                    let code = g
-                        .procs
-                        .iter()
-                        .filter_map(|p| p.status)
-                        .find(|st| !st.success())
-                        .map_or(0, Status::exit_code);
-                    let code = match f.when {
-                        FinishWhen::Exits | FinishWhen::Succeeds => code,
-                    };
-                    self.begin_drain("finish".to_string(), code);
+                    let failing = g.procs.iter().find_map(|p| {
+                        p.status
+                            .filter(|st| !st.success())
+                            .map(|st| (p.who.process.clone(), st))
+                    });
+                    match (f.when, failing) {
+                        (FinishWhen::Exits, failing) => {
+                            let code = failing.map_or(0, |(_, st)| st.exit_code());
+                            self.begin_drain("finish".to_string(), code, Cause::Topology);
+                        }
+                        (FinishWhen::Succeeds, None) => {
+                            self.begin_drain("finish".to_string(), 0, Cause::Topology);
+                        }
+                        (FinishWhen::Succeeds, Some((who, st))) => {
+                            let reason = format!(
+                                "`finish when {} succeeds` can no longer be met: {who} exited with {}",
+                                g.def.name.node,
+                                status_text(st)
+                            );
+                            self.fail_group(s, reason);
+                        }
+                    }
                     return;
                 }
             }

@@ -7,7 +7,53 @@ use super::*;
 impl Sup {
     // ----- signals and handlers -------------------------------------------
 
+    /// Ctrl+Z: stop every process group, then the runner; when the runner
+    /// is continued (`fg`, SIGCONT), continue them. The time spent stopped
+    /// does not count against ladder deadlines.
+    pub(super) fn pause(&mut self) {
+        let live: Vec<(Option<i32>, Option<i32>)> = self
+            .groups
+            .iter()
+            .flat_map(|g| &g.procs)
+            .filter(|p| p.phase == Phase::Running)
+            .map(|p| {
+                (
+                    p.leader_alive.then_some(p.pid),
+                    p.pgid.filter(|_| p.group_alive),
+                )
+            })
+            .collect();
+        let send = |sig: i32| {
+            for &(pid, pgid) in &live {
+                // SAFETY: our own unreaped child or non-empty group (see
+                // `signal_target`); never 0, 1 or -1.
+                unsafe {
+                    match (pgid, pid) {
+                        (Some(g), _) if g > 1 => libc::kill(-g, sig),
+                        (None, Some(p)) if p > 1 => libc::kill(p, sig),
+                        _ => 0,
+                    };
+                }
+            }
+        };
+        send(libc::SIGSTOP);
+        self.flush();
+        let start = Instant::now();
+        // Returns once the runner is continued.
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+        let paused = start.elapsed();
+        send(libc::SIGCONT);
+        for p in self.groups.iter_mut().flat_map(|g| &mut g.procs) {
+            if let Some(StopState { due: Some(due), .. }) = &mut p.stop {
+                *due += paused;
+            }
+        }
+    }
+
     pub(super) fn is_drain_handler(&self, sig: Sig) -> bool {
+        if sig == Sig::HUP && self.hangup_drains {
+            return true;
+        }
         self.plan.topology.handler(sig).is_some_and(|h| {
             h.steps.iter().any(|s| {
                 matches!(&s.node, Step::Drain { groups } if groups.is_empty())
@@ -16,24 +62,34 @@ impl Sup {
         })
     }
 
-    pub(super) fn on_signal(&mut self, sig: Sig) {
+    pub(super) fn on_signal(&mut self, sig: Sig, at: Instant) {
         self.emit(Event::Signal {
             signal: sig_name(sig),
         });
+        if sig.number() == libc::SIGTSTP {
+            self.pause();
+            return;
+        }
         let drains = self.is_drain_handler(sig);
         match self.mode {
             Mode::Done => {}
             Mode::Draining => {
-                let within = self.drain_batch == Some(self.batch);
-                if drains
-                    && !within
-                    && !self.escalated
-                    && self.plan.topology.escalate == crate::ast::Escalate::OnRepeat
-                {
+                let escalate = self.plan.topology.escalate;
+                let verdict = self
+                    .drain
+                    .as_mut()
+                    .map_or(Verdict::Same, |d| d.on_signal(drains, at, escalate));
+                if verdict == Verdict::Escalate && !self.escalated {
                     self.escalate(sig);
                 }
             }
             Mode::Running => {
+                if sig == Sig::HUP && self.hangup_drains {
+                    self.handler = None;
+                    self.queue.clear();
+                    self.begin_drain_at("SIGHUP (hangup)".to_string(), 0, Cause::Signal, at);
+                    return;
+                }
                 let Some(h) = self.plan.topology.handler(sig) else {
                     return; // no handler: ignored (logged above)
                 };
@@ -42,10 +98,11 @@ impl Sup {
                     // A whole-topology drain preempts any running handler.
                     self.handler = None;
                     self.queue.clear();
-                    self.begin_drain(sig_name(sig).to_string(), 0);
+                    self.begin_drain_at(sig_name(sig).to_string(), 0, Cause::Signal, at);
                     return;
                 }
-                self.queue.push_back(sig);
+                // While a run of this handler is pending, another is dropped.
+                signals::enqueue(&mut self.queue, sig);
             }
         }
     }
@@ -158,12 +215,13 @@ impl Sup {
         match step {
             Step::Ignore => {}
             Step::Kill => {
-                self.begin_drain(sig_name(sig).to_string(), 1);
+                self.begin_drain(sig_name(sig).to_string(), 1, Cause::Signal);
                 self.escalated = true;
                 self.kill_everything("escalation");
             }
             Step::Drain { groups } if groups.is_empty() => {
-                self.begin_drain(sig_name(sig).to_string(), 0);
+                // Not the handler's first step (that one drains at once).
+                self.begin_drain(sig_name(sig).to_string(), 0, Cause::Topology);
             }
             Step::Drain { groups } => {
                 let slots = self.slots_of(&groups);
@@ -308,6 +366,17 @@ impl Sup {
         if p.phase != Phase::Running {
             return;
         }
+        // A signal of the group's ladder is that ladder step: the ladder
+        // continues from there (deadline included), and a step already
+        // sent to this incarnation (or passed) is not sent again.
+        if let Some(k) = g.def.stop.steps.iter().position(|l| l.signal == sig) {
+            if p.stop.as_ref().is_some_and(|st| st.step >= k) || p.leftovers_killed {
+                return;
+            }
+            self.groups[s].procs[i].stop = Some(StopState::at(k));
+            self.send_step(s, i, k);
+            return;
+        }
         let target = self.target_of(s, i);
         let pid = p.leader_alive.then_some(p.pid);
         let pgid = p.pgid.filter(|_| p.group_alive);
@@ -315,6 +384,38 @@ impl Sup {
     }
 
     // ----- reload ------------------------------------------------------------
+
+    /// The signals whose handler a reload to `plan` adds, changes or
+    /// removes; new ones are caught from now on.
+    fn reload_handlers(&mut self, plan: &Plan) -> Vec<String> {
+        let steps_of = |p: &Plan, sig: Sig| {
+            p.topology
+                .handler(sig)
+                .map(|h| h.steps.iter().map(|s| s.node.clone()).collect::<Vec<_>>())
+        };
+        let mut sigs: Vec<Sig> = plan
+            .topology
+            .handlers
+            .iter()
+            .chain(&self.plan.topology.handlers)
+            .map(|h| h.signal.node)
+            .collect();
+        sigs.sort_by_key(|s| s.number());
+        sigs.dedup();
+        let mut out = Vec::new();
+        for sig in sigs {
+            if steps_of(plan, sig) != steps_of(&self.plan, sig) {
+                out.push(sig_name(sig).to_string());
+            }
+            let n = sig.number();
+            let catchable = n != libc::SIGKILL && n != libc::SIGSTOP && n != libc::SIGCHLD;
+            if plan.topology.handler(sig).is_some() && catchable && !self.caught.contains(&n) {
+                self.caught.push(n);
+                catch(n, &self.tx);
+            }
+        }
+        out
+    }
 
     pub(super) fn reload(&mut self) {
         self.emit(Event::Reloading);
@@ -358,6 +459,9 @@ impl Sup {
                 Some(s) if self.groups[s].fingerprint == fp => {
                     // Unchanged: keep running; only its id in the new plan moves.
                     self.groups[s].gid = gid;
+                    // Same definition, but its `after` edges must use the
+                    // new plan's ids: dependencies stay by name.
+                    self.groups[s].def = g.clone();
                     for p in &mut self.groups[s].procs {
                         p.spec.group = gid;
                     }
@@ -385,10 +489,11 @@ impl Sup {
                 }
             }
         }
+        let handlers = self.reload_handlers(&plan);
         self.cur = new_cur;
         self.plan = plan;
         self.stop_slots(&retire);
         changed.sort();
-        self.emit(Event::Reloaded { changed });
+        self.emit(Event::Reloaded { changed, handlers });
     }
 }

@@ -27,6 +27,41 @@ impl Sup {
         }
     }
 
+    /// Why `after dep state` can never hold any more, if it cannot.
+    pub(super) fn condition_never(&self, dep: GroupId, state: AfterState) -> Option<String> {
+        let &s = self.cur.get(dep)?;
+        let g = &self.groups[s];
+        let name = &g.def.name.node;
+        let why = if g.failed || (g.drained && !g.started) {
+            format!("{name} failed or was drained")
+        } else if g.ended() {
+            match state {
+                AfterState::Succeeded => g.procs.iter().find_map(|p| {
+                    p.status
+                        .filter(|st| !st.success())
+                        .map(|st| format!("{} exited with {}", p.who.process, status_text(st)))
+                })?,
+                AfterState::Ready => g
+                    .procs
+                    .iter()
+                    .find(|p| !p.ever_ready)
+                    .map(|p| format!("{} ended without being ready", p.who.process))?,
+                _ => return None,
+            }
+        } else {
+            return None;
+        };
+        let state = match state {
+            AfterState::Started => "started",
+            AfterState::Ready => "ready",
+            AfterState::Succeeded => "succeeded",
+            AfterState::Exited => "exited",
+        };
+        Some(format!(
+            "`after {name} {state}` can no longer be met: {why}"
+        ))
+    }
+
     pub(super) fn try_start_groups(&mut self) {
         if self.mode != Mode::Running {
             return;
@@ -42,7 +77,16 @@ impl Sup {
                 continue;
             };
             let g = &self.groups[s];
-            if g.started || g.drained || self.mode != Mode::Running {
+            if g.started || g.drained || g.failed || self.mode != Mode::Running {
+                continue;
+            }
+            let never = g.def.after.iter().find_map(|a| {
+                (!self.condition_met(a.group, a.state))
+                    .then(|| self.condition_never(a.group, a.state))
+                    .flatten()
+            });
+            if let Some(reason) = never {
+                self.fail_group(s, reason);
                 continue;
             }
             let deps_ok = g
@@ -141,8 +185,24 @@ impl Sup {
         let spawned = match spawn::spawn_service(&spec, self.ctx.inherited) {
             Ok(sp) => sp,
             Err(e) if spawn::is_backpressure(&e) => {
-                self.groups[s].procs[i].restart_pending = true;
-                self.after_ms(SPAWN_RETRY, Msg::SpawnRetry { slot: s, index: i });
+                let p = &mut self.groups[s].procs[i];
+                p.spawn_tries += 1;
+                let tries = p.spawn_tries;
+                if tries >= crate::exec::core::SPAWN_TRIES {
+                    let reason = format!("{}: spawn failed: {e}, {tries} tries", p.who.process);
+                    self.fail_group(s, reason);
+                    return;
+                }
+                let delay = policy::backoff(SPAWN_RETRY, Duration::from_secs(1), tries);
+                p.restart_pending = true;
+                let who = p.who.clone();
+                self.emit(Event::SpawnRetry {
+                    who,
+                    error: e.to_string(),
+                    attempt: tries,
+                    in_ms: delay.as_millis() as u64,
+                });
+                self.after_ms(delay, Msg::SpawnRetry { slot: s, index: i });
                 return;
             }
             Err(e) => {
@@ -190,6 +250,7 @@ impl Sup {
         p.registered = die_with_parent;
         p.exec_err = spawned.exec_err;
         p.exec_failed = None;
+        p.spawn_tries = 0;
         self.by_pid.insert(pid, (s, i));
         let who = p.who.clone();
         self.emit(Event::Started { who, pid });
@@ -535,7 +596,7 @@ impl Sup {
         if self.code.map_or(true, |c| c == 0) {
             self.code = Some(1);
         }
-        self.begin_drain("failed".to_string(), 1);
+        self.begin_drain("failed".to_string(), 1, Cause::Topology);
     }
 
     // ----- stopping ---------------------------------------------------------
@@ -557,7 +618,7 @@ impl Sup {
         if p.phase != Phase::Running || p.stop.is_some() {
             return;
         }
-        p.stop = Some(StopState { step: 0 });
+        p.stop = Some(StopState::at(0));
         self.send_step(s, i, 0);
     }
 
@@ -592,6 +653,9 @@ impl Sup {
         let drain = ls.drain;
         self.emit(ev);
         if let Timeout::Finite(d) = drain {
+            if let Some(st) = &mut self.groups[s].procs[i].stop {
+                st.due = Some(Instant::now() + d + DEADLINE_GRACE);
+            }
             self.after_ms(d + DEADLINE_GRACE, Msg::Deadline { gen, step });
         }
     }
@@ -607,6 +671,14 @@ impl Sup {
         let Some(st) = &mut p.stop else { return };
         if st.step != step {
             return;
+        }
+        // A pause moved the deadline: wait for the rest.
+        if let Some(due) = st.due {
+            let now = Instant::now();
+            if due > now {
+                self.after_ms(due - now, Msg::Deadline { gen, step });
+                return;
+            }
         }
         st.step += 1;
         let next = st.step;
@@ -627,7 +699,7 @@ impl Sup {
         // The whole group gets SIGKILL now: no separate leftovers kill.
         p.leftovers_killed = true;
         if p.stop.is_none() {
-            p.stop = Some(StopState { step: usize::MAX });
+            p.stop = Some(StopState::at(usize::MAX));
         }
         match p.pgid {
             Some(g) if p.group_alive => {
@@ -646,12 +718,17 @@ impl Sup {
         self.arm_poll();
     }
 
-    pub(super) fn begin_drain(&mut self, reason: String, code: i32) {
+    pub(super) fn begin_drain(&mut self, reason: String, code: i32, cause: Cause) {
+        self.begin_drain_at(reason, code, cause, Instant::now());
+    }
+
+    /// `at`: when the signal that began it arrived (the burst starts there).
+    pub(super) fn begin_drain_at(&mut self, reason: String, code: i32, cause: Cause, at: Instant) {
         if self.mode != Mode::Running {
             return;
         }
         self.mode = Mode::Draining;
-        self.drain_batch = Some(self.batch);
+        self.drain = Some(Drain::new(cause, at));
         if self.code.is_none() {
             self.code = Some(code);
         }
