@@ -246,6 +246,19 @@ fn read_source(path: &Path) -> Result<SourceFile, String> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path)
         .map_err(|e| format!("flowrun: cannot read {name}: {}", io_reason(&e)))?;
+    utf8_source(name, bytes)
+}
+
+/// Standard input as a topology named `name`.
+fn read_stdin(name: &str) -> Result<SourceFile, String> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+        .map_err(|e| format!("flowrun: cannot read {name}: {}", io_reason(&e)))?;
+    utf8_source(name.to_string(), bytes)
+}
+
+/// The bytes of a topology as a source file, if they are UTF-8.
+fn utf8_source(name: String, bytes: Vec<u8>) -> Result<SourceFile, String> {
     let text = String::from_utf8(bytes).map_err(|e| {
         format!(
             "flowrun: cannot read {name}: not UTF-8 (invalid byte at offset {})",
@@ -262,20 +275,6 @@ fn io_reason(e: &std::io::Error) -> String {
         Some(i) => s[..i].to_string(),
         None => s,
     }
-}
-
-/// Standard input as a topology named `name`.
-fn read_stdin(name: &str) -> Result<SourceFile, String> {
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
-        .map_err(|e| format!("flowrun: cannot read {name}: {}", io_reason(&e)))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "flowrun: cannot read {name}: not UTF-8 (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        )
-    })?;
-    Ok(SourceFile::new(name, text))
 }
 
 /// The files to lint, each once: `-` is standard input; two names of one
