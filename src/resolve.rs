@@ -1019,7 +1019,7 @@ impl<'a> Resolver<'a> {
                     Diagnostic::new(
                         "FR104",
                         format!("cannot read env file `{name}`: {why}"),
-                        Label::new(path.span, "no such env file"),
+                        Label::new(path.span, "this env file cannot be read"),
                     )
                     .with_help(
                         "fix the path: a relative path is read from the topology file's directory",

@@ -690,6 +690,16 @@ fn env_files_merge_in_precedence_order_into_the_plan() {
         Err(format!("{p} is not here"))
     });
     assert_eq!(codes(&c), ["FR104", "FR104"]);
+    // Only regular files are read (not a device that never ends).
+    let c = compile(
+        SourceFile::new(
+            "x.pf",
+            "topology t {\n  env-file \"/dev/zero\"\n  group a { run \"x\" }\n}\n",
+        ),
+        None,
+    );
+    assert_eq!(codes(&c), ["FR104"]);
+    assert!(c.diagnostics[0].message.ends_with("not a regular file"));
 }
 
 /// A final bare SIGKILL (or `SIGKILL drain 0s`) is the ladder's own final
