@@ -54,15 +54,35 @@ pub fn compile(source: SourceFile, host: Option<&host::HostLimits>) -> Compiled 
         .parent()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
-    compile_with(source, host, &|path: &str| {
-        std::fs::read_to_string(dir.join(path)).map_err(|e| {
-            let s = e.to_string();
-            match s.find(" (os error") {
-                Some(i) => s[..i].to_lowercase(),
-                None => s,
-            }
-        })
-    })
+    compile_with(source, host, &|path: &str| read_env_file(&dir.join(path)))
+}
+
+/// The most an env file may hold: a few hundred variables fit many times.
+const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
+
+/// Read one env file: a regular file of at most [`MAX_ENV_FILE_BYTES`] in
+/// UTF-8 (so `env-file "/dev/zero"` is refused rather than read forever).
+fn read_env_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let reason = |e: std::io::Error| {
+        let s = e.to_string();
+        match s.find(" (os error") {
+            Some(i) => s[..i].to_lowercase(),
+            None => s,
+        }
+    };
+    let file = std::fs::File::open(path).map_err(reason)?;
+    if !file.metadata().map_err(reason)?.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_ENV_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(reason)?;
+    if bytes.len() as u64 > MAX_ENV_FILE_BYTES {
+        return Err(format!("larger than {} KiB", MAX_ENV_FILE_BYTES / 1024));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".into())
 }
 
 /// [`compile`] with env files read by `read_env_file` (path as written →

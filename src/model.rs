@@ -186,8 +186,13 @@ pub struct Group {
     pub ready: Option<ReadyCheck>,
     pub restart: Restart,
     pub stop: Stop,
-    /// In file order; keys unique (duplicates are FR102).
+    /// The whole environment the group adds: its env files' variables
+    /// merged with `env { }` (see `env_files`); keys unique.
     pub env: Vec<(String, String)>,
+    /// The env files merged into `env`, as written, in precedence order
+    /// (the topology's, then the group's; `env { }` comes last).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env_files: Vec<String>,
     /// As written, relative to the topology file's directory.
     pub cwd: Option<String>,
     pub process_group: ProcessGroupMode,

@@ -80,6 +80,7 @@ pub fn resolve_with(
         suggestion_budget: 2_000_000,
         env_files,
         top_env: Vec::new(),
+        top_env_files: Vec::new(),
     };
     let topology = r.topology(&file.topology);
     (topology, r.diags)
@@ -98,6 +99,8 @@ struct Resolver<'a> {
     env_files: &'a EnvFiles,
     /// The variables of the topology-scope env files, in precedence order.
     top_env: Vec<(String, String)>,
+    /// The topology-scope env files, as written.
+    top_env_files: Vec<String>,
 }
 
 /// An `after` waiting for every group to be resolved (its default state
@@ -145,6 +148,7 @@ impl<'a> Resolver<'a> {
         // Topology-scope env files come first in every group's environment.
         for item in &t.items {
             if let TopItemKind::EnvFile(path) = &item.kind {
+                self.top_env_files.push(path.node.clone());
                 let vars = self.env_file(path);
                 merge_env(&mut self.top_env, vars);
             }
@@ -517,6 +521,7 @@ impl<'a> Resolver<'a> {
         let mut stop: Option<Stop> = None;
         let mut env = Vec::new();
         let mut file_env = self.top_env.clone();
+        let mut env_files = self.top_env_files.clone();
         let mut cwd = None;
         let mut process_group = (ProcessGroupMode::Own, None);
         let mut die_with_parent = (true, None);
@@ -565,6 +570,7 @@ impl<'a> Resolver<'a> {
                 SettingKind::Stop(l) => stop = Some(self.stop(l, setting.span)),
                 SettingKind::Env(vars) => env = self.env(vars),
                 SettingKind::EnvFile(path) => {
+                    env_files.push(path.node.clone());
                     let vars = self.env_file(path);
                     merge_env(&mut file_env, vars);
                 }
@@ -657,6 +663,7 @@ impl<'a> Resolver<'a> {
             restart,
             stop,
             env,
+            env_files,
             cwd,
             process_group: process_group.0,
             process_group_span: process_group.1,
@@ -1019,7 +1026,7 @@ impl<'a> Resolver<'a> {
                     Diagnostic::new(
                         "FR104",
                         format!("cannot read env file `{name}`: {why}"),
-                        Label::new(path.span, "no such env file"),
+                        Label::new(path.span, "this env file cannot be read"),
                     )
                     .with_help(
                         "fix the path: a relative path is read from the topology file's directory",

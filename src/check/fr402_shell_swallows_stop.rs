@@ -206,10 +206,13 @@ fn problems(toks: &[Tok]) -> Vec<(Span, String)> {
                 last_problem.get_or_insert((span, what));
             }
         } else if !execs && !SETUP.contains(&word) {
-            out.push((
-                span,
-                format!("runs `{word}` as a child of the shell before the program"),
-            ));
+            // `read` and `eval` run in the shell itself, but may take long.
+            let how = if matches!(word, "read" | "eval") {
+                "in the shell"
+            } else {
+                "as a child of the shell"
+            };
+            out.push((span, format!("runs `{word}` {how} before the program")));
         }
     }
     // The last command is the most telling problem; keep the others in order.
@@ -264,6 +267,14 @@ mod tests {
                 "ends in a `while` loop run by the shell",
                 "runs `app` as a child of the shell before the program"
             ]
+        );
+    }
+
+    #[test]
+    fn builtins_are_not_children() {
+        assert_eq!(
+            reasons("read -r line; exec app"),
+            ["runs `read` in the shell before the program"]
         );
     }
 

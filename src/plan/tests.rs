@@ -51,6 +51,7 @@ fn group(name: &str, command: Command) -> Group {
             span: None,
         },
         env: Vec::new(),
+        env_files: Vec::new(),
         cwd: None,
         process_group: ProcessGroupMode::Own,
         process_group_span: None,

@@ -412,6 +412,16 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
             "die with parent",
             if g.die_with_parent { "yes" } else { "no" },
         );
+        if !g.env_files.is_empty() {
+            // Precedence: each file over the ones before it, `env { }` last.
+            b.row(
+                "env files",
+                format!(
+                    "{}, then `env {{ }}` (a later value wins)",
+                    g.env_files.join(", ")
+                ),
+            );
+        }
         b.write(&mut out);
         for p in by_group.get(id).into_iter().flatten() {
             let _ = writeln!(out, "  process {}", p.id);

@@ -76,6 +76,7 @@ impl T {
                 span: None,
             },
             env: Vec::new(),
+            env_files: Vec::new(),
             cwd: None,
             process_group: ProcessGroupMode::Own,
             process_group_span: None,

@@ -684,12 +684,30 @@ fn env_files_merge_in_precedence_order_into_the_plan() {
             ("WORKERS", "4"),
         ]
     );
+    // The plan says where the values come from, in precedence order.
+    let text = flowrun::plan::text(&plan, &compiled.source, &compiled.diagnostics);
+    assert!(
+        text.contains(
+            "env files        env/common.env, env/api.env, then `env { }` (a later value wins)"
+        ),
+        "{text}"
+    );
     // Without the files (`compile_with` reading nothing), each is a finding.
     let text = std::fs::read_to_string(root().join(CASES).join("env_file.pf")).unwrap();
     let c = flowrun::compile_with(SourceFile::new("x.pf", text), None, &|p: &str| {
         Err(format!("{p} is not here"))
     });
     assert_eq!(codes(&c), ["FR104", "FR104"]);
+    // Only regular files are read (not a device that never ends).
+    let c = compile(
+        SourceFile::new(
+            "x.pf",
+            "topology t {\n  env-file \"/dev/zero\"\n  group a { run \"x\" }\n}\n",
+        ),
+        None,
+    );
+    assert_eq!(codes(&c), ["FR104"]);
+    assert!(c.diagnostics[0].message.ends_with("not a regular file"));
 }
 
 /// A final bare SIGKILL (or `SIGKILL drain 0s`) is the ladder's own final
