@@ -65,11 +65,18 @@ impl Client {
             next_id: 1,
             last_line: String::new(),
         };
-        c.send(&ClientMsg::Hello {
+        let sent = c.send(&ClientMsg::Hello {
             protocol: PROTOCOL,
             client: Some(format!("flowrun {}", env!("CARGO_PKG_VERSION"))),
-        })?;
-        match c.recv()? {
+        });
+        // A server that refuses (credentials, busy) answers and closes
+        // without reading: the hello may fail with EPIPE, yet its answer
+        // is there to read.
+        let first = c.recv();
+        if let (Err(e), Err(_) | Ok(ServerMsg::Hello { .. })) = (&sent, &first) {
+            return Err(ClientError::Protocol(e.to_string()));
+        }
+        match first? {
             ServerMsg::Hello {
                 protocol,
                 server,

@@ -339,12 +339,18 @@ pub fn locate(file: Option<&Path>) -> Result<PathBuf, String> {
         )
     })?;
     let ep = paths::Endpoint::new(&dir, &canonical)?;
-    if !paths::is_alive(&ep.lock) {
-        return Err(format!(
-            "{} is not running; {}",
-            canonical.display(),
-            running_list(&dir)
-        ));
+    match paths::liveness(&ep.lock) {
+        paths::Liveness::Alive => {}
+        paths::Liveness::Dead => {
+            return Err(format!(
+                "{} is not running; {}",
+                canonical.display(),
+                running_list(&dir)
+            ))
+        }
+        // Not ours to check (another user's directory): let the
+        // connection, and the runner, decide.
+        paths::Liveness::Unknown(_) => {}
     }
     Ok(ep.socket)
 }

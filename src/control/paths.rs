@@ -218,20 +218,38 @@ fn read_info(path: &Path) -> Option<LockInfo> {
     serde_json::from_str(s.trim()).ok()
 }
 
-/// Whether a runner holds the lock at `path` (a shared lock taken and
-/// released at once; a missing file is not alive).
-pub fn is_alive(path: &Path) -> bool {
-    let Ok(file) = OpenOptions::new()
+/// Whether a runner holds a lock file.
+#[derive(Debug)]
+pub enum Liveness {
+    Alive,
+    /// No lock file, or nobody holds it: any socket next to it is stale.
+    Dead,
+    /// The lock file could not be checked (e.g. it belongs to another
+    /// user).
+    Unknown(std::io::Error),
+}
+
+/// Probe the lock at `path`: a shared lock taken and released at once.
+pub fn liveness(path: &Path) -> Liveness {
+    let file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path)
-    else {
-        return false;
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Liveness::Dead,
+        Err(e) => return Liveness::Unknown(e),
     };
     match Flock::lock(file, FlockArg::LockSharedNonblock) {
-        Ok(_released_on_drop) => false,
-        Err((_, e)) => e == nix::errno::Errno::EWOULDBLOCK,
+        Ok(_released_on_drop) => Liveness::Dead,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Liveness::Alive,
+        Err((_, e)) => Liveness::Unknown(e.into()),
     }
+}
+
+/// Whether a runner is known to hold the lock at `path`.
+pub fn is_alive(path: &Path) -> bool {
+    matches!(liveness(path), Liveness::Alive)
 }
 
 /// The live runners in `dir`, sorted by topology path.

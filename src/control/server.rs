@@ -127,7 +127,7 @@ struct Shared {
     limits: Limits,
     hello: ServerMsg,
     locks: GroupLocks,
-    active: AtomicUsize,
+    active: Arc<AtomicUsize>,
     /// Flips to true when the server shuts down.
     stopping: watch::Receiver<bool>,
     uid: u32,
@@ -146,6 +146,12 @@ impl ServerHandle {
     /// Connections being served now.
     pub fn connections(&self) -> usize {
         self.shared.active.load(Ordering::SeqCst)
+    }
+
+    /// The live count behind [`ServerHandle::connections`], readable
+    /// from other threads (tests, benches).
+    pub fn connection_counter(&self) -> Arc<AtomicUsize> {
+        self.shared.active.clone()
     }
 
     /// Stop accepting; end streams (`end`), give connections up to
@@ -184,7 +190,7 @@ pub fn serve(claimed: Claimed, link: Link, limits: Limits) -> Result<ServerHandl
             pid: std::process::id(),
         },
         locks: GroupLocks::default(),
-        active: AtomicUsize::new(0),
+        active: Arc::new(AtomicUsize::new(0)),
         stopping,
         uid: paths::euid(),
     });
