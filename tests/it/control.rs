@@ -10,6 +10,7 @@
 //! blocking client or raw sockets where the bytes matter (fuzzing).
 
 mod responder;
+mod schema;
 
 use crate::support::{wait_until, Harness, Up, FLOWRUN, MARKER_VAR};
 use flowrun::control::client::Client;
