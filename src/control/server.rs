@@ -170,6 +170,20 @@ impl ServerHandle {
     }
 }
 
+impl Drop for ServerHandle {
+    /// Dropped without [`ServerHandle::shutdown`] (e.g. while unwinding):
+    /// stop accepting and remove the socket before the lock is released,
+    /// so that nobody connects to a socket nobody serves.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.accept.abort();
+        if let Some(l) = self.lock.take() {
+            let _ = std::fs::remove_file(&self.claimed_socket);
+            l.release();
+        }
+    }
+}
+
 /// Serve `claimed` on the current tokio runtime until shut down.
 pub fn serve(claimed: Claimed, link: Link, limits: Limits) -> Result<ServerHandle, String> {
     let Claimed {
