@@ -26,11 +26,11 @@ pub enum ControlCommand {
     /// Restart groups or processes through their stop ladders.
     Restart(RestartArgs),
     /// Stop groups (dependents first) and keep them stopped.
-    Stop(TargetArgs),
+    Stop(GroupArgs),
     /// Start stopped groups again.
-    Start(TargetArgs),
+    Start(GroupArgs),
     /// Change how many processes groups run, live.
-    Scale(TargetArgs),
+    Scale(ScaleArgs),
     /// Send a signal to groups or processes.
     Signal(SignalArgs),
     /// Re-read the topology file and apply the changes.
@@ -54,11 +54,21 @@ pub struct FileArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct TargetArgs {
-    /// An optional topology file (ending in .pf), then the groups
-    /// (`scale`: G=N).
-    #[arg(value_name = "[FILE] ARG", required = true)]
+pub struct GroupArgs {
+    /// An optional topology file (ending in .pf), then the groups.
+    #[arg(value_name = "[FILE] GROUP", required = true)]
     pub args: Vec<String>,
+    /// Print the runner's JSON lines (docs/control.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScaleArgs {
+    /// An optional topology file (ending in .pf), then GROUP=COUNT.
+    #[arg(value_name = "[FILE] G=N", required = true)]
+    pub args: Vec<String>,
+    /// Print the runner's JSON lines (docs/control.md).
     #[arg(long)]
     pub json: bool,
 }
@@ -71,6 +81,7 @@ pub struct RestartArgs {
     /// One process at a time, each ready before the next.
     #[arg(long)]
     pub rolling: bool,
+    /// Print the runner's JSON lines (docs/control.md).
     #[arg(long)]
     pub json: bool,
 }
@@ -81,6 +92,7 @@ pub struct SignalArgs {
     /// SIGHUP), then GROUP or GROUP.N.
     #[arg(value_name = "[FILE] SIG GROUP[.N]", required = true)]
     pub args: Vec<String>,
+    /// Print the runner's JSON lines (docs/control.md).
     #[arg(long)]
     pub json: bool,
 }
@@ -100,6 +112,7 @@ pub struct LogsArgs {
     /// Only lines from the last D (`30s`, `5m`).
     #[arg(long, value_name = "D")]
     pub since: Option<String>,
+    /// Print the runner's JSON lines (docs/control.md).
     #[arg(long)]
     pub json: bool,
 }
@@ -115,6 +128,7 @@ pub struct WaitArgs {
     /// Fail (exit 1) after D (`30s`).
     #[arg(long, value_name = "D")]
     pub timeout: Option<String>,
+    /// Print the runner's JSON lines (docs/control.md).
     #[arg(long)]
     pub json: bool,
 }
@@ -126,6 +140,7 @@ pub struct EventsArgs {
     /// Keep printing new events.
     #[arg(short, long)]
     pub follow: bool,
+    /// Print the runner's JSON lines (docs/control.md).
     #[arg(long)]
     pub json: bool,
 }
