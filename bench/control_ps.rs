@@ -45,6 +45,10 @@ fn thread_cpu() -> Duration {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this
+    // too, without it: then a few iterations only, as a smoke test.
+    let full = std::env::args().any(|a| a == "--bench");
+    let reps = |k: usize| if full { k } else { 3 };
     let n: u32 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
@@ -64,6 +68,9 @@ fn main() {
     };
     let core = responder::TestCore::start(&xdg.join("flowrun"), &file, fake).unwrap();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    if !full {
+        println!("smoke run (figures: cargo bench --bench control_ps)");
+    }
     println!(
         "ps round trip, {n} processes; load average {} on {} CPUs",
         load.split_whitespace()
@@ -86,7 +93,7 @@ fn main() {
     };
     let mut json = Vec::new();
     let mut cpu = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..reps(100) {
         let (t, c) = (Instant::now(), thread_cpu());
         let line = serde_json::to_string(&reply).unwrap();
         let back: flowrun::control::protocol::ServerMsg = serde_json::from_str(&line).unwrap();
@@ -100,7 +107,7 @@ fn main() {
     let (mut c, _) = Client::connect(&core.socket).unwrap();
     let mut bytes = 0;
     let mut open = Vec::new();
-    for i in 0..220 {
+    for i in 0..reps(200) + 20 {
         let t = Instant::now();
         let r = c.call(Request::Ps {}).unwrap();
         let d = t.elapsed();
@@ -117,7 +124,7 @@ fn main() {
     stats("ps on an open connection", open);
 
     let mut fresh = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..reps(100) {
         let t = Instant::now();
         let (mut c, _) = Client::connect(&core.socket).unwrap();
         let r = c.call(Request::Ps {}).unwrap();
@@ -128,7 +135,7 @@ fn main() {
 
     let exe = env!("CARGO_BIN_EXE_flowrun");
     let mut cli = Vec::new();
-    for _ in 0..30 {
+    for _ in 0..reps(30) {
         let t = Instant::now();
         let out = Command::new(exe)
             .args(["ps", file.to_str().unwrap(), "--json"])
