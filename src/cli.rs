@@ -45,6 +45,9 @@ pub enum Command {
     },
     /// List every rule: code, name, severity and summary.
     Rules,
+    /// Operate a running topology through its control socket.
+    #[command(flatten)]
+    Control(crate::control::commands::ControlCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -150,6 +153,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Up(args) => up(args),
         Command::Explain { rule } => explain(&rule),
         Command::Rules => list_rules(),
+        Command::Control(cmd) => crate::control::commands::run(cmd),
     }
 }
 

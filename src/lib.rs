@@ -10,6 +10,7 @@
 pub mod ast;
 pub mod check;
 pub mod cli;
+pub mod control;
 pub mod diagnostic;
 pub mod envfile;
 pub mod exec;

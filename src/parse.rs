@@ -1158,8 +1158,9 @@ fn convert_number(pair: Pair<Rule>) -> Result<Spanned<u64>> {
     }
 }
 
-/// Milliseconds of a duration literal like `1m30s`, `None` on overflow.
-fn duration_millis(text: &str) -> Option<u64> {
+/// Milliseconds of a duration literal like `1m30s`, `None` on overflow or
+/// a malformed literal (also used for durations on the command line).
+pub(crate) fn duration_millis(text: &str) -> Option<u64> {
     let bytes = text.as_bytes();
     let mut total: u64 = 0;
     let mut i = 0;

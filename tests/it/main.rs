@@ -5,6 +5,7 @@
 mod support;
 
 mod cli;
+mod control;
 mod examples;
 mod exec_runtime;
 mod graph;

@@ -1,0 +1,560 @@
+//! Bounded in-memory history with followers: the per-process output rings
+//! behind `flowrun logs` and the event feed behind `flowrun events`.
+//!
+//! A [`Ring`] keeps the newest items up to a byte bound and numbers every
+//! item it was ever given (`seq`). A reader holds only a cursor (the next
+//! `seq` it wants), so readers cost the writer nothing: pushing never
+//! waits for anybody, and a reader that fell behind by more than the ring
+//! holds learns how many items it missed ([`Read::missed`]) and goes on
+//! from the oldest item still kept. History and follow are the same
+//! operation: history is a read from an old cursor.
+//!
+//! [`LogStore`] holds one ring per process and [`EventFeed`] one ring of
+//! event lines; both can be pushed to from any thread and wake followers
+//! through a `tokio::sync::watch` counter (one wake-up per push call, so a
+//! writer pushes batches).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// Default bound of one process's output ring: 256 KiB of line text and
+/// bookkeeping ([`LINE_OVERHEAD`] per line). 500 processes with full rings
+/// hold at most 125 MiB plus the map itself.
+pub const DEFAULT_RING_BYTES: usize = 256 * 1024;
+
+/// Bytes counted for each line on top of its text (its `seq`, timestamp
+/// and string header), so a ring of empty lines is bounded too.
+pub const LINE_OVERHEAD: usize = 48;
+
+/// Default bound of the event feed: 1 MiB of event JSON.
+pub const DEFAULT_EVENT_BYTES: usize = 1024 * 1024;
+
+/// Newest items up to `max_bytes`; every item ever pushed has a `seq`.
+#[derive(Debug)]
+pub struct Ring<T> {
+    items: VecDeque<(T, usize)>,
+    /// `seq` of `items[0]`.
+    first: u64,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+/// The result of reading a ring from a cursor.
+#[derive(Debug, PartialEq)]
+pub struct Read<T> {
+    /// Items that were pushed after the cursor but are no longer kept.
+    pub missed: u64,
+    /// `(seq, item)`, oldest first.
+    pub items: Vec<(u64, T)>,
+    /// The cursor to read from next time.
+    pub next: u64,
+}
+
+impl<T: Clone> Ring<T> {
+    /// A ring holding at most `max_bytes` (as counted by the `size` passed
+    /// to [`Ring::push`]); the newest item is always kept, whatever its size.
+    pub fn new(max_bytes: usize) -> Ring<T> {
+        Ring {
+            items: VecDeque::new(),
+            first: 0,
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// The `seq` the next pushed item gets.
+    pub fn end(&self) -> u64 {
+        self.first + self.items.len() as u64
+    }
+
+    /// The `seq` of the oldest kept item (== `end()` when empty).
+    pub fn start(&self) -> u64 {
+        self.first
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Bytes currently counted against the bound.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Append an item counted as `size` bytes; drop the oldest until the
+    /// ring fits its bound again.
+    pub fn push(&mut self, item: T, size: usize) {
+        self.items.push_back((item, size));
+        self.bytes += size;
+        while self.bytes > self.max_bytes && self.items.len() > 1 {
+            if let Some((_, s)) = self.items.pop_front() {
+                self.bytes -= s;
+                self.first += 1;
+            }
+        }
+    }
+
+    /// Up to `max` items from `cursor` on. A cursor older than the oldest
+    /// kept item reports the gap as `missed`; a cursor past the end reads
+    /// nothing and is moved back to the end.
+    pub fn read(&self, cursor: u64, max: usize) -> Read<T> {
+        let end = self.end();
+        let from = cursor.clamp(self.first, end);
+        let missed = from.saturating_sub(cursor);
+        let skip = (from - self.first) as usize;
+        let items: Vec<(u64, T)> = self
+            .items
+            .iter()
+            .skip(skip)
+            .take(max)
+            .enumerate()
+            .map(|(i, (t, _))| (from + i as u64, t.clone()))
+            .collect();
+        let next = from + items.len() as u64;
+        Read {
+            missed,
+            items,
+            next,
+        }
+    }
+
+    /// The cursor from which the first item satisfying `keep` onward can be
+    /// read, scanning back at most `tail` items from the end (all when
+    /// `None`). Items are assumed to satisfy `keep` from some point on
+    /// (e.g. "newer than T").
+    pub fn cursor_for(&self, tail: Option<u64>, keep: impl Fn(&T) -> bool) -> u64 {
+        let end = self.end();
+        let mut c = match tail {
+            Some(n) => end.saturating_sub(n).max(self.first),
+            None => self.first,
+        };
+        while c < end && !keep(&self.items[(c - self.first) as usize].0) {
+            c += 1;
+        }
+        c
+    }
+}
+
+/// `group.index`, ordered by group name then index.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcKey {
+    pub group: String,
+    pub index: u32,
+}
+
+impl std::fmt::Display for ProcKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.group, self.index)
+    }
+}
+
+/// One relayed output line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogLine {
+    /// Seconds since the Unix epoch.
+    pub t: f64,
+    pub text: String,
+}
+
+/// Seconds since the Unix epoch, as a float (log line and event times).
+pub fn epoch_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Which processes a log reader follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Select {
+    /// Every process, including ones added later.
+    All,
+    /// These groups (every index, including ones added later) and these
+    /// single processes.
+    Some {
+        groups: Vec<String>,
+        processes: Vec<ProcKey>,
+    },
+}
+
+impl Select {
+    fn matches(&self, k: &ProcKey) -> bool {
+        match self {
+            Select::All => true,
+            Select::Some { groups, processes } => {
+                groups.contains(&k.group) || processes.contains(k)
+            }
+        }
+    }
+}
+
+/// What a log reader gets: lines and gaps, in ring order per process.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LogItem {
+    Line {
+        process: ProcKey,
+        seq: u64,
+        line: LogLine,
+    },
+    Missed {
+        process: ProcKey,
+        count: u64,
+    },
+}
+
+/// A log reader's position in every ring it follows.
+#[derive(Clone, Debug)]
+pub struct LogCursor {
+    select: Select,
+    positions: BTreeMap<ProcKey, u64>,
+}
+
+/// One output ring per process, shared by the relay (writer) and the
+/// control server (readers).
+#[derive(Debug)]
+pub struct LogStore {
+    rings: Mutex<BTreeMap<ProcKey, Ring<LogLine>>>,
+    max_bytes: usize,
+    tick: watch::Sender<u64>,
+}
+
+impl LogStore {
+    /// A store whose rings hold `max_bytes` each ([`DEFAULT_RING_BYTES`]).
+    pub fn new(max_bytes: usize) -> LogStore {
+        LogStore {
+            rings: Mutex::new(BTreeMap::new()),
+            max_bytes,
+            tick: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ProcKey, Ring<LogLine>>> {
+        // A panic while holding the lock leaves consistent data (every
+        // mutation is a push or pop); keep serving it.
+        self.rings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Make a process known (an empty ring) so that readers can select it
+    /// before it prints anything.
+    pub fn register(&self, process: ProcKey) {
+        let max = self.max_bytes;
+        self.lock().entry(process).or_insert_with(|| Ring::new(max));
+    }
+
+    /// Every known process.
+    pub fn processes(&self) -> Vec<ProcKey> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Append lines of one process (timestamped now) and wake followers once.
+    pub fn push<I, S>(&self, process: &ProcKey, lines: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let t = epoch_secs();
+        {
+            let mut rings = self.lock();
+            let max = self.max_bytes;
+            let ring = rings
+                .entry(process.clone())
+                .or_insert_with(|| Ring::new(max));
+            for s in lines {
+                let text: String = s.into();
+                let size = text.len() + LINE_OVERHEAD;
+                ring.push(LogLine { t, text }, size);
+            }
+        }
+        self.tick.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that changes after every push (for followers).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tick.subscribe()
+    }
+
+    /// A cursor over the selected processes: the last `tail` lines of each
+    /// (all kept lines when `None`) that are not older than `since` seconds
+    /// since the epoch.
+    pub fn cursor(&self, select: Select, tail: Option<u64>, since: Option<f64>) -> LogCursor {
+        let rings = self.lock();
+        let positions = rings
+            .iter()
+            .filter(|(k, _)| select.matches(k))
+            .map(|(k, r)| {
+                let c = r.cursor_for(tail, |l| since.map_or(true, |s| l.t >= s));
+                (k.clone(), c)
+            })
+            .collect();
+        LogCursor { select, positions }
+    }
+
+    /// Up to `max` items from the cursor on, advancing it: each process's
+    /// gap (if it fell behind) then its lines. Processes that appeared
+    /// since the cursor was made are read from their oldest kept line.
+    pub fn read(&self, cursor: &mut LogCursor, max: usize) -> Vec<LogItem> {
+        let rings = self.lock();
+        for k in rings.keys() {
+            if cursor.select.matches(k) && !cursor.positions.contains_key(k) {
+                // New since the cursor was made: every line it ever had
+                // came after, so lines already evicted are a gap.
+                cursor.positions.insert(k.clone(), 0);
+            }
+        }
+        let mut out = Vec::new();
+        for (k, pos) in cursor.positions.iter_mut() {
+            if out.len() >= max {
+                break;
+            }
+            let Some(ring) = rings.get(k) else { continue };
+            let r = ring.read(*pos, max - out.len());
+            if r.missed > 0 {
+                out.push(LogItem::Missed {
+                    process: k.clone(),
+                    count: r.missed,
+                });
+            }
+            out.extend(r.items.into_iter().map(|(seq, line)| LogItem::Line {
+                process: k.clone(),
+                seq,
+                line,
+            }));
+            *pos = r.next;
+        }
+        out
+    }
+
+    /// Lines counted against the bound of each process (tests, benches).
+    pub fn bytes(&self, process: &ProcKey) -> Option<usize> {
+        self.lock().get(process).map(Ring::bytes)
+    }
+}
+
+/// The lifecycle events as JSON lines, bounded, with followers.
+#[derive(Debug)]
+pub struct EventFeed {
+    ring: Mutex<Ring<String>>,
+    tick: watch::Sender<u64>,
+}
+
+impl EventFeed {
+    pub fn new(max_bytes: usize) -> EventFeed {
+        EventFeed {
+            ring: Mutex::new(Ring::new(max_bytes)),
+            tick: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ring<String>> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Append event lines (each one JSON object, docs/events.md) and wake
+    /// followers once.
+    pub fn push<I: IntoIterator<Item = String>>(&self, events: I) {
+        {
+            let mut ring = self.lock();
+            for e in events {
+                let size = e.len() + LINE_OVERHEAD;
+                ring.push(e, size);
+            }
+        }
+        self.tick.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tick.subscribe()
+    }
+
+    /// The cursor of the oldest kept event.
+    pub fn start(&self) -> u64 {
+        self.lock().start()
+    }
+
+    pub fn read(&self, cursor: u64, max: usize) -> Read<String> {
+        self.lock().read(cursor, max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(g: &str, i: u32) -> ProcKey {
+        ProcKey {
+            group: g.into(),
+            index: i,
+        }
+    }
+
+    fn texts(items: &[LogItem]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                LogItem::Line { process, line, .. } => format!("{process} {}", line.text),
+                LogItem::Missed { process, count } => format!("{process} missed {count}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ring_keeps_the_newest_within_its_bound() {
+        let mut r = Ring::new(30);
+        for i in 0..10u32 {
+            r.push(i, 10);
+        }
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.bytes(), 30);
+        assert_eq!((r.start(), r.end()), (7, 10));
+        let read = r.read(0, 100);
+        assert_eq!(read.missed, 7);
+        assert_eq!(read.items, vec![(7, 7), (8, 8), (9, 9)]);
+        assert_eq!(read.next, 10);
+        // Up to date: nothing, nothing missed.
+        let again = r.read(10, 100);
+        assert_eq!((again.missed, again.items.len(), again.next), (0, 0, 10));
+    }
+
+    #[test]
+    fn an_item_larger_than_the_bound_is_kept_alone() {
+        let mut r = Ring::new(10);
+        r.push("a", 4);
+        r.push("big", 100);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.read(0, 10).items, vec![(1, "big")]);
+        r.push("c", 4);
+        assert_eq!(r.read(1, 10).items, vec![(2, "c")]);
+        assert_eq!(r.read(1, 10).missed, 1);
+    }
+
+    #[test]
+    fn reads_are_bounded_and_resume() {
+        let mut r = Ring::new(1000);
+        for i in 0..10u32 {
+            r.push(i, 1);
+        }
+        let a = r.read(0, 4);
+        assert_eq!(a.items.len(), 4);
+        let b = r.read(a.next, 100);
+        assert_eq!(b.items.first(), Some(&(4, 4)));
+        assert_eq!(b.next, 10);
+        // A cursor from the future is brought back to the end.
+        assert_eq!(r.read(99, 10).next, 10);
+    }
+
+    #[test]
+    fn tail_and_since_choose_the_start() {
+        let mut r = Ring::new(1000);
+        for i in 0..10u32 {
+            r.push(i, 1);
+        }
+        assert_eq!(r.cursor_for(Some(3), |_| true), 7);
+        assert_eq!(r.cursor_for(Some(30), |_| true), 0);
+        assert_eq!(r.cursor_for(None, |&x| x >= 5), 5);
+        assert_eq!(r.cursor_for(Some(3), |&x| x >= 8), 8);
+        assert_eq!(r.cursor_for(Some(0), |_| true), 10);
+    }
+
+    #[test]
+    fn store_history_then_follow() {
+        let s = LogStore::new(DEFAULT_RING_BYTES);
+        s.push(&key("api", 0), ["a1", "a2"]);
+        s.push(&key("web", 0), ["w1"]);
+        let mut c = s.cursor(Select::All, Some(1), None);
+        assert_eq!(texts(&s.read(&mut c, 100)), ["api.0 a2", "web.0 w1"]);
+        assert!(s.read(&mut c, 100).is_empty());
+        s.push(&key("api", 0), ["a3"]);
+        s.push(&key("api", 1), ["new process"]);
+        assert_eq!(
+            texts(&s.read(&mut c, 100)),
+            ["api.0 a3", "api.1 new process"]
+        );
+    }
+
+    #[test]
+    fn selection_by_group_and_process() {
+        let s = LogStore::new(DEFAULT_RING_BYTES);
+        for (g, i) in [("api", 0), ("api", 1), ("web", 0), ("web", 1)] {
+            s.push(&key(g, i), [format!("{g}{i}")]);
+        }
+        let sel = Select::Some {
+            groups: vec!["api".into()],
+            processes: vec![key("web", 1)],
+        };
+        let mut c = s.cursor(sel, None, None);
+        assert_eq!(
+            texts(&s.read(&mut c, 100)),
+            ["api.0 api0", "api.1 api1", "web.1 web1"]
+        );
+    }
+
+    #[test]
+    fn a_slow_reader_gets_a_gap_a_fast_one_loses_nothing() {
+        let s = LogStore::new(10 * (LINE_OVERHEAD + 4));
+        let p = key("api", 0);
+        let mut fast = s.cursor(Select::All, None, None);
+        let mut slow = s.cursor(Select::All, None, None);
+        let mut got = Vec::new();
+        for n in 0..1000 {
+            s.push(&p, [format!("{n:04}")]);
+            for item in s.read(&mut fast, 100) {
+                if let LogItem::Line { line, .. } = item {
+                    got.push(line.text);
+                } else {
+                    panic!("fast reader missed lines");
+                }
+            }
+        }
+        assert_eq!(got.len(), 1000);
+        assert!(got.iter().enumerate().all(|(i, t)| *t == format!("{i:04}")));
+        let items = s.read(&mut slow, 100);
+        assert_eq!(
+            items[0],
+            LogItem::Missed {
+                process: p.clone(),
+                count: 990
+            }
+        );
+        assert_eq!(items.len(), 11);
+        // The writer's memory stayed bounded.
+        assert!(s.bytes(&p).unwrap() <= 10 * (LINE_OVERHEAD + 4));
+    }
+
+    #[test]
+    fn since_filters_by_time() {
+        let s = LogStore::new(DEFAULT_RING_BYTES);
+        s.push(&key("api", 0), ["old"]);
+        let cut = epoch_secs() + 3600.0;
+        let mut c = s.cursor(Select::All, None, Some(cut));
+        assert!(s.read(&mut c, 10).is_empty());
+        let mut c = s.cursor(Select::All, None, Some(0.0));
+        assert_eq!(s.read(&mut c, 10).len(), 1);
+    }
+
+    #[test]
+    fn followers_are_woken_once_per_push() {
+        let s = LogStore::new(DEFAULT_RING_BYTES);
+        let mut rx = s.subscribe();
+        assert!(!rx.has_changed().unwrap());
+        s.push(&key("api", 0), ["a", "b", "c"]);
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn event_feed_reports_gaps() {
+        let f = EventFeed::new(3 * (LINE_OVERHEAD + 2));
+        f.push((0..5).map(|i| format!("e{i}")));
+        let r = f.read(0, 10);
+        assert_eq!(r.missed, 2);
+        assert_eq!(r.items.len(), 3);
+        assert_eq!(f.start(), 2);
+    }
+}
