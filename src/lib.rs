@@ -43,6 +43,18 @@ impl Compiled {
     }
 }
 
+/// `1 error`, `2 errors`: a count and a noun, plural unless the count is
+/// one. English plurals of the nouns used in messages (`process` →
+/// `processes`).
+pub fn plural(n: usize, word: &str) -> String {
+    let suffix = match (n, word.ends_with('s')) {
+        (1, _) => "",
+        (_, true) => "es",
+        (_, false) => "s",
+    };
+    format!("{n} {word}{suffix}")
+}
+
 /// Parse, resolve and check one file. `host` enables FR205 (capacity).
 pub fn compile(source: SourceFile, host: Option<&host::HostLimits>) -> Compiled {
     let (file, mut diagnostics) = parse::parse(&source);
@@ -60,5 +72,16 @@ pub fn compile(source: SourceFile, host: Option<&host::HostLimits>) -> Compiled 
         source,
         model,
         diagnostics,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plural() {
+        assert_eq!(super::plural(1, "error"), "1 error");
+        assert_eq!(super::plural(0, "error"), "0 errors");
+        assert_eq!(super::plural(2, "process"), "2 processes");
+        assert_eq!(super::plural(1, "process"), "1 process");
     }
 }

@@ -8,7 +8,9 @@
 //! (they block on their pipe) instead of growing memory. The reader stops at
 //! EOF, or — once the supervisor says the process group is gone — after
 //! [`QUIET`] without data (a setsid'd grandchild may hold the pipe open).
-//! The writer survives EPIPE: it stops writing and keeps draining.
+//! The writer survives a failing stdout (EPIPE, EFBIG, …): it reports the
+//! error once, stops writing and keeps draining. At the end, flushing is
+//! bounded by [`FLUSH_LIMIT`] (a stdout nobody reads cannot hold `up`).
 
 use regex::Regex;
 use std::cell::RefCell;
@@ -16,7 +18,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Longest relayed line; longer ones are split into pieces of this size.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -262,34 +264,61 @@ fn lines_to_records(split: &mut LineSplitter, data: &[u8], cfg: &mut ReaderCfg) 
     batch
 }
 
-/// Start the thread that owns stdout. It ends when every sender is gone.
-pub fn start_writer() -> (mpsc::Sender<Vec<u8>>, std::thread::JoinHandle<()>) {
+/// The longest the relayed output may take to reach stdout once every
+/// process group is gone (docs/events.md, "Ending"): a stdout nobody reads
+/// must not keep the runner alive.
+pub const FLUSH_LIMIT: Duration = Duration::from_secs(2);
+
+/// The thread that owns stdout.
+pub struct Writer {
+    /// Whole records to write; the thread ends when every sender is gone.
+    pub tx: mpsc::Sender<Vec<u8>>,
+    /// Completes when the thread has written (or dropped) every record and
+    /// ended. It never completes while a write blocks.
+    pub done: oneshot::Receiver<()>,
+}
+
+/// Start the thread that owns stdout. `on_error` is called once, with the
+/// first write error (EPIPE: the reader went away; EFBIG: the output file
+/// reached `ulimit -f`; …); from then on records are read and dropped, so
+/// the children never block on their pipes.
+pub fn start_writer(on_error: impl FnOnce(&std::io::Error) + Send + 'static) -> Writer {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
-    let handle = std::thread::Builder::new()
+    let (done_tx, done) = oneshot::channel();
+    std::thread::Builder::new()
         .name("flowrun-stdout".into())
         .stack_size(64 * 1024)
         .spawn(move || {
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
+            let mut on_error = Some(on_error);
+            let mut fail = |e: std::io::Error| {
+                if let Some(f) = on_error.take() {
+                    f(&e);
+                }
+            };
             let mut broken = false;
             while let Some(rec) = rx.blocking_recv() {
                 if broken {
                     continue;
                 }
-                if out.write_all(&rec).is_err() {
+                let res =
+                    out.write_all(&rec)
+                        .and_then(|_| if rx.is_empty() { out.flush() } else { Ok(()) });
+                if let Err(e) = res {
                     broken = true;
-                    continue;
-                }
-                if rx.is_empty() && out.flush().is_err() {
-                    broken = true;
+                    fail(e);
                 }
             }
             if !broken {
-                let _ = out.flush();
+                if let Err(e) = out.flush() {
+                    fail(e);
+                }
             }
+            let _ = done_tx.send(());
         })
         .expect("cannot start the stdout writer thread");
-    (tx, handle)
+    Writer { tx, done }
 }
 
 #[cfg(test)]

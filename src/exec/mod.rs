@@ -90,6 +90,26 @@ fn raise_nofile() -> libc::rlimit {
     inherited
 }
 
+/// How long the closing events (`exit`) may take to reach stderr.
+const EVENTS_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The signals whose handler drains the whole topology (or kills it): once
+/// the topology is down, one of these ends the output flush at once.
+fn drain_signals(plan: &Plan) -> Vec<crate::model::Sig> {
+    use crate::model::Step;
+    plan.topology
+        .handlers
+        .iter()
+        .filter(|h| {
+            h.steps.iter().any(|s| {
+                matches!(&s.node, Step::Drain { groups } if groups.is_empty())
+                    || matches!(s.node, Step::Kill)
+            })
+        })
+        .map(|h| h.signal.node)
+        .collect()
+}
+
 /// The signals the runner always catches, plus every handled one.
 fn caught_signals(plan: &Plan) -> Vec<i32> {
     let mut sigs = vec![
@@ -114,6 +134,16 @@ fn caught_signals(plan: &Plan) -> Vec<i32> {
 pub fn up(plan: Plan, opts: UpOptions) -> i32 {
     let start = Instant::now();
     let nofile = raise_nofile();
+    // A write past `ulimit -f` must fail with EFBIG (reported, relaying
+    // stops) instead of killing the runner; children get the default back
+    // (spawn resets every disposition).
+    // SAFETY: setting a signal to SIG_IGN runs no code in signal context.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGXFSZ,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+    }
     // SAFETY: prctl with constant arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
     let guard = guard::Guard::fork();
@@ -148,6 +178,11 @@ async fn run(
     start: Instant,
 ) -> (i32, Option<guard::Guard>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    // Signals that arrive once the supervisor has returned (the output is
+    // still being flushed) come here instead.
+    let (late_tx, mut late_rx) = tokio::sync::mpsc::unbounded_channel();
+    let drains = drain_signals(&plan);
+    let escalate = plan.topology.escalate == crate::ast::Escalate::OnRepeat;
     // Handlers first: before anything is spawned (and for PID 1, before a
     // signal could be dropped for lack of one).
     for n in caught_signals(&plan) {
@@ -158,13 +193,14 @@ async fn run(
             continue;
         };
         let tx = tx.clone();
+        let late_tx = late_tx.clone();
         tokio::spawn(async move {
+            // Until `up` returns: the handler stays installed and every
+            // signal is handled by someone.
             while stream.recv().await.is_some() {
-                if tx
-                    .send(supervisor::Msg::Signal(crate::model::Sig(sig)))
-                    .is_err()
-                {
-                    break;
+                let sig = crate::model::Sig(sig);
+                if tx.send(supervisor::Msg::Signal(sig)).is_err() {
+                    let _ = late_tx.send(sig);
                 }
             }
         });
@@ -193,12 +229,26 @@ async fn run(
         }
     };
     let (events, events_thread) = events::EventSink::start(opts.log_format, start);
-    let (out, out_thread) = logs::start_writer();
+    // The writer reports its first failure through a sink that is taken
+    // back before the end (a writer stuck in write(2) must not keep the
+    // event thread alive).
+    let writer_events = Arc::new(Mutex::new(Some(events.clone())));
+    let writer = {
+        let slot = writer_events.clone();
+        logs::start_writer(move |e| {
+            if let Some(sink) = slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                sink.emit(events::Event::OutputStopped {
+                    reason: format!("cannot write to stdout: {e}"),
+                });
+                sink.flush();
+            }
+        })
+    };
     let guard_pid = guard.as_ref().map(|g| g.pid());
     let ctx = supervisor::Ctx {
         opts,
         events: events.clone(),
-        out,
+        out: writer.tx,
         guard,
         inherited: spawn::Inherited {
             nofile,
@@ -227,13 +277,8 @@ async fn run(
         }
     }
     // Every process group is gone; flush what the pipes still hold (until
-    // EOF, or a quiet period: see logs.rs), then stop reaping.
-    for r in readers {
-        let _ = r.await;
-    }
-    if let Some(r) = reaper {
-        r.abort();
-    }
+    // EOF, or a quiet period: see logs.rs) and what the writer still has,
+    // for at most FLUSH_LIMIT, handling signals meanwhile.
     let supervisor::Ctx {
         out,
         guard,
@@ -242,9 +287,60 @@ async fn run(
     } = ctx;
     drop(sup_events);
     drop(out);
-    let _ = out_thread.join();
+    let deadline = tokio::time::Instant::now() + logs::FLUSH_LIMIT;
+    let aborts: Vec<_> = readers.iter().map(|r| r.abort_handle()).collect();
+    let flushed = async move {
+        for r in readers {
+            let _ = r.await;
+        }
+        let _ = writer.done.await;
+    };
+    tokio::pin!(flushed);
+    let mut code = code;
+    loop {
+        tokio::select! {
+            _ = &mut flushed => break,
+            _ = tokio::time::sleep_until(deadline) => {
+                events.emit(events::Event::OutputStopped {
+                    reason: format!(
+                        "not flushed within {} of the end: stdout is not being read",
+                        crate::check::fmt_duration(logs::FLUSH_LIMIT)
+                    ),
+                });
+                break;
+            }
+            Some(sig) = late_rx.recv() => {
+                events.emit(events::Event::Signal { signal: sig.name() });
+                if escalate && drains.contains(&sig) {
+                    events.emit(events::Event::Escalating { signal: sig.name() });
+                    code = if code == 0 { 1 } else { code };
+                    break;
+                }
+                events.flush();
+            }
+        }
+    }
+    for a in aborts {
+        a.abort();
+    }
+    if let Some(r) = reaper {
+        r.abort();
+    }
+    drop(
+        writer_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(),
+    );
     events.emit(events::Event::Exit { code });
     drop(events);
-    let _ = events_thread.join();
+    // The closing events: a stderr nobody reads gets a short grace.
+    let grace = std::time::Instant::now() + EVENTS_GRACE;
+    while !events_thread.is_finished() && std::time::Instant::now() < grace {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    if events_thread.is_finished() {
+        let _ = events_thread.join();
+    }
     (code, guard)
 }
