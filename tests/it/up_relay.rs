@@ -239,3 +239,53 @@ fn a_reload_rejected_with_one_error_says_one_error() {
     up.signal(libc::SIGINT);
     assert_eq!(up.exit_code(), 0, "{}", up.stderr_text());
 }
+
+/// A crashing service whose directory (`cwd`, if given) is removed after
+/// its first start: its restart fails, naming that directory.
+fn gone_directory_is_named(name: &str, cwd: Option<&str>) {
+    let h = Harness::new(name);
+    let dir = h.path("gone");
+    std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+    let cwd_line = cwd.map_or(String::new(), |c| format!("cwd \"{c}\""));
+    let file = h.write(
+        "gone/topology.pf",
+        &format!(
+            "topology gone {{\n  group g {{\n    run \"@PROBE@ --crash-after-ms 300\"\n    \
+             {cwd_line}\n    restart on-failure backoff 100ms..100ms\n  }}\n}}\n"
+        ),
+    );
+    let mut up = h.up(&file, &[]);
+    up.wait_for("started");
+    std::fs::remove_dir_all(&dir).expect("rm -r");
+    let code = up.exit_code();
+    let stderr = up.stderr_text();
+    assert_eq!(code, 1, "{stderr}");
+    let failed = up.events_named("failed");
+    let reason = failed
+        .first()
+        .and_then(|e| e["reason"].as_str())
+        .unwrap_or_default();
+    let mut want = h
+        .dir
+        .canonicalize()
+        .expect("canonical test dir")
+        .join("gone");
+    if let Some(c) = cwd {
+        want = want.join(c);
+    }
+    let want = format!(
+        "g.0: spawn failed: cannot change directory to {} (",
+        want.display()
+    );
+    assert!(reason.starts_with(&want), "want {want:?}, got {reason:?}");
+}
+
+#[test]
+fn a_topology_directory_that_disappeared_is_named() {
+    gone_directory_is_named("relay-cwd-base", None);
+}
+
+#[test]
+fn a_group_cwd_that_disappeared_is_named_in_full() {
+    gone_directory_is_named("relay-cwd-sub", Some("sub"));
+}
