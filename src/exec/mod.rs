@@ -90,6 +90,46 @@ fn raise_nofile() -> libc::rlimit {
     inherited
 }
 
+/// Drain signals within this window of the first one are one request (a
+/// `timeout`, a terminal and a script may each deliver the same Ctrl+C);
+/// the supervisor applies the same window (docs/events.md).
+const BURST: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What a drain signal is, given the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Late {
+    /// The first request of the run.
+    First,
+    /// Within [`BURST`] of the request it belongs to.
+    SameBurst,
+    /// A later request: escalates.
+    Repeat,
+}
+
+/// The drain signals of the run so far, as requests (bursts).
+#[derive(Default)]
+struct DrainRequests {
+    /// When the latest request began.
+    last: Option<std::time::Instant>,
+}
+
+impl DrainRequests {
+    /// Count a drain signal arriving at `now`.
+    fn late(&mut self, now: std::time::Instant) -> Late {
+        match self.last {
+            None => {
+                self.last = Some(now);
+                Late::First
+            }
+            Some(t) if now.saturating_duration_since(t) < BURST => Late::SameBurst,
+            Some(_) => {
+                self.last = Some(now);
+                Late::Repeat
+            }
+        }
+    }
+}
+
 /// How long the closing events (`exit`) may take to reach stderr.
 const EVENTS_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -181,8 +221,9 @@ async fn run(
     // Signals that arrive once the supervisor has returned (the output is
     // still being flushed) come here instead.
     let (late_tx, mut late_rx) = tokio::sync::mpsc::unbounded_channel();
-    let drains = drain_signals(&plan);
+    let drains = Arc::new(drain_signals(&plan));
     let escalate = plan.topology.escalate == crate::ast::Escalate::OnRepeat;
+    let drain_requests = Arc::new(Mutex::new(DrainRequests::default()));
     // Handlers first: before anything is spawned (and for PID 1, before a
     // signal could be dropped for lack of one).
     for n in caught_signals(&plan) {
@@ -194,12 +235,18 @@ async fn run(
         };
         let tx = tx.clone();
         let late_tx = late_tx.clone();
+        let (drains, requests) = (drains.clone(), drain_requests.clone());
         tokio::spawn(async move {
             // Until `up` returns: the handler stays installed and every
             // signal is handled by someone.
             while stream.recv().await.is_some() {
                 let sig = crate::model::Sig(sig);
-                if tx.send(supervisor::Msg::Signal(sig)).is_err() {
+                if tx.send(supervisor::Msg::Signal(sig)).is_ok() {
+                    if drains.contains(&sig) {
+                        let mut r = requests.lock().unwrap_or_else(|e| e.into_inner());
+                        r.late(std::time::Instant::now());
+                    }
+                } else {
                     let _ = late_tx.send(sig);
                 }
             }
@@ -311,7 +358,11 @@ async fn run(
             }
             Some(sig) = late_rx.recv() => {
                 events.emit(events::Event::Signal { signal: sig.name() });
-                if escalate && drains.contains(&sig) {
+                let now = std::time::Instant::now();
+                let repeated = drains.contains(&sig)
+                    && drain_requests.lock().unwrap_or_else(|e| e.into_inner()).late(now)
+                        == Late::Repeat;
+                if escalate && repeated {
                     events.emit(events::Event::Escalating { signal: sig.name() });
                     code = if code == 0 { 1 } else { code };
                     break;
@@ -343,4 +394,27 @@ async fn run(
         let _ = events_thread.join();
     }
     (code, guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn drain_signals_count_as_requests_in_bursts() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut r = DrainRequests::default();
+        assert_eq!(r.late(at(0)), Late::First);
+        assert_eq!(
+            r.late(at(1)),
+            Late::SameBurst,
+            "a timeout's double delivery"
+        );
+        assert_eq!(r.late(at(99)), Late::SameBurst);
+        assert_eq!(r.late(at(300)), Late::Repeat, "a person's second Ctrl+C");
+        assert_eq!(r.late(at(350)), Late::SameBurst, "the window restarts");
+        assert_eq!(r.late(at(401)), Late::Repeat);
+    }
 }

@@ -122,6 +122,49 @@ fn with_escalate_never_signals_during_a_stalled_flush_are_reported_and_the_bound
 }
 
 #[test]
+fn after_a_finish_drain_the_first_sigint_during_a_stalled_flush_is_acknowledged_and_a_later_one_escalates(
+) {
+    let h = Harness::new("relay-stall-finish");
+    let file = h.topology(
+        r#"
+topology done {
+  finish when t exits
+  group chatty {
+    run "@PROBE@ --lines 1000000"
+  }
+  group t {
+    run "@PROBE@ --exit 0 --after-ms 700"
+    once
+  }
+}
+"#,
+    );
+    let (_unread, w) = pipe();
+    let file_s = file.to_string_lossy().into_owned();
+    let mut up = h.spawn_with_stdout(
+        &[FLOWRUN, "up", &file_s, "--log-format", "json"],
+        Some(w.into()),
+    );
+    up.wait_count("stopped", 2);
+    std::thread::sleep(Duration::from_millis(200));
+    up.signal(libc::SIGINT);
+    up.wait_count("signal", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let stderr = up.stderr_text();
+    assert!(up.events_named("escalating").is_empty(), "{stderr}");
+    assert!(
+        up.try_status().is_none(),
+        "the first SIGINT ended the run:\n{stderr}"
+    );
+    up.signal(libc::SIGINT);
+    let code = up.exit_code();
+    let stderr = up.stderr_text();
+    assert_eq!(up.events_named("signal").len(), 2, "{stderr}");
+    assert_eq!(up.events_named("escalating").len(), 1, "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
+}
+
+#[test]
 fn ulimit_f_on_the_output_file_stops_relaying_once_and_supervision_goes_on() {
     let h = Harness::new("relay-efbig");
     let file = h.topology(
