@@ -22,6 +22,13 @@
 //! and ready check becomes a message to the [`supervisor`], one state
 //! machine (Running → Draining → Done) that owns all state.
 //!
+//! Once the supervisor returns (every process group is gone), the output
+//! still in the pipes and the writer is flushed for at most
+//! [`logs::FLUSH_LIMIT`]; the signal streams stay registered and their
+//! signals are reported and counted as drain requests until `up` returns
+//! (docs/events.md, "Ending"). SIGXFSZ is ignored, so a full output file
+//! is a write error, not the runner's death.
+//!
 //! Process groups are the containment unit (cgroups are not used; this
 //! machine had no writable cgroup v2 hierarchy to test them on): a
 //! grandchild that calls `setsid` escapes its group; if its parent dies it
