@@ -147,7 +147,7 @@ thread_local! {
 /// busy relay then allocates (and faults in) no fresh memory per read.
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 /// Buffers kept in [`POOL`] at most, and the largest one kept.
-const POOL_MAX: usize = 8;
+const POOL_MAX: usize = 4;
 const POOL_KEEP: usize = 2 * READ_SIZE;
 
 /// An empty buffer with room for `cap` bytes, reused when one is free.
