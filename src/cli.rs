@@ -376,7 +376,7 @@ fn summary(files: &[Compiled]) -> Option<String> {
     if e + w == 0 {
         return None;
     }
-    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let plural = crate::plural;
     let mut parts = Vec::new();
     if e > 0 {
         parts.push(plural(e, "error"));

@@ -45,6 +45,18 @@ impl Compiled {
     }
 }
 
+/// `1 error`, `2 errors`: a count and a noun, plural unless the count is
+/// one. English plurals of the nouns used in messages (`process` →
+/// `processes`).
+pub fn plural(n: usize, word: &str) -> String {
+    let suffix = match (n, word.ends_with('s')) {
+        (1, _) => "",
+        (_, true) => "es",
+        (_, false) => "s",
+    };
+    format!("{n} {word}{suffix}")
+}
+
 /// Parse, resolve and check one file. `host` enables FR205 (capacity).
 ///
 /// This is the loading layer: it reads the env files the topology names
@@ -114,5 +126,16 @@ pub fn compile_with(
         source,
         model,
         diagnostics,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plural() {
+        assert_eq!(super::plural(1, "error"), "1 error");
+        assert_eq!(super::plural(0, "error"), "0 errors");
+        assert_eq!(super::plural(2, "process"), "2 processes");
+        assert_eq!(super::plural(1, "process"), "1 process");
     }
 }

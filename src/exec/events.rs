@@ -88,6 +88,12 @@ pub enum Event {
     ReloadRejected {
         errors: Vec<String>,
     },
+    /// Relaying to stdout stopped: a write failed, or the output could not
+    /// be flushed in time at the end. The children's output is dropped
+    /// from then on; supervision goes on.
+    OutputStopped {
+        reason: String,
+    },
     Exit {
         code: i32,
     },
@@ -112,6 +118,7 @@ impl Event {
             Event::Reloaded { .. } => "reloaded",
             Event::ReloadRejected { .. } => "reload-rejected",
             Event::SpawnRetry { .. } => "spawn-retry",
+            Event::OutputStopped { .. } => "output-stopped",
             Event::Exit { .. } => "exit",
         }
     }
@@ -163,7 +170,9 @@ impl Event {
             }
             Event::Failed { group, reason } => vec![("group", s(group)), ("reason", s(reason))],
             Event::Signal { signal } | Event::Escalating { signal } => vec![("signal", s(signal))],
-            Event::Draining { reason } => vec![("reason", s(reason))],
+            Event::Draining { reason } | Event::OutputStopped { reason } => {
+                vec![("reason", s(reason))]
+            }
             Event::Stopping {
                 signal,
                 step,
@@ -230,15 +239,24 @@ impl Event {
     }
 
     /// The human line (no newline): `flowrun | api.0 started pid 4242`.
+    /// Control characters in names, paths and reasons are escaped (`\n`),
+    /// so one event is one line (a rejected reload's errors follow on
+    /// lines of their own).
     pub fn human(&self) -> String {
+        let e = escape_controls;
         let body = match self {
             Event::Starting {
                 topology,
                 groups,
                 processes,
-            } => format!("starting topology {topology}: {groups} groups, {processes} processes"),
-            Event::Started { who, pid } => format!("{} started pid {pid}", who.process),
-            Event::Ready { who } => format!("{} ready", who.process),
+            } => format!(
+                "starting topology {}: {}, {}",
+                e(topology),
+                crate::plural(*groups, "group"),
+                crate::plural(*processes, "process")
+            ),
+            Event::Started { who, pid } => format!("{} started pid {pid}", e(&who.process)),
+            Event::Ready { who } => format!("{} ready", e(&who.process)),
             Event::Exited {
                 who,
                 pid,
@@ -252,7 +270,7 @@ impl Event {
                     (None, None) => "status unknown".to_string(),
                 };
                 let exp = if *expected { " (expected)" } else { "" };
-                format!("{} exited pid {pid} {how}{exp}", who.process)
+                format!("{} exited pid {pid} {how}{exp}", e(&who.process))
             }
             Event::Restarting {
                 who,
@@ -261,12 +279,14 @@ impl Event {
             } => {
                 format!(
                     "{} restarting in {in_ms}ms (attempt {attempt})",
-                    who.process
+                    e(&who.process)
                 )
             }
-            Event::Failed { group, reason } => format!("group {group} failed: {reason}"),
+            Event::Failed { group, reason } => {
+                format!("group {} failed: {}", e(group), e(reason))
+            }
             Event::Signal { signal } => format!("received {signal}"),
-            Event::Draining { reason } => format!("draining ({reason})"),
+            Event::Draining { reason } => format!("draining ({})", e(reason)),
             Event::Stopping {
                 who,
                 signal,
@@ -274,10 +294,10 @@ impl Event {
                 target,
             } => format!(
                 "{} stopping: {signal} to {target} (step {step})",
-                who.process
+                e(&who.process)
             ),
-            Event::Killed { who, reason } => format!("{} killed ({reason})", who.process),
-            Event::Stopped { who } => format!("{} stopped", who.process),
+            Event::Killed { who, reason } => format!("{} killed ({reason})", e(&who.process)),
+            Event::Stopped { who } => format!("{} stopped", e(&who.process)),
             Event::Escalating { signal } => {
                 format!("escalating on repeated {signal}: killing everything")
             }
@@ -285,7 +305,8 @@ impl Event {
             Event::Reloaded { changed, handlers } => {
                 let mut parts = Vec::new();
                 if !changed.is_empty() {
-                    parts.push(format!("changed {}", changed.join(", ")));
+                    let names: Vec<_> = changed.iter().map(|c| e(c)).collect();
+                    parts.push(format!("changed {}", names.join(", ")));
                 }
                 if !handlers.is_empty() {
                     parts.push(format!("handlers {}", handlers.join(", ")));
@@ -302,21 +323,45 @@ impl Event {
                 attempt,
                 in_ms,
             } => format!(
-                "{} cannot spawn yet ({error}): retry {attempt} in {in_ms}ms",
-                who.process
+                "{} cannot spawn yet ({}): retry {attempt} in {in_ms}ms",
+                e(&who.process),
+                e(error)
             ),
             Event::ReloadRejected { errors } => {
-                let mut s = format!("reload rejected ({} errors)", errors.len());
-                for e in errors {
+                let mut s = format!("reload rejected ({})", crate::plural(errors.len(), "error"));
+                for err in errors {
                     s.push_str("\nflowrun |   ");
-                    s.push_str(e);
+                    s.push_str(&e(err));
                 }
                 s
+            }
+            Event::OutputStopped { reason } => {
+                format!(
+                    "output stopped: {}; children's output is dropped",
+                    e(reason)
+                )
             }
             Event::Exit { code } => format!("exit {code}"),
         };
         format!("flowrun | {body}")
     }
+}
+
+/// `s` with every control character (newline, tab, escape, …) written as
+/// a Rust-style escape (`\n`, `\t`, `\u{1b}`); other text is unchanged.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Sends formatted events to the stderr writer thread.
@@ -494,6 +539,66 @@ mod tests {
             }
             .human(),
             "flowrun | api.0 stopping: SIGTERM to leader (step 0)"
+        );
+    }
+
+    #[test]
+    fn human_lines_escape_control_characters_and_stay_one_line() {
+        let e = Event::Failed {
+            group: "odd".into(),
+            reason: "odd.0: spawn failed: cannot execute /tmp/no\nsuch\t\u{1b}[31m (x)".into(),
+        };
+        assert_eq!(
+            e.human(),
+            "flowrun | group odd failed: odd.0: spawn failed: cannot execute \
+             /tmp/no\\nsuch\\t\\u{1b}[31m (x)"
+        );
+        let e = Event::ReloadRejected {
+            errors: vec!["a.pf:1:1: error[FR001] x\ny".into(), "b".into()],
+        };
+        assert_eq!(
+            e.human(),
+            "flowrun | reload rejected (2 errors)\nflowrun |   a.pf:1:1: error[FR001] x\\ny\nflowrun |   b"
+        );
+        assert_eq!(escape_controls("plain é"), "plain é");
+    }
+
+    #[test]
+    fn human_counts_are_pluralised() {
+        let one = Event::ReloadRejected {
+            errors: vec!["x".into()],
+        };
+        assert!(one
+            .human()
+            .starts_with("flowrun | reload rejected (1 error)\n"));
+        let start = |groups, processes| Event::Starting {
+            topology: "t".into(),
+            groups,
+            processes,
+        };
+        assert_eq!(
+            start(1, 1).human(),
+            "flowrun | starting topology t: 1 group, 1 process"
+        );
+        assert_eq!(
+            start(2, 3).human(),
+            "flowrun | starting topology t: 2 groups, 3 processes"
+        );
+    }
+
+    #[test]
+    fn output_stopped() {
+        let e = Event::OutputStopped {
+            reason: "cannot write to stdout: File too large (os error 27)".into(),
+        };
+        assert_eq!(
+            e.json(2.0),
+            r#"{"event":"output-stopped","t":2.0,"reason":"cannot write to stdout: File too large (os error 27)"}"#
+        );
+        assert_eq!(
+            e.human(),
+            "flowrun | output stopped: cannot write to stdout: File too large (os error 27); \
+             children's output is dropped"
         );
     }
 }

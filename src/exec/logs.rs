@@ -8,15 +8,18 @@
 //! (they block on their pipe) instead of growing memory. The reader stops at
 //! EOF, or — once the supervisor says the process group is gone — after
 //! [`QUIET`] without data (a setsid'd grandchild may hold the pipe open).
-//! The writer survives EPIPE: it stops writing and keeps draining.
+//! The writer survives a failing stdout (EPIPE, EFBIG, …): it reports the
+//! error once, stops writing and keeps draining. At the end, flushing is
+//! bounded by [`FLUSH_LIMIT`] (a stdout nobody reads cannot hold `up`).
 
 use regex::Regex;
 use std::cell::RefCell;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Longest relayed line; longer ones are split into pieces of this size.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -52,7 +55,7 @@ impl LineSplitter {
             }
             let room = self.max - self.buf.len();
             let window = &data[..data.len().min(room)];
-            match window.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', window) {
                 Some(nl) => {
                     if self.buf.is_empty() {
                         emit(&window[..nl]);
@@ -132,8 +135,39 @@ pub struct ReaderCfg {
     pub log_ready: Option<(Regex, Box<dyn FnOnce() + Send>)>,
 }
 
+/// One read: as large as a child's pipe (spawn sets 256 KiB), so a busy
+/// pipe is emptied in one read and one batch.
+const READ_SIZE: usize = 256 * 1024;
+
 thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 64 * 1024]);
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; READ_SIZE]);
+}
+
+/// Batch buffers handed back by the writer, for the readers to reuse: a
+/// busy relay then allocates (and faults in) no fresh memory per read.
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Buffers kept in [`POOL`] at most, and the largest one kept.
+const POOL_MAX: usize = 4;
+const POOL_KEEP: usize = 2 * READ_SIZE;
+
+/// An empty buffer with room for `cap` bytes, reused when one is free.
+fn take_buffer(cap: usize) -> Vec<u8> {
+    let reused = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let mut buf = reused.unwrap_or_default();
+    buf.reserve(cap);
+    buf
+}
+
+/// Hand a written batch back for reuse.
+fn give_back(mut buf: Vec<u8>) {
+    if buf.capacity() > POOL_KEEP {
+        return;
+    }
+    buf.clear();
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if pool.len() < POOL_MAX {
+        pool.push(buf);
+    }
 }
 
 /// Relay one pipe until EOF (or quiet after the group is gone).
@@ -242,7 +276,7 @@ fn push_record(batch: &mut Vec<u8>, ts: Option<&str>, prefix: &[u8], line: &[u8]
 
 fn lines_to_records(split: &mut LineSplitter, data: &[u8], cfg: &mut ReaderCfg) -> Vec<u8> {
     let ts = cfg.timestamps.then(timestamp);
-    let mut batch = Vec::with_capacity(data.len() + data.len() / 4 + cfg.prefix.len());
+    let mut batch = take_buffer(data.len() + data.len() / 4 + cfg.prefix.len());
     let prefix = &cfg.prefix;
     let re = cfg.log_ready.as_ref().map(|(re, _)| re);
     let mut matched = false;
@@ -262,34 +296,64 @@ fn lines_to_records(split: &mut LineSplitter, data: &[u8], cfg: &mut ReaderCfg) 
     batch
 }
 
-/// Start the thread that owns stdout. It ends when every sender is gone.
-pub fn start_writer() -> (mpsc::Sender<Vec<u8>>, std::thread::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
-    let handle = std::thread::Builder::new()
+/// The longest the relayed output may take to reach stdout once every
+/// process group is gone (docs/events.md, "Ending"): a stdout nobody reads
+/// must not keep the runner alive.
+pub const FLUSH_LIMIT: Duration = Duration::from_secs(2);
+
+/// The thread that owns stdout.
+pub struct Writer {
+    /// Whole records to write; the thread ends when every sender is gone.
+    pub tx: mpsc::Sender<Vec<u8>>,
+    /// Completes when the thread has written (or dropped) every record and
+    /// ended. It never completes while a write blocks.
+    pub done: oneshot::Receiver<()>,
+}
+
+/// Start the thread that owns stdout. `on_error` is called once, with the
+/// first write error (EPIPE: the reader went away; EFBIG: the output file
+/// reached `ulimit -f`; …); from then on records are read and dropped, so
+/// the children never block on their pipes.
+pub fn start_writer(on_error: impl FnOnce(&std::io::Error) + Send + 'static) -> Writer {
+    // Batches are up to a read's worth of lines (plus prefixes): 64 of them
+    // in flight bound the memory a slow stdout can pin at about 20 MiB.
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    let (done_tx, done) = oneshot::channel();
+    std::thread::Builder::new()
         .name("flowrun-stdout".into())
         .stack_size(64 * 1024)
         .spawn(move || {
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
+            let mut on_error = Some(on_error);
+            let mut fail = |e: std::io::Error| {
+                if let Some(f) = on_error.take() {
+                    f(&e);
+                }
+            };
             let mut broken = false;
             while let Some(rec) = rx.blocking_recv() {
                 if broken {
                     continue;
                 }
-                if out.write_all(&rec).is_err() {
+                let res =
+                    out.write_all(&rec)
+                        .and_then(|_| if rx.is_empty() { out.flush() } else { Ok(()) });
+                give_back(rec);
+                if let Err(e) = res {
                     broken = true;
-                    continue;
-                }
-                if rx.is_empty() && out.flush().is_err() {
-                    broken = true;
+                    fail(e);
                 }
             }
             if !broken {
-                let _ = out.flush();
+                if let Err(e) = out.flush() {
+                    fail(e);
+                }
             }
+            let _ = done_tx.send(());
         })
         .expect("cannot start the stdout writer thread");
-    (tx, handle)
+    Writer { tx, done }
 }
 
 #[cfg(test)]

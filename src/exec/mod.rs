@@ -27,6 +27,13 @@
 //! all state and decides signals through [`core::signals`]. [`core`] holds
 //! the same rules as a pure, fully tested state machine.
 //!
+//! Once the supervisor returns (every process group is gone), the output
+//! still in the pipes and the writer is flushed for at most
+//! [`logs::FLUSH_LIMIT`]; the signal streams stay registered and their
+//! signals are reported and counted as drain requests until `up` returns
+//! (docs/events.md, "Ending"). SIGXFSZ is ignored, so a full output file
+//! is a write error, not the runner's death.
+//!
 //! Process groups are the containment unit (cgroups are not used; this
 //! machine had no writable cgroup v2 hierarchy to test them on): a
 //! grandchild that calls `setsid` escapes its group; if its parent dies it
@@ -117,6 +124,9 @@ fn sighup_ignored() -> bool {
     }
 }
 
+/// How long the closing events (`exit`) may take to reach stderr.
+const EVENTS_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The signals the runner always catches, plus every handled one.
 /// SIGTSTP (Ctrl+Z) pauses the whole topology.
 fn caught_signals(plan: &Plan) -> Vec<i32> {
@@ -143,6 +153,16 @@ fn caught_signals(plan: &Plan) -> Vec<i32> {
 pub fn up(plan: Plan, opts: UpOptions) -> i32 {
     let start = Instant::now();
     let nofile = raise_nofile();
+    // A write past `ulimit -f` must fail with EFBIG (reported, relaying
+    // stops) instead of killing the runner; children get the default back
+    // (spawn resets every disposition).
+    // SAFETY: setting a signal to SIG_IGN runs no code in signal context.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGXFSZ,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+    }
     // SAFETY: prctl with constant arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
     let guard = guard::Guard::fork();
@@ -176,7 +196,7 @@ async fn run(
     nofile: libc::rlimit,
     start: Instant,
 ) -> (i32, Option<guard::Guard>) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     // Before any handler replaces SIGHUP's disposition: is a hangup a
     // terminal closing (see `core::signals::hangup_drains`)?
     let hangup_drains = core::signals::hangup_drains(
@@ -216,12 +236,26 @@ async fn run(
         }
     };
     let (events, events_thread) = events::EventSink::start(opts.log_format, start);
-    let (out, out_thread) = logs::start_writer();
+    // The writer reports its first failure through a sink that is taken
+    // back before the end (a writer stuck in write(2) must not keep the
+    // event thread alive).
+    let writer_events = Arc::new(Mutex::new(Some(events.clone())));
+    let writer = {
+        let slot = writer_events.clone();
+        logs::start_writer(move |e| {
+            if let Some(sink) = slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                sink.emit(events::Event::OutputStopped {
+                    reason: format!("cannot write to stdout: {e}"),
+                });
+                sink.flush();
+            }
+        })
+    };
     let guard_pid = guard.as_ref().map(|g| g.pid());
     let ctx = supervisor::Ctx {
         opts,
         events: events.clone(),
-        out,
+        out: writer.tx,
         guard,
         inherited: spawn::Inherited {
             nofile,
@@ -230,7 +264,7 @@ async fn run(
         waiters,
     };
     let sup = supervisor::Sup::new(plan, ctx, tx, caught, hangup_drains);
-    let (code, ctx, readers) = sup.run(rx).await;
+    let (code, ctx, readers, mut late) = sup.run(&mut rx).await;
     // Adopted orphans that escaped their process group (setsid): nothing
     // of the topology may outlive `up`.
     let except: Vec<i32> = guard_pid.into_iter().collect();
@@ -250,13 +284,8 @@ async fn run(
         }
     }
     // Every process group is gone; flush what the pipes still hold (until
-    // EOF, or a quiet period: see logs.rs), then stop reaping.
-    for r in readers {
-        let _ = r.await;
-    }
-    if let Some(r) = reaper {
-        r.abort();
-    }
+    // EOF, or a quiet period: see logs.rs) and what the writer still has,
+    // for at most FLUSH_LIMIT, handling signals meanwhile.
     let supervisor::Ctx {
         out,
         guard,
@@ -265,9 +294,64 @@ async fn run(
     } = ctx;
     drop(sup_events);
     drop(out);
-    let _ = out_thread.join();
+    let deadline = tokio::time::Instant::now() + logs::FLUSH_LIMIT;
+    let aborts: Vec<_> = readers.iter().map(|r| r.abort_handle()).collect();
+    let flushed = async move {
+        for r in readers {
+            let _ = r.await;
+        }
+        let _ = writer.done.await;
+    };
+    tokio::pin!(flushed);
+    let mut code = code;
+    loop {
+        tokio::select! {
+            _ = &mut flushed => break,
+            _ = tokio::time::sleep_until(deadline) => {
+                events.emit(events::Event::OutputStopped {
+                    reason: format!(
+                        "not flushed within {} of the end: stdout is not being read",
+                        crate::check::fmt_duration(logs::FLUSH_LIMIT)
+                    ),
+                });
+                break;
+            }
+            Some(msg) = rx.recv() => {
+                // The signal streams still send here: every signal is
+                // reported, and drain requests follow the same rules as
+                // during the run (docs/events.md, "Ending").
+                let supervisor::Msg::Signal(sig, at) = msg else { continue };
+                events.emit(events::Event::Signal { signal: sig.name() });
+                if late.on_signal(sig, at) == core::signals::Verdict::Escalate {
+                    events.emit(events::Event::Escalating { signal: sig.name() });
+                    code = if code == 0 { 1 } else { code };
+                    break;
+                }
+                events.flush();
+            }
+        }
+    }
+    for a in aborts {
+        a.abort();
+    }
+    if let Some(r) = reaper {
+        r.abort();
+    }
+    drop(
+        writer_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(),
+    );
     events.emit(events::Event::Exit { code });
     drop(events);
-    let _ = events_thread.join();
+    // The closing events: a stderr nobody reads gets a short grace.
+    let grace = std::time::Instant::now() + EVENTS_GRACE;
+    while !events_thread.is_finished() && std::time::Instant::now() < grace {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    if events_thread.is_finished() {
+        let _ = events_thread.join();
+    }
     (code, guard)
 }

@@ -236,6 +236,23 @@ pub fn catch(n: i32, tx: &mpsc::UnboundedSender<Msg>) {
     });
 }
 
+/// The signal rules that still apply once the supervisor has returned and
+/// the output is being flushed: the drain's burst window and escalation go
+/// on until `up` returns (docs/events.md, "Ending").
+pub struct Late {
+    drain: Drain,
+    drain_sigs: Vec<Sig>,
+    escalate: crate::ast::Escalate,
+}
+
+impl Late {
+    /// A signal arrived at `at` after the topology was down.
+    pub fn on_signal(&mut self, sig: Sig, at: Instant) -> Verdict {
+        self.drain
+            .on_signal(self.drain_sigs.contains(&sig), at, self.escalate)
+    }
+}
+
 pub struct Sup {
     plan: Plan,
     /// Signals with a stream (a reload may add some).
@@ -403,8 +420,8 @@ impl Sup {
     /// context and the output readers still flushing.
     pub async fn run(
         mut self,
-        mut rx: mpsc::UnboundedReceiver<Msg>,
-    ) -> (i32, Ctx, Vec<JoinHandle<()>>) {
+        rx: &mut mpsc::UnboundedReceiver<Msg>,
+    ) -> (i32, Ctx, Vec<JoinHandle<()>>, Late) {
         self.emit(Event::Starting {
             topology: self.plan.topology.name.node.clone(),
             groups: self.plan.topology.groups.len(),
@@ -437,7 +454,25 @@ impl Sup {
         }
         self.flush();
         let code = self.code.unwrap_or(0);
-        (code, self.ctx, std::mem::take(&mut self.readers))
+        let drain_sigs = self
+            .plan
+            .topology
+            .handlers
+            .iter()
+            .map(|h| h.signal.node)
+            .chain(self.hangup_drains.then_some(Sig::HUP))
+            .filter(|&s| self.is_drain_handler(s))
+            .collect();
+        let late = Late {
+            // A run that ended by itself: the first request is only
+            // acknowledged, as during a drain the topology began.
+            drain: self
+                .drain
+                .unwrap_or_else(|| Drain::new(Cause::Topology, Instant::now())),
+            drain_sigs,
+            escalate: self.plan.topology.escalate,
+        };
+        (code, self.ctx, std::mem::take(&mut self.readers), late)
     }
 
     // ----- messages -------------------------------------------------------

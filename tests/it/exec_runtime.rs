@@ -425,7 +425,8 @@ fn a_program_that_cannot_start_fails_its_group_without_restarting() {
         (
             "nocwd",
             "run \"sleep 600\"\n    cwd \"no/such/dir\"",
-            "cannot change directory to no/such/dir",
+            // The full path: the topology's directory joined with `cwd`.
+            "/no/such/dir (No such file or directory",
         ),
     ] {
         let mut run = start(

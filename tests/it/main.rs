@@ -25,5 +25,6 @@ mod up_output;
 mod up_pid1;
 mod up_python_pool;
 mod up_reaping;
+mod up_relay;
 mod up_restart_ready;
 mod up_support;

@@ -513,10 +513,11 @@ impl Sup {
             let err = std::io::Error::from_raw_os_error(errno);
             let what = match stage {
                 spawn::ExecStage::Stdio => "cannot set up stdio".to_string(),
-                spawn::ExecStage::Chdir => format!(
-                    "cannot change directory to {}",
-                    p.spec.cwd.as_deref().unwrap_or(".")
-                ),
+                spawn::ExecStage::Chdir => {
+                    let base = &self.ctx.opts.base_dir;
+                    let dir = p.spec.cwd.as_deref().map_or(base.clone(), |c| base.join(c));
+                    format!("cannot change directory to {}", dir.display())
+                }
                 spawn::ExecStage::Exec => format!(
                     "cannot execute {}",
                     p.spec.argv.first().map_or("", |s| s.as_str())
