@@ -115,6 +115,9 @@ pub fn find_parent(probe_name: &str) -> Result<PathBuf, String> {
     if !have_clone3() {
         return Err("the kernel has no clone3".into());
     }
+    if !cfg!(target_arch = "x86_64") {
+        return Err("spawning into a cgroup (clone3) is implemented for x86_64 only".into());
+    }
     let own = fs::read_to_string("/proc/self/cgroup")
         .ok()
         .and_then(|t| own_cgroup(&t));

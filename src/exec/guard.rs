@@ -245,12 +245,22 @@ impl Guard {
     }
 
     /// Close the pipe (the guard kills what is left and exits) and wait for
-    /// the guard, at most 2 s (a stopped guard is then killed: by now the
-    /// run is empty). Only call this when nothing else reaps.
+    /// the guard, at most 2 s; a stopped guard (or one that takes longer)
+    /// is killed: by now the run is empty. Only call this when nothing
+    /// else reaps.
     pub fn finish(mut self) {
         self.flush();
         self.pipe = None;
-        if !self.exited(2000) {
+        let stopped = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|s| {
+                let rest = &s[s.rfind(')')? + 1..];
+                rest.split_whitespace()
+                    .next()
+                    .map(|st| st == "T" || st == "t")
+            })
+            .unwrap_or(false);
+        if stopped || !self.exited(2000) {
             // SAFETY: our own child, unreaped (nothing else reaps now).
             unsafe {
                 libc::kill(self.pid, libc::SIGKILL);

@@ -5,9 +5,10 @@
 //! # Theory of operation
 //! [`up`] runs before any thread exists. It raises the soft
 //! `RLIMIT_NOFILE` (children get the inherited one back), makes the runner
-//! a child subreaper, and forks the [`guard`] — a tiny process that SIGKILLs
-//! every registered process group when the runner goes away, even by
-//! SIGKILL. Only then does it build a *current-thread* tokio runtime: one
+//! a child subreaper, kills what a dead run of the same file left
+//! ([`runrecord`]), sets up containment ([`cgroup`]) and starts the
+//! [`guard`] — a tiny process that kills the run when the runner goes
+//! away, even by SIGKILL. Only then does it build a *current-thread* tokio runtime: one
 //! thread runs everything, so every spawn ([`spawn`]) happens on a thread
 //! that lives as long as the runner (`PR_SET_PDEATHSIG` is safe) and the
 //! reaper (`waitpid(-1)` on SIGCHLD, [`reap`]) never races a spawn. Two

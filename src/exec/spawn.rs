@@ -2,11 +2,15 @@
 //!
 //! Services are started with [`spawn_service`]: `clone(CLONE_VM |
 //! CLONE_VFORK)` on a stack of its own, then `execve` — what `posix_spawn`
-//! does, so no page tables are copied and nothing is copied on write — with
+//! does, so no page tables are copied and nothing is copied on write; with
+//! cgroup containment `clone3` with `CLONE_INTO_CGROUP` as well, so the
+//! child is born in its cgroup (no window in which it, or anything it
+//! starts, is outside) — with
 //! a close-on-exec pipe through which a child that cannot chdir or exec
 //! reports its errno. (`posix_spawn` itself cannot restore the rlimit, arm
 //! the death signal, or reset glibc's reserved signals.) `exec` ready
-//! checks use std's `Command` ([`spawn`]).
+//! checks use std's `Command` ([`spawn`]); they join their cgroup between
+//! fork and exec.
 //!
 //! Every input of the child is computed before the fork (or clone); the child makes
 //! only async-signal-safe raw calls (`child_setup`): reset every signal
