@@ -602,3 +602,91 @@ fn survivors_table() {
         }
     }
 }
+
+/// The notify socket lives in the run's private directory (0700), and a
+/// `READY=1` from a process outside the group does not count.
+#[test]
+fn notify_socket_is_private_and_checks_the_sender() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Harness::new("contain-notify");
+    let file = h.topology(
+        "topology n {\n  group svc {\n    run \"sleep 600\"\n    ready when notify within 3s\n  }\n}\n",
+    );
+    let mut up = h.up(&file, &[]);
+    let started = up.wait_for("started");
+    let pid = started["pid"].as_i64().expect("pid") as i32;
+    let env = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let socket = env
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(b"NOTIFY_SOCKET="))
+        .map(|s| std::path::PathBuf::from(String::from_utf8_lossy(s).into_owned()))
+        .expect("NOTIFY_SOCKET in the child's environment");
+    assert!(
+        socket.starts_with(h.path("xdg/flowrun")),
+        "socket outside the private run directory: {socket:?}"
+    );
+    for dir in [
+        socket.parent().unwrap(),
+        socket.parent().unwrap().parent().unwrap(),
+    ] {
+        let mode = std::fs::metadata(dir).expect("dir").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{dir:?} has mode {mode:o}");
+    }
+    // The test process is not in the group: its datagram is ignored.
+    let s = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+    s.send_to(b"READY=1\n", &socket).expect("send READY=1");
+    let failed = up.wait_for("failed");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("timed out")),
+        "{failed}"
+    );
+    assert!(
+        up.events_named("ready").is_empty(),
+        "a foreign READY=1 counted"
+    );
+    let _ = up.exit_code();
+}
+
+/// A runner SIGKILL leaves its run directory (notify sockets); the next
+/// `up` removes it.
+#[test]
+fn dead_runs_directories_are_removed_by_the_next_up() {
+    let h = Harness::new("contain-deaddir");
+    let file = h.topology(
+        "topology n {\n  group svc {\n    run \"@PROBE@ --notify\"\n    ready when notify within 20s\n  }\n}\n",
+    );
+    let mut up = h.up(&file, &[]);
+    up.wait_for("ready");
+    let dir = h.path("xdg/flowrun");
+    let run_dirs = || -> Vec<String> {
+        std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".d"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let first = run_dirs();
+    assert_eq!(first.len(), 1, "{first:?}");
+    up.signal(libc::SIGKILL);
+    up.wait_exit(Duration::from_secs(5));
+    assert_eq!(
+        run_dirs(),
+        first,
+        "the dead run's directory should still be there"
+    );
+    let mut next = h.up(&file, &[]);
+    next.wait_for("ready");
+    let now = run_dirs();
+    assert!(
+        !now.contains(&first[0]),
+        "dead run's directory kept: {now:?}"
+    );
+    next.signal_group(libc::SIGINT);
+    assert_eq!(next.exit_code(), 0, "stderr:\n{}", next.stderr_text());
+    assert!(run_dirs().is_empty(), "{:?}", run_dirs());
+}
