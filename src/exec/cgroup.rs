@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// How the run's processes are contained (`--containment`).
@@ -219,8 +219,6 @@ pub fn kill_and_remove(dir: &Path, within: std::time::Duration) -> bool {
 /// One process's cgroup.
 struct Leaf {
     path: PathBuf,
-    /// An `O_PATH` descriptor for `CLONE_INTO_CGROUP`.
-    fd: OwnedFd,
     /// `usage_usec` when the current incarnation was spawned.
     cpu_at_spawn: u64,
 }
@@ -280,9 +278,12 @@ impl RunCgroup {
     }
 
     /// The cgroup of process `index` of the group in `slot`, created (and
-    /// watched) on first use; the descriptor to be born into.
-    pub fn proc_fd(&mut self, slot: usize, name: &str, index: usize) -> io::Result<RawFd> {
-        if !self.leaves.contains_key(&(slot, index)) {
+    /// watched) on first use; a descriptor to be born into, to keep open
+    /// until the spawn returns. (Not kept: every descriptor the runner
+    /// holds is copied into, and closed by, every child it starts.)
+    pub fn proc_fd(&mut self, slot: usize, name: &str, index: usize) -> io::Result<OwnedFd> {
+        let fresh = !self.leaves.contains_key(&(slot, index));
+        if fresh {
             let g = self.group_dir(slot, name)?;
             let path = g.join(index.to_string());
             match fs::create_dir(&path) {
@@ -296,19 +297,22 @@ impl RunCgroup {
                     nix::sys::inotify::AddWatchFlags::IN_MODIFY,
                 );
             }
-            let fd = open_dir(&path)?;
             self.leaves.insert(
                 (slot, index),
                 Leaf {
                     path,
-                    fd,
                     cpu_at_spawn: 0,
                 },
             );
         }
         let leaf = self.leaves.get_mut(&(slot, index)).expect("just inserted");
-        leaf.cpu_at_spawn = cpu_usec(&leaf.path).unwrap_or(0);
-        Ok(leaf.fd.as_raw_fd())
+        // A new cgroup has used no CPU yet.
+        leaf.cpu_at_spawn = if fresh {
+            0
+        } else {
+            cpu_usec(&leaf.path).unwrap_or(0)
+        };
+        open_dir(&leaf.path)
     }
 
     /// The cgroup the group's `exec` ready checks join: an open

@@ -103,11 +103,18 @@ impl Sup {
             return;
         }
         // Containment: the process's cgroup, and its group's ready cgroup.
+        let exec_check = matches!(
+            self.groups[s].def.ready.as_ref().map(|r| &r.probe),
+            Some(Probe::Exec(_))
+        );
         let (cgroup, ready_cgroup) = match self.ctx.cgroup.as_mut() {
             Some(c) => {
                 let name = &self.groups[s].def.name.node;
                 match c.proc_fd(s, name, i) {
-                    Ok(fd) => (Some(fd), c.ready_procs(s, name).ok()),
+                    Ok(fd) => (
+                        Some(fd),
+                        exec_check.then(|| c.ready_procs(s, name).ok()).flatten(),
+                    ),
                     Err(e) => {
                         let who = &self.groups[s].procs[i].who.process;
                         self.fail_group(s, format!("{who}: cannot create its cgroup: {e}"));
@@ -152,7 +159,7 @@ impl Sup {
             own_group: own,
             die_with_parent: g.def.die_with_parent,
             capture: true,
-            cgroup,
+            cgroup: cgroup.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
         };
         let spawned = match spawn::spawn_service(&spec, self.ctx.inherited) {
             Ok(sp) => sp,
