@@ -509,6 +509,57 @@ mod tests {
         assert_eq!(own_cgroup("4:memory:/x\n"), None);
     }
 
+    /// A real run cgroup: a child born in its cgroup (clone3) is seen as
+    /// `populated`, `cgroup.kill` ends it and the tree is removed. Skips,
+    /// saying why, where no writable cgroup2 hierarchy exists.
+    #[test]
+    fn spawned_into_its_cgroup_then_killed_and_removed() {
+        let parent = match find_parent(&format!("flowrun-unit-probe-{}", std::process::id())) {
+            Ok(p) => p,
+            Err(why) => {
+                eprintln!("SKIPPED: {why}");
+                return;
+            }
+        };
+        let name = format!("flowrun-unit-{}", std::process::id());
+        let mut run = RunCgroup::create(&parent, &name).expect("create the run cgroup");
+        let fd = run.proc_fd(0, "g", 0).expect("leaf");
+        let argv = ["sleep".to_string(), "600".to_string()];
+        let spec = super::super::spawn::SpawnSpec {
+            argv: &argv,
+            env: &[],
+            cwd: Path::new("/"),
+            own_group: true,
+            die_with_parent: true,
+            capture: true,
+            cgroup: Some(fd.as_raw_fd()),
+        };
+        let inh = super::super::spawn::Inherited {
+            nofile: libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 1024,
+            },
+            runner_pid: std::process::id() as i32,
+        };
+        let child = super::super::spawn::spawn_service(&spec, inh).expect("spawn");
+        let line = fs::read_to_string(format!("/proc/{}/cgroup", child.pid)).unwrap();
+        let want = run.member_line(0, 0).unwrap();
+        let born_inside = line.lines().any(|l| l == want);
+        let seen = run.populated(0, 0);
+        run.kill(0, 0);
+        let mut st = 0;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(child.pid, &mut st, 0) };
+        let killed = libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL;
+        run.sweep(|| {});
+        let path = run.path.clone();
+        run.remove().expect("remove the tree");
+        assert!(seen, "a live member, but not populated");
+        assert!(born_inside, "{line:?} lacks {want:?}");
+        assert!(killed, "status {st:#x}");
+        assert!(!path.exists());
+    }
+
     #[test]
     fn names_are_safe_directory_names() {
         assert_eq!(sanitize("api_2-x"), "api_2-x");
