@@ -18,8 +18,9 @@
 //! process still in its cgroup — or, without one, in a process group it
 //! registered and started after it — is reported and killed, then the
 //! cgroup, the record and its directory are removed. Directories of dead
-//! runs of other topologies are removed too (their records stay for their
-//! own next run).
+//! runs of other topologies are removed too, and so are their cgroups and
+//! records once those cgroups are empty (otherwise they stay for that
+//! topology's next run).
 
 use std::collections::HashSet;
 use std::fs;
@@ -214,6 +215,15 @@ pub fn reap_dead_runs(dir: &Path, key: &str) -> Vec<(i32, String)> {
                 killed.extend(kill_leftovers(&dead));
             }
             let _ = fs::remove_file(&dead.file);
+        } else if let Some(cg) = dead.cgroup.as_deref() {
+            // Another topology's dead run: only an empty cgroup (nothing to
+            // kill) and its record are cleaned up here.
+            if !dead.same_boot || !super::cgroup::populated(cg) {
+                let _ = super::cgroup::remove_tree(cg);
+                if !cg.exists() {
+                    let _ = fs::remove_file(&dead.file);
+                }
+            }
         }
         let _ = fs::remove_dir_all(dir.join(format!("{name}.d")));
     }
