@@ -10,6 +10,8 @@
  *   sleep       report, then pause until a signal kills it (default action)
  *   stubborn    like sleep, but the first child ignores SIGTERM
  *   grandchild  report, fork a grandchild (same process group) that reports, pause
+ *   setsid      like grandchild, but the grandchild calls setsid() first (it
+ *               leaves its session and process group) before it reports
  *   lines N ID  write N lines of 60 bytes "L<ID>:<seq>:xxx…" to stdout, exit 0
  *   exit1       the first child reports, then writes "X" and exits 1; others sleep
  */
@@ -64,6 +66,15 @@ int main(int argc, char **argv) {
         report('S');
         pid_t pid = fork();
         if (pid == 0) {
+            report('G');
+            forever();
+        }
+        forever();
+    } else if (strcmp(mode, "setsid") == 0) {
+        report('S');
+        pid_t pid = fork();
+        if (pid == 0) {
+            setsid();
             report('G');
             forever();
         }

@@ -10,6 +10,7 @@
 //! entered from a single-threaded process.
 
 use crate::diagnostic::Severity;
+use crate::exec::cgroup::Containment;
 use crate::exec::{LogFormat, UpOptions};
 use crate::host::HostLimits;
 use crate::plan::{self, Scale};
@@ -129,6 +130,17 @@ pub struct UpArgs {
     /// Prefix relayed output lines with a timestamp.
     #[arg(long)]
     pub timestamps: bool,
+    /// How processes are contained: cgroup v2 where a writable hierarchy
+    /// exists (auto), cgroup v2 or refuse to start, or process groups.
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
+    pub containment: ContainmentArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ContainmentArg {
+    Auto,
+    Cgroup,
+    ProcessGroup,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -535,6 +547,11 @@ fn up(args: UpArgs) -> i32 {
         },
         timestamps: args.timestamps,
         color: color_for(std::io::stdout().is_terminal()),
+        containment: match args.containment {
+            ContainmentArg::Auto => Containment::Auto,
+            ContainmentArg::Cgroup => Containment::Cgroup,
+            ContainmentArg::ProcessGroup => Containment::ProcessGroup,
+        },
     };
     crate::exec::up(built, opts)
 }

@@ -26,6 +26,19 @@ pub enum Event {
         topology: String,
         groups: usize,
         processes: usize,
+        /// `cgroup` or `process-group` (see cgroup.rs).
+        containment: &'static str,
+    },
+    /// A process a dead run of the same topology left behind, killed
+    /// before this run starts.
+    Leftover {
+        pid: i32,
+        command: String,
+    },
+    /// The guard died while the runner lives; a new one took over.
+    GuardRestarted {
+        old_pid: i32,
+        pid: i32,
     },
     Started {
         who: Who,
@@ -68,6 +81,9 @@ pub enum Event {
     },
     Stopped {
         who: Who,
+        /// CPU time of this incarnation and everything it started (cgroup
+        /// containment only).
+        cpu_ms: Option<u64>,
     },
     Escalating {
         signal: &'static str,
@@ -96,6 +112,8 @@ pub enum Event {
     },
     Exit {
         code: i32,
+        /// CPU time per group over the whole run (cgroup containment only).
+        cpu_ms: Option<Vec<(String, u64)>>,
     },
 }
 
@@ -103,6 +121,8 @@ impl Event {
     pub fn name(&self) -> &'static str {
         match self {
             Event::Starting { .. } => "starting",
+            Event::Leftover { .. } => "leftover",
+            Event::GuardRestarted { .. } => "guard-restarted",
             Event::Started { .. } => "started",
             Event::Ready { .. } => "ready",
             Event::Exited { .. } => "exited",
@@ -131,7 +151,7 @@ impl Event {
             | Event::Restarting { who, .. }
             | Event::Stopping { who, .. }
             | Event::Killed { who, .. }
-            | Event::Stopped { who }
+            | Event::Stopped { who, .. }
             | Event::SpawnRetry { who, .. } => Some(who),
             _ => None,
         }
@@ -146,13 +166,25 @@ impl Event {
                 topology,
                 groups,
                 processes,
+                containment,
             } => vec![
                 ("topology", s(topology)),
                 ("groups", (*groups).into()),
                 ("processes", (*processes).into()),
+                ("containment", s(containment)),
             ],
+            Event::Leftover { pid, command } => {
+                vec![("pid", (*pid).into()), ("command", s(command))]
+            }
+            Event::GuardRestarted { old_pid, pid } => {
+                vec![("old_pid", (*old_pid).into()), ("pid", (*pid).into())]
+            }
+            Event::Stopped { cpu_ms, .. } => match cpu_ms {
+                Some(ms) => vec![("cpu_ms", (*ms).into())],
+                None => vec![],
+            },
             Event::Started { pid, .. } => vec![("pid", (*pid).into())],
-            Event::Ready { .. } | Event::Stopped { .. } | Event::Reloading => vec![],
+            Event::Ready { .. } | Event::Reloading => vec![],
             Event::Exited {
                 pid,
                 code,
@@ -208,7 +240,17 @@ impl Event {
                 "errors",
                 Value::Array(errors.iter().map(|c| s(c)).collect()),
             )],
-            Event::Exit { code } => vec![("code", (*code).into())],
+            Event::Exit { code, cpu_ms } => {
+                let mut v = vec![("code", (*code).into())];
+                if let Some(groups) = cpu_ms {
+                    let m: serde_json::Map<String, Value> = groups
+                        .iter()
+                        .map(|(g, ms)| (g.clone(), (*ms).into()))
+                        .collect();
+                    v.push(("cpu_ms", Value::Object(m)));
+                }
+                v
+            }
         }
     }
 
@@ -249,12 +291,22 @@ impl Event {
                 topology,
                 groups,
                 processes,
+                containment,
             } => format!(
-                "starting topology {}: {}, {}",
+                "starting topology {}: {}, {} ({containment} containment)",
                 e(topology),
                 crate::plural(*groups, "group"),
                 crate::plural(*processes, "process")
             ),
+            Event::Leftover { pid, command } => {
+                format!(
+                    "killed pid {pid} left by a dead run of this topology: {}",
+                    e(command)
+                )
+            }
+            Event::GuardRestarted { old_pid, pid } => {
+                format!("guard pid {old_pid} died; restarted as pid {pid}")
+            }
             Event::Started { who, pid } => format!("{} started pid {pid}", e(&who.process)),
             Event::Ready { who } => format!("{} ready", e(&who.process)),
             Event::Exited {
@@ -297,7 +349,10 @@ impl Event {
                 e(&who.process)
             ),
             Event::Killed { who, reason } => format!("{} killed ({reason})", e(&who.process)),
-            Event::Stopped { who } => format!("{} stopped", e(&who.process)),
+            Event::Stopped { who, cpu_ms } => match cpu_ms {
+                Some(ms) => format!("{} stopped (cpu {})", e(&who.process), cpu_text(*ms)),
+                None => format!("{} stopped", e(&who.process)),
+            },
             Event::Escalating { signal } => {
                 format!("escalating on repeated {signal}: killing everything")
             }
@@ -341,7 +396,16 @@ impl Event {
                     e(reason)
                 )
             }
-            Event::Exit { code } => format!("exit {code}"),
+            Event::Exit { code, cpu_ms } => match cpu_ms {
+                Some(groups) if !groups.is_empty() => {
+                    let per: Vec<String> = groups
+                        .iter()
+                        .map(|(g, ms)| format!("{} {}", e(g), cpu_text(*ms)))
+                        .collect();
+                    format!("exit {code} (cpu: {})", per.join(", "))
+                }
+                _ => format!("exit {code}"),
+            },
         };
         format!("flowrun | {body}")
     }
@@ -362,6 +426,11 @@ pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// CPU time as the one duration formatter writes it.
+fn cpu_text(ms: u64) -> String {
+    crate::check::fmt_duration(std::time::Duration::from_millis(ms))
 }
 
 /// Sends formatted events to the stderr writer thread.
@@ -470,8 +539,14 @@ mod tests {
             pending: Arc::new(Mutex::new(Vec::new())),
         };
         let clone = sink.clone();
-        sink.emit(Event::Exit { code: 0 });
-        clone.emit(Event::Exit { code: 1 });
+        sink.emit(Event::Exit {
+            code: 0,
+            cpu_ms: None,
+        });
+        clone.emit(Event::Exit {
+            code: 1,
+            cpu_ms: None,
+        });
         assert!(rx.try_recv().is_err(), "nothing is sent before a flush");
         sink.flush();
         let batch = String::from_utf8(rx.try_recv().unwrap()).unwrap();
@@ -479,7 +554,10 @@ mod tests {
         assert!(batch.ends_with('\n'));
         sink.flush();
         assert!(rx.try_recv().is_err(), "an empty flush sends nothing");
-        clone.emit(Event::Exit { code: 2 });
+        clone.emit(Event::Exit {
+            code: 2,
+            cpu_ms: None,
+        });
         drop(clone);
         assert_eq!(
             String::from_utf8(rx.try_recv().unwrap())
@@ -575,14 +653,15 @@ mod tests {
             topology: "t".into(),
             groups,
             processes,
+            containment: "cgroup",
         };
         assert_eq!(
             start(1, 1).human(),
-            "flowrun | starting topology t: 1 group, 1 process"
+            "flowrun | starting topology t: 1 group, 1 process (cgroup containment)"
         );
         assert_eq!(
             start(2, 3).human(),
-            "flowrun | starting topology t: 2 groups, 3 processes"
+            "flowrun | starting topology t: 2 groups, 3 processes (cgroup containment)"
         );
     }
 

@@ -1,53 +1,109 @@
-//! The guard: a tiny single-threaded process forked before the tokio
-//! runtime exists. The runner tells it, over a pipe, every process group
-//! (`g PGID`) and lone process (`p PID`) it creates, and when one is gone
-//! (`G PGID` / `P PID`). When the pipe reaches EOF — the runner finished, or
-//! died, even by SIGKILL — the guard SIGKILLs every group and process still
-//! registered, then exits. That is how "nothing survives a SIGKILL of the
-//! runner" holds for grandchildren that stayed in their process group.
+//! The guard: a tiny process that kills the run when the runner goes away,
+//! even by SIGKILL.
 //!
-//! The guard ignores the terminal's signals and leads its own process group,
-//! so Ctrl+C cannot take it down before the runner. Its pipe's write end is
-//! close-on-exec, so children never hold it open.
+//! It is the flowrun binary itself, re-executed as `flowrun-guard` (so it
+//! can be started again at any time, from a multi-threaded runner). Its
+//! stdin is a pipe from the runner; when the pipe reaches EOF — the runner
+//! finished, or died — the guard kills the run and exits:
+//!
+//! - with cgroup containment it was given the run's cgroup and writes
+//!   `cgroup.kill` there (everything of the run is inside), then waits for
+//!   the cgroup to empty and removes it;
+//! - with process groups the runner tells it every process group
+//!   (`g PGID`) and lone process (`p PID`) it creates, and when one is gone
+//!   (`G PGID` / `P PID`); the guard SIGKILLs what is still registered.
+//!
+//! The guard cannot be lost silently: the runner watches it with a pidfd
+//! and, if it dies, emits `guard-restarted` and starts a new one with the
+//! current registrations. Registrations never block the runner: the pipe
+//! is non-blocking and what the guard has not read yet waits in a queue (a
+//! stopped guard costs memory, not progress).
+//!
+//! The guard ignores the terminal's signals and leads its own process
+//! group, so Ctrl+C cannot take it down before the runner. The pipe's
+//! write end is close-on-exec, so children never hold it open.
 
+use std::collections::HashSet;
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The first argument that makes `flowrun` the guard.
+pub const GUARD_ARG: &str = "__flowrun-guard";
 
 pub struct Guard {
     pid: i32,
-    pipe: Option<std::fs::File>,
+    pidfd: Option<OwnedFd>,
+    pipe: Option<File>,
+    /// Bytes the guard has not taken yet (the pipe was full).
+    queue: Vec<u8>,
     /// Removals not yet sent: they are batched (one write per supervisor
-    /// step, [`Guard::flush`]); a registration is sent at once, after them,
-    /// so the guard always sees removals and additions in order.
+    /// step, [`Guard::flush`]); a registration is queued at once, after
+    /// them, so the guard always sees removals and additions in order.
     removals: String,
+    groups: HashSet<i32>,
+    pids: HashSet<i32>,
+    /// The run's cgroup: registrations are not needed.
+    cgroup: Option<PathBuf>,
+    /// The run record's registration log (process-group containment).
+    record: Option<File>,
+}
+
+/// Start a guard process; returns its pid, a pidfd and the pipe.
+fn start(cgroup: Option<&Path>) -> std::io::Result<(i32, Option<OwnedFd>, File)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 with a valid two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned here.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("flowrun-guard")
+        .arg(GUARD_ARG)
+        .arg(cgroup.map_or_else(|| "-".into(), |p| p.as_os_str().to_owned()))
+        .stdin(Stdio::from(r))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    // Never wait through std: the runner's reaper owns every status.
+    drop(child);
+    // SAFETY: our unreaped child (nothing reaps between spawn and here: the
+    // reaper runs on this thread), so the pid is the guard's.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    // SAFETY: a new descriptor, owned from here.
+    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
+    // Only the runner's end is non-blocking.
+    // SAFETY: fcntl on an fd we own.
+    unsafe {
+        let fl = libc::fcntl(w.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(w.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+    Ok((pid, pidfd, File::from(w)))
 }
 
 impl Guard {
-    /// Fork the guard. Must run while the process is single-threaded.
-    /// `None` when it cannot be forked (the runner then works without it).
-    pub fn fork() -> Option<Guard> {
-        let mut fds = [0i32; 2];
-        // SAFETY: pipe2 with a valid two-element array.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return None;
-        }
-        // SAFETY: both fds were just created and are owned here.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: the caller guarantees a single-threaded process, so the
-        // child may allocate and use std freely.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return None;
-        }
-        if pid == 0 {
-            drop(w);
-            guard_main(r);
-        }
-        drop(r);
+    /// Start the guard. `cgroup`: the run's cgroup (cgroup containment);
+    /// `record`: where registrations are also logged for the next run
+    /// (process-group containment). `None` when it cannot be started (the
+    /// runner then works without it).
+    pub fn start(cgroup: Option<PathBuf>, record: Option<File>) -> Option<Guard> {
+        let (pid, pidfd, pipe) = start(cgroup.as_deref()).ok()?;
         Some(Guard {
             pid,
-            pipe: Some(std::fs::File::from(w)),
+            pidfd,
+            pipe: Some(pipe),
+            queue: Vec::new(),
             removals: String::new(),
+            groups: HashSet::new(),
+            pids: HashSet::new(),
+            cgroup,
+            record,
         })
     }
 
@@ -55,57 +111,173 @@ impl Guard {
         self.pid
     }
 
-    /// Send pending removals, then `line` (if any), in one write.
-    fn send(&mut self, line: &str) {
-        let mut buf = std::mem::take(&mut self.removals);
-        buf.push_str(line);
-        if buf.is_empty() {
+    /// Watch the guard: `lost` is sent when it exits.
+    pub fn watch(&self, tx: &tokio::sync::mpsc::UnboundedSender<super::supervisor::Msg>) {
+        let Some(fd) = &self.pidfd else { return };
+        let Ok(fd) = fd.try_clone() else { return };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            // SAFETY: the fd is owned by the AsyncFd for its whole life.
+            let Ok(afd) = (unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            }) else {
+                return;
+            };
+            if afd.readable().await.is_ok() {
+                let _ = tx.send(super::supervisor::Msg::GuardLost);
+            }
+        });
+    }
+
+    /// Whether the current guard process has exited.
+    fn exited(&self, timeout_ms: i32) -> bool {
+        let Some(fd) = &self.pidfd else {
+            return false;
+        };
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, timeout_ms) == 1 }
+    }
+
+    /// The guard died: start a new one with the current registrations, say
+    /// so, and watch it.
+    pub fn respawn(
+        &mut self,
+        events: &super::events::EventSink,
+        tx: &tokio::sync::mpsc::UnboundedSender<super::supervisor::Msg>,
+    ) {
+        if !self.exited(0) {
             return;
         }
-        if let Some(p) = &mut self.pipe {
-            if p.write_all(buf.as_bytes()).is_err() {
-                self.pipe = None;
+        let Ok((pid, pidfd, pipe)) = start(self.cgroup.as_deref()) else {
+            return;
+        };
+        let old_pid = self.pid;
+        self.pid = pid;
+        self.pidfd = pidfd;
+        self.pipe = Some(pipe);
+        self.removals.clear();
+        self.queue.clear();
+        let mut all = String::new();
+        for g in &self.groups {
+            all.push_str(&format!("g {g}\n"));
+        }
+        for p in &self.pids {
+            all.push_str(&format!("p {p}\n"));
+        }
+        self.queue.extend_from_slice(all.as_bytes());
+        self.push();
+        events.emit(super::events::Event::GuardRestarted { old_pid, pid });
+        self.watch(tx);
+    }
+
+    /// Write as much of the queue as the pipe takes now.
+    fn push(&mut self) {
+        let Some(p) = &mut self.pipe else {
+            self.queue.clear();
+            return;
+        };
+        while !self.queue.is_empty() {
+            match p.write(&self.queue) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.queue.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // The guard is gone; its watcher restarts it.
+                    self.queue.clear();
+                    break;
+                }
             }
         }
     }
 
-    /// Registrations are sent at once: a process must be known to the guard
-    /// before anything of it can outlive the runner.
+    /// Queue pending removals, then `line` (if any), and push.
+    fn send(&mut self, line: &str) {
+        let mut buf = std::mem::take(&mut self.removals);
+        buf.push_str(line);
+        if !buf.is_empty() {
+            if let Some(r) = &mut self.record {
+                let _ = r.write_all(buf.as_bytes());
+            }
+            self.queue.extend_from_slice(buf.as_bytes());
+        }
+        if !self.queue.is_empty() {
+            self.push();
+        }
+    }
+
+    /// Registrations are queued at once: a process must be known to the
+    /// guard before anything of it can outlive the runner. (With a cgroup
+    /// the guard needs none.)
     pub fn add_group(&mut self, pgid: i32) {
-        self.send(&format!("g {pgid}\n"));
+        if self.cgroup.is_none() && self.groups.insert(pgid) {
+            self.send(&format!("g {pgid}\n"));
+        }
     }
     pub fn add_pid(&mut self, pid: i32) {
-        self.send(&format!("p {pid}\n"));
+        if self.cgroup.is_none() && self.pids.insert(pid) {
+            self.send(&format!("p {pid}\n"));
+        }
     }
     pub fn remove_group(&mut self, pgid: i32) {
         use std::fmt::Write as _;
-        let _ = writeln!(self.removals, "G {pgid}");
+        if self.groups.remove(&pgid) {
+            let _ = writeln!(self.removals, "G {pgid}");
+        }
     }
     pub fn remove_pid(&mut self, pid: i32) {
         use std::fmt::Write as _;
-        let _ = writeln!(self.removals, "P {pid}");
+        if self.pids.remove(&pid) {
+            let _ = writeln!(self.removals, "P {pid}");
+        }
     }
 
-    /// Send the batched removals.
+    /// Send the batched removals and whatever is queued.
     pub fn flush(&mut self) {
         self.send("");
     }
 
     /// Close the pipe (the guard kills what is left and exits) and wait for
-    /// the guard. Only call this when nothing else reaps.
+    /// the guard, at most 2 s; a stopped guard (or one that takes longer)
+    /// is killed: by now the run is empty. Only call this when nothing
+    /// else reaps.
     pub fn finish(mut self) {
         self.flush();
         self.pipe = None;
+        let stopped = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|s| {
+                let rest = &s[s.rfind(')')? + 1..];
+                rest.split_whitespace()
+                    .next()
+                    .map(|st| st == "T" || st == "t")
+            })
+            .unwrap_or(false);
+        if stopped || !self.exited(2000) {
+            // SAFETY: our own child, unreaped (nothing else reaps now).
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::kill(self.pid, libc::SIGCONT);
+            }
+        }
         let mut status = 0;
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(self.pid, &mut status, 0) };
     }
 }
 
-fn guard_main(r: OwnedFd) -> ! {
-    // SAFETY: plain libc calls in a fresh single-threaded child.
+/// `flowrun __flowrun-guard CGROUP|-`: the guard's main. Returns the exit
+/// status.
+pub fn guard_main(cgroup: &str) -> i32 {
+    // SAFETY: plain libc calls in a fresh single-threaded process.
     unsafe {
-        libc::setpgid(0, 0);
         for sig in [
             libc::SIGINT,
             libc::SIGQUIT,
@@ -122,62 +294,83 @@ fn guard_main(r: OwnedFd) -> ! {
         }
         let name = c"flowrun-guard";
         libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
-        // stdio to /dev/null: the guard must not keep the runner's output
-        // pipes open.
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            for fd in 0..3 {
-                libc::dup2(null, fd);
-            }
-            if null > 2 {
-                libc::close(null);
-            }
+    }
+    let cgroup = (cgroup != "-").then(|| PathBuf::from(cgroup));
+    // Opened now, so the kill works even if the path were renamed.
+    let kill = cgroup.as_ref().and_then(|c| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(c.join("cgroup.kill"))
+            .ok()
+    });
+    let mut groups = HashSet::new();
+    let mut pids = HashSet::new();
+    // SAFETY: fd 0 is the runner's pipe, owned by this process.
+    let pipe = unsafe { File::from_raw_fd(0) };
+    for line in BufReader::new(pipe).lines() {
+        let Ok(line) = line else { break };
+        apply(&line, &mut groups, &mut pids);
+    }
+    if let Some(mut k) = kill {
+        let _ = k.write_all(b"1");
+    }
+    for g in groups {
+        // SAFETY: a group the runner registered (never 0 or 1: see apply).
+        unsafe { libc::kill(-g, libc::SIGKILL) };
+    }
+    for p in pids {
+        // SAFETY: as above.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    if let Some(c) = cgroup {
+        if c.exists() {
+            super::cgroup::kill_and_remove(&c, std::time::Duration::from_secs(5));
         }
-        // Keep only the pipe: move it to fd 3, close the rest.
-        let fd = r.as_raw_fd();
-        if fd != 3 {
-            libc::dup2(fd, 3);
+    }
+    0
+}
+
+/// Apply one registration line.
+pub fn apply(line: &str, groups: &mut HashSet<i32>, pids: &mut HashSet<i32>) {
+    let Some((kind, n)) = line.split_once(' ') else {
+        return;
+    };
+    let Ok(n) = n.trim().parse::<i32>() else {
+        return;
+    };
+    if n <= 1 {
+        return; // never kill(-1), killpg(0/1)
+    }
+    match kind {
+        "g" => {
+            groups.insert(n);
         }
-        std::mem::forget(r);
-        if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) != 0 {
-            for f in 4..4096 {
-                libc::close(f);
-            }
+        "G" => {
+            groups.remove(&n);
         }
-        let pipe = std::fs::File::from_raw_fd(3);
-        let mut groups = std::collections::HashSet::new();
-        let mut pids = std::collections::HashSet::new();
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            let Some((kind, n)) = line.split_once(' ') else {
-                continue;
-            };
-            let Ok(n) = n.parse::<i32>() else { continue };
-            if n <= 1 {
-                continue; // never kill(-1), killpg(0/1)
-            }
-            match kind {
-                "g" => {
-                    groups.insert(n);
-                }
-                "G" => {
-                    groups.remove(&n);
-                }
-                "p" => {
-                    pids.insert(n);
-                }
-                "P" => {
-                    pids.remove(&n);
-                }
-                _ => {}
-            }
+        "p" => {
+            pids.insert(n);
         }
-        for g in groups {
-            libc::kill(-g, libc::SIGKILL);
+        "P" => {
+            pids.remove(&n);
         }
-        for p in pids {
-            libc::kill(p, libc::SIGKILL);
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_replay_in_order() {
+        let (mut g, mut p) = (HashSet::new(), HashSet::new());
+        for l in [
+            "g 10", "p 11", "G 10", "g 12", "g 1", "p 0", "g -5", "x 3", "g",
+        ] {
+            apply(l, &mut g, &mut p);
         }
-        libc::_exit(0);
+        assert_eq!(g, HashSet::from([12]));
+        assert_eq!(p, HashSet::from([11]));
     }
 }

@@ -5,16 +5,18 @@
 //! # Theory of operation
 //! [`up`] runs before any thread exists. It raises the soft
 //! `RLIMIT_NOFILE` (children get the inherited one back), makes the runner
-//! a child subreaper, and forks the [`guard`] — a tiny process that SIGKILLs
-//! every registered process group when the runner goes away, even by
-//! SIGKILL. Only then does it build a *current-thread* tokio runtime: one
+//! a child subreaper, kills what a dead run of the same file left
+//! ([`runrecord`]), sets up containment ([`cgroup`]) and starts the
+//! [`guard`] — a tiny process that kills the run when the runner goes
+//! away, even by SIGKILL. Only then does it build a *current-thread* tokio runtime: one
 //! thread runs everything, so every spawn ([`spawn`]) happens on a thread
 //! that lives as long as the runner (`PR_SET_PDEATHSIG` is safe) and the
 //! reaper (`waitpid(-1)` on SIGCHLD, [`reap`]) never races a spawn. Two
 //! plain threads own stdout ([`logs`]) and stderr ([`events`]). Nothing
-//! polls while idle: the only periodic timer runs while a process group
-//! whose leader has exited is waited for (every 20 ms, bounded by its
-//! ladder). Large groups start in batches of 128 spawns, with the signal
+//! polls while idle: with cgroups a process's end is an inotify event on
+//! its `cgroup.events`; without, the only periodic timer runs while a
+//! process group whose leader has exited is waited for (every 20 ms,
+//! bounded by its ladder). Large groups start in batches of 128 spawns, with the signal
 //! and exit drivers polled in between.
 //!
 //! Signal streams for INT, TERM, HUP, QUIT, USR1, USR2, TSTP and every
@@ -34,12 +36,19 @@
 //! (docs/events.md, "Ending"). SIGXFSZ is ignored, so a full output file
 //! is a write error, not the runner's death.
 //!
-//! Process groups are the containment unit (cgroups are not used; this
-//! machine had no writable cgroup v2 hierarchy to test them on): a
-//! grandchild that calls `setsid` escapes its group; if its parent dies it
-//! is adopted by the runner (subreaper) and killed at exit, but it is not
-//! caught if the runner itself is SIGKILLed.
+//! Containment (cgroup.rs): with a writable cgroup v2 hierarchy every
+//! process is born in a cgroup of its own inside the run's cgroup, so
+//! nothing it starts escapes, whatever its session or process group; the
+//! guard kills the run's cgroup when the runner dies; `up` returns only
+//! when the run's cgroup is empty, and removes it. Without one
+//! (`--containment process-group`, or none writable) process groups are
+//! the unit: a grandchild that calls `setsid` or `setpgid` escapes its
+//! group; if its parent dies it is adopted by the runner (subreaper) and
+//! killed at exit, but it is not caught if the runner itself is SIGKILLed.
+//! Either way a run record (runrecord.rs) lets the next `up` of the same
+//! topology kill what a run whose runner and guard both died left.
 
+pub mod cgroup;
 pub mod core;
 pub mod events;
 pub mod guard;
@@ -47,6 +56,7 @@ pub mod logs;
 pub mod policy;
 pub mod ready;
 pub mod reap;
+pub mod runrecord;
 pub mod spawn;
 pub mod supervisor;
 
@@ -77,6 +87,8 @@ pub struct UpOptions {
     pub timestamps: bool,
     /// Colour the `group.index | ` prefixes (tty and no `NO_COLOR`).
     pub color: bool,
+    /// `--containment`.
+    pub containment: cgroup::Containment,
 }
 
 /// Raise the soft `RLIMIT_NOFILE` to min(hard, 65536); returns the
@@ -148,8 +160,67 @@ fn caught_signals(plan: &Plan) -> Vec<i32> {
     sigs
 }
 
+/// What [`up`] prepared before the runtime: containment, the run record,
+/// and what dead runs left.
+struct Setup {
+    cgroup: Option<cgroup::RunCgroup>,
+    record: Option<runrecord::RunRecord>,
+    leftovers: Vec<(i32, String)>,
+}
+
+/// Kill what dead runs of this topology left, choose the containment,
+/// write the run record and start the guard. `Err`: a message and the
+/// exit status.
+fn prepare(opts: &UpOptions) -> Result<(Setup, Option<guard::Guard>), (String, i32)> {
+    let key = runrecord::key(&opts.file);
+    let dir = runrecord::private_dir();
+    let leftovers = match &dir {
+        Ok(d) => runrecord::reap_dead_runs(d, &key),
+        Err(_) => Vec::new(),
+    };
+    let pid = std::process::id();
+    let cgroup = match opts.containment {
+        cgroup::Containment::ProcessGroup => None,
+        mode => {
+            let made = cgroup::find_parent(&format!("flowrun-probe-{pid}")).and_then(|parent| {
+                cgroup::RunCgroup::create(&parent, &format!("flowrun-{key}-{pid}"))
+                    .map_err(|e| format!("cannot create the run's cgroup: {e}"))
+            });
+            match (made, mode) {
+                (Ok(c), _) => Some(c),
+                (Err(why), cgroup::Containment::Cgroup) => {
+                    return Err((format!("--containment cgroup: {why}"), 2));
+                }
+                (Err(_), _) => None,
+            }
+        }
+    };
+    let (record, log) = match &dir {
+        Ok(d) => {
+            match runrecord::RunRecord::create(d, &key, cgroup.as_ref().map(|c| c.path.as_path())) {
+                Ok((r, log)) => (Some(r), Some(log)),
+                Err(_) => (None, None),
+            }
+        }
+        Err(_) => (None, None),
+    };
+    if let Some(r) = &record {
+        ready::set_run_dir(r.run_dir.clone());
+    }
+    let log = if cgroup.is_some() { None } else { log };
+    let guard = guard::Guard::start(cgroup.as_ref().map(|c| c.path.clone()), log);
+    Ok((
+        Setup {
+            cgroup,
+            record,
+            leftovers,
+        },
+        guard,
+    ))
+}
+
 /// Run the plan until it finishes or is drained; returns the exit status.
-/// Must be called before any tokio runtime or thread exists (it forks).
+/// Must be called before any tokio runtime or thread exists.
 pub fn up(plan: Plan, opts: UpOptions) -> i32 {
     let start = Instant::now();
     let nofile = raise_nofile();
@@ -165,8 +236,13 @@ pub fn up(plan: Plan, opts: UpOptions) -> i32 {
     }
     // SAFETY: prctl with constant arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
-    let guard = guard::Guard::fork();
-    let guard_pid = guard.as_ref().map(|g| g.pid());
+    let (setup, guard) = match prepare(&opts) {
+        Ok(s) => s,
+        Err((msg, code)) => {
+            eprintln!("flowrun: {msg}");
+            return code;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -180,22 +256,72 @@ pub fn up(plan: Plan, opts: UpOptions) -> i32 {
             return 1;
         }
     };
-    let (code, guard) = rt.block_on(run(plan, opts, guard, nofile, start));
+    let (code, guard, record) = rt.block_on(run(plan, opts, guard, setup, nofile, start));
     drop(rt);
     if let Some(g) = guard {
         g.finish();
     }
-    let _ = guard_pid;
+    if let Some(r) = record {
+        r.remove();
+    }
     code
+}
+
+/// Wake the supervisor (`PollGroups`) whenever a watched `cgroup.events`
+/// changes.
+fn watch_cgroups(
+    ino: std::os::fd::OwnedFd,
+    tx: tokio::sync::mpsc::UnboundedSender<supervisor::Msg>,
+) {
+    use std::os::fd::AsRawFd;
+    tokio::spawn(async move {
+        // SAFETY: the fd is owned by the AsyncFd for its whole life.
+        let Ok(afd) = (unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(ino, tokio::io::Interest::READABLE)
+        }) else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            let Ok(mut ready) = afd.readable().await else {
+                return;
+            };
+            // Drain every queued event (the descriptor is non-blocking):
+            // one wake-up covers them all.
+            loop {
+                // SAFETY: reading into a local buffer from an fd we own.
+                let n = unsafe {
+                    libc::read(
+                        afd.get_ref().as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                    )
+                };
+                if n <= 0 {
+                    break;
+                }
+            }
+            ready.clear_ready();
+            if tx.send(supervisor::Msg::PollGroups).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 async fn run(
     plan: Plan,
     opts: UpOptions,
     guard: Option<guard::Guard>,
+    setup: Setup,
     nofile: libc::rlimit,
     start: Instant,
-) -> (i32, Option<guard::Guard>) {
+) -> (i32, Option<guard::Guard>, Option<runrecord::RunRecord>) {
+    let Setup {
+        cgroup: run_cgroup,
+        record,
+        leftovers,
+    } = setup;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     // Before any handler replaces SIGHUP's disposition: is a hangup a
     // terminal closing (see `core::signals::hangup_drains`)?
@@ -236,6 +362,15 @@ async fn run(
         }
     };
     let (events, events_thread) = events::EventSink::start(opts.log_format, start);
+    for (pid, command) in leftovers {
+        events.emit(events::Event::Leftover { pid, command });
+    }
+    if let Some(g) = &guard {
+        g.watch(&tx);
+    }
+    if let Some(ino) = run_cgroup.as_ref().and_then(|c| c.inotify_fd()) {
+        watch_cgroups(ino, tx.clone());
+    }
     // The writer reports its first failure through a sink that is taken
     // back before the end (a writer stuck in write(2) must not keep the
     // event thread alive).
@@ -251,7 +386,6 @@ async fn run(
             }
         })
     };
-    let guard_pid = guard.as_ref().map(|g| g.pid());
     let ctx = supervisor::Ctx {
         opts,
         events: events.clone(),
@@ -262,13 +396,31 @@ async fn run(
             runner_pid: std::process::id() as i32,
         },
         waiters,
+        cgroup: run_cgroup,
     };
+    let names: Vec<String> = plan
+        .topology
+        .groups
+        .iter()
+        .map(|g| g.name.node.clone())
+        .collect();
     let sup = supervisor::Sup::new(plan, ctx, tx, caught, hangup_drains);
     let (code, ctx, readers, mut late) = sup.run(&mut rx).await;
-    // Adopted orphans that escaped their process group (setsid): nothing
-    // of the topology may outlive `up`.
-    let except: Vec<i32> = guard_pid.into_iter().collect();
-    for _ in 0..5 {
+    // Nothing of the topology may outlive `up`. With a cgroup: kill the
+    // run's cgroup until it is empty (reaping adopted orphans meanwhile).
+    // Then, and without one: our remaining children (adopted orphans that
+    // escaped their process group), round after round, until none is
+    // left (killing one may orphan its children onto us).
+    let mut ctx = ctx;
+    let cpu = ctx.cgroup.as_ref().map(|c| {
+        let waiters = ctx.waiters.clone();
+        c.sweep(|| {
+            reap::reap_all(&waiters);
+        });
+        c.group_cpu_ms()
+    });
+    let except: Vec<i32> = ctx.guard.as_ref().map(|g| g.pid()).into_iter().collect();
+    loop {
         let left = reap::remaining_children(&except);
         if left.is_empty() {
             break;
@@ -283,6 +435,21 @@ async fn run(
             }
         }
     }
+    if let Some(c) = &mut ctx.cgroup {
+        let _ = c.remove();
+    }
+    let cpu_ms = cpu.map(|per_slot| {
+        // Slots of one group (a reload adds one) add up under its name.
+        let mut by_name: Vec<(String, u64)> = Vec::new();
+        for (name, ms) in per_slot {
+            match by_name.iter_mut().find(|(n, _)| *n == name) {
+                Some(e) => e.1 += ms,
+                None => by_name.push((name, ms)),
+            }
+        }
+        by_name.sort_by_key(|(n, _)| names.iter().position(|x| x == n).unwrap_or(usize::MAX));
+        by_name
+    });
     // Every process group is gone; flush what the pipes still hold (until
     // EOF, or a quiet period: see logs.rs) and what the writer still has,
     // for at most FLUSH_LIMIT, handling signals meanwhile.
@@ -343,7 +510,7 @@ async fn run(
             .unwrap_or_else(|e| e.into_inner())
             .take(),
     );
-    events.emit(events::Event::Exit { code });
+    events.emit(events::Event::Exit { code, cpu_ms });
     drop(events);
     // The closing events: a stderr nobody reads gets a short grace.
     let grace = std::time::Instant::now() + EVENTS_GRACE;
@@ -353,5 +520,5 @@ async fn run(
     if events_thread.is_finished() {
         let _ = events_thread.join();
     }
-    (code, guard)
+    (code, guard, record)
 }

@@ -18,16 +18,43 @@ pub enum Check {
         cwd: PathBuf,
         waiters: Waiters,
         inherited: Inherited,
+        /// The group's ready cgroup (`cgroup.procs`, see cgroup.rs).
+        cgroup: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     },
     File(PathBuf),
-    Notify(UnixDatagram),
+    Notify(UnixDatagram, Sender),
+}
+
+/// Whose readiness datagrams count: the process's own (checked with the
+/// sender's credentials, `SCM_CREDENTIALS`).
+pub struct Sender {
+    /// The leader's pid.
+    pub leader: i32,
+    /// With cgroup containment, the `/proc/PID/cgroup` line of the
+    /// process's cgroup: any member counts. Without, members of the
+    /// leader's process group count.
+    pub cgroup: Option<String>,
+}
+
+impl Sender {
+    fn accepts(&self, pid: i32) -> bool {
+        if pid == self.leader && pid > 1 {
+            return true;
+        }
+        match &self.cgroup {
+            Some(line) => std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|t| t.lines().any(|l| l == line)),
+            // SAFETY: getpgid has no memory preconditions.
+            None => pid > 1 && unsafe { libc::getpgid(pid) } == self.leader,
+        }
+    }
 }
 
 /// Resolves once the check passes.
 pub async fn passed(check: Check, every: Duration) {
     let every = every.max(Duration::from_millis(10));
     match check {
-        Check::Notify(sock) => notify(sock).await,
+        Check::Notify(sock, from) => notify(sock, from).await,
         check => loop {
             if attempt(&check, every).await {
                 return;
@@ -55,8 +82,13 @@ async fn attempt(check: &Check, every: Duration) -> bool {
             cwd,
             waiters,
             inherited,
-        } => exec_once(argv, env, cwd, waiters, *inherited).await,
-        Check::Notify(_) => false,
+            cgroup,
+        } => {
+            use std::os::fd::AsRawFd;
+            let cg = cgroup.as_ref().map(|f| f.as_raw_fd());
+            exec_once(argv, env, cwd, waiters, *inherited, cg).await
+        }
+        Check::Notify(..) => false,
     }
 }
 
@@ -128,6 +160,7 @@ async fn exec_once(
     cwd: &std::path::Path,
     waiters: &Waiters,
     inherited: Inherited,
+    cgroup: Option<std::os::fd::RawFd>,
 ) -> bool {
     let spec = SpawnSpec {
         argv,
@@ -136,6 +169,7 @@ async fn exec_once(
         own_group: true,
         die_with_parent: true,
         capture: false,
+        cgroup,
     };
     // Spawn and register the waiter with no await in between: the reaper
     // runs on this same thread and cannot see the exit before we are
@@ -153,15 +187,38 @@ async fn exec_once(
     matches!(status, Ok(Status::Code(0)))
 }
 
-async fn notify(sock: UnixDatagram) {
+async fn notify(sock: UnixDatagram, from: Sender) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixCredentials};
+    use std::os::fd::AsRawFd;
     let mut buf = vec![0u8; 4096];
     loop {
-        let Ok(n) = sock.recv(&mut buf).await else {
+        let got = sock
+            .async_io(tokio::io::Interest::READABLE, || {
+                let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+                let mut space = nix::cmsg_space!(UnixCredentials);
+                let msg = recvmsg::<()>(
+                    sock.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut space),
+                    MsgFlags::MSG_DONTWAIT,
+                )
+                .map_err(std::io::Error::from)?;
+                let pid = msg.cmsgs().ok().and_then(|mut c| {
+                    c.find_map(|c| match c {
+                        ControlMessageOwned::ScmCredentials(cr) => Some(cr.pid()),
+                        _ => None,
+                    })
+                });
+                Ok((msg.bytes, pid))
+            })
+            .await;
+        let Ok((n, pid)) = got else {
             // Keep the task pending: the timeout decides.
             std::future::pending::<()>().await;
             return;
         };
-        if is_ready_datagram(&buf[..n]) {
+        // Datagrams from other processes do not count.
+        if pid.is_some_and(|p| from.accepts(p)) && is_ready_datagram(&buf[..n]) {
             return;
         }
     }
@@ -178,14 +235,33 @@ pub struct NotifyDir {
     pub socket: PathBuf,
 }
 
+/// The run's private directory (runrecord.rs), where notify sockets go.
+static RUN_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Put notify sockets in `dir` (private, 0700) from now on.
+pub fn set_run_dir(dir: PathBuf) {
+    let _ = RUN_DIR.set(dir);
+}
+
 impl NotifyDir {
+    /// A new 0700 directory (never an existing one) with the socket, which
+    /// receives its senders' credentials.
     pub fn create(tag: &str) -> std::io::Result<(NotifyDir, UnixDatagram)> {
         use std::os::unix::fs::DirBuilderExt;
-        let dir = std::env::temp_dir().join(format!("flowrun-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = match RUN_DIR.get() {
+            Some(run) => run.join(format!("notify-{tag}")),
+            None => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                std::env::temp_dir().join(format!("flowrun-{}-{tag}-{nanos}", std::process::id()))
+            }
+        };
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let socket = dir.join("notify");
         let sock = UnixDatagram::bind(&socket)?;
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)
+            .map_err(std::io::Error::from)?;
         Ok((NotifyDir { dir, socket }, sock))
     }
 }

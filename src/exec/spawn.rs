@@ -2,11 +2,15 @@
 //!
 //! Services are started with [`spawn_service`]: `clone(CLONE_VM |
 //! CLONE_VFORK)` on a stack of its own, then `execve` — what `posix_spawn`
-//! does, so no page tables are copied and nothing is copied on write — with
+//! does, so no page tables are copied and nothing is copied on write; with
+//! cgroup containment `clone3` with `CLONE_INTO_CGROUP` as well, so the
+//! child is born in its cgroup (no window in which it, or anything it
+//! starts, is outside) — with
 //! a close-on-exec pipe through which a child that cannot chdir or exec
 //! reports its errno. (`posix_spawn` itself cannot restore the rlimit, arm
 //! the death signal, or reset glibc's reserved signals.) `exec` ready
-//! checks use std's `Command` ([`spawn`]).
+//! checks use std's `Command` ([`spawn`]); they join their cgroup between
+//! fork and exec.
 //!
 //! Every input of the child is computed before the fork (or clone); the child makes
 //! only async-signal-safe raw calls (`child_setup`): reset every signal
@@ -21,7 +25,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -37,6 +41,10 @@ pub struct SpawnSpec<'a> {
     pub die_with_parent: bool,
     /// Relay stdout and stderr through a pipe (else /dev/null).
     pub capture: bool,
+    /// [`spawn_service`]: a cgroup directory to be born in
+    /// (`CLONE_INTO_CGROUP`); [`spawn`]: an open `cgroup.procs` the child
+    /// writes `0` to (joins) before it execs. `None`: the runner's cgroup.
+    pub cgroup: Option<RawFd>,
 }
 
 pub struct Spawned {
@@ -114,10 +122,18 @@ pub fn spawn(spec: &SpawnSpec<'_>, inh: Inherited) -> io::Result<Spawned> {
     let pdeath = spec.die_with_parent;
     let nofile = inh.nofile;
     let parent = inh.runner_pid;
+    let join = spec.cgroup;
     // SAFETY: the hook only makes async-signal-safe libc calls on values
     // computed before the fork (see the module comment).
     unsafe {
         cmd.pre_exec(move || {
+            // Join the cgroup before anything of the command runs: what it
+            // starts is born inside. A failed join fails the spawn.
+            if let Some(fd) = join {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             child_setup(nofile, pdeath, parent);
             Ok(())
         });
@@ -340,15 +356,21 @@ pub fn spawn_service(spec: &SpawnSpec<'_>, inh: Inherited) -> io::Result<Spawned
         // no page tables are copied and no page is copied on write; this
         // thread resumes once the child has exec'd or exited.
         let mut stack = vec![0u8; CHILD_STACK];
-        let top = stack.as_mut_ptr().add(CHILD_STACK - 64);
-        let top = top.sub(top as usize % 16);
-        let pid = libc::clone(
-            child_entry,
-            top.cast(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&plan as *const ChildPlan).cast_mut().cast(),
-        );
-        let e = io::Error::last_os_error();
+        let arg = (&plan as *const ChildPlan).cast_mut().cast();
+        let (pid, e) = match spec.cgroup {
+            Some(cg) => clone3_into(&mut stack, cg, arg),
+            None => {
+                let top = stack.as_mut_ptr().add(CHILD_STACK - 64);
+                let top = top.sub(top as usize % 16);
+                let pid = libc::clone(
+                    child_entry,
+                    top.cast(),
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    arg,
+                );
+                (pid, io::Error::last_os_error())
+            }
+        };
         drop(stack);
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if pid < 0 {
@@ -363,6 +385,88 @@ pub fn spawn_service(spec: &SpawnSpec<'_>, inh: Inherited) -> io::Result<Spawned
         output: Some(out_r),
         exec_err: Some(err_r),
     })
+}
+
+/// The kernel's `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `CLONE_INTO_CGROUP` (linux/sched.h).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP)` on `stack`: the
+/// child starts in the cgroup `cgroup` (a directory descriptor) and runs
+/// [`child_entry`]`(arg)`, which never returns; the caller resumes once it
+/// has exec'd or exited. Returns the pid (or -1) and the error.
+///
+/// # Safety
+/// As for `libc::clone` with `CLONE_VM | CLONE_VFORK`: `arg` must be a
+/// `ChildPlan` alive until the call returns, and signals should be blocked.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_into(stack: &mut [u8], cgroup: RawFd, arg: *mut libc::c_void) -> (i32, io::Error) {
+    // The kernel starts the child with its stack pointer at
+    // `stack + stack_size`; keep it 16-byte aligned so the `call` below
+    // enters `child_entry` with the ABI's alignment.
+    let base = stack.as_mut_ptr() as usize;
+    let top = (base + stack.len()) & !15;
+    let args = CloneArgs {
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: base as u64,
+        stack_size: (top - base) as u64,
+        cgroup: cgroup as u64,
+        ..Default::default()
+    };
+    let entry: extern "C" fn(*mut libc::c_void) -> libc::c_int = child_entry;
+    let ret: i64;
+    // The parent returns from the syscall with every register but rax, rcx
+    // and r11 intact. The child (rax = 0) is on its own stack with the
+    // parent's registers: it calls `entry(arg)` from r12/r13 and never
+    // comes back (child_main execs or exits; ud2 if it ever did).
+    std::arch::asm!(
+        "syscall",
+        "test rax, rax",
+        "jnz 2f",
+        "xor ebp, ebp",
+        "mov rdi, r13",
+        "call r12",
+        "ud2",
+        "2:",
+        inlateout("rax") libc::SYS_clone3 => ret,
+        in("rdi") &args as *const CloneArgs,
+        in("rsi") std::mem::size_of::<CloneArgs>(),
+        in("r12") entry,
+        in("r13") arg,
+        lateout("rcx") _,
+        lateout("r11") _,
+        options(nostack),
+    );
+    if ret < 0 {
+        (-1, io::Error::from_raw_os_error(-ret as i32))
+    } else {
+        (ret as i32, io::Error::from_raw_os_error(0))
+    }
+}
+
+/// Other architectures: plain `clone`, then the child joins the cgroup
+/// (writes `0` to its `cgroup.procs`) before it execs.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3_into(stack: &mut [u8], cgroup: RawFd, arg: *mut libc::c_void) -> (i32, io::Error) {
+    let _ = (stack, cgroup, arg);
+    (-1, io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
 struct ChildPlan {

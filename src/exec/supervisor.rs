@@ -83,6 +83,8 @@ pub enum Msg {
     HandlerTimeout {
         id: u64,
     },
+    /// The guard process died (its pidfd fired): start a new one.
+    GuardLost,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,6 +216,8 @@ pub struct Ctx {
     pub guard: Option<Guard>,
     pub inherited: Inherited,
     pub waiters: Waiters,
+    /// cgroup containment (cgroup.rs); `None`: process groups.
+    pub cgroup: Option<super::cgroup::RunCgroup>,
 }
 
 /// Catch signal `n`: every delivery becomes a [`Msg::Signal`] stamped
@@ -426,6 +430,11 @@ impl Sup {
             topology: self.plan.topology.name.node.clone(),
             groups: self.plan.topology.groups.len(),
             processes: self.plan.processes.len(),
+            containment: if self.ctx.cgroup.is_some() {
+                "cgroup"
+            } else {
+                "process-group"
+            },
         });
         self.progress();
         self.flush();
@@ -527,6 +536,11 @@ impl Sup {
                         let reason = format!("{} ready check timed out", p.who.process);
                         self.fail_group(s, reason);
                     }
+                }
+            }
+            Msg::GuardLost => {
+                if let Some(g) = &mut self.ctx.guard {
+                    g.respawn(&self.ctx.events, &self.tx);
                 }
             }
             Msg::HandlerTimeout { id } => {

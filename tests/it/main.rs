@@ -14,6 +14,7 @@ mod parse;
 mod resolve;
 mod rules;
 mod up_clean_children;
+mod up_contain;
 mod up_deadline;
 mod up_escalation;
 mod up_exactly_once;

@@ -304,6 +304,9 @@ pub type Reload = Box<dyn FnMut() -> Result<Plan, Vec<String>>>;
 pub struct Env {
     /// SIGHUP is a terminal hangup ([`signals::hangup_drains`]).
     pub hangup_drains: bool,
+    /// How processes are contained (`cgroup` or `process-group`), for the
+    /// `starting` event; the OS layer chose it.
+    pub containment: &'static str,
 }
 
 pub struct Core {
@@ -444,6 +447,7 @@ impl Core {
             topology: self.plan.topology.name.node.clone(),
             groups: self.plan.topology.groups.len(),
             processes: self.plan.processes.len(),
+            containment: self.env.containment,
         });
         self.progress();
         std::mem::take(&mut self.out)
@@ -878,7 +882,8 @@ impl Core {
         pr.state = PState::Down;
         let who = pr.who.clone();
         self.out.push(Effect::Release { p, gen });
-        self.emit(Event::Stopped { who });
+        // CPU time is read by the OS layer, which knows the cgroup.
+        self.emit(Event::Stopped { who, cpu_ms: None });
         // Drains, `drain G`, retired and held groups keep the policy out.
         self.apply_policy(p);
     }

@@ -580,7 +580,14 @@ fn run_episode(seed: u64) -> usize {
         compiles(&t).ok_or_else(|| vec!["does not compile".into()])
     });
     let _ = turn;
-    let w = World::with(plan, reload, Env { hangup_drains });
+    let w = World::with(
+        plan,
+        reload,
+        Env {
+            hangup_drains,
+            containment: "process-group",
+        },
+    );
     let mut ep = Episode {
         w,
         rng,

@@ -350,6 +350,7 @@ fn hangup_with_a_terminal_drains_and_without_one_reloads() {
         Box::new(|| Err(vec!["x".into()])),
         Env {
             hangup_drains: true,
+            containment: "process-group",
         },
     );
     let fx = w.signal(Sig::HUP);
@@ -367,6 +368,7 @@ fn hangup_with_a_terminal_drains_and_without_one_reloads() {
         Box::new(|| Err(vec![])),
         Env {
             hangup_drains: true,
+            containment: "process-group",
         },
     );
     let fx = w.signal(Sig::HUP);

@@ -379,6 +379,14 @@ impl Sup {
         }
         let target = self.target_of(s, i);
         let pid = p.leader_alive.then_some(p.pid);
+        // With a cgroup the group is the cgroup (its process group may be
+        // empty, and its pgid reusable, while escaped members remain).
+        if let Some(c) = &self.ctx.cgroup {
+            if p.pgid.is_some() && (target == StopTarget::Group || pid.is_none()) {
+                c.signal(s, i, sig.number());
+                return;
+            }
+        }
         let pgid = p.pgid.filter(|_| p.group_alive);
         signal_target(target, pid, pgid, sig.number());
     }

@@ -146,6 +146,28 @@ impl Sup {
             self.fail_group(s, reason);
             return;
         }
+        // Containment: the process's cgroup, and its group's ready cgroup.
+        let exec_check = matches!(
+            self.groups[s].def.ready.as_ref().map(|r| &r.probe),
+            Some(Probe::Exec(_))
+        );
+        let (cgroup, ready_cgroup) = match self.ctx.cgroup.as_mut() {
+            Some(c) => {
+                let name = &self.groups[s].def.name.node;
+                match c.proc_fd(s, name, i) {
+                    Ok(fd) => (
+                        Some(fd),
+                        exec_check.then(|| c.ready_procs(s, name).ok()).flatten(),
+                    ),
+                    Err(e) => {
+                        let who = &self.groups[s].procs[i].who.process;
+                        self.fail_group(s, format!("{who}: cannot create its cgroup: {e}"));
+                        return;
+                    }
+                }
+            }
+            None => (None, None),
+        };
         let group_index = self.groups[s].gid;
         let g = &self.groups[s];
         let p = &g.procs[i];
@@ -181,6 +203,7 @@ impl Sup {
             own_group: own,
             die_with_parent: g.def.die_with_parent,
             capture: true,
+            cgroup: cgroup.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
         };
         let spawned = match spawn::spawn_service(&spec, self.ctx.inherited) {
             Ok(sp) => sp,
@@ -235,7 +258,7 @@ impl Sup {
         p.pid = pid;
         p.pgid = own.then_some(pid);
         p.leader_alive = true;
-        p.group_alive = own;
+        p.group_alive = own || cgroup.is_some();
         p.phase = Phase::Running;
         p.ready = false;
         p.ever_started = true;
@@ -307,11 +330,16 @@ impl Sup {
                             cwd: cwd.clone(),
                             waiters: self.ctx.waiters.clone(),
                             inherited: self.ctx.inherited,
+                            cgroup: ready_cgroup.clone(),
                         })
                     }
                     Probe::Notify => notify.map(|(dir, sock)| {
                         self.groups[s].procs[i].notify = Some(dir);
-                        Check::Notify(sock)
+                        let from = ready::Sender {
+                            leader: pid,
+                            cgroup: self.ctx.cgroup.as_ref().and_then(|c| c.member_line(s, i)),
+                        };
+                        Check::Notify(sock, from)
                     }),
                     Probe::Log(_) => None,
                 };
@@ -433,20 +461,26 @@ impl Sup {
     /// leader that exited on its own (or under `to leader`).
     pub(super) fn check_group(&mut self, s: usize, i: usize) {
         let target = self.target_of(s, i);
+        let in_cgroup = self.ctx.cgroup.as_ref().map(|c| c.populated(s, i));
         let p = &mut self.groups[s].procs[i];
         if p.leader_alive || p.phase != Phase::Running {
             return;
         }
         if p.group_alive {
             let pgid = p.pgid.unwrap_or(0);
-            if !reap::group_alive(pgid) {
+            if !in_cgroup.unwrap_or_else(|| reap::group_alive(pgid)) {
                 p.group_alive = false;
             } else {
                 let ladder_continues = p.stop.is_some() && target == StopTarget::Group;
                 if !ladder_continues && !p.leftovers_killed {
                     p.leftovers_killed = true;
-                    // SAFETY: our own, non-empty group (see reap.rs).
-                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                    match &self.ctx.cgroup {
+                        Some(c) => c.kill(s, i),
+                        // SAFETY: our own, non-empty group (see reap.rs).
+                        None => {
+                            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                        }
+                    }
                     let who = p.who.clone();
                     self.emit(Event::Killed {
                         who,
@@ -461,6 +495,10 @@ impl Sup {
     }
 
     pub(super) fn arm_poll(&mut self) {
+        // cgroup.events is watched: its changes arrive as PollGroups.
+        if self.ctx.cgroup.as_ref().is_some_and(|c| c.watched()) {
+            return;
+        }
         if !self.poll_armed {
             self.poll_armed = true;
             self.after_ms(GROUP_POLL, Msg::PollGroups);
@@ -489,7 +527,8 @@ impl Sup {
             }
         }
         let who = p.who.clone();
-        self.emit(Event::Stopped { who });
+        let cpu_ms = self.ctx.cgroup.as_ref().and_then(|c| c.cpu_ms(s, i));
+        self.emit(Event::Stopped { who, cpu_ms });
         self.apply_policy(s, i);
     }
 
@@ -634,12 +673,18 @@ impl Sup {
         if target == StopTarget::Leader && !p.leader_alive {
             target = StopTarget::Group;
         }
-        signal_target(
-            target,
-            p.leader_alive.then_some(p.pid),
-            p.pgid.filter(|_| p.group_alive),
-            ls.signal.number(),
-        );
+        match &self.ctx.cgroup {
+            // The cgroup is the group: every member, whatever its session.
+            Some(c) if target == StopTarget::Group && p.pgid.is_some() => {
+                c.signal(s, i, ls.signal.number());
+            }
+            _ => signal_target(
+                target,
+                p.leader_alive.then_some(p.pid),
+                p.pgid.filter(|_| p.group_alive),
+                ls.signal.number(),
+            ),
+        }
         let target_name = match (target, p.pgid) {
             (StopTarget::Group, Some(_)) => "group",
             _ => "leader",
@@ -703,6 +748,11 @@ impl Sup {
             p.stop = Some(StopState::at(usize::MAX));
         }
         match p.pgid {
+            _ if self.ctx.cgroup.is_some() => {
+                if let Some(c) = &self.ctx.cgroup {
+                    c.kill(s, i);
+                }
+            }
             Some(g) if p.group_alive => {
                 // SAFETY: our own group, still non-empty when last checked.
                 unsafe { libc::kill(-g, libc::SIGKILL) };

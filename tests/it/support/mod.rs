@@ -348,8 +348,12 @@ impl Harness {
         let err = self.path(&format!("stderr-{n}.txt"));
         let stdout = stdout.unwrap_or_else(|| fs::File::create(&out).expect("stdout file").into());
         let mut cmd = Command::new(argv[0]);
+        let xdg = self.path("xdg");
+        let _ = fs::create_dir(&xdg);
         cmd.args(&argv[1..])
             .env(MARKER_VAR, &self.marker)
+            // Run records (and the cgroups they name) stay in the test dir.
+            .env("XDG_RUNTIME_DIR", &xdg)
             .env("NO_COLOR", "1")
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -378,9 +382,36 @@ impl Harness {
     }
 }
 
+/// The cgroups named by run records under `dir` (see exec/runrecord.rs).
+pub fn recorded_cgroups(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = fs::read_dir(dir.join("xdg").join("flowrun")) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter_map(|l| l.strip_prefix("cgroup "))
+                .map(PathBuf::from)
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("flowrun-"))
+        })
+        .collect()
+}
+
 impl Drop for Harness {
     fn drop(&mut self) {
         kill_marked(&self.marker);
+        // Cgroups of runs whose runner and guard both died.
+        for cg in recorded_cgroups(&self.dir) {
+            if cg.exists() {
+                flowrun::exec::cgroup::kill_and_remove(&cg, Duration::from_secs(5));
+            }
+        }
         if std::thread::panicking() {
             eprintln!("[{}] test files kept in {}", self.name, self.dir.display());
         } else {
