@@ -61,6 +61,10 @@ pub struct LintArgs {
     /// Check capacity (FR205) against this machine's CPUs and rlimits.
     #[arg(long)]
     pub host: bool,
+    /// Lint the topology only: do not read the Python workers' source
+    /// (FR500 onwards).
+    #[arg(long)]
+    pub no_source: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -261,7 +265,16 @@ fn lint(args: &LintArgs) -> i32 {
     let mut io_failed = false;
     for path in &args.files {
         match read_source(path) {
-            Ok(source) => compiled.push(compile(source, host.as_ref())),
+            Ok(source) => {
+                let mut c = compile(source, host.as_ref());
+                let workers = if args.no_source {
+                    Vec::new()
+                } else {
+                    crate::pysrc::lint_workers(path, &mut c)
+                };
+                compiled.push(c);
+                compiled.extend(workers);
+            }
             Err(msg) => {
                 eprintln!("{msg}");
                 io_failed = true;

@@ -115,14 +115,26 @@ impl miette::Diagnostic for Report<'_> {
         Some(match self.diag.severity {
             Severity::Error => miette::Severity::Error,
             Severity::Warning => miette::Severity::Warning,
+            Severity::Note => miette::Severity::Advice,
         })
     }
 
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
-        self.diag
-            .help
-            .as_ref()
-            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        // Labels in another file cannot share this snippet: they are listed
+        // after the help as `also: file:line:col: message`.
+        let mut text = self.diag.help.clone().unwrap_or_default();
+        for l in &self.diag.related {
+            if let Some((name, r)) = super::elsewhere(l) {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(&format!(
+                    "also: {name}:{}:{}: {}",
+                    r.line, r.column, l.message
+                ));
+            }
+        }
+        (!text.is_empty()).then(|| Box::new(text) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
@@ -135,9 +147,14 @@ impl miette::Diagnostic for Report<'_> {
             text_of(&self.diag.primary.message),
             clamp_span(self.text, self.diag.primary.span),
         );
-        let related = self.diag.related.iter().map(move |l| {
-            LabeledSpan::new_with_span(text_of(&l.message), clamp_span(self.text, l.span))
-        });
+        let related = self
+            .diag
+            .related
+            .iter()
+            .filter(|l| l.file.is_none())
+            .map(move |l| {
+                LabeledSpan::new_with_span(text_of(&l.message), clamp_span(self.text, l.span))
+            });
         Some(Box::new(std::iter::once(primary).chain(related)))
     }
 }

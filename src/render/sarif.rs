@@ -18,6 +18,7 @@ fn level(s: Severity) -> &'static str {
     match s {
         Severity::Error => "error",
         Severity::Warning => "warning",
+        Severity::Note => "note",
     }
 }
 
@@ -36,9 +37,9 @@ fn uri(name: &str) -> String {
 }
 
 fn physical(source: &SourceFile, lines: &LineIndex, l: &Label) -> Value {
-    let r = lines.region(l.span);
+    let (name, r) = super::elsewhere(l).unwrap_or_else(|| (&source.name, lines.region(l.span)));
     json!({
-        "artifactLocation": { "uri": uri(&source.name) },
+        "artifactLocation": { "uri": uri(name) },
         "region": {
             "startLine": r.line,
             "startColumn": r.column,

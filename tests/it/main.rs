@@ -10,6 +10,7 @@ mod exec_runtime;
 mod graph;
 mod never_panics;
 mod parse;
+mod pysrc;
 mod resolve;
 mod rules;
 mod up_clean_children;

@@ -1,0 +1,382 @@
+//! The loading layer: the only IO of worker lint.
+//!
+//! For every group whose command starts Python ([`launch::find`]), find the
+//! entry file under the group's working directory (the topology file's
+//! directory joined with `cwd`), read it, then read the local modules it
+//! imports, transitively. Modules are looked up the way the interpreter
+//! would for the program's own code: the script's directory (or the working
+//! directory for `-m` and application servers), then `PYTHONPATH` from the
+//! group's `env`. A module not found there is the standard library or an
+//! installed package and is not read. Each file is read and parsed once per
+//! run, however many groups import it; a program reads at most
+//! [`MAX_MODULES`] files.
+//!
+//! What cannot be found becomes one FR500 note on the group's `run`/`sh`.
+
+use super::launch::{self, Entry, Found};
+use super::syntax::{self, Module};
+use crate::diagnostic::{Diagnostic, Label};
+use crate::model::{Command, GroupId, Topology};
+use crate::source::{SourceFile, Span};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The most files one program may pull in.
+pub const MAX_MODULES: usize = 2000;
+/// Files larger than this are not read (generated or vendored code).
+const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// One parsed Python file.
+#[derive(Debug)]
+pub struct PyFile {
+    /// Named by its path as the topology would: the topology's directory
+    /// joined with the relative path.
+    pub source: Arc<SourceFile>,
+    /// Dotted module name (`__main__` for a script).
+    pub name: String,
+    /// The package relative imports start from.
+    pub package: String,
+    pub module: Module,
+    /// Local alias → dotted name (`monkey` → `gevent.monkey`).
+    pub bindings: HashMap<String, String>,
+    /// For each import of `module.imports`, the local files it loads.
+    pub targets: Vec<Vec<usize>>,
+}
+
+/// A group's Python program.
+#[derive(Debug)]
+pub struct Program {
+    pub group: GroupId,
+    pub group_name: String,
+    /// The `run`/`sh` literal in the topology.
+    pub command_span: Span,
+    pub gevent_worker: Option<String>,
+    /// Index into [`Loaded::files`] of the entry file.
+    pub entry: usize,
+    /// Dotted name → file, for every local module of this program.
+    pub modules: HashMap<String, usize>,
+}
+
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub files: Vec<PyFile>,
+    pub programs: Vec<Program>,
+    /// FR500 notes, on the topology.
+    pub notes: Vec<Diagnostic>,
+}
+
+struct Loader {
+    out: Loaded,
+    /// Canonical path → file index.
+    by_path: HashMap<PathBuf, usize>,
+}
+
+/// Load the Python programs of every group of `model`. `dir` is the
+/// topology file's directory.
+pub fn load(dir: &Path, model: &Topology) -> Loaded {
+    let mut l = Loader {
+        out: Loaded::default(),
+        by_path: HashMap::new(),
+    };
+    // One note per distinct reason and command text.
+    let mut noted: HashMap<String, ()> = HashMap::new();
+    for (gid, g) in model.groups.iter().enumerate() {
+        let words: Vec<String> = match &g.command.node {
+            Command::Run { argv } => argv.clone(),
+            Command::Sh { script } => sh_words(script),
+        };
+        let found = launch::find(&words);
+        let launch = match found {
+            Found::NotPython => continue,
+            Found::Unknown(why) => {
+                if noted.insert(why.clone(), ()).is_none() {
+                    l.out.notes.push(note(&g.name.node, g.command.span, &why));
+                }
+                continue;
+            }
+            Found::Python(launch) => launch,
+        };
+        let cwd = match &g.cwd {
+            Some(c) => dir.join(c),
+            None => dir.to_path_buf(),
+        };
+        let mut roots = Vec::new();
+        let (entry_path, name, package) = match &launch.entry {
+            Entry::Script(s) | Entry::Executable(s) => {
+                let p = cwd.join(s);
+                let shebang_needed = matches!(launch.entry, Entry::Executable(_));
+                if shebang_needed && !has_python_shebang(&p) {
+                    continue;
+                }
+                roots.push(p.parent().map_or(cwd.clone(), Path::to_path_buf));
+                (Some(p), "__main__".to_string(), String::new())
+            }
+            Entry::Module { name, main } => {
+                roots.push(cwd.clone());
+                add_pythonpath(&mut roots, &cwd, &g.env);
+                let p = find_module(&roots, name, *main);
+                let package = if p
+                    .as_ref()
+                    .is_some_and(|p| p.ends_with("__init__.py") || p.ends_with("__main__.py"))
+                {
+                    name.clone()
+                } else {
+                    name.rsplit_once('.')
+                        .map_or(String::new(), |(p, _)| p.to_string())
+                };
+                (p, name.clone(), package)
+            }
+        };
+        if matches!(launch.entry, Entry::Script(_) | Entry::Executable(_)) {
+            add_pythonpath(&mut roots, &cwd, &g.env);
+        }
+        let shown = entry_path.as_ref().map(|p| display(p)).unwrap_or_default();
+        let entry = entry_path.and_then(|p| l.file(&p, &name, &package));
+        let Some(entry) = entry else {
+            let what = match &launch.entry {
+                Entry::Module { name, .. } => {
+                    format!("module `{name}` is not under {}", display(&cwd))
+                }
+                _ => format!("{shown} cannot be read"),
+            };
+            if noted.insert(what.clone(), ()).is_none() {
+                l.out.notes.push(note(&g.name.node, g.command.span, &what));
+            }
+            continue;
+        };
+        let modules = l.closure(entry, &roots);
+        l.out.programs.push(Program {
+            group: gid,
+            group_name: g.name.node.clone(),
+            command_span: g.command.span,
+            gevent_worker: launch.gevent_worker,
+            entry,
+            modules,
+        });
+    }
+    l.out
+}
+
+fn note(group: &str, span: Span, why: &str) -> Diagnostic {
+    Diagnostic::new(
+        "FR500",
+        format!("the Python source of group `{group}` was not linted: {why}"),
+        Label::new(span, "its worker source is not checked"),
+    )
+    .with_help("run it as `python path/to/file.py` or `python -m module` with `cwd` set to where the code is, or lint the topology alone with `--no-source`")
+}
+
+/// The words of the first simple command of an `sh` script that is not an
+/// assignment-only or `cd` command.
+fn sh_words(script: &str) -> Vec<String> {
+    use crate::check::shell;
+    let text = shell::Text::plain(script, Span::default());
+    let lexed = shell::lex(&text);
+    for cmd in shell::simple_commands(&lexed.toks) {
+        let words: Vec<String> = cmd
+            .command_words()
+            .filter_map(|t| t.word().map(str::to_string))
+            .collect();
+        match words.first().map(String::as_str) {
+            None | Some("cd" | "set" | "export" | "source" | ".") => continue,
+            Some(_) => return words,
+        }
+    }
+    Vec::new()
+}
+
+fn display(p: &Path) -> String {
+    let s = p.display().to_string();
+    s.strip_prefix("./").map(str::to_string).unwrap_or(s)
+}
+
+fn has_python_shebang(p: &Path) -> bool {
+    use std::io::Read;
+    let mut first = [0u8; 128];
+    let Ok(mut f) = std::fs::File::open(p) else {
+        return false;
+    };
+    let n = f.read(&mut first).unwrap_or(0);
+    let line = String::from_utf8_lossy(&first[..n]);
+    let line = line.lines().next().unwrap_or("");
+    line.starts_with("#!") && line.contains("python")
+}
+
+fn add_pythonpath(roots: &mut Vec<PathBuf>, cwd: &Path, env: &[(String, String)]) {
+    for (k, v) in env {
+        if k == "PYTHONPATH" {
+            for part in v
+                .split(':')
+                .filter(|p| !p.is_empty() && !p.contains('{') && !p.contains('$'))
+            {
+                let p = cwd.join(part);
+                if !roots.contains(&p) {
+                    roots.push(p);
+                }
+            }
+        }
+    }
+}
+
+/// `a.b` → `root/a/b.py` or `root/a/b/__init__.py` (or `__main__.py` for
+/// `-m` of a package), in the first root that has it.
+fn find_module(roots: &[PathBuf], name: &str, main: bool) -> Option<PathBuf> {
+    if name.is_empty() || name.split('.').any(|p| p.is_empty() || p.contains('/')) {
+        return None;
+    }
+    let rel: PathBuf = name.split('.').collect();
+    for root in roots {
+        let base = root.join(&rel);
+        let file = base.with_extension("py");
+        if file.is_file() {
+            return Some(file);
+        }
+        if main {
+            let m = base.join("__main__.py");
+            if m.is_file() {
+                return Some(m);
+            }
+        }
+        let init = base.join("__init__.py");
+        if init.is_file() {
+            return Some(init);
+        }
+    }
+    None
+}
+
+impl Loader {
+    /// Read and parse a file once; its index.
+    fn file(&mut self, path: &Path, name: &str, package: &str) -> Option<usize> {
+        let key = std::fs::canonicalize(path).ok()?;
+        if let Some(&i) = self.by_path.get(&key) {
+            return Some(i);
+        }
+        let meta = std::fs::metadata(&key).ok()?;
+        if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
+            return None;
+        }
+        let bytes = std::fs::read(&key).ok()?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let module = syntax::parse(&text);
+        let shown = path.strip_prefix(".").unwrap_or(path);
+        let source = Arc::new(SourceFile::new(display(shown), text));
+        self.out.files.push(PyFile {
+            source,
+            name: name.to_string(),
+            package: package.to_string(),
+            module,
+            bindings: HashMap::new(),
+            targets: Vec::new(),
+        });
+        let i = self.out.files.len() - 1;
+        self.by_path.insert(key, i);
+        Some(i)
+    }
+
+    /// Every local module reachable from `entry` by imports; fills each
+    /// file's bindings and import targets.
+    fn closure(&mut self, entry: usize, roots: &[PathBuf]) -> HashMap<String, usize> {
+        let mut modules: HashMap<String, usize> = HashMap::new();
+        modules.insert(self.out.files[entry].name.clone(), entry);
+        let mut queue = vec![entry];
+        let mut seen = vec![entry];
+        while let Some(f) = queue.pop() {
+            let imports = self.out.files[f].module.imports.clone();
+            let package = self.out.files[f].package.clone();
+            let mut bindings = HashMap::new();
+            let mut targets = Vec::with_capacity(imports.len());
+            for imp in &imports {
+                let mut t = Vec::new();
+                let base = if imp.level > 0 {
+                    let mut parts: Vec<&str> =
+                        package.split('.').filter(|p| !p.is_empty()).collect();
+                    for _ in 1..imp.level {
+                        parts.pop();
+                    }
+                    let mut b = parts.join(".");
+                    if !imp.module.is_empty() {
+                        if !b.is_empty() {
+                            b.push('.');
+                        }
+                        b.push_str(&imp.module);
+                    }
+                    b
+                } else {
+                    imp.module.clone()
+                };
+                if imp.from {
+                    if !base.is_empty() {
+                        t.extend(self.local(&base, roots, &mut modules));
+                    }
+                    for (n, alias) in &imp.names {
+                        let full = if base.is_empty() {
+                            n.clone()
+                        } else {
+                            format!("{base}.{n}")
+                        };
+                        t.extend(self.local(&full, roots, &mut modules));
+                        bindings.insert(alias.clone().unwrap_or_else(|| n.clone()), full);
+                    }
+                } else {
+                    for (n, alias) in &imp.names {
+                        // `import a.b.c` loads a, a.b and a.b.c.
+                        let mut prefix = String::new();
+                        for part in n.split('.') {
+                            if !prefix.is_empty() {
+                                prefix.push('.');
+                            }
+                            prefix.push_str(part);
+                            t.extend(self.local(&prefix, roots, &mut modules));
+                        }
+                        match alias {
+                            Some(a) => bindings.insert(a.clone(), n.clone()),
+                            None => {
+                                let head = n.split('.').next().unwrap_or(n).to_string();
+                                bindings.insert(head.clone(), head)
+                            }
+                        };
+                    }
+                }
+                for &x in &t {
+                    if !seen.contains(&x) && seen.len() < MAX_MODULES {
+                        seen.push(x);
+                        queue.push(x);
+                    }
+                }
+                targets.push(t);
+            }
+            let file = &mut self.out.files[f];
+            // A file shared by two programs gets the same answers twice.
+            file.bindings = bindings;
+            file.targets = targets;
+        }
+        modules
+    }
+
+    /// The local file of dotted module `name`, loading it if needed.
+    fn local(
+        &mut self,
+        name: &str,
+        roots: &[PathBuf],
+        modules: &mut HashMap<String, usize>,
+    ) -> Option<usize> {
+        if let Some(&i) = modules.get(name) {
+            return Some(i);
+        }
+        if modules.len() >= MAX_MODULES {
+            return None;
+        }
+        let path = find_module(roots, name, false)?;
+        let package = if path.ends_with("__init__.py") {
+            name.to_string()
+        } else {
+            name.rsplit_once('.')
+                .map_or(String::new(), |(p, _)| p.to_string())
+        };
+        let i = self.file(&path, name, &package)?;
+        modules.insert(name.to_string(), i);
+        Some(i)
+    }
+}
