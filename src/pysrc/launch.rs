@@ -170,7 +170,14 @@ fn python(args: &[String]) -> Found {
                 gevent_worker: None,
             });
         }
-        if a == "-c" || (a.starts_with('-') && !a.starts_with("--") && a.contains('c')) {
+        if a == "-c"
+            || (a.starts_with('-')
+                && !a.starts_with("--")
+                && !a.starts_with("-X")
+                && !a.starts_with("-W")
+                && a[1..].chars().all(|c| c.is_ascii_alphabetic())
+                && a.contains('c'))
+        {
             return Found::Unknown("the program is given with `-c`".into());
         }
         match a {

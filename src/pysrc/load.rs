@@ -52,6 +52,15 @@ pub struct Program {
     /// The `run`/`sh` literal in the topology.
     pub command_span: Span,
     pub gevent_worker: Option<String>,
+    /// How flowrun stops the group: the ladder's signals (`SIGTERM`, …),
+    /// whether they go to the whole process group (`to group`), and the
+    /// span of the `stop` setting (`None` when defaulted).
+    pub stop_signals: Vec<&'static str>,
+    pub stop_to_group: bool,
+    pub stop_span: Option<Span>,
+    /// `process-group shared`: the terminal's Ctrl+C reaches the group, and
+    /// where it is written.
+    pub shared_group: Option<Span>,
     /// Index into [`Loaded::files`] of the entry file.
     pub entry: usize,
     /// Dotted name → file, for every local module of this program.
@@ -151,6 +160,11 @@ pub fn load(dir: &Path, model: &Topology) -> Loaded {
             group_name: g.name.node.clone(),
             command_span: g.command.span,
             gevent_worker: launch.gevent_worker,
+            stop_signals: g.stop.steps.iter().map(|s| s.signal.name()).collect(),
+            stop_to_group: g.stop.target == crate::ast::StopTarget::Group,
+            stop_span: g.stop.span,
+            shared_group: (g.process_group == crate::ast::ProcessGroupMode::Shared)
+                .then(|| g.process_group_span.unwrap_or(g.name.span)),
             entry,
             modules,
         });

@@ -110,6 +110,9 @@ pub struct Module {
     /// Methods by their bare name (for `self.name`).
     pub methods: HashMap<String, Vec<FnId>>,
     pub allows: Vec<Allow>,
+    /// The bodies of `except KeyboardInterrupt:` clauses, as functions
+    /// (their calls run when SIGINT arrives, not in order).
+    pub on_interrupt: Vec<FnId>,
     /// Bytes of the file, for the benchmark and the bounds.
     pub len: usize,
 }
@@ -255,7 +258,10 @@ impl Walker<'_> {
                     let id = *lambda_of.entry(node.id()).or_insert_with(|| {
                         self.m.funcs.push(Func {
                             name: "<lambda>".into(),
-                            span: Span::new(node.start_byte(), node.start_byte() + 6),
+                            span: Span::new(
+                                node.start_byte(),
+                                (node.start_byte() + 6).min(node.end_byte()),
+                            ),
                             events: Vec::new(),
                         });
                         self.m.funcs.len() - 1
@@ -264,6 +270,28 @@ impl Walker<'_> {
                         owner: Some(id),
                         class: None,
                     };
+                }
+                "except_clause" => {
+                    let mut cursor = node.walk();
+                    let catches = node
+                        .named_children(&mut cursor)
+                        .filter(|k| k.kind() != "block")
+                        .any(|k| self.text_of(k).contains("KeyboardInterrupt"));
+                    if catches {
+                        let id = self.new_fn(
+                            "except KeyboardInterrupt".into(),
+                            Span::new(
+                                node.start_byte(),
+                                node.start_byte()
+                                    .max(node.end_byte().min(node.start_byte() + 6)),
+                            ),
+                        );
+                        self.m.on_interrupt.push(id);
+                        child_scope = Scope {
+                            owner: Some(id),
+                            class: None,
+                        };
+                    }
                 }
                 "call" => {
                     let call = self.call(node, &mut lambda_of);
@@ -347,7 +375,10 @@ impl Walker<'_> {
                     *lambda_of.entry(value.id()).or_insert_with(|| {
                         self.m.funcs.push(Func {
                             name: "<lambda>".into(),
-                            span: Span::new(value.start_byte(), value.start_byte() + 6),
+                            span: Span::new(
+                                value.start_byte(),
+                                (value.start_byte() + 6).min(value.end_byte()),
+                            ),
                             events: Vec::new(),
                         });
                         self.m.funcs.len() - 1
@@ -526,6 +557,75 @@ mod tests {
         assert_eq!(m.allows[1].code, "FR502");
         assert!(m.allows[1].reason.is_none());
         assert!(m.allows[1].own_line);
+    }
+
+    /// Token soup: whatever the text, parsing returns and every recorded
+    /// span lies inside it on character boundaries.
+    #[test]
+    fn never_panics_on_token_soup() {
+        let toks = [
+            "def ",
+            "class ",
+            "import ",
+            "from ",
+            " . ",
+            "..",
+            "(",
+            ")",
+            ":",
+            "\n",
+            "    ",
+            "lambda ",
+            "x",
+            "signal.signal",
+            "monkey.patch_all",
+            ",",
+            "=",
+            "\"",
+            "'",
+            "#",
+            " flowrun: allow FR501",
+            " because \"",
+            "é",
+            "日",
+            "\\",
+            "*",
+            "@",
+            "self.",
+            "join",
+            "[",
+            "]",
+            "\r\n",
+            "\t",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..3000 {
+            let mut s = String::new();
+            for _ in 0..(seed % 60) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                s.push_str(toks[(seed % toks.len() as u64) as usize]);
+            }
+            let m = parse(&s);
+            let ok = |sp: Span| {
+                sp.start <= sp.end
+                    && sp.end <= s.len()
+                    && s.is_char_boundary(sp.start)
+                    && s.is_char_boundary(sp.end)
+            };
+            assert!(
+                m.calls
+                    .iter()
+                    .all(|c| ok(c.span) && c.args.iter().all(|a| ok(a.span))),
+                "{s:?}"
+            );
+            assert!(
+                m.imports.iter().all(|i| ok(i.span)) && m.allows.iter().all(|a| ok(a.span)),
+                "{s:?}"
+            );
+            assert!(m.funcs.iter().all(|f| ok(f.span)), "{s:?}");
+        }
     }
 
     #[test]

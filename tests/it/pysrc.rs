@@ -61,9 +61,40 @@ fn lint_at(dir: &str, text: &str) -> Vec<Compiled> {
     std::iter::once(c).chain(workers).collect()
 }
 
+/// The topology a case runs under: one group, plus the settings its
+/// `# topology:` header line asks for (e.g. `stop SIGINT drain 2s to group`).
+fn case_topology(case: &str) -> String {
+    let text = std::fs::read_to_string(root().join(CASES).join(case).join("main.py")).unwrap();
+    let extra: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# topology: "))
+        .map(|s| format!("    {s}\n"))
+        .collect();
+    format!("# A one-group topology that runs the case's worker.\ntopology t {{\n  group w {{\n    run \"python3 main.py\"\n{extra}  }}\n}}\n")
+}
+
 fn lint_case(case: &str) -> Vec<Compiled> {
-    let text = "# A one-group topology that runs the case's worker.\ntopology t {\n  group w {\n    run \"python3 main.py\"\n  }\n}\n";
-    lint_at(&format!("{CASES}/{case}"), text)
+    lint_at(&format!("{CASES}/{case}"), &case_topology(case))
+}
+
+/// FR505 depends on the topology: under the defaults (`to leader`, an own
+/// process group) only the worker gets the signal.
+#[test]
+fn child_signalled_twice_needs_the_topology_to_deliver_twice() {
+    let dir = format!("{CASES}/fr505_terminate_on_interrupt");
+    let text = case_topology("fr505_terminate_on_interrupt");
+    assert_eq!(worker_codes(&lint_at(&dir, &text)), ["FR505"]);
+    let leader = text.replace("to group", "to leader");
+    assert_eq!(worker_codes(&lint_at(&dir, &leader)), Vec::<String>::new());
+    let files = lint_at(&dir, &text);
+    let sarif = render::sarif(&files);
+    assert!(
+        sarif.contains("`stop SIGINT … to group` sends SIGINT to the child too"),
+        "{sarif}"
+    );
+    assert!(
+        sarif.contains("\"uri\": \"tests/fixtures/python/fr505_terminate_on_interrupt/worker.pf\"")
+    );
 }
 
 fn worker_codes(files: &[Compiled]) -> Vec<String> {
@@ -181,6 +212,7 @@ fn one_fixture_per_rule_in_every_format() {
         "fr502_patch_in_settings",
         "fr503_settings_listener",
         "fr504_fork_waitpid",
+        "fr505_sigint_handler_shared",
     ] {
         let files = lint_case(case);
         for (format, text) in all_formats(&files) {

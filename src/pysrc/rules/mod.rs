@@ -7,6 +7,7 @@ mod fr501_blocking_in_handler;
 mod fr502_patch_with_pool;
 mod fr503_patch_after_threading;
 mod fr504_fork_waitpid;
+mod fr505_child_signalled_twice;
 
 use super::program::Ctx;
 use crate::diagnostic::Diagnostic;
@@ -20,6 +21,7 @@ pub fn run(cx: &Ctx, out: &mut [Vec<Diagnostic>]) {
         fr502_patch_with_pool::check,
         fr503_patch_after_threading::check,
         fr504_fork_waitpid::check,
+        fr505_child_signalled_twice::check,
     ];
     for rule in rules {
         rule(cx, out);
