@@ -141,12 +141,14 @@ pub fn load(dir: &Path, model: &Topology) -> Loaded {
             add_pythonpath(&mut roots, &cwd, &g.env);
         }
         let shown = entry_path.as_ref().map(|p| display(p)).unwrap_or_default();
+        let missing = entry_path.as_ref().map_or(true, |p| !p.exists());
         let entry = entry_path.and_then(|p| l.file(&p, &name, &package));
         let Some(entry) = entry else {
             let what = match &launch.entry {
                 Entry::Module { name, .. } => {
                     format!("module `{name}` is not under {}", display(&cwd))
                 }
+                _ if missing => format!("{shown} does not exist"),
                 _ => format!("{shown} cannot be read"),
             };
             if noted.insert(what.clone(), ()).is_none() {
