@@ -79,6 +79,11 @@ struct Loader {
     out: Loaded,
     /// Canonical path → file index.
     by_path: HashMap<PathBuf, usize>,
+    /// Parse files as they are read (after the parallel pass); before it,
+    /// files are only read and their imports scanned.
+    parse_now: bool,
+    /// Which files have been parsed.
+    parsed: Vec<bool>,
 }
 
 /// Load the Python programs of every group of `model`. `dir` is the
@@ -87,7 +92,13 @@ pub fn load(dir: &Path, model: &Topology) -> Loaded {
     let mut l = Loader {
         out: Loaded::default(),
         by_path: HashMap::new(),
+        parse_now: false,
+        parsed: Vec::new(),
     };
+    // Groups whose entry was found: read their files first (imports found
+    // by a line scan), parse everything in parallel, then resolve imports
+    // from the real parse (reading whatever the scan missed).
+    let mut pending = Vec::new();
     // One note per distinct reason and command text.
     let mut noted: HashMap<String, ()> = HashMap::new();
     for (gid, g) in model.groups.iter().enumerate() {
@@ -156,6 +167,13 @@ pub fn load(dir: &Path, model: &Topology) -> Loaded {
             }
             continue;
         };
+        l.prefetch(entry, &roots);
+        pending.push((gid, launch, entry, roots));
+    }
+    l.parse_all();
+    l.parse_now = true;
+    for (gid, launch, entry, roots) in pending {
+        let g = &model.groups[gid];
         let modules = l.closure(entry, &roots);
         l.out.programs.push(Program {
             group: gid,
@@ -275,7 +293,12 @@ impl Loader {
         }
         let bytes = std::fs::read(&key).ok()?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        let module = syntax::parse(&text);
+        let module = if self.parse_now {
+            syntax::parse(&text)
+        } else {
+            Module::default()
+        };
+        self.parsed.push(self.parse_now);
         let shown = path.strip_prefix(".").unwrap_or(path);
         let source = Arc::new(SourceFile::new(display(shown), text));
         self.out.files.push(PyFile {
@@ -291,73 +314,80 @@ impl Loader {
         Some(i)
     }
 
+    /// Read (without parsing) the local modules `entry` imports,
+    /// transitively, as far as a line scan of the imports finds them.
+    fn prefetch(&mut self, entry: usize, roots: &[PathBuf]) {
+        let mut modules: HashMap<String, usize> = HashMap::new();
+        let mut queue = vec![entry];
+        let mut seen: std::collections::HashSet<usize> = [entry].into();
+        while let Some(f) = queue.pop() {
+            let package = self.out.files[f].package.clone();
+            for imp in scan_imports(&self.out.files[f].source.text) {
+                let (names, _) = import_names(&imp, &package);
+                for n in names {
+                    if let Some(i) = self.local(&n, roots, &mut modules) {
+                        if seen.len() < MAX_MODULES && seen.insert(i) {
+                            queue.push(i);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parse every file read so far and not parsed yet, on every core.
+    fn parse_all(&mut self) {
+        let todo: Vec<usize> = (0..self.out.files.len())
+            .filter(|&i| !self.parsed[i])
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let chunk = todo.len().div_ceil(threads).max(1);
+        let files = &self.out.files;
+        let parsed: Vec<(usize, Module)> = std::thread::scope(|s| {
+            let handles: Vec<_> = todo
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|&i| (i, syntax::parse(&files[i].source.text)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        for (i, m) in parsed {
+            self.out.files[i].module = m;
+            self.parsed[i] = true;
+        }
+    }
+
     /// Every local module reachable from `entry` by imports; fills each
     /// file's bindings and import targets.
     fn closure(&mut self, entry: usize, roots: &[PathBuf]) -> HashMap<String, usize> {
         let mut modules: HashMap<String, usize> = HashMap::new();
         modules.insert(self.out.files[entry].name.clone(), entry);
         let mut queue = vec![entry];
-        let mut seen = vec![entry];
+        let mut seen: std::collections::HashSet<usize> = [entry].into();
         while let Some(f) = queue.pop() {
             let imports = self.out.files[f].module.imports.clone();
             let package = self.out.files[f].package.clone();
             let mut bindings = HashMap::new();
             let mut targets = Vec::with_capacity(imports.len());
             for imp in &imports {
+                let (names, binds) = import_names(imp, &package);
                 let mut t = Vec::new();
-                let base = if imp.level > 0 {
-                    let mut parts: Vec<&str> =
-                        package.split('.').filter(|p| !p.is_empty()).collect();
-                    for _ in 1..imp.level {
-                        parts.pop();
-                    }
-                    let mut b = parts.join(".");
-                    if !imp.module.is_empty() {
-                        if !b.is_empty() {
-                            b.push('.');
-                        }
-                        b.push_str(&imp.module);
-                    }
-                    b
-                } else {
-                    imp.module.clone()
-                };
-                if imp.from {
-                    if !base.is_empty() {
-                        t.extend(self.local(&base, roots, &mut modules));
-                    }
-                    for (n, alias) in &imp.names {
-                        let full = if base.is_empty() {
-                            n.clone()
-                        } else {
-                            format!("{base}.{n}")
-                        };
-                        t.extend(self.local(&full, roots, &mut modules));
-                        bindings.insert(alias.clone().unwrap_or_else(|| n.clone()), full);
-                    }
-                } else {
-                    for (n, alias) in &imp.names {
-                        // `import a.b.c` loads a, a.b and a.b.c.
-                        let mut prefix = String::new();
-                        for part in n.split('.') {
-                            if !prefix.is_empty() {
-                                prefix.push('.');
-                            }
-                            prefix.push_str(part);
-                            t.extend(self.local(&prefix, roots, &mut modules));
-                        }
-                        match alias {
-                            Some(a) => bindings.insert(a.clone(), n.clone()),
-                            None => {
-                                let head = n.split('.').next().unwrap_or(n).to_string();
-                                bindings.insert(head.clone(), head)
-                            }
-                        };
-                    }
+                for n in &names {
+                    t.extend(self.local(n, roots, &mut modules));
                 }
+                bindings.extend(binds);
                 for &x in &t {
-                    if !seen.contains(&x) && seen.len() < MAX_MODULES {
-                        seen.push(x);
+                    if seen.len() < MAX_MODULES && seen.insert(x) {
                         queue.push(x);
                     }
                 }
@@ -394,5 +424,146 @@ impl Loader {
         let i = self.file(&path, name, &package)?;
         modules.insert(name.to_string(), i);
         Some(i)
+    }
+}
+
+/// The modules an import loads (in order: `import a.b` loads `a`, then
+/// `a.b`; `from p import n` loads `p` and, if it is one, the submodule
+/// `p.n`), and the names it binds with their dotted targets.
+fn import_names(imp: &syntax::Import, package: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let mut names = Vec::new();
+    let mut binds = Vec::new();
+    let base = if imp.level > 0 {
+        let mut parts: Vec<&str> = package.split('.').filter(|p| !p.is_empty()).collect();
+        for _ in 1..imp.level {
+            parts.pop();
+        }
+        let mut b = parts.join(".");
+        if !imp.module.is_empty() {
+            if !b.is_empty() {
+                b.push('.');
+            }
+            b.push_str(&imp.module);
+        }
+        b
+    } else {
+        imp.module.clone()
+    };
+    if imp.from {
+        if !base.is_empty() {
+            names.push(base.clone());
+        }
+        for (n, alias) in &imp.names {
+            let full = if base.is_empty() {
+                n.clone()
+            } else {
+                format!("{base}.{n}")
+            };
+            names.push(full.clone());
+            binds.push((alias.clone().unwrap_or_else(|| n.clone()), full));
+        }
+    } else {
+        for (n, alias) in &imp.names {
+            let mut prefix = String::new();
+            for part in n.split('.') {
+                if !prefix.is_empty() {
+                    prefix.push('.');
+                }
+                prefix.push_str(part);
+                names.push(prefix.clone());
+            }
+            match alias {
+                Some(a) => binds.push((a.clone(), n.clone())),
+                None => {
+                    let head = n.split('.').next().unwrap_or(n).to_string();
+                    binds.push((head.clone(), head));
+                }
+            }
+        }
+    }
+    (names, binds)
+}
+
+/// The import statements of a file found by a line scan, without parsing:
+/// only to read ahead the files a program needs, so that they can be
+/// parsed in parallel. (What it misses is read later from the real parse.)
+fn scan_imports(text: &str) -> Vec<syntax::Import> {
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let l = line.trim_start();
+        let (from, rest) = if let Some(r) = l.strip_prefix("from ") {
+            (true, r)
+        } else if let Some(r) = l.strip_prefix("import ") {
+            (false, r)
+        } else {
+            continue;
+        };
+        let mut stmt = rest.split('#').next().unwrap_or("").to_string();
+        // `from a import (b,\n c)` and backslash continuations.
+        while (stmt.contains('(') && !stmt.contains(')')) || stmt.trim_end().ends_with('\\') {
+            let Some(next) = lines.next() else { break };
+            stmt = stmt.trim_end().trim_end_matches('\\').to_string();
+            stmt.push(' ');
+            stmt.push_str(next.split('#').next().unwrap_or(""));
+        }
+        let stmt = stmt.replace(['(', ')'], " ");
+        let list = |s: &str| -> Vec<(String, Option<String>)> {
+            s.split(',')
+                .filter_map(|part| {
+                    let mut w = part.split_whitespace();
+                    let name = w.next()?.to_string();
+                    let alias = (w.next() == Some("as"))
+                        .then(|| w.next().map(str::to_string))
+                        .flatten();
+                    Some((name, alias))
+                })
+                .collect()
+        };
+        if from {
+            let Some((module, names)) = stmt.split_once(" import ") else {
+                continue;
+            };
+            let module = module.trim();
+            let level = module.chars().take_while(|&c| c == '.').count();
+            out.push(syntax::Import {
+                level,
+                module: module[level..].to_string(),
+                names: list(names).into_iter().filter(|(n, _)| n != "*").collect(),
+                alias: None,
+                from: true,
+                span: Span::default(),
+            });
+        } else {
+            out.push(syntax::Import {
+                level: 0,
+                module: String::new(),
+                names: list(&stmt),
+                alias: None,
+                from: false,
+                span: Span::default(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_finds_what_the_parser_finds_in_plain_code() {
+        let text = "import os, a.b as c\nfrom . import x\nfrom ..p.q import (r,\n    s as t)  # c\nif x:\n    from m import *\n";
+        let scanned: Vec<_> = scan_imports(text)
+            .into_iter()
+            .map(|i| (i.level, i.module, i.names, i.from))
+            .collect();
+        let parsed: Vec<_> = syntax::parse(text)
+            .imports
+            .into_iter()
+            .map(|i| (i.level, i.module, i.names, i.from))
+            .collect();
+        assert_eq!(scanned, parsed);
     }
 }
