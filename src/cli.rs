@@ -304,7 +304,10 @@ fn lint(args: &LintArgs) -> i32 {
         LintFormat::Sarif => render::sarif(&compiled),
         LintFormat::Github => render::github(&compiled),
     };
-    let failing = |s: Severity| s == Severity::Error || args.deny == Some(Deny::Warnings);
+    // Notes (FR500) never fail a run, not even with `--deny warnings`.
+    let failing = |s: Severity| {
+        s == Severity::Error || (s == Severity::Warning && args.deny == Some(Deny::Warnings))
+    };
     let failed = compiled
         .iter()
         .flat_map(|c| &c.diagnostics)

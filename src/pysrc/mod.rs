@@ -1,4 +1,4 @@
-//! Lint the Python workers a topology runs (FR500–FR504).
+//! Lint the Python workers a topology runs (FR500–FR505).
 //!
 //! ```text
 //! model::Topology ──launch──▶ Launch ──load (IO)──▶ PyFile + Program ──rules──▶ findings per .py file

@@ -372,6 +372,21 @@ fn no_source_lints_the_topology_only() {
         stdout.contains("main.py:") && stdout.contains("error[FR502]"),
         "{stdout}"
     );
+    // A worker that cannot be found is a note, which never fails a run.
+    let gone = dir.join("gone.pf");
+    std::fs::write(
+        &gone,
+        "# t\ntopology t {\n  group w {\n    run \"python3 nowhere.py\"\n  }\n}\n",
+    )
+    .unwrap();
+    let out = flowrun()
+        .args(["lint", "--deny", "warnings", "--format", "short"])
+        .arg(&gone)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("note[FR500]"), "{stdout}");
     let out = flowrun()
         .args(["lint", "--no-source", "--format", "short"])
         .arg(&pf)
@@ -380,6 +395,31 @@ fn no_source_lints_the_topology_only() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every example's Python worker that can be found is clean: only FR500
+/// notes for the workers the examples do not ship.
+#[test]
+fn example_workers_are_clean() {
+    let mut linted = 0;
+    for e in std::fs::read_dir(root().join("examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().map_or(true, |x| x != "pf") {
+            continue;
+        }
+        let rel = format!("examples/{}", p.file_name().unwrap().to_str().unwrap());
+        let text = std::fs::read_to_string(&p).unwrap();
+        let mut c = compile(SourceFile::new(rel.clone(), text), None);
+        let workers = pysrc::lint_workers(Path::new(&rel), &mut c);
+        assert!(workers.is_empty(), "{rel}: {}", render::short(&workers));
+        assert!(
+            c.diagnostics.iter().all(|d| d.code == "FR500"),
+            "{rel}: {}",
+            render::short(std::slice::from_ref(&c))
+        );
+        linted += 1;
+    }
+    assert!(linted >= 8);
 }
 
 #[test]
