@@ -471,3 +471,32 @@ fn worker_rules_are_documented() {
         }
     }
 }
+
+/// A command word that is a path is linted only when its shebang says
+/// Python; `sh` scripts are read for the command they run.
+#[test]
+fn shebang_scripts_and_sh_commands_are_found() {
+    let dir = std::env::temp_dir().join(format!("flowrun-pysrc-shebang-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let body =
+        std::fs::read_to_string(root().join(CASES).join("fr504_fork_waitpid/main.py")).unwrap();
+    std::fs::write(
+        dir.join("bin/worker"),
+        format!("#!/usr/bin/env python3\n{body}"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("bin/tool"), "#!/bin/sh\nexec true\n").unwrap();
+    let dir_s = dir.display().to_string();
+    let run = |setting: &str| {
+        let text = format!("# t\ntopology t {{\n  group w {{\n    {setting}\n  }}\n}}\n");
+        worker_codes(&lint_at(&dir_s, &text))
+    };
+    assert_eq!(run("run \"./bin/worker --x 1\""), ["FR504"]);
+    assert_eq!(run("run \"bin/tool\""), Vec::<String>::new());
+    assert_eq!(
+        run("sh \"cd bin && exec python3 worker\""),
+        Vec::<String>::new()
+    );
+    assert_eq!(run("sh \"exec ./bin/worker\""), ["FR504"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
