@@ -69,6 +69,10 @@ pub struct LintArgs {
     /// Check capacity (FR205) against this machine's CPUs and rlimits.
     #[arg(long)]
     pub host: bool,
+    /// Lint the topology only: do not read the Python workers' source
+    /// (FR500 onwards).
+    #[arg(long)]
+    pub no_source: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -316,13 +320,30 @@ fn lint(args: &LintArgs) -> i32 {
     let mut compiled = Vec::new();
     let mut unreadable = Vec::new();
     for path in unique_inputs(&args.files) {
-        let read = if path.as_os_str() == "-" {
+        let stdin = path.as_os_str() == "-";
+        let read = if stdin {
             read_stdin(args.stdin_filename.as_deref().unwrap_or("<stdin>"))
         } else {
             read_source(path)
         };
         match read {
-            Ok(source) => compiled.push(compile(source, host.as_ref())),
+            Ok(source) => {
+                let mut c = compile(source, host.as_ref());
+                // Workers are found relative to the topology file; for
+                // standard input, to the name it is given (else here).
+                let base = match (stdin, args.stdin_filename.as_deref()) {
+                    (false, _) => path,
+                    (true, Some(name)) => Path::new(name),
+                    (true, None) => Path::new("./-"),
+                };
+                let workers = if args.no_source {
+                    Vec::new()
+                } else {
+                    crate::pysrc::lint_workers(base, &mut c)
+                };
+                compiled.push(c);
+                compiled.extend(workers);
+            }
             Err(msg) => {
                 eprintln!("{msg}");
                 unreadable.push(render::Unreadable {
@@ -356,7 +377,10 @@ fn lint(args: &LintArgs) -> i32 {
         LintFormat::Sarif => render::sarif(&compiled, &unreadable),
         LintFormat::Github => render::github(&compiled),
     };
-    let failing = |s: Severity| s == Severity::Error || args.deny == Some(Deny::Warnings);
+    // Notes (FR500) never fail a run, not even with `--deny warnings`.
+    let failing = |s: Severity| {
+        s == Severity::Error || (s == Severity::Warning && args.deny == Some(Deny::Warnings))
+    };
     let failed = compiled
         .iter()
         .flat_map(|c| &c.diagnostics)

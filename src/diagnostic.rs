@@ -5,12 +5,16 @@
 //! (miette, short, json, sarif, github) lives in [`crate::render`].
 
 use crate::rules::{self, Rule};
-use crate::source::Span;
+use crate::source::{SourceFile, Span};
 use serde::Serialize;
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Information that never fails a run (e.g. a worker whose source could
+    /// not be found, so it was not linted).
+    Note,
     Warning,
     Error,
 }
@@ -18,6 +22,7 @@ pub enum Severity {
 impl Severity {
     pub fn as_str(self) -> &'static str {
         match self {
+            Severity::Note => "note",
             Severity::Warning => "warning",
             Severity::Error => "error",
         }
@@ -29,6 +34,11 @@ impl Severity {
 pub struct Label {
     pub span: Span,
     pub message: String,
+    /// The file the span is in when it is not the file of the findings it
+    /// belongs to (a worker finding pointing back at the topology, or at
+    /// another Python module). `None`: the same file.
+    #[serde(skip)]
+    pub file: Option<Arc<SourceFile>>,
 }
 
 impl Label {
@@ -36,6 +46,16 @@ impl Label {
         Label {
             span,
             message: message.into(),
+            file: None,
+        }
+    }
+
+    /// A label in another file than its diagnostic's.
+    pub fn in_file(file: Arc<SourceFile>, span: Span, message: impl Into<String>) -> Self {
+        Label {
+            span,
+            message: message.into(),
+            file: Some(file),
         }
     }
 }

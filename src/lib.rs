@@ -19,6 +19,7 @@ pub mod host;
 pub mod model;
 pub mod parse;
 pub mod plan;
+pub mod pysrc;
 pub mod render;
 pub mod resolve;
 pub mod rules;

@@ -54,6 +54,12 @@ pub static RULES: &[Rule] = &[
     rule!("FR310", "secret-in-file", Warning, "a token, password or key written in the file instead of the environment"),
     rule!("FR401", "shell-syntax-in-run", Warning, "`run` contains shell syntax but is not run by a shell"),
     rule!("FR402", "shell-swallows-stop", Warning, "an `sh` script stopped `to leader` that is not a single `exec`'d command"),
+    rule!("FR500", "worker-source-not-found", Note, "a group runs Python whose source flowrun could not find, so it was not linted"),
+    rule!("FR501", "blocking-in-handler", Error, "a Python signal handler blocks (join, wait, sleep, waitpid, acquire) in a process gevent patches"),
+    rule!("FR502", "patch-with-pool", Error, "a process gevent patched (threads or queues) builds a `multiprocessing.Pool`"),
+    rule!("FR503", "patch-after-threading", Warning, "gevent patches `threading` after it was imported (directly or through logging, concurrent.futures, a local module)"),
+    rule!("FR504", "fork-waitpid", Error, "`os.fork()` then a blocking `os.waitpid()` with gevent's patched `os`"),
+    rule!("FR505", "child-signalled-twice", Error, "a worker stops a child in its process group on a signal the topology also delivers to that group"),
 ];
 
 pub fn by_code(code: &str) -> Option<&'static Rule> {

@@ -55,8 +55,9 @@ impl<T: Serialize> Serialize for Spanned<T> {
     }
 }
 
-/// A topology file: its name as the user gave it and its full text.
-#[derive(Clone, Debug)]
+/// A topology file (or a Python worker file): its name as the user gave it
+/// and its full text.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceFile {
     pub name: String,
     pub text: String,

@@ -29,6 +29,7 @@ pub fn github(files: &[Compiled]) -> String {
             let kind = match d.severity {
                 Severity::Error => "error",
                 Severity::Warning => "warning",
+                Severity::Note => "notice",
             };
             let mut message = d.message.clone();
             if let Some(h) = &d.help {

@@ -353,14 +353,26 @@ impl miette::Diagnostic for Report<'_> {
         Some(match self.diag.severity {
             Severity::Error => miette::Severity::Error,
             Severity::Warning => miette::Severity::Warning,
+            Severity::Note => miette::Severity::Advice,
         })
     }
 
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
-        self.diag
-            .help
-            .as_ref()
-            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        // Labels in another file cannot share this snippet: they are listed
+        // after the help as `also: file:line:col: message`.
+        let mut text = self.diag.help.clone().unwrap_or_default();
+        for l in &self.diag.related {
+            if let Some((name, r)) = super::elsewhere(l) {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(&format!(
+                    "also: {name}:{}:{}: {}",
+                    r.line, r.column, l.message
+                ));
+            }
+        }
+        (!text.is_empty()).then(|| Box::new(text) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
@@ -414,12 +426,14 @@ pub(super) fn render(
     let mut out = String::new();
     for (i, d) in diags.iter().enumerate() {
         let text_of = |m: &str| (!m.is_empty()).then(|| m.to_string());
+        // Labels in other files are listed after the help (`also:`).
+        let local = d.related.iter().filter(|l| l.file.is_none());
         let labels: Vec<(Span, Option<String>, bool)> = std::iter::once(&d.primary)
-            .chain(d.related.iter().take(MAX_LABELS - 1))
+            .chain(local.clone().take(MAX_LABELS - 1))
             .enumerate()
             .map(|(j, l)| (clamp_span(text, l.span), text_of(&l.message), j == 0))
             .collect();
-        let hidden = d.related.len().saturating_sub(MAX_LABELS - 1);
+        let hidden = local.count().saturating_sub(MAX_LABELS - 1);
         let (ex, shown) = excerpt(&index, &source.name, text, &labels);
         let report = Report {
             diag: d,

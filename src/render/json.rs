@@ -33,6 +33,9 @@ struct Finding<'a> {
 
 #[derive(Serialize)]
 struct LabelOut<'a> {
+    /// Only for a label in another file than the finding's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<&'a str>,
     message: &'a str,
     primary: bool,
     line: usize,
@@ -43,8 +46,21 @@ struct LabelOut<'a> {
 }
 
 fn label<'a>(source: &SourceFile, lines: &LineIndex, l: &'a Label, primary: bool) -> LabelOut<'a> {
+    if let (Some(f), Some((name, r))) = (&l.file, super::elsewhere(l)) {
+        return LabelOut {
+            file: Some(name),
+            message: &l.message,
+            primary,
+            line: r.line,
+            column: r.column,
+            end_line: r.end_line,
+            end_column: r.end_column,
+            span: clamp_span(&f.text, l.span),
+        };
+    }
     let r = lines.region(l.span);
     LabelOut {
+        file: None,
         message: &l.message,
         primary,
         line: r.line,

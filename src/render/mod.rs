@@ -112,6 +112,14 @@ pub(crate) struct Region {
     pub end_column: usize,
 }
 
+/// A label in another file than its finding's (see
+/// [`Label::file`](crate::diagnostic::Label)): that file's name and the
+/// label's region in it. `None` for a label in the finding's own file.
+pub(crate) fn elsewhere(l: &crate::diagnostic::Label) -> Option<(&str, Region)> {
+    let f = l.file.as_ref()?;
+    Some((f.name.as_str(), LineIndex::new(f).region(l.span)))
+}
+
 /// A file's line starts, so that positions cost a binary search instead of
 /// a scan from the start of the file (a report with thousands of findings
 /// would otherwise be quadratic). Use it wherever positions are shown.

@@ -23,6 +23,7 @@ fn level(s: Severity) -> &'static str {
     match s {
         Severity::Error => "error",
         Severity::Warning => "warning",
+        Severity::Note => "note",
     }
 }
 
@@ -105,13 +106,21 @@ pub fn sarif(files: &[Compiled], unreadable: &[Unreadable]) -> String {
     for c in files {
         let lines = LineIndex::new(&c.source);
         let artifact = artifact_of(&c.source.name);
-        let location = |l: &Label, id: Option<usize>, message: Option<Text>| Location {
-            id,
-            message,
-            physical_location: Physical {
-                artifact_location: artifact.clone(),
-                region: region(&lines, l),
-            },
+        // A label in another file (a worker's related location) points at
+        // that file.
+        let location = |l: &Label, id: Option<usize>, message: Option<Text>| {
+            let (artifact_location, region) = match super::elsewhere(l) {
+                Some((name, r)) => (artifact_of(name), region_json(r)),
+                None => (artifact.clone(), region(&lines, l)),
+            };
+            Location {
+                id,
+                message,
+                physical_location: Physical {
+                    artifact_location,
+                    region,
+                },
+            }
         };
         for d in &c.diagnostics {
             let mut text = d.message.clone();
@@ -243,7 +252,10 @@ impl Text {
 }
 
 fn region(lines: &LineIndex, l: &Label) -> RegionJ {
-    let r = lines.region(l.span);
+    region_json(lines.region(l.span))
+}
+
+fn region_json(r: super::Region) -> RegionJ {
     RegionJ {
         end_column: r.end_column,
         end_line: r.end_line,

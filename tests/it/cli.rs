@@ -50,16 +50,22 @@ fn tmp_dir(tag: &str) -> PathBuf {
 
 #[test]
 fn clean_file_exits_0_with_no_output() {
-    let o = flowrun(&["lint", &fixture("clean.pf")]);
+    let o = flowrun(&["lint", "--no-source", &fixture("clean.pf")]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     assert_eq!(stdout(&o), "");
-    let o = flowrun(&["lint", "--deny", "warnings", &fixture("clean.pf")]);
+    let o = flowrun(&[
+        "lint",
+        "--no-source",
+        "--deny",
+        "warnings",
+        &fixture("clean.pf"),
+    ]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
 }
 
 #[test]
 fn error_exits_1() {
-    let o = flowrun(&["lint", &fixture("signal.pf")]);
+    let o = flowrun(&["lint", "--no-source", &fixture("signal.pf")]);
     assert_eq!(code(&o), 1, "{}", stdout(&o));
     assert!(
         stdout(&o).contains("FR302 double-delivery"),
@@ -70,11 +76,18 @@ fn error_exits_1() {
 
 #[test]
 fn warning_fails_only_under_deny_warnings() {
-    let o = flowrun(&["lint", "--format", "short", &fixture("warning.pf")]);
+    let o = flowrun(&[
+        "lint",
+        "--no-source",
+        "--format",
+        "short",
+        &fixture("warning.pf"),
+    ]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
     assert!(stdout(&o).contains("warning[FR304]"), "{}", stdout(&o));
     let o = flowrun(&[
         "lint",
+        "--no-source",
         "--format",
         "short",
         "--deny",
@@ -86,7 +99,7 @@ fn warning_fails_only_under_deny_warnings() {
 
 #[test]
 fn missing_file_exits_2_with_one_line() {
-    let o = flowrun(&["lint", "tests/cli/no-such-file.pf"]);
+    let o = flowrun(&["lint", "--no-source", "tests/cli/no-such-file.pf"]);
     assert_eq!(code(&o), 2);
     assert_eq!(
         stderr(&o),
@@ -95,6 +108,7 @@ fn missing_file_exits_2_with_one_line() {
     // The readable files are still linted; the I/O error wins the exit code.
     let o = flowrun(&[
         "lint",
+        "--no-source",
         "--format",
         "short",
         "nope.pf",
@@ -109,7 +123,7 @@ fn non_utf8_file_exits_2() {
     let d = tmp_dir("utf8");
     let f = d.join("bad.pf");
     std::fs::write(&f, b"topology t {\xff}\n").unwrap();
-    let o = flowrun(&["lint", f.to_str().unwrap()]);
+    let o = flowrun(&["lint", "--no-source", f.to_str().unwrap()]);
     assert_eq!(code(&o), 2);
     assert!(
         stderr(&o).contains("not UTF-8 (invalid byte at offset 12)"),
@@ -142,7 +156,7 @@ fn misuse_is_concise_and_exits_2() {
         }
         assert_eq!(stdout(&o), "", "{args:?}");
     }
-    let o = flowrun(&["lint", "--fromat", "short", "x.pf"]);
+    let o = flowrun(&["lint", "--no-source", "--fromat", "short", "x.pf"]);
     assert!(
         stderr(&o).contains("'--format'"),
         "the tip survives: {}",
@@ -173,7 +187,7 @@ fn help_and_version_exit_0() {
 
 #[test]
 fn human_is_the_graphical_report_without_colour() {
-    let o = flowrun(&["lint", &fixture("signal.pf")]);
+    let o = flowrun(&["lint", "--no-source", &fixture("signal.pf")]);
     let out = stdout(&o);
     assert!(out.contains("× FR302 double-delivery: "), "{out}");
     assert!(out.contains("╭─[tests/cli/signal.pf:"), "{out}");
@@ -189,7 +203,13 @@ fn human_is_the_graphical_report_without_colour() {
 #[test]
 fn short_pins_a_topology_and_a_signal_stage_position() {
     // Topology stage (FR2xx): the cycle is reported at the first `after`.
-    let o = flowrun(&["lint", "--format", "short", &fixture("cycle.pf")]);
+    let o = flowrun(&[
+        "lint",
+        "--no-source",
+        "--format",
+        "short",
+        &fixture("cycle.pf"),
+    ]);
     let out = stdout(&o);
     assert!(
         out.lines()
@@ -197,7 +217,13 @@ fn short_pins_a_topology_and_a_signal_stage_position() {
         "{out}"
     );
     // Signal stage (FR3xx): at the `process-group shared` setting.
-    let o = flowrun(&["lint", "--format", "short", &fixture("signal.pf")]);
+    let o = flowrun(&[
+        "lint",
+        "--no-source",
+        "--format",
+        "short",
+        &fixture("signal.pf"),
+    ]);
     let out = stdout(&o);
     assert!(
         out.lines()
@@ -210,13 +236,13 @@ fn short_pins_a_topology_and_a_signal_stage_position() {
 fn columns_count_characters_in_every_format() {
     // `{nope}` starts at character 15 of line 3, after the two-byte `é`.
     let f = fixture("unicode.pf");
-    let o = flowrun(&["lint", "--format", "short", &f]);
+    let o = flowrun(&["lint", "--no-source", "--format", "short", &f]);
     assert!(
         stdout(&o).contains("tests/cli/unicode.pf:3:15: error[FR103] "),
         "{}",
         stdout(&o)
     );
-    let o = flowrun(&["lint", "--format", "json", &f]);
+    let o = flowrun(&["lint", "--no-source", "--format", "json", &f]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let finding = &v[0]["findings"][0];
     assert_eq!(finding["code"], "FR103");
@@ -229,7 +255,7 @@ fn columns_count_characters_in_every_format() {
         finding["span"]["end"].as_u64().unwrap() - finding["span"]["start"].as_u64().unwrap(),
         6
     );
-    let o = flowrun(&["lint", "--format", "github", &f]);
+    let o = flowrun(&["lint", "--no-source", "--format", "github", &f]);
     assert!(stdout(&o).starts_with("::error file=tests/cli/unicode.pf,line=3,col=15,endLine=3,endColumn=21,title=FR103 unknown-placeholder::"), "{}", stdout(&o));
 }
 
@@ -237,6 +263,7 @@ fn columns_count_characters_in_every_format() {
 fn json_lists_files_and_findings() {
     let o = flowrun(&[
         "lint",
+        "--no-source",
         "--format",
         "json",
         &fixture("clean.pf"),
@@ -280,6 +307,7 @@ fn json_lists_files_and_findings() {
 fn sarif_is_2_1_0_with_every_rule_and_located_results() {
     let o = flowrun(&[
         "lint",
+        "--no-source",
         "--format",
         "sarif",
         &fixture("signal.pf"),
@@ -299,7 +327,7 @@ fn sarif_is_2_1_0_with_every_rule_and_located_results() {
     for r in rules {
         assert!(r["shortDescription"]["text"].is_string(), "{r}");
         let level = r["defaultConfiguration"]["level"].as_str().unwrap();
-        assert!(level == "error" || level == "warning");
+        assert!(level == "error" || level == "warning" || level == "note");
     }
     let results = run["results"].as_array().unwrap();
     assert!(results.len() >= 3, "{results:?}");
@@ -335,6 +363,7 @@ fn sarif_is_2_1_0_with_every_rule_and_located_results() {
 fn github_prints_one_annotation_per_finding() {
     let o = flowrun(&[
         "lint",
+        "--no-source",
         "--format",
         "github",
         &fixture("signal.pf"),
@@ -358,7 +387,13 @@ fn github_prints_one_annotation_per_finding() {
 #[test]
 fn short_pins_a_syntax_position() {
     // `processes` with no number: the number was expected at the end of line 4.
-    let o = flowrun(&["lint", "--format", "short", &fixture("syntax.pf")]);
+    let o = flowrun(&[
+        "lint",
+        "--no-source",
+        "--format",
+        "short",
+        &fixture("syntax.pf"),
+    ]);
     assert_eq!(
         stdout(&o),
         "tests/cli/syntax.pf:4:14: error[FR001] expected a whole number\n"
@@ -368,7 +403,13 @@ fn short_pins_a_syntax_position() {
 #[test]
 fn syntax_error_is_reported_in_every_format() {
     for format in ["human", "short", "json", "sarif", "github"] {
-        let o = flowrun(&["lint", "--format", format, &fixture("syntax.pf")]);
+        let o = flowrun(&[
+            "lint",
+            "--no-source",
+            "--format",
+            format,
+            &fixture("syntax.pf"),
+        ]);
         assert_eq!(code(&o), 1, "{format}");
         assert!(stdout(&o).contains("FR001"), "{format}: {}", stdout(&o));
     }
@@ -562,13 +603,13 @@ fn up_validates_scale() {
 #[test]
 fn host_enables_the_capacity_rule() {
     let f = fixture("capacity.pf");
-    let o = flowrun(&["lint", "--format", "short", &f]);
+    let o = flowrun(&["lint", "--no-source", "--format", "short", &f]);
     assert_eq!(code(&o), 0);
     assert!(!stdout(&o).contains("FR205"), "{}", stdout(&o));
-    let o = flowrun(&["lint", "--host", "--format", "short", &f]);
+    let o = flowrun(&["lint", "--no-source", "--host", "--format", "short", &f]);
     assert_eq!(code(&o), 0, "FR205 is a warning");
     assert!(stdout(&o).contains("warning[FR205]"), "{}", stdout(&o));
-    let o = flowrun(&["lint", "--host", "--deny", "warnings", &f]);
+    let o = flowrun(&["lint", "--no-source", "--host", "--deny", "warnings", &f]);
     assert_eq!(code(&o), 1);
 }
 
@@ -645,7 +686,7 @@ fn colour_only_on_a_tty_and_without_no_color() {
         plain.contains("FR302") && !plain.contains('\u{1b}'),
         "{plain:?}"
     );
-    let piped = flowrun(&["lint", &f]);
+    let piped = flowrun(&["lint", "--no-source", &f]);
     assert!(!stdout(&piped).contains('\u{1b}'));
 }
 

@@ -11,6 +11,7 @@ mod exec_runtime;
 mod graph;
 mod never_panics;
 mod parse;
+mod pysrc;
 mod resolve;
 mod rules;
 mod up_clean_children;

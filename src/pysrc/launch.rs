@@ -1,0 +1,384 @@
+//! Which Python program a group's command starts (pure; no IO).
+//!
+//! Recognised: `python[3[.N]] [options] file.py` and `python -m pkg.mod`
+//! (after `exec`, `env NAME=value …`), `gunicorn … module:app`,
+//! `celery -A app worker`, `uwsgi --module/--wsgi-file`, and a command word
+//! that is a path (`./worker`, `bin/crawl.py`): the loader reads its first
+//! line and keeps it only with a Python shebang. The worker model comes
+//! along: `gunicorn -k gevent`, `celery … -P gevent`, `uwsgi --gevent N`
+//! monkey-patch the process before the application is imported.
+
+/// What to read first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// `python file.py`: a path relative to the working directory.
+    Script(String),
+    /// `python -m a.b`, or an application module (`gunicorn a.b:app`).
+    Module { name: String, main: bool },
+    /// A command word that is a path: Python only if its shebang says so.
+    Executable(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Launch {
+    pub entry: Entry,
+    /// The launcher when it patches with gevent before importing the
+    /// application: `gunicorn -k gevent`, `celery -P gevent`, `uwsgi --gevent`.
+    pub gevent_worker: Option<String>,
+}
+
+/// What a command says about Python.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Not a Python launcher this module knows.
+    NotPython,
+    Python(Launch),
+    /// A Python launcher whose program cannot be told from the words
+    /// (`python -c …`, a placeholder in the module name): the reason.
+    Unknown(String),
+}
+
+fn is_python(word: &str) -> bool {
+    let base = crate::check::shell::basename(word);
+    let Some(rest) = base.strip_prefix("python") else {
+        return false;
+    };
+    rest.is_empty()
+        || rest.strip_prefix('3').is_some_and(|v| {
+            v.is_empty() || (v.starts_with('.') && v[1..].chars().all(|c| c.is_ascii_digit()))
+        })
+}
+
+fn has_placeholder(s: &str) -> bool {
+    s.contains('{') || s.contains('$')
+}
+
+/// Split `--name=value` / `-Xvalue` forms.
+fn opt_value<'a>(
+    args: &'a [String],
+    i: &mut usize,
+    long: &[&str],
+    short: &[&str],
+) -> Option<&'a str> {
+    let a = args[*i].as_str();
+    for l in long {
+        if a == *l {
+            *i += 1;
+            return args.get(*i).map(String::as_str);
+        }
+        if let Some(v) = a.strip_prefix(l).and_then(|r| r.strip_prefix('=')) {
+            return Some(v);
+        }
+    }
+    for s in short {
+        if a == *s {
+            *i += 1;
+            return args.get(*i).map(String::as_str);
+        }
+        if let Some(v) = a.strip_prefix(s) {
+            if !v.is_empty() && !a.starts_with("--") {
+                return Some(v.trim_start_matches('='));
+            }
+        }
+    }
+    None
+}
+
+fn module_of_app(app: &str) -> Option<String> {
+    let module = app.split(':').next().unwrap_or(app);
+    let ok = !module.is_empty()
+        && module
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'));
+    ok.then(|| module.to_string())
+}
+
+/// Read a command's words (placeholders still in them).
+pub fn find(words: &[String]) -> Found {
+    let mut i = 0;
+    // Wrappers that run the next word.
+    while i < words.len() {
+        match crate::check::shell::basename(&words[i]) {
+            "exec" | "nice" | "nohup" => i += 1,
+            "env" => {
+                i += 1;
+                while i < words.len() && (words[i].contains('=') || words[i].starts_with('-')) {
+                    i += 1;
+                }
+            }
+            w if w.contains('=') && !w.starts_with('-') => i += 1,
+            _ => break,
+        }
+    }
+    let Some(cmd) = words.get(i) else {
+        return Found::NotPython;
+    };
+    let args = &words[i + 1..];
+    let base = crate::check::shell::basename(cmd);
+    if is_python(cmd) {
+        return python(args);
+    }
+    match base {
+        "gunicorn" => gunicorn(args),
+        "celery" => celery(args),
+        "uwsgi" => uwsgi(args),
+        _ if cmd.contains('/') || cmd.ends_with(".py") => {
+            if has_placeholder(cmd) {
+                Found::NotPython
+            } else {
+                Found::Python(Launch {
+                    entry: Entry::Executable(cmd.clone()),
+                    gevent_worker: None,
+                })
+            }
+        }
+        _ => Found::NotPython,
+    }
+}
+
+fn python(args: &[String]) -> Found {
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if a == "-m"
+            || (a.starts_with('-')
+                && !a.starts_with("--")
+                && a.len() > 2
+                && a.ends_with('m')
+                && a[1..].chars().all(|c| c.is_ascii_alphabetic()))
+        {
+            let Some(m) = args.get(i + 1) else {
+                return Found::Unknown("`-m` without a module".into());
+            };
+            if has_placeholder(m) {
+                return Found::Unknown(format!("the module `{m}` has a placeholder"));
+            }
+            return Found::Python(Launch {
+                entry: Entry::Module {
+                    name: m.clone(),
+                    main: true,
+                },
+                gevent_worker: None,
+            });
+        }
+        if let Some(m) = a.strip_prefix("-m") {
+            return Found::Python(Launch {
+                entry: Entry::Module {
+                    name: m.to_string(),
+                    main: true,
+                },
+                gevent_worker: None,
+            });
+        }
+        if a == "-c"
+            || (a.starts_with('-')
+                && !a.starts_with("--")
+                && !a.starts_with("-X")
+                && !a.starts_with("-W")
+                && a[1..].chars().all(|c| c.is_ascii_alphabetic())
+                && a.contains('c'))
+        {
+            return Found::Unknown("the program is given with `-c`".into());
+        }
+        match a {
+            "-X" | "-W" | "--check-hash-based-pycs" => i += 2,
+            "-" => return Found::Unknown("the program is read from standard input".into()),
+            _ if a.starts_with('-') => i += 1,
+            _ => {
+                if has_placeholder(a) {
+                    return Found::Unknown(format!("the script `{a}` has a placeholder"));
+                }
+                return Found::Python(Launch {
+                    entry: Entry::Script(a.to_string()),
+                    gevent_worker: None,
+                });
+            }
+        }
+    }
+    Found::Unknown("an interactive interpreter (no script or `-m`)".into())
+}
+
+/// gunicorn options that take no value (every other option takes one).
+const GUNICORN_FLAGS: &[&str] = &[
+    "--reload",
+    "-D",
+    "--daemon",
+    "--preload",
+    "--check-config",
+    "--print-config",
+    "--spew",
+    "--capture-output",
+    "--enable-stdio-inheritance",
+    "--reuse-port",
+    "-R",
+    "--no-sendfile",
+    "--strip-header-spaces",
+    "--help",
+    "-h",
+    "--version",
+    "-v",
+    "--proxy-protocol",
+    "--suppress-ragged-eofs",
+    "--do-handshake-on-connect",
+    "--print-config",
+];
+
+fn gunicorn(args: &[String]) -> Found {
+    let mut app = None;
+    let mut worker = None;
+    let mut i = 0;
+    while i < args.len() {
+        if let Some(k) = opt_value(args, &mut i, &["--worker-class"], &["-k"]) {
+            worker = Some(k.to_string());
+        } else if args[i].starts_with('-') {
+            if !GUNICORN_FLAGS.contains(&args[i].as_str()) && !args[i].contains('=') {
+                i += 1;
+            }
+        } else if app.is_none() {
+            app = Some(args[i].clone());
+        }
+        i += 1;
+    }
+    let gevent = worker.filter(|w| w == "gevent" || w.to_ascii_lowercase().contains("ggevent"));
+    app_launch("gunicorn", app, gevent.map(|w| format!("gunicorn -k {w}")))
+}
+
+fn app_launch(tool: &str, app: Option<String>, gevent_worker: Option<String>) -> Found {
+    let Some(app) = app else {
+        return Found::Unknown(format!("no application module in the `{tool}` command"));
+    };
+    if has_placeholder(&app) {
+        return Found::Unknown(format!("the application `{app}` has a placeholder"));
+    }
+    match module_of_app(&app) {
+        Some(name) => Found::Python(Launch {
+            entry: Entry::Module { name, main: false },
+            gevent_worker,
+        }),
+        None => Found::Unknown(format!("`{app}` is not a module name")),
+    }
+}
+
+fn celery(args: &[String]) -> Found {
+    let mut app = None;
+    let mut pool = None;
+    let mut worker = false;
+    let mut i = 0;
+    while i < args.len() {
+        if let Some(a) = opt_value(args, &mut i, &["--app"], &["-A"]) {
+            app = Some(a.to_string());
+        } else if let Some(p) = opt_value(args, &mut i, &["--pool"], &["-P"]) {
+            pool = Some(p.to_string());
+        } else if args[i] == "worker" {
+            worker = true;
+        }
+        i += 1;
+    }
+    let gevent = (worker && pool.as_deref() == Some("gevent"))
+        .then(|| "celery worker -P gevent".to_string());
+    app_launch("celery", app, gevent)
+}
+
+fn uwsgi(args: &[String]) -> Found {
+    let mut app = None;
+    let mut file = None;
+    let mut gevent = false;
+    let mut i = 0;
+    while i < args.len() {
+        if let Some(m) = opt_value(args, &mut i, &["--module", "--wsgi"], &["-w"]) {
+            app = Some(m.to_string());
+        } else if let Some(f) = opt_value(args, &mut i, &["--wsgi-file", "--file"], &[]) {
+            file = Some(f.to_string());
+        } else if opt_value(args, &mut i, &["--gevent"], &[]).is_some() {
+            gevent = true;
+        }
+        i += 1;
+    }
+    let worker = gevent.then(|| "uwsgi --gevent".to_string());
+    if let Some(f) = file {
+        if has_placeholder(&f) {
+            return Found::Unknown(format!("the file `{f}` has a placeholder"));
+        }
+        return Found::Python(Launch {
+            entry: Entry::Script(f),
+            gevent_worker: worker,
+        });
+    }
+    app_launch("uwsgi", app, worker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(s: &str) -> Found {
+        find(&shell_words::split(s).unwrap())
+    }
+
+    fn script(s: &str) -> Found {
+        Found::Python(Launch {
+            entry: Entry::Script(s.into()),
+            gevent_worker: None,
+        })
+    }
+
+    fn module(s: &str, main: bool, w: Option<&str>) -> Found {
+        Found::Python(Launch {
+            entry: Entry::Module {
+                name: s.into(),
+                main,
+            },
+            gevent_worker: w.map(str::to_string),
+        })
+    }
+
+    #[test]
+    fn python_forms() {
+        assert_eq!(f("python3 pool.py"), script("pool.py"));
+        assert_eq!(f("exec python3.11 -u -X dev w.py --x 1"), script("w.py"));
+        assert_eq!(
+            f("env A=1 python -m crawler --shard 1"),
+            module("crawler", true, None)
+        );
+        assert_eq!(f("python -um app.main"), module("app.main", true, None));
+        assert!(matches!(f("python -c 'print(1)'"), Found::Unknown(_)));
+        assert!(matches!(f("python -m {mod}"), Found::Unknown(_)));
+        assert_eq!(f("redis-server --port 1"), Found::NotPython);
+        assert_eq!(f("pythonista x.py"), Found::NotPython);
+        assert!(matches!(
+            f("./bin/worker"),
+            Found::Python(Launch {
+                entry: Entry::Executable(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn app_servers() {
+        assert_eq!(
+            f("gunicorn app:wsgi -k gevent --bind 127.0.0.1:{port}"),
+            module("app", false, Some("gunicorn -k gevent"))
+        );
+        assert_eq!(
+            f("gunicorn --worker-class=gevent -w 4 shop.wsgi:application"),
+            module("shop.wsgi", false, Some("gunicorn -k gevent"))
+        );
+        assert_eq!(
+            f("gunicorn shop.wsgi --workers 4 --graceful-timeout 25"),
+            module("shop.wsgi", false, None)
+        );
+        assert_eq!(
+            f("celery -A app worker --pool gevent --concurrency 5"),
+            module("app", false, Some("celery worker -P gevent"))
+        );
+        assert_eq!(
+            f("celery -A tasks worker --pool prefork"),
+            module("tasks", false, None)
+        );
+        assert_eq!(
+            f("uwsgi --http :8000 --gevent 100 --module site.app:application"),
+            module("site.app", false, Some("uwsgi --gevent"))
+        );
+    }
+}
