@@ -408,18 +408,24 @@ fn summary(files: &[Compiled]) -> Option<String> {
             .filter(|d| d.severity == s)
             .count()
     };
-    let (e, w) = (count(Severity::Error), count(Severity::Warning));
-    if e + w == 0 {
+    let (e, w, n) = (
+        count(Severity::Error),
+        count(Severity::Warning),
+        count(Severity::Note),
+    );
+    if e + w + n == 0 {
         return None;
     }
     let plural = crate::plural;
-    let mut parts = Vec::new();
-    if e > 0 {
-        parts.push(plural(e, "error"));
-    }
-    if w > 0 {
-        parts.push(plural(w, "warning"));
-    }
+    let parts: Vec<String> = [(e, "error"), (w, "warning"), (n, "note")]
+        .into_iter()
+        .filter(|&(k, _)| k > 0)
+        .map(|(k, what)| plural(k, what))
+        .collect();
+    let parts = match parts.split_last() {
+        Some((last, rest)) if !rest.is_empty() => vec![rest.join(", "), last.clone()],
+        _ => parts,
+    };
     let dirty = files.iter().filter(|c| !c.diagnostics.is_empty()).count();
     let files = if dirty == files.len() {
         plural(dirty, "file")

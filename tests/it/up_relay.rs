@@ -272,7 +272,7 @@ fn a_reload_rejected_with_one_error_says_one_error() {
     let mut up = up_human(&h, &file);
     let start = wait_line(&mut up, " ready");
     assert!(
-        start.contains("starting topology p: 1 group, 1 process\n"),
+        start.contains("starting topology p: 1 group, 1 process ("),
         "{start}"
     );
     h.topology("topology p {\n  group a {\n    run \"@PROBE@\"\n    bogus 1\n  }\n}\n");
