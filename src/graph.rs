@@ -334,7 +334,7 @@ pub fn stop_stages(t: &Topology) -> Vec<Vec<GroupId>> {
 }
 
 /// The largest sum of stop ladders along a reverse dependency chain of
-/// groups that can be running together (SPEC FR203; module docs).
+/// groups that can be running together (FR203, docs/rules/FR203.md; module docs).
 ///
 /// The weight of a group is its ladder total ([`ladder_total`]; `forever`
 /// dominates every finite sum). The path is the heaviest chain over the

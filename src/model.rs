@@ -206,7 +206,7 @@ pub struct Group {
 #[derive(Clone, Debug, Serialize)]
 pub struct After {
     pub group: GroupId,
-    /// Explicit, or the default for the target group (see SPEC).
+    /// Explicit, or the default for the target group (docs/language.md, `after`).
     pub state: AfterState,
     #[serde(skip)]
     pub span: Span,

@@ -1,5 +1,5 @@
 //! AST → resolved model: names become [`GroupId`]s, signals become real
-//! signals, every default from SPEC.md is filled in, and stage-1 findings
+//! signals, every default of docs/language.md is filled in, and stage-1 findings
 //! are reported:
 //!
 //! - FR101 unknown-group: a reference to a group that does not exist (with a
@@ -16,7 +16,7 @@
 //! count becomes 1, an unknown signal in a stop ladder becomes SIGTERM) so
 //! that the later rules still run and one `lint` reports everything.
 //!
-//! Defaults (SPEC.md): `shutdown within 30s`; handlers are the explicit ones
+//! Defaults (docs/language.md): `shutdown within 30s`; handlers are the explicit ones
 //! in file order, then `SIGINT drain`, `SIGTERM drain`, `SIGHUP reload` for
 //! each of those signals not handled explicitly (`default: true`; their
 //! spans point at the topology's name); `escalate on repeat`; `processes 1`;

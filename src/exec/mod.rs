@@ -1,5 +1,5 @@
 //! `flowrun up` — executes a [`Plan`] and keeps the runtime guarantees of
-//! SPEC.md ("`flowrun up`: runtime guarantees"); the output, event and exit
+//! the README ("Running a topology"); the output, event and exit
 //! status contract is docs/events.md.
 //!
 //! # Theory of operation

@@ -19,9 +19,10 @@
 //! arm `PR_SET_PDEATHSIG` and check the parent is still the runner, and
 //! last empty the signal mask. All spawns happen on the runner's main
 //! thread (the current-thread runtime's only thread), which lives as long
-//! as the runner, so the death signal cannot fire early (RUNTIME-NOTES 1).
+//! as the runner, so the death signal cannot fire early (it fires when the
+//! forking *thread* exits, not the process).
 //! Reaping happens on that same thread, so std's own `waitpid` after a
-//! failed exec never races the reaper (RUNTIME-NOTES 2).
+//! failed exec never races the reaper (a blind `waitpid(-1)` would steal it).
 
 use std::ffi::CString;
 use std::io;

@@ -43,7 +43,8 @@ mod lifecycle;
 
 /// Added to every ladder step's drain: the child sees the signal a little
 /// after it is sent (scheduling), and it is owed the whole drain from then.
-/// Well inside the 100 ms precision the spec promises.
+/// Well inside the 100 ms precision the README promises for the SIGKILL
+/// at a deadline.
 const DEADLINE_GRACE: Duration = Duration::from_millis(10);
 /// How often a group whose leader is gone is checked for emptiness.
 const GROUP_POLL: Duration = Duration::from_millis(20);

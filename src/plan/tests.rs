@@ -75,7 +75,7 @@ fn handler(sig: Sig, steps: Vec<Step>, default: bool) -> Handler {
     }
 }
 
-/// A hand-built version of the SPEC's `ingest` topology.
+/// A hand-built version of `examples/ingest.pf`.
 pub(crate) fn ingest() -> Topology {
     let mut migrate = group("migrate", run("python manage.py migrate"));
     migrate.once = true;

@@ -247,7 +247,7 @@ fn counts(plan: &Plan) -> Vec<u64> {
     counts
 }
 
-/// The review text of `flowrun plan` (see SPEC "flowrun plan"). Ends with a
+/// The review text of `flowrun plan` (README, "Plan review workflow"). Ends with a
 /// newline.
 pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String {
     let t = &plan.topology;

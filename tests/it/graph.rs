@@ -154,7 +154,7 @@ fn path(names: &[&str]) -> Vec<String> {
     names.iter().map(|x| x.to_string()).collect()
 }
 
-/// The SPEC's `ingest` shape: migrate (once) → api → worker → tests.
+/// The `ingest` example's shape: migrate (once) → api → worker → tests.
 fn ingest() -> T {
     T::new()
         .group("migrate", &[secs(10)])

@@ -1,4 +1,4 @@
-//! The parser: the spec's example, every statement form, tokens, and FR001
+//! The parser: a full example, every statement form, tokens, and FR001
 //! messages pinned to line and column.
 
 use flowrun::ast::*;
@@ -6,7 +6,8 @@ use flowrun::parse::parse;
 use flowrun::source::SourceFile;
 use std::time::Duration;
 
-/// The `topology ingest { … }` example from SPEC.md, verbatim.
+/// A full example topology: the shape of docs/language.md's example, with
+/// every handler form.
 const SPEC_EXAMPLE: &str = r#"# An API, a worker pool, a one-shot migration and an integration test run.
 topology ingest {
   shutdown within 60s          # whole-topology teardown budget

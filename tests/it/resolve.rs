@@ -1,4 +1,4 @@
-//! The resolver: defaults from SPEC.md, name resolution, and FR101–FR104
+//! The resolver: defaults from docs/language.md, name resolution, and FR101–FR104
 //! with pinned positions.
 
 use flowrun::ast::{
@@ -420,7 +420,7 @@ fn fr104_limits_and_ready() {
 
 #[test]
 fn the_spec_example_resolves_cleanly() {
-    // The SPEC example literal lives in tests/parse.rs.
+    // The language reference's example lives in tests/it/parse.rs.
     let text = include_str!("parse.rs");
     let start = text.find("# An API, a worker pool").unwrap();
     let end = start + text[start..].find("\"#;").unwrap();
@@ -442,7 +442,7 @@ fn the_spec_example_resolves_cleanly() {
     assert_eq!(m.groups[3].restart.mode, RestartMode::Never);
 }
 
-/// Token-level mutations of the spec example (deleting, duplicating,
+/// Token-level mutations of the full example (deleting, duplicating,
 /// swapping and replacing words with other words and edge values) never
 /// panic parse or resolve, and every span lies inside the text on
 /// character boundaries.

@@ -147,7 +147,7 @@ topology clean {
     assert!(survivors(&h.marker).is_empty());
 }
 
-/// RUNTIME-NOTES trap 9: descriptors at scale. With an inherited soft
+/// Descriptors at scale. With an inherited soft
 /// `RLIMIT_NOFILE` of 1024, 2,000 children start and stop, and each still
 /// gets the inherited 1024 and only fds 0, 1, 2.
 #[test]

@@ -1,4 +1,4 @@
-//! Guarantee (RUNTIME-NOTES trap 1): children are not killed behind the
+//! Guarantee (PDEATHSIG fires when the forking thread exits): children are not killed behind the
 //! runner's back. `PR_SET_PDEATHSIG` fires when the *thread* that forked a
 //! child exits; tokio's idle blocking threads exit after 10 s. Children
 //! spawned at different times must all be alive after the runner has idled
