@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod control;
+mod corpus;
 mod examples;
 mod exec_runtime;
 mod graph;

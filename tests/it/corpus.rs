@@ -1,0 +1,102 @@
+//! The corpus: `tests/corpus/*.pf` are topologies translated from real
+//! deployments (Django + celery, nginx + gunicorn, Procfiles, Ray and dask
+//! clusters, CI jobs, …), each opening with a comment naming what it
+//! models. Every one must compile with no finding at all — a finding here
+//! is a false positive of a rule on a correct real-world config, or a
+//! corpus file that is wrong — and must plan within its shutdown budget.
+//! Worker-source lint (FR500 onwards) is a CLI step and not involved.
+
+use flowrun::plan::{self, Scale};
+use flowrun::source::SourceFile;
+use std::path::{Path, PathBuf};
+
+/// Every `tests/corpus/*.pf`, sorted by file name.
+fn corpus() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pf"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The file named as from the repository root, as `flowrun lint
+/// tests/corpus/*.pf` would name it.
+fn load(path: &Path) -> SourceFile {
+    let name = format!(
+        "tests/corpus/{}",
+        path.file_name().expect("file name").to_string_lossy()
+    );
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    SourceFile::new(name, text)
+}
+
+#[test]
+fn there_are_at_least_fifteen_commented_topologies() {
+    let files = corpus();
+    assert!(files.len() >= 15, "only {} corpus files", files.len());
+    for path in &files {
+        let text = load(path).text;
+        assert!(
+            text.starts_with("# ") && text.lines().next().is_some_and(|l| l.len() > 10),
+            "{} must start with a `#` comment naming what it models",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn every_corpus_topology_is_free_of_findings() {
+    let mut dirty = Vec::new();
+    for path in corpus() {
+        let compiled = flowrun::compile(load(&path), None);
+        assert!(
+            compiled.model.is_some(),
+            "{} does not parse",
+            path.display()
+        );
+        for d in &compiled.diagnostics {
+            dirty.push(flowrun::render::short_line(&compiled.source, d));
+        }
+    }
+    assert!(
+        dirty.is_empty(),
+        "findings in the corpus:\n{}",
+        dirty.join("\n")
+    );
+}
+
+#[test]
+fn every_corpus_topology_plans_within_its_budget() {
+    for path in corpus() {
+        let compiled = flowrun::compile(load(&path), None);
+        let model = compiled
+            .model
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} does not parse", path.display()));
+        let built = plan::build(model, &Scale::new());
+        let expected: usize = model.groups.iter().map(|g| g.processes as usize).sum();
+        assert_eq!(built.processes.len(), expected, "{}", path.display());
+
+        let text = plan::text(&built, &compiled.source, &compiled.diagnostics);
+        assert!(
+            text.contains("verdict  ok (within the budget)"),
+            "{}: worst shutdown over budget:\n{text}",
+            path.display()
+        );
+        let json = plan::json(&built, &compiled.source, &compiled.diagnostics);
+        let v: serde_json::Value = serde_json::from_str(&json).expect("plan JSON is valid");
+        assert_eq!(v["summary"]["processes"], expected, "{}", path.display());
+        assert_eq!(
+            v["worst_shutdown"]["within_budget"],
+            true,
+            "{}",
+            path.display()
+        );
+        // No secret in the file, so none is redacted from its plan.
+        assert!(!text.contains("<redacted>"), "{}", path.display());
+    }
+}
