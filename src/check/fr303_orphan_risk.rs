@@ -10,7 +10,11 @@
 //!   `start-stop-daemon`;
 //! - a `--daemon`, `--daemonize`, `--detach`, `--background` or `--fork`
 //!   flag, or its single-dash form (`-daemon`, as Kafka's scripts take),
-//!   unless its value says no (`--daemonize no`, `--daemon=false`);
+//!   unless its value says no (`--daemonize no`, `--daemon=false`) or a
+//!   foreground flag keeps the program attached (`--no-detach`,
+//!   `--foreground`, `--nodaemon`, …);
+//! - a subcommand that detaches and returns: `ray start` without
+//!   `--block`, `celery multi start`;
 //! - `-d` (alone or in a short cluster like `-itd`) only for
 //!   `docker`/`podman`/`nerdctl`, and only among the CLI's own options:
 //!   before the image of `run`/`create` or the container of `exec` (after
@@ -331,6 +335,17 @@ fn scan(toks: &[Tok], is_sh: bool, depth: u8, push: &mut dyn FnMut(Span, String,
         } else {
             args
         };
+        // Programs that detach unless told otherwise, by subcommand.
+        if let Some(what) = detaching_subcommand(base, args) {
+            push(cmd_span, what, "detaches");
+            continue;
+        }
+        // A later flag that keeps the program in the foreground cancels a
+        // daemon flag (`rsync --daemon --no-detach`, `freshclam --daemon
+        // --foreground`): the standard container forms.
+        if args.iter().any(|a| FOREGROUND_FLAGS.contains(&a.0)) {
+            continue;
+        }
         for (k, &(w, span)) in args.iter().enumerate() {
             let (flag, value) = match w.split_once('=') {
                 Some((f, v)) => (f, Some(v)),
@@ -348,6 +363,38 @@ fn scan(toks: &[Tok], is_sh: bool, depth: u8, push: &mut dyn FnMut(Span, String,
                 );
             }
         }
+    }
+}
+
+/// Flags that keep a program in the foreground whatever else it is told.
+const FOREGROUND_FLAGS: &[&str] = &[
+    "--foreground",
+    "--no-detach",
+    "--nodetach",
+    "--no-daemon",
+    "--nodaemon",
+    "--no-fork",
+    "--nofork",
+    "-foreground",
+];
+
+/// A program whose subcommand starts detached processes and returns:
+/// `ray start` without `--block`, `celery multi start|restart`. The
+/// message, if so.
+fn detaching_subcommand(base: &str, args: &[(&str, Span)]) -> Option<String> {
+    let words: Vec<&str> = args.iter().map(|a| a.0).collect();
+    match base {
+        "ray" if words.first() == Some(&"start") && !words.contains(&"--block") => Some(
+            "runs `ray start` without `--block`, which starts Ray's processes in the background and returns".to_string(),
+        ),
+        "celery"
+            if words
+                .windows(2)
+                .any(|w| w[0] == "multi" && matches!(w[1], "start" | "restart")) =>
+        {
+            Some("runs `celery multi`, which starts detached workers and returns".to_string())
+        }
+        _ => None,
     }
 }
 

@@ -1,8 +1,9 @@
 //! FR310 secret-in-file: a secret written in the topology file.
 //!
 //! Fires on an `env` entry whose name looks secret (the names
-//! [`crate::plan::redact::secret_name`] accepts: `*TOKEN*`, `*SECRET*`,
-//! `*PASSWORD*`, `*KEY*`, …) with a non-empty value, on the argument of a
+//! [`crate::plan::redact::secret_name`] accepts: a word of the name is a
+//! token, secret, password or a credential's key, not merely contains one)
+//! with a non-empty value, on the argument of a
 //! `--token`-style option in `run` or `sh` (`--api-key=…` or `--token …`),
 //! and on a password in a URL (`scheme://user:password@host`) in a command,
 //! an `env` value or a readiness probe. One finding per group; further

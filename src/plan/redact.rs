@@ -2,8 +2,8 @@
 //! plan format shows `<redacted>` in place of:
 //!
 //! - the value of an environment variable whose name looks secret
-//!   ([`secret_name`]: it contains `TOKEN`, `SECRET`, `PASSWORD`, `PASSWD`,
-//!   `KEY` or `CREDENTIAL`, in any case);
+//!   ([`secret_name`]: one of its words is a token, secret, password,
+//!   passphrase, credential or a credential's key);
 //! - the argument of a long option whose name looks secret, as one word
 //!   (`--api-key=…`) or two (`--token …`);
 //! - the password of a URL (`scheme://user:…@host`).
@@ -20,18 +20,122 @@ use crate::model::Command;
 /// What a redacted value is shown as.
 pub const REDACTED: &str = "<redacted>";
 
-/// Whether a variable or option name looks like it holds a secret. Names
-/// of where a secret is kept (`…_FILE`, `…_PATH`, `…_DIR`, as in
-/// `POSTGRES_PASSWORD_FILE` or `--key-file`) do not.
+/// Whether a variable or option name looks like it holds a secret. The
+/// name is read as words (split at `_`, `-`, `.` and lower-to-upper case
+/// changes), so a word must *be* a secret, not contain one:
+///
+/// - a word ending in `token`, `secret`, `password`, `passwd`,
+///   `passphrase` or `credential(s)` (`API_TOKEN`, `PGPASSWORD`,
+///   `authtoken`), or one of `apikey`, `privatekey`, `accesskey`,
+///   `secretkey`;
+/// - `key` alone, or after a word that makes it a credential (`API_KEY`,
+///   `--access-key`, `SIGNING_KEY`), but not a routing, cache or sort key;
+/// - unless the last word says the name is about the secret, not the
+///   secret itself: where it is kept (`…_FILE`, `_PATH`, `_DIR`, `_URL`),
+///   or a property of it (`_EXPIRES`, `_TTL`, `_LENGTH`, `_PREFIX`,
+///   `_MODE`, `_TYPE`, `_NAME`, …).
+///
+/// So `--tokenizer`, `--max-num-batched-tokens`, `--keyfile`,
+/// `--keyspace`, `CELERY_TASK_DEFAULT_ROUTING_KEY`,
+/// `JWT_ACCESS_TOKEN_EXPIRES` and `PASSWORD_MIN_LENGTH` are not secrets.
 pub fn secret_name(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase().replace('-', "_");
-    let location = ["_FILE", "_PATH", "_DIR"]
-        .iter()
-        .any(|s| upper.ends_with(s));
-    !location
-        && ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL"]
-            .iter()
-            .any(|w| upper.contains(w))
+    let words = name_words(name);
+    let Some(last) = words.last() else {
+        return false;
+    };
+    const ABOUT: &[&str] = &[
+        "file",
+        "files",
+        "path",
+        "dir",
+        "directory",
+        "url",
+        "uri",
+        "endpoint",
+        "expires",
+        "expiry",
+        "expiration",
+        "ttl",
+        "lifetime",
+        "length",
+        "len",
+        "size",
+        "prefix",
+        "suffix",
+        "mode",
+        "type",
+        "name",
+        "header",
+        "env",
+        "var",
+    ];
+    if words.len() > 1 && ABOUT.contains(&last.as_str()) {
+        return false;
+    }
+    const ENDINGS: &[&str] = &[
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "passphrase",
+        "credential",
+        "credentials",
+    ];
+    const WHOLE: &[&str] = &["apikey", "privatekey", "accesskey", "secretkey"];
+    const KEY_KINDS: &[&str] = &[
+        "api",
+        "secret",
+        "private",
+        "access",
+        "signing",
+        "encryption",
+        "master",
+        "license",
+        "auth",
+        "client",
+        "app",
+        "account",
+        "session",
+        "webhook",
+        "hmac",
+        "jwt",
+        "ssh",
+        "deploy",
+        "service",
+        "admin",
+        "root",
+    ];
+    words.iter().enumerate().any(|(i, w)| {
+        ENDINGS.iter().any(|e| w.ends_with(e))
+            || WHOLE.contains(&w.as_str())
+            || (w == "key" && (i == 0 || KEY_KINDS.contains(&words[i - 1].as_str())))
+    })
+}
+
+/// A name's words, lower case: split at `_`, `-`, `.` and where a lower
+/// case letter or digit is followed by an upper case one.
+fn name_words(name: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if matches!(c, '_' | '-' | '.') {
+            if !cur.is_empty() {
+                words.push(std::mem::take(&mut cur));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower && !cur.is_empty() {
+            words.push(std::mem::take(&mut cur));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        cur.extend(c.to_lowercase());
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
 }
 
 /// A value that only refers to a secret held elsewhere: a shell expansion
@@ -225,8 +329,37 @@ mod tests {
             "PORT",
             "POSTGRES_PASSWORD_FILE",
             "key-file",
+            // Real settings that only mention a secret word.
+            "keyfile",
+            "ssl-keyfile",
+            "tokenizer",
+            "tokenizer-mode",
+            "max-num-batched-tokens",
+            "keyspace",
+            "CELERY_TASK_DEFAULT_ROUTING_KEY",
+            "CACHE_KEY_PREFIX",
+            "JWT_ACCESS_TOKEN_EXPIRES",
+            "PASSWORD_MIN_LENGTH",
+            "KEYCLOAK_URL",
+            "partition-key",
+            "PWD",
         ] {
             assert!(!secret_name(n), "{n}");
+        }
+        for n in [
+            "GITHUB_TOKEN",
+            "PGPASSWORD",
+            "SECRET_KEY_BASE",
+            "API_KEY",
+            "apiKey",
+            "access-key",
+            "STRIPE_API_KEY",
+            "SIGNING_KEY",
+            "key",
+            "DB_CREDENTIALS",
+            "authtoken",
+        ] {
+            assert!(secret_name(n), "{n}");
         }
     }
 
