@@ -633,7 +633,9 @@ impl Sup {
             group: self.groups[s].def.name.node.clone(),
             reason,
         });
-        if self.code.map_or(true, |c| c == 0) {
+        // A failure during a drain (a spawn that was in flight when it
+        // began) is reported, but the drain keeps the status it began with.
+        if self.mode == Mode::Running && self.code.map_or(true, |c| c == 0) {
             self.code = Some(1);
         }
         self.begin_drain("failed".to_string(), 1, Cause::Topology);
