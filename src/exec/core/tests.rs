@@ -171,6 +171,29 @@ fn second_signal_during_a_failure_drain_escalates_keeping_the_code() {
 }
 
 #[test]
+fn a_failure_during_a_finish_drain_keeps_the_finish_status() {
+    // `dep` becomes startable in the step where `job` ends and the finish
+    // drain begins; its spawn fails. Reported, but the drain's status
+    // (job succeeded: 0) stands.
+    let text = "topology t {\n finish when job succeeds\n group job {\n run \"j\"\n once\n }\n group svc {\n run \"s\"\n }\n group dep {\n run \"d\"\n after job exited\n }\n}\n";
+    let mut w = World::start_with(
+        plan(text),
+        vec![
+            Outcome::Started { pid: 1 },
+            Outcome::Started { pid: 2 },
+            Outcome::Failed("cannot execute d".into()),
+        ],
+    );
+    let fx = w.exit("job", 0, OK);
+    let events = World::events(&fx);
+    assert!(events.contains(&"draining"), "{events:?}");
+    assert!(w.all_events().contains(&"failed"), "{:?}", w.all_events());
+    w.exit("svc", 0, OK);
+    w.kill_all_killed();
+    assert_eq!(w.exit_code, Some(0));
+}
+
+#[test]
 fn finish_when_exits_takes_the_groups_status() {
     let mut w = World::new(&FINISH.replace("WHEN", "exits"));
     w.exit("job", 0, fail(3));
