@@ -6,32 +6,17 @@
 //! corpus file that is wrong — and must plan within its shutdown budget.
 //! Worker-source lint (FR500 onwards) is a CLI step and not involved.
 
+use crate::support::{findings_in, load_pf, pf_files};
 use flowrun::plan::{self, Scale};
 use flowrun::source::SourceFile;
 use std::path::{Path, PathBuf};
 
-/// Every `tests/corpus/*.pf`, sorted by file name.
 fn corpus() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|e| e.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pf"))
-        .collect();
-    files.sort();
-    files
+    pf_files("tests/corpus")
 }
 
-/// The file named as from the repository root, as `flowrun lint
-/// tests/corpus/*.pf` would name it.
 fn load(path: &Path) -> SourceFile {
-    let name = format!(
-        "tests/corpus/{}",
-        path.file_name().expect("file name").to_string_lossy()
-    );
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    SourceFile::new(name, text)
+    load_pf("tests/corpus", path)
 }
 
 #[test]
@@ -50,18 +35,7 @@ fn there_are_at_least_fifteen_commented_topologies() {
 
 #[test]
 fn every_corpus_topology_is_free_of_findings() {
-    let mut dirty = Vec::new();
-    for path in corpus() {
-        let compiled = flowrun::compile(load(&path), None);
-        assert!(
-            compiled.model.is_some(),
-            "{} does not parse",
-            path.display()
-        );
-        for d in &compiled.diagnostics {
-            dirty.push(flowrun::render::short_line(&compiled.source, d));
-        }
-    }
+    let dirty = findings_in("tests/corpus");
     assert!(
         dirty.is_empty(),
         "findings in the corpus:\n{}",

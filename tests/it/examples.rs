@@ -3,32 +3,17 @@
 //! snapshotted in text and JSON form (snapshots/plan_text@NAME.snap,
 //! snapshots/plan_json@NAME.snap). Examples are picked up automatically.
 
+use crate::support::{findings_in, load_pf, pf_files};
 use flowrun::plan::{self, Scale};
 use flowrun::source::SourceFile;
 use std::path::{Path, PathBuf};
 
-/// Every `examples/*.pf`, sorted by file name.
 fn examples() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|e| e.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pf"))
-        .collect();
-    files.sort();
-    files
+    pf_files("examples")
 }
 
-/// The file as the user names it from the repository root, so snapshots
-/// hold no absolute path.
 fn load(path: &Path) -> SourceFile {
-    let name = format!(
-        "examples/{}",
-        path.file_name().expect("file name").to_string_lossy()
-    );
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    SourceFile::new(name, text)
+    load_pf("examples", path)
 }
 
 fn stem(path: &Path) -> String {
@@ -49,18 +34,7 @@ fn there_are_at_least_six_examples() {
 
 #[test]
 fn every_example_is_lint_clean() {
-    let mut dirty = Vec::new();
-    for path in examples() {
-        let compiled = flowrun::compile(load(&path), None);
-        assert!(
-            compiled.model.is_some(),
-            "{} does not parse",
-            path.display()
-        );
-        for d in &compiled.diagnostics {
-            dirty.push(flowrun::render::short_line(&compiled.source, d));
-        }
-    }
+    let dirty = findings_in("examples");
     assert!(
         dirty.is_empty(),
         "findings in examples:\n{}",

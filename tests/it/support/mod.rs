@@ -640,3 +640,46 @@ pub fn started_and_armed(up: &mut Up, n: usize) -> Vec<(String, i32)> {
     wait_armed(&pids);
     started
 }
+
+/// Every `*.pf` in the repository folder `dir` (e.g. `examples`), sorted
+/// by file name.
+pub fn pf_files(dir: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pf"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// `path` as a source named from the repository root (`dir/NAME.pf`), as
+/// `flowrun lint dir/*.pf` names it, so snapshots hold no absolute path.
+pub fn load_pf(dir: &str, path: &Path) -> flowrun::source::SourceFile {
+    let name = format!(
+        "{dir}/{}",
+        path.file_name().expect("file name").to_string_lossy()
+    );
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    flowrun::source::SourceFile::new(name, text)
+}
+
+/// Compile every file of `dir`: each must parse; every finding is
+/// returned as a short line (an empty list is a lint-clean folder).
+pub fn findings_in(dir: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for path in pf_files(dir) {
+        let compiled = flowrun::compile(load_pf(dir, &path), None);
+        assert!(
+            compiled.model.is_some(),
+            "{} does not parse",
+            path.display()
+        );
+        for d in &compiled.diagnostics {
+            found.push(flowrun::render::short_line(&compiled.source, d));
+        }
+    }
+    found
+}
