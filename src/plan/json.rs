@@ -78,8 +78,9 @@ impl Serialize for Plan {
             worst_shutdown,
             processes,
         } = self;
+        // The overview first (what a reviewer checks), then the
+        // definitions the ids refer to, then every process.
         let mut st = s.serialize_struct("Plan", 6)?;
-        st.serialize_field("topology", topology)?;
         st.serialize_field("containment", containment)?;
         st.serialize_field("start_stages", start_stages)?;
         st.serialize_field("stop_stages", stop_stages)?;
@@ -90,6 +91,7 @@ impl Serialize for Plan {
                 path: worst_shutdown,
             },
         )?;
+        st.serialize_field("topology", topology)?;
         st.serialize_field("processes", processes)?;
         st.end()
     }
