@@ -96,21 +96,16 @@ pub(crate) fn exact(t: Timeout) -> ExactMs {
     }
 }
 
-/// Exact sum; `forever` absorbs everything. Cannot saturate for any plan
-/// that fits in memory: each drain is below 2^75 ms (a `Duration`) and a
-/// plan has far fewer than 2^53 of them.
-fn add(a: ExactMs, b: ExactMs) -> ExactMs {
-    Some(a?.saturating_add(b?))
-}
-
 /// Group `g`'s stop ladder total, exactly (`Stop::total` saturates at
-/// `Duration::MAX`); 0 for an id out of range.
+/// `Duration::MAX`); 0 for an id out of range. The sums cannot saturate
+/// for any plan that fits in memory: each drain is below 2^75 ms (a
+/// `Duration`) and a plan has far fewer than 2^53 of them.
 pub(crate) fn ladder_ms(t: &Topology, g: GroupId) -> ExactMs {
     t.groups.get(g).map_or(Some(0), |g| {
         g.stop
             .steps
             .iter()
-            .fold(Some(0), |sum, s| add(sum, exact(s.drain)))
+            .try_fold(0u128, |sum, s| Some(sum.saturating_add(exact(s.drain)?)))
     })
 }
 
@@ -118,7 +113,7 @@ pub(crate) fn ladder_ms(t: &Topology, g: GroupId) -> ExactMs {
 pub(crate) fn path_ms(t: &Topology, path: &ShutdownPath) -> ExactMs {
     path.groups
         .iter()
-        .fold(Some(0), |sum, &g| add(sum, ladder_ms(t, g)))
+        .try_fold(0u128, |sum, &g| Some(sum.saturating_add(ladder_ms(t, g)?)))
 }
 
 /// Whether `total` fits in `budget` (`forever` fits only in `forever`).
