@@ -100,8 +100,8 @@ pub fn catch(n: i32, tx: &mpsc::UnboundedSender<Msg>) {
 /// The core's reload: read, compile and plan the topology file again.
 fn reloader(file: PathBuf, scale: crate::plan::Scale) -> core::Reload {
     Box::new(move || {
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| vec![format!("{}: {e}", file.display())])?;
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| vec![format!("{}: {e}", file.display())])?;
         let src = crate::source::SourceFile::new(file.display().to_string(), text);
         let compiled = crate::compile(src, None);
         match (&compiled.model, compiled.has_errors()) {
@@ -115,6 +115,9 @@ fn reloader(file: PathBuf, scale: crate::plan::Scale) -> core::Reload {
         }
     })
 }
+
+/// What a reaped leader's exec error pipe held: where it failed, errno.
+type ExecError = Option<(spawn::ExecStage, i32)>;
 
 /// One incarnation as the OS sees it.
 struct Live {
@@ -267,10 +270,19 @@ impl Driver {
         match msg {
             Msg::Signal(sig, at) => self.feed(core::Msg::Signal(sig), at),
             Msg::Child => {
-                let reaped = reap::reap_all(&self.ctx.waiters);
+                // Every reaped leader is marked first: handling one exit
+                // may signal the others, and a reaped pid is never
+                // signalled.
+                let mut exits = Vec::new();
                 let mut orphan = false;
-                for (pid, status) in reaped {
-                    orphan |= !self.on_reaped(pid, status);
+                for (pid, status) in reap::reap_all(&self.ctx.waiters) {
+                    match self.reaped(pid) {
+                        Some((p, gen, failed)) => exits.push((p, gen, status, failed)),
+                        None => orphan = true,
+                    }
+                }
+                for (p, gen, status, failed) in exits {
+                    self.on_exit(p, gen, status, failed);
                 }
                 if orphan {
                     // An adopted orphan: a group waiting to empty may be
@@ -294,20 +306,20 @@ impl Driver {
 
     // ----- exits --------------------------------------------------------------
 
-    /// A child was reaped; false if it was none of our leaders.
-    fn on_reaped(&mut self, pid: i32, status: Status) -> bool {
-        let Some(p) = self.by_pid.remove(&pid) else {
-            return false;
-        };
-        let Some(l) = self.live.get_mut(&p) else {
-            return false;
-        };
+    /// A child was reaped: the incarnation it led, and what its exec
+    /// error pipe holds. `None` if it was none of our leaders.
+    fn reaped(&mut self, pid: i32) -> Option<(Ref, u64, ExecError)> {
+        let p = self.by_pid.remove(&pid)?;
+        let l = self.live.get_mut(&p)?;
         if l.pid != pid || !l.leader_alive {
-            return false;
+            return None;
         }
         l.leader_alive = false;
-        let gen = l.gen;
         let failed = l.exec_err.take().and_then(|fd| spawn::exec_error(&fd));
+        Some((p, l.gen, failed))
+    }
+
+    fn on_exit(&mut self, p: Ref, gen: u64, status: Status, failed: ExecError) {
         let empty = self.group_empty(p);
         let now = Instant::now();
         if let Some((stage, errno)) = failed {
@@ -326,7 +338,6 @@ impl Driver {
         if !empty {
             self.arm_poll();
         }
-        true
     }
 
     fn exec_reason(&self, p: Ref, stage: spawn::ExecStage, errno: i32) -> String {
@@ -421,7 +432,12 @@ impl Driver {
     fn apply(&mut self, e: Effect) {
         match e {
             Effect::Spawn { p, gen } => self.spawns.push_back((p, gen)),
-            Effect::Signal { p, gen, sig, target } => self.signal(p, gen, sig, target),
+            Effect::Signal {
+                p,
+                gen,
+                sig,
+                target,
+            } => self.signal(p, gen, sig, target),
             Effect::Kill { p, gen } => self.kill(p, gen),
             Effect::Arm { id, after } => self.after(after, Msg::Timer(id)),
             Effect::Release { p, gen } => self.release(p, gen),

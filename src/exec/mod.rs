@@ -270,10 +270,7 @@ pub fn up(plan: Plan, opts: UpOptions) -> i32 {
 
 /// Wake the driver (`PollGroups`) whenever a watched `cgroup.events`
 /// changes.
-fn watch_cgroups(
-    ino: std::os::fd::OwnedFd,
-    tx: tokio::sync::mpsc::UnboundedSender<driver::Msg>,
-) {
+fn watch_cgroups(ino: std::os::fd::OwnedFd, tx: tokio::sync::mpsc::UnboundedSender<driver::Msg>) {
     use std::os::fd::AsRawFd;
     tokio::spawn(async move {
         // SAFETY: the fd is owned by the AsyncFd for its whole life.

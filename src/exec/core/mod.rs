@@ -709,8 +709,7 @@ impl Core {
     fn ready_timed_out(&mut self, p: Ref, gen: u64) {
         let running = matches!(self.mode, Mode::Running);
         let Some(pr) = self.proc(p) else { return };
-        if running && matches!(pr.state, PState::Running { gen: g, ready: false, .. } if g == gen)
-        {
+        if running && matches!(pr.state, PState::Running { gen: g, ready: false, .. } if g == gen) {
             let reason = format!("{} ready check timed out", pr.who.process);
             self.fail_group(p.0, reason);
         }
@@ -1035,10 +1034,15 @@ impl Core {
         let status = pr.status.unwrap_or(Status::Code(0));
         let restart = slot.def.restart.clone();
         if !policy::wants_restart(restart.mode, status.success()) {
-            let finish_exits = self.plan.topology.finish.as_ref().is_some_and(|f| {
-                f.when == FinishWhen::Exits && self.cur.get(f.group.node) == Some(&p.0)
-            });
-            if slot.def.once && !status.success() && !finish_exits {
+            // The finish group's end is judged by `finish` (its reason
+            // names the condition).
+            let is_finish = self
+                .plan
+                .topology
+                .finish
+                .as_ref()
+                .is_some_and(|f| self.cur.get(f.group.node) == Some(&p.0));
+            if slot.def.once && !status.success() && !is_finish {
                 let reason = format!("{} exited with {}", pr.who.process, status_text(status));
                 self.fail_group(p.0, reason);
             }

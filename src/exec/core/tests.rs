@@ -219,7 +219,7 @@ fn finish_when_succeeds_fails_when_the_group_fails() {
         _ => None,
     });
     assert!(
-        failed.is_some_and(|r| r.contains("job.0 exited with code 3")),
+        failed.is_some_and(|r| r.contains("succeeds") && r.contains("job.0 exited with code 3")),
         "{fx:?}"
     );
     w.exit("svc", 0, OK);
@@ -382,7 +382,10 @@ fn pause_stops_the_clock_of_ready_checks_and_restarts() {
     w.advance(400);
     w.signal(Sig(nix::sys::signal::Signal::SIGTSTP));
     let fx = w.advance(10_000);
-    assert!(World::events(&fx).is_empty(), "nothing while paused: {fx:?}");
+    assert!(
+        World::events(&fx).is_empty(),
+        "nothing while paused: {fx:?}"
+    );
     assert_eq!(w.spawns_of(web), 1);
     w.send(Msg::Resumed);
     // 100 ms of the backoff and 600 ms of the ready check's `within` left.
