@@ -96,6 +96,31 @@ pub fn enqueue(queue: &mut VecDeque<Sig>, sig: Sig) -> bool {
     true
 }
 
+/// The signal rules that still apply once the topology is down and the
+/// output is being flushed: the drain's burst window and escalation go on
+/// until `up` returns (docs/events.md, "Ending").
+pub struct Late {
+    drain: Drain,
+    drain_sigs: Vec<Sig>,
+    escalate: Escalate,
+}
+
+impl Late {
+    pub fn new(drain: Drain, drain_sigs: Vec<Sig>, escalate: Escalate) -> Late {
+        Late {
+            drain,
+            drain_sigs,
+            escalate,
+        }
+    }
+
+    /// A signal arrived at `at` after the topology was down.
+    pub fn on_signal(&mut self, sig: Sig, at: Instant) -> Verdict {
+        self.drain
+            .on_signal(self.drain_sigs.contains(&sig), at, self.escalate)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,30 +194,5 @@ mod tests {
         }
         assert!(enqueue(&mut q, Sig::INT));
         assert_eq!(q.len(), 2);
-    }
-}
-
-/// The signal rules that still apply once the topology is down and the
-/// output is being flushed: the drain's burst window and escalation go on
-/// until `up` returns (docs/events.md, "Ending").
-pub struct Late {
-    drain: Drain,
-    drain_sigs: Vec<Sig>,
-    escalate: Escalate,
-}
-
-impl Late {
-    pub fn new(drain: Drain, drain_sigs: Vec<Sig>, escalate: Escalate) -> Late {
-        Late {
-            drain,
-            drain_sigs,
-            escalate,
-        }
-    }
-
-    /// A signal arrived at `at` after the topology was down.
-    pub fn on_signal(&mut self, sig: Sig, at: Instant) -> Verdict {
-        self.drain
-            .on_signal(self.drain_sigs.contains(&sig), at, self.escalate)
     }
 }
