@@ -112,7 +112,7 @@ impl Guard {
     }
 
     /// Watch the guard: `lost` is sent when it exits.
-    pub fn watch(&self, tx: &tokio::sync::mpsc::UnboundedSender<super::supervisor::Msg>) {
+    pub fn watch(&self, tx: &tokio::sync::mpsc::UnboundedSender<super::driver::Msg>) {
         let Some(fd) = &self.pidfd else { return };
         let Ok(fd) = fd.try_clone() else { return };
         let tx = tx.clone();
@@ -124,7 +124,7 @@ impl Guard {
                 return;
             };
             if afd.readable().await.is_ok() {
-                let _ = tx.send(super::supervisor::Msg::GuardLost);
+                let _ = tx.send(super::driver::Msg::GuardLost);
             }
         });
     }
@@ -148,7 +148,7 @@ impl Guard {
     pub fn respawn(
         &mut self,
         events: &super::events::EventSink,
-        tx: &tokio::sync::mpsc::UnboundedSender<super::supervisor::Msg>,
+        tx: &tokio::sync::mpsc::UnboundedSender<super::driver::Msg>,
     ) {
         if !self.exited(0) {
             return;

@@ -25,11 +25,12 @@
 //! hangup is decided before that, from the controlling terminal and the
 //! inherited SIGHUP disposition. Every signal (stamped with its arrival
 //! time), exit, timer and ready check becomes a message to the
-//! [`supervisor`], one state machine (Running → Draining → Done) that owns
-//! all state and decides signals through [`core::signals`]. [`core`] holds
-//! the same rules as a pure, fully tested state machine.
+//! [`driver`], the thin OS layer that runs the [`core`]: a pure state
+//! machine (Running → Draining → Done) that owns every decision and
+//! answers each message with effects (spawn, signal, kill, arm a timer,
+//! release, emit an event, exit), which the driver carries out.
 //!
-//! Once the supervisor returns (every process group is gone), the output
+//! Once the core is done (every process group is gone), the output
 //! still in the pipes and the writer is flushed for at most
 //! [`logs::FLUSH_LIMIT`]; the signal streams stay registered and their
 //! signals are reported and counted as drain requests until `up` returns
@@ -50,6 +51,7 @@
 
 pub mod cgroup;
 pub mod core;
+pub mod driver;
 pub mod events;
 pub mod guard;
 pub mod logs;
@@ -58,7 +60,6 @@ pub mod ready;
 pub mod reap;
 pub mod runrecord;
 pub mod spawn;
-pub mod supervisor;
 
 use crate::plan::Plan;
 use std::path::PathBuf;
@@ -267,12 +268,9 @@ pub fn up(plan: Plan, opts: UpOptions) -> i32 {
     code
 }
 
-/// Wake the supervisor (`PollGroups`) whenever a watched `cgroup.events`
+/// Wake the driver (`PollGroups`) whenever a watched `cgroup.events`
 /// changes.
-fn watch_cgroups(
-    ino: std::os::fd::OwnedFd,
-    tx: tokio::sync::mpsc::UnboundedSender<supervisor::Msg>,
-) {
+fn watch_cgroups(ino: std::os::fd::OwnedFd, tx: tokio::sync::mpsc::UnboundedSender<driver::Msg>) {
     use std::os::fd::AsRawFd;
     tokio::spawn(async move {
         // SAFETY: the fd is owned by the AsyncFd for its whole life.
@@ -302,7 +300,7 @@ fn watch_cgroups(
                 }
             }
             ready.clear_ready();
-            if tx.send(supervisor::Msg::PollGroups).is_err() {
+            if tx.send(driver::Msg::PollGroups).is_err() {
                 return;
             }
         }
@@ -336,18 +334,18 @@ async fn run(
     // signal could be dropped for lack of one).
     let caught = caught_signals(&plan);
     for &n in &caught {
-        supervisor::catch(n, &tx);
+        driver::catch(n, &tx);
     }
     let waiters: reap::Waiters = Arc::new(Mutex::new(Default::default()));
     let reaper = match signal(SignalKind::child()) {
         Ok(mut chld) => {
-            // The supervisor reaps when it handles `Child`, so a leader is
-            // never reaped while the supervisor still thinks it runs (its
+            // The driver reaps when it handles `Child`, so a leader is
+            // never reaped while the core still thinks it runs (its
             // pid cannot be recycled before its state says so).
             let tx = tx.clone();
             Some(tokio::spawn(async move {
                 loop {
-                    if tx.send(supervisor::Msg::Child).is_err() {
+                    if tx.send(driver::Msg::Child).is_err() {
                         break;
                     }
                     if chld.recv().await.is_none() {
@@ -386,7 +384,7 @@ async fn run(
             }
         })
     };
-    let ctx = supervisor::Ctx {
+    let ctx = driver::Ctx {
         opts,
         events: events.clone(),
         out: writer.tx,
@@ -404,8 +402,8 @@ async fn run(
         .iter()
         .map(|g| g.name.node.clone())
         .collect();
-    let sup = supervisor::Sup::new(plan, ctx, tx, caught, hangup_drains);
-    let (code, ctx, readers, mut late) = sup.run(&mut rx).await;
+    let driver = driver::Driver::new(plan, ctx, tx, caught, hangup_drains);
+    let (code, ctx, readers, mut late) = driver.run(&mut rx).await;
     // Nothing of the topology may outlive `up`. With a cgroup: kill the
     // run's cgroup until it is empty (reaping adopted orphans meanwhile).
     // Then, and without one: our remaining children (adopted orphans that
@@ -453,7 +451,7 @@ async fn run(
     // Every process group is gone; flush what the pipes still hold (until
     // EOF, or a quiet period: see logs.rs) and what the writer still has,
     // for at most FLUSH_LIMIT, handling signals meanwhile.
-    let supervisor::Ctx {
+    let driver::Ctx {
         out,
         guard,
         events: sup_events,
@@ -487,7 +485,7 @@ async fn run(
                 // The signal streams still send here: every signal is
                 // reported, and drain requests follow the same rules as
                 // during the run (docs/events.md, "Ending").
-                let supervisor::Msg::Signal(sig, at) = msg else { continue };
+                let driver::Msg::Signal(sig, at) = msg else { continue };
                 events.emit(events::Event::Signal { signal: sig.name() });
                 if late.on_signal(sig, at) == core::signals::Verdict::Escalate {
                     events.emit(events::Event::Escalating { signal: sig.name() });

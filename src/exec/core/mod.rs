@@ -10,11 +10,15 @@
 //! last status, whether it ever started or was ready, restart attempts) is
 //! kept beside it, never as a second state.
 //!
-//! Status: the signal rules ([`signals`]: burst window, acknowledgement,
-//! escalation, hangup, handler coalescing) are shared with the running
-//! supervisor (`supervisor.rs`), which decides through them. The rest of
-//! this module is the specification the running supervisor is being moved
-//! onto: it is tested here, but `flowrun up` does not drive it yet.
+//! Status: this is what `flowrun up` runs. The OS layer (`driver.rs`)
+//! turns signals, reaped children, spawn results, timers and ready checks
+//! into [`Msg`]s and carries out the [`Effect`]s; it decides nothing. The
+//! signal rules themselves (burst window, acknowledgement, escalation,
+//! hangup, handler coalescing) are in [`signals`].
+//!
+//! Time is what the caller says it is: every clock of the core (ladder
+//! deadlines, ready-check `within`, restart and spawn-retry delays, `wait
+//! … within`) is a timer it arms, and a pause (Ctrl+Z) stops them all.
 
 pub mod signals;
 
@@ -28,9 +32,9 @@ mod tests;
 use super::events::{Event, Who};
 use super::policy::{self, Window};
 use super::reap::Status;
-use crate::ast::{AfterState, FinishWhen, StopTarget, Timeout};
+use crate::ast::{AfterState, FinishWhen, ProcessGroupMode, StopTarget, Timeout};
 use crate::model::{Group, GroupId, Sig, Step};
-use crate::plan::Plan;
+use crate::plan::{Plan, ProcessSpec};
 use signals::{Cause, Drain, Verdict};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -69,8 +73,9 @@ pub enum Msg {
         p: Ref,
         gen: u64,
     },
-    /// The incarnation's chdir or exec failed (reported by the child
-    /// before it exits): the group fails, without restarts.
+    /// The incarnation's chdir or exec failed (read from the child's error
+    /// pipe when it is reaped, before [`Msg::Exited`]): once it is down,
+    /// its group fails instead of restarting it.
     ExecFailed {
         p: Ref,
         gen: u64,
@@ -82,6 +87,9 @@ pub enum Msg {
         p: Ref,
         gen: u64,
     },
+    /// The ready check can no longer pass in time. (The core arms the
+    /// `within` timer itself, so that a pause shifts it; this is the same
+    /// verdict reached elsewhere.)
     ReadyTimedOut {
         p: Ref,
         gen: u64,
@@ -231,6 +239,9 @@ struct Proc {
     started_at: Instant,
     /// Ladder signals sent to this incarnation (signal numbers as bits).
     sent: u64,
+    /// This incarnation's chdir or exec failed ([`Msg::ExecFailed`]).
+    exec_failed: Option<String>,
+    spec: ProcessSpec,
 }
 
 struct Slot {
@@ -294,6 +305,21 @@ enum TimerKind {
     Restart(Ref),
     Retry(Ref),
     Wait,
+    /// A ready check's `within`.
+    Ready(Ref, u64),
+}
+
+/// When an armed timer is due. A pause turns every `At` into what is
+/// left; the resume arms that again.
+#[derive(Clone, Copy, Debug)]
+enum Due {
+    At(Instant),
+    Paused(Duration),
+}
+
+struct Timer {
+    kind: TimerKind,
+    due: Due,
 }
 
 /// The function a reload calls: the new plan, or the errors to report.
@@ -322,12 +348,14 @@ pub struct Core {
     paused: Option<Instant>,
     run: Option<Run>,
     queue: VecDeque<Sig>,
-    timers: HashMap<u64, TimerKind>,
+    timers: HashMap<u64, Timer>,
     next_id: u64,
     caught: Vec<Sig>,
     /// Per plan group, the groups that must be down before it stops (set
     /// when a drain begins; the plan cannot change while draining).
     stop_waits: Vec<Vec<GroupId>>,
+    /// The whole-topology drain the run ended with, for [`Core::late`].
+    ended: Option<Drain>,
     now: Instant,
     out: Vec<Effect>,
 }
@@ -389,6 +417,7 @@ impl Core {
             next_id: 1,
             caught: Vec::new(),
             stop_waits: Vec::new(),
+            ended: None,
             now,
             out: Vec::new(),
         };
@@ -425,6 +454,8 @@ impl Core {
                 window: Window::default(),
                 started_at: self.now,
                 sent: 0,
+                exec_failed: None,
+                spec: spec.clone(),
             })
             .collect();
         self.slots.push(Slot {
@@ -487,15 +518,70 @@ impl Core {
         matches!(self.mode, Mode::Draining(_))
     }
 
+    /// The definition of slot `s`'s group.
+    pub fn group(&self, s: usize) -> Option<&Group> {
+        self.slots.get(s).map(|g| &g.def)
+    }
+
+    /// Where slot `s`'s group stands in the current plan (retired: where
+    /// it stood last).
+    pub fn group_index(&self, s: usize) -> usize {
+        let name = self.slots.get(s).map(|g| &g.def.name.node);
+        self.plan
+            .topology
+            .groups
+            .iter()
+            .position(|g| Some(&g.name.node) == name)
+            .unwrap_or(0)
+    }
+
+    /// How many processes slot `s`'s group has.
+    pub fn group_len(&self, s: usize) -> usize {
+        self.slots.get(s).map_or(0, |g| g.procs.len())
+    }
+
+    /// What process `p` runs.
+    pub fn spec(&self, p: Ref) -> Option<&ProcessSpec> {
+        Some(&self.slots.get(p.0)?.procs.get(p.1)?.spec)
+    }
+
+    /// The signal rules once the run is over (the output is being flushed
+    /// and signals are still handled; docs/events.md, "Ending"): the drain
+    /// it ended with, or for a run that ended by itself, one the topology
+    /// began at `now` (the first request is only acknowledged).
+    pub fn late(&self, now: Instant) -> signals::Late {
+        let mut sigs: Vec<Sig> = self
+            .plan
+            .topology
+            .handlers
+            .iter()
+            .map(|h| h.signal.node)
+            .collect();
+        sigs.push(Sig::HUP);
+        sigs.retain(|&s| self.is_drain_signal(s));
+        signals::Late::new(
+            self.ended
+                .unwrap_or_else(|| Drain::new(Cause::Topology, now)),
+            sigs,
+            self.plan.topology.escalate,
+        )
+    }
+
     fn emit(&mut self, e: Event) {
         self.out.push(Effect::Emit(e));
     }
 
+    /// Arm a timer; while paused it is only noted, and armed on resume.
     fn arm(&mut self, after: Duration, kind: TimerKind) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.timers.insert(id, kind);
-        self.out.push(Effect::Arm { id, after });
+        let due = if self.paused.is_some() {
+            Due::Paused(after)
+        } else {
+            self.out.push(Effect::Arm { id, after });
+            Due::At(self.now + after)
+        };
+        self.timers.insert(id, Timer { kind, due });
         id
     }
 
@@ -544,9 +630,10 @@ impl Core {
             }
             Msg::Timer(id) => self.on_timer(id),
             Msg::ExecFailed { p, gen, reason } => {
-                let live = self.proc(p).is_some_and(|pr| pr.state.gen() == Some(gen));
-                if live && matches!(self.mode, Mode::Running) {
-                    self.fail_group(p.0, reason);
+                if let Some(pr) = self.proc(p) {
+                    if pr.state.gen() == Some(gen) {
+                        pr.exec_failed = Some(reason);
+                    }
                 }
             }
             Msg::Ready { p, gen } => {
@@ -569,16 +656,7 @@ impl Core {
                     }
                 }
             }
-            Msg::ReadyTimedOut { p, gen } => {
-                let running = matches!(self.mode, Mode::Running);
-                let Some(pr) = self.proc(p) else { return };
-                if running
-                    && matches!(pr.state, PState::Running { gen: g, ready: false, .. } if g == gen)
-                {
-                    let reason = format!("{} ready check timed out", pr.who.process);
-                    self.fail_group(p.0, reason);
-                }
-            }
+            Msg::ReadyTimedOut { p, gen } => self.ready_timed_out(p, gen),
             Msg::Resumed => self.resume(),
         }
     }
@@ -628,6 +706,18 @@ impl Core {
         }
     }
 
+    fn ready_timed_out(&mut self, p: Ref, gen: u64) {
+        let running = matches!(self.mode, Mode::Running);
+        let Some(pr) = self.proc(p) else { return };
+        if running && matches!(pr.state, PState::Running { gen: g, ready: false, .. } if g == gen) {
+            let reason = format!("{} ready check timed out", pr.who.process);
+            self.fail_group(p.0, reason);
+        }
+    }
+
+    /// Ctrl+Z: the topology stops, and so does every clock of the core
+    /// (ladder deadlines, ready-check timeouts, restart and retry delays,
+    /// `wait … within`): each keeps what was left of it for the resume.
     fn pause(&mut self) {
         if self.paused.is_some() || matches!(self.mode, Mode::Done) {
             return;
@@ -646,6 +736,11 @@ impl Core {
                 }
             }
         }
+        for t in self.timers.values_mut() {
+            if let Due::At(at) = t.due {
+                t.due = Due::Paused(at.saturating_duration_since(now));
+            }
+        }
         self.out.push(Effect::Pause);
     }
 
@@ -654,6 +749,16 @@ impl Core {
             return;
         }
         self.out.push(Effect::Resume);
+        let mut ids: Vec<u64> = self.timers.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(t) = self.timers.get_mut(&id) {
+                if let Due::Paused(left) = t.due {
+                    t.due = Due::At(self.now + left);
+                    self.out.push(Effect::Arm { id, after: left });
+                }
+            }
+        }
         let refs: Vec<Ref> = self.states().map(|(p, _)| p).collect();
         for p in refs {
             let pr = &self.slots[p.0].procs[p.1];
@@ -673,10 +778,25 @@ impl Core {
     }
 
     fn on_timer(&mut self, id: u64) {
-        let Some(kind) = self.timers.remove(&id) else {
+        let Some(t) = self.timers.get(&id) else {
+            return;
+        };
+        match t.due {
+            // Armed again on resume.
+            Due::Paused(_) => return,
+            // Armed before a pause moved it: wait for the rest.
+            Due::At(at) if self.now < at => {
+                let after = at - self.now;
+                self.out.push(Effect::Arm { id, after });
+                return;
+            }
+            Due::At(_) => {}
+        }
+        let Some(Timer { kind, .. }) = self.timers.remove(&id) else {
             return;
         };
         match kind {
+            TimerKind::Ready(p, gen) => self.ready_timed_out(p, gen),
             TimerKind::Deadline(p, gen) => {
                 let pr = &self.slots[p.0].procs[p.1];
                 if let PState::Stopping {
@@ -736,6 +856,7 @@ impl Core {
         let gen = pr.gen;
         pr.state = PState::Spawning { gen, tries };
         pr.sent = 0;
+        pr.exec_failed = None;
         self.out.push(Effect::Spawn { p, gen });
     }
 
@@ -768,6 +889,10 @@ impl Core {
                 if !has_ready {
                     self.slots[p.0].procs[p.1].ever_ready = true;
                     self.emit(Event::Ready { who });
+                } else if let Some(Timeout::Finite(d)) =
+                    self.slots[p.0].def.ready.as_ref().map(|r| r.within)
+                {
+                    self.arm(d, TimerKind::Ready(p, gen));
                 }
                 let slot = &self.slots[p.0];
                 if !matches!(self.mode, Mode::Running) || slot.drained || slot.failed {
@@ -900,14 +1025,24 @@ impl Core {
             self.slots[p.0].procs[p.1].state = PState::Held;
             return;
         }
+        if let Some(reason) = self.slots[p.0].procs[p.1].exec_failed.take() {
+            self.fail_group(p.0, reason);
+            return;
+        }
+        let slot = &self.slots[p.0];
         let pr = &slot.procs[p.1];
         let status = pr.status.unwrap_or(Status::Code(0));
         let restart = slot.def.restart.clone();
         if !policy::wants_restart(restart.mode, status.success()) {
-            let finish_exits = self.plan.topology.finish.as_ref().is_some_and(|f| {
-                f.when == FinishWhen::Exits && self.cur.get(f.group.node) == Some(&p.0)
-            });
-            if slot.def.once && !status.success() && !finish_exits {
+            // The finish group's end is judged by `finish` (its reason
+            // names the condition).
+            let is_finish = self
+                .plan
+                .topology
+                .finish
+                .as_ref()
+                .is_some_and(|f| self.cur.get(f.group.node) == Some(&p.0));
+            if slot.def.once && !status.success() && !is_finish {
                 let reason = format!("{} exited with {}", pr.who.process, status_text(status));
                 self.fail_group(p.0, reason);
             }
@@ -1001,6 +1136,9 @@ impl Core {
         } else {
             stop.target
         };
+        // A process in the runner's group has no group of its own: only
+        // its leader is signalled.
+        let shared = slot.def.process_group == ProcessGroupMode::Shared;
         if !already {
             self.out.push(Effect::Signal {
                 p,
@@ -1013,8 +1151,8 @@ impl Core {
                 signal: ls.signal.name(),
                 step,
                 target: match target {
-                    StopTarget::Group => "group",
-                    StopTarget::Leader => "leader",
+                    StopTarget::Group if !shared => "group",
+                    _ => "leader",
                 },
             });
         }
@@ -1123,6 +1261,11 @@ impl Core {
         if matches!(self.mode, Mode::Running) {
             self.run_handler();
         }
+        // A finish drain begins before dependents of what just ended start:
+        // they would only be stopped again.
+        if matches!(self.mode, Mode::Running) {
+            self.check_finish_group();
+        }
         if matches!(self.mode, Mode::Running) {
             self.start_groups();
             self.check_finish();
@@ -1229,33 +1372,43 @@ impl Core {
         }
     }
 
-    fn check_finish(&mut self) {
-        if let Some(f) = self.plan.topology.finish.clone() {
-            if let Some(&s) = self.cur.get(f.group.node) {
-                let g = &self.slots[s];
-                if g.ended() {
-                    let failing = g
-                        .procs
-                        .iter()
-                        .find_map(|p| p.status.filter(|s| !s.success()).map(|s| (p, s)));
-                    match (f.when, failing) {
-                        (FinishWhen::Exits, _) | (FinishWhen::Succeeds, None) => {
-                            let code = failing.map_or(0, |(_, s)| s.exit_code());
-                            self.begin_drain("finish".to_string(), code, Cause::Topology);
-                        }
-                        (FinishWhen::Succeeds, Some((p, st))) => {
-                            let why = format!(
-                                "`finish when {} succeeds` can no longer be met: {} exited with {}",
-                                g.def.name.node,
-                                p.who.process,
-                                status_text(st)
-                            );
-                            self.fail_group(s, why);
-                        }
-                    }
-                    return;
-                }
+    /// The `finish` group ended: drain (or fail). Whether it did.
+    fn check_finish_group(&mut self) -> bool {
+        let Some(f) = self.plan.topology.finish.clone() else {
+            return false;
+        };
+        let Some(&s) = self.cur.get(f.group.node) else {
+            return false;
+        };
+        let g = &self.slots[s];
+        if !g.ended() {
+            return false;
+        }
+        let failing = g
+            .procs
+            .iter()
+            .find_map(|p| p.status.filter(|s| !s.success()).map(|s| (p, s)));
+        match (f.when, failing) {
+            (FinishWhen::Exits, _) | (FinishWhen::Succeeds, None) => {
+                let code = failing.map_or(0, |(_, s)| s.exit_code());
+                self.begin_drain("finish".to_string(), code, Cause::Topology);
             }
+            (FinishWhen::Succeeds, Some((p, st))) => {
+                let why = format!(
+                    "`finish when {} succeeds` can no longer be met: {} exited with {}",
+                    g.def.name.node,
+                    p.who.process,
+                    status_text(st)
+                );
+                self.fail_group(s, why);
+            }
+        }
+        true
+    }
+
+    fn check_finish(&mut self) {
+        if self.check_finish_group() {
+            return;
         }
         let idle = self.slots.iter().all(|g| {
             g.procs
@@ -1279,6 +1432,9 @@ impl Core {
     }
 
     fn finish(&mut self) {
+        if let Mode::Draining(d) = self.mode {
+            self.ended = Some(d);
+        }
         self.mode = Mode::Done;
         let code = self.code.unwrap_or(0);
         self.out.push(Effect::Exit(code));

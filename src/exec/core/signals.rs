@@ -1,8 +1,8 @@
 //! The runner's signal rules, as pure functions of what happened and when:
 //! the burst window, acknowledgement and escalation during a drain, the
-//! terminal-hangup rule and handler coalescing. The running supervisor and
-//! the pure [`Core`](super::Core) both decide through these, so the rules
-//! documented in docs/events.md live in one place.
+//! terminal-hangup rule and handler coalescing. The [`Core`](super::Core)
+//! decides through these, and so does `up` once the core is done
+//! ([`Late`]), so the rules documented in docs/events.md live in one place.
 
 use crate::ast::Escalate;
 use crate::model::Sig;
@@ -94,6 +94,31 @@ pub fn enqueue(queue: &mut VecDeque<Sig>, sig: Sig) -> bool {
     }
     queue.push_back(sig);
     true
+}
+
+/// The signal rules that still apply once the topology is down and the
+/// output is being flushed: the drain's burst window and escalation go on
+/// until `up` returns (docs/events.md, "Ending").
+pub struct Late {
+    drain: Drain,
+    drain_sigs: Vec<Sig>,
+    escalate: Escalate,
+}
+
+impl Late {
+    pub fn new(drain: Drain, drain_sigs: Vec<Sig>, escalate: Escalate) -> Late {
+        Late {
+            drain,
+            drain_sigs,
+            escalate,
+        }
+    }
+
+    /// A signal arrived at `at` after the topology was down.
+    pub fn on_signal(&mut self, sig: Sig, at: Instant) -> Verdict {
+        self.drain
+            .on_signal(self.drain_sigs.contains(&sig), at, self.escalate)
+    }
 }
 
 #[cfg(test)]

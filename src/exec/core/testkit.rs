@@ -25,6 +25,10 @@ pub struct World {
     pub live: HashMap<Ref, (u64, i32)>,
     /// Incarnations killed (SIGKILL): they cannot survive.
     pub exit_code: Option<i32>,
+    /// Leave spawns unanswered (in flight, as in the OS layer's queue)
+    /// until [`World::answer`].
+    pub defer: bool,
+    pub deferred: VecDeque<(Ref, u64)>,
 }
 
 impl World {
@@ -58,6 +62,8 @@ impl World {
             next_pid: 1000,
             live: HashMap::new(),
             exit_code: None,
+            defer: false,
+            deferred: VecDeque::new(),
         };
         let fx = w.core.start(t0);
         w.absorb(fx);
@@ -72,6 +78,9 @@ impl World {
             match &e {
                 Effect::Arm { id, after } => {
                     self.timers.insert((self.now + *after, *id), ());
+                }
+                Effect::Spawn { p, gen } if self.defer => {
+                    self.deferred.push_back((*p, *gen));
                 }
                 Effect::Spawn { p, gen } => {
                     let outcome = self.outcomes.pop_front().unwrap_or_else(|| {
@@ -95,6 +104,15 @@ impl World {
             all.push(e);
         }
         all
+    }
+
+    /// Answer the oldest deferred spawn.
+    pub fn answer(&mut self, outcome: Outcome) -> Vec<Effect> {
+        let (p, gen) = self.deferred.pop_front().expect("a deferred spawn");
+        if let Outcome::Started { pid } = outcome {
+            self.live.insert(p, (gen, pid));
+        }
+        self.send(Msg::Spawned { p, gen, outcome })
     }
 
     pub fn send(&mut self, msg: Msg) -> Vec<Effect> {

@@ -172,24 +172,32 @@ fn second_signal_during_a_failure_drain_escalates_keeping_the_code() {
 
 #[test]
 fn a_failure_during_a_finish_drain_keeps_the_finish_status() {
-    // `dep` becomes startable in the step where `job` ends and the finish
-    // drain begins; its spawn fails. Reported, but the drain's status
-    // (job succeeded: 0) stands.
-    let text = "topology t {\n finish when job succeeds\n group job {\n run \"j\"\n once\n }\n group svc {\n run \"s\"\n }\n group dep {\n run \"d\"\n after job exited\n }\n}\n";
-    let mut w = World::start_with(
-        plan(text),
-        vec![
-            Outcome::Started { pid: 1 },
-            Outcome::Started { pid: 2 },
-            Outcome::Failed("cannot execute d".into()),
-        ],
-    );
+    // `svc`'s restart is in flight (queued by the OS layer) when `job`
+    // ends and the finish drain begins; the spawn then fails. Reported,
+    // but the drain's status (job succeeded: 0) stands.
+    let text = "topology t {\n finish when job succeeds\n group job {\n run \"j\"\n once\n }\n group svc {\n run \"s\"\n restart always backoff 10ms..10ms\n }\n}\n";
+    let mut w = World::new(text);
+    w.exit("svc", 0, fail(1));
+    w.defer = true;
+    w.advance(10);
+    assert_eq!(w.deferred.len(), 1);
     let fx = w.exit("job", 0, OK);
     let events = World::events(&fx);
     assert!(events.contains(&"draining"), "{events:?}");
-    assert!(w.all_events().contains(&"failed"), "{:?}", w.all_events());
-    w.exit("svc", 0, OK);
-    w.kill_all_killed();
+    let fx = w.answer(Outcome::Failed("cannot execute s".into()));
+    assert!(World::events(&fx).contains(&"failed"), "{fx:?}");
+    assert_eq!(w.exit_code, Some(0));
+}
+
+#[test]
+fn a_finish_drain_begins_before_dependents_start() {
+    // `dep` could start in the step where `job` ends, but the finish drain
+    // begins first: it is never spawned only to be stopped.
+    let text = "topology t {\n finish when job exits\n group job {\n run \"j\"\n once\n }\n group dep {\n run \"d\"\n after job exited\n }\n}\n";
+    let mut w = World::new(text);
+    let fx = w.exit("job", 0, OK);
+    assert!(World::events(&fx).contains(&"draining"), "{fx:?}");
+    assert_eq!(w.spawns_of(w.refer("dep", 0)), 0, "{fx:?}");
     assert_eq!(w.exit_code, Some(0));
 }
 
@@ -211,7 +219,7 @@ fn finish_when_succeeds_fails_when_the_group_fails() {
         _ => None,
     });
     assert!(
-        failed.is_some_and(|r| r.contains("job.0 exited with code 3")),
+        failed.is_some_and(|r| r.contains("succeeds") && r.contains("job.0 exited with code 3")),
         "{fx:?}"
     );
     w.exit("svc", 0, OK);
@@ -363,6 +371,32 @@ fn pause_stops_the_clock_of_deadlines() {
     assert_eq!(left, [Duration::from_millis(810); 2]);
     let fx = w.advance(810);
     assert_eq!(World::signals_to(&fx, w.refer("web", 0)), [Sig::QUIT]);
+}
+
+#[test]
+fn pause_stops_the_clock_of_ready_checks_and_restarts() {
+    let text = "topology t {\n group db {\n run \"db\"\n ready when tcp \"127.0.0.1:1\" within 1s\n }\n group web {\n run \"web\"\n restart always backoff 500ms..500ms\n }\n}\n";
+    let mut w = World::new(text);
+    let web = w.refer("web", 0);
+    w.exit("web", 0, fail(1));
+    w.advance(400);
+    w.signal(Sig(nix::sys::signal::Signal::SIGTSTP));
+    let fx = w.advance(10_000);
+    assert!(
+        World::events(&fx).is_empty(),
+        "nothing while paused: {fx:?}"
+    );
+    assert_eq!(w.spawns_of(web), 1);
+    w.send(Msg::Resumed);
+    // 100 ms of the backoff and 600 ms of the ready check's `within` left.
+    w.advance(99);
+    assert_eq!(w.spawns_of(web), 1);
+    w.advance(1);
+    assert_eq!(w.spawns_of(web), 2);
+    let fx = w.advance(499);
+    assert!(!World::events(&fx).contains(&"failed"), "{fx:?}");
+    let fx = w.advance(1);
+    assert!(World::events(&fx).contains(&"failed"), "{fx:?}");
 }
 
 #[test]
@@ -537,13 +571,18 @@ fn under_to_group_the_ladder_outlives_the_leader() {
 fn an_exec_failure_fails_the_group_without_restarts() {
     let mut w = World::new("topology t {\n group a {\n run \"nope\"\n restart always\n }\n}\n");
     let (p, gen) = (w.refer("a", 0), w.gen("a", 0));
+    // Read from the error pipe when the child is reaped, just before its exit.
     let fx = w.send(Msg::ExecFailed {
         p,
         gen,
         reason: "a.0: spawn failed: cannot execute nope".into(),
     });
-    assert_eq!(World::events(&fx)[..2], ["failed", "draining"]);
+    assert!(World::events(&fx).is_empty(), "{fx:?}");
     let fx = w.exit("a", 0, Status::Code(127));
+    assert_eq!(
+        World::events(&fx),
+        ["exited", "stopped", "failed", "draining"]
+    );
     assert!(!World::events(&fx).contains(&"restarting"), "{fx:?}");
     assert_eq!(w.exit_code, Some(1));
 }
@@ -556,4 +595,26 @@ fn a_cancelled_spawn_is_down_without_failing() {
     w.signal(Sig::INT);
     w.exit("web", 1, OK);
     assert_eq!(w.exit_code, Some(0));
+}
+
+#[test]
+fn fingerprint_ignores_position_but_sees_every_change() {
+    let fp = |p: &Plan, name: &str| fingerprint(p, p.topology.group_by_name(name).unwrap());
+    let a = plan(
+        "topology t {\n group db { run \"db\" }\n group api { run \"api {index}\"\n processes 2\n after db started }\n}\n",
+    );
+    // A new group before both moves every index, and `api` is unchanged.
+    let b = plan(
+        "topology t {\n group cache { run \"c\" }\n group db { run \"db\" }\n group api { run \"api {index}\"\n processes 2\n after db started }\n}\n",
+    );
+    assert_eq!(fp(&a, "api"), fp(&b, "api"));
+    assert_eq!(fp(&a, "db"), fp(&b, "db"));
+    let c = plan(
+        "topology t {\n group db { run \"db\" }\n group api { run \"api {index}\"\n processes 3\n after db started }\n}\n",
+    );
+    assert_ne!(fp(&a, "api"), fp(&c, "api"));
+    let d = plan(
+        "topology t {\n group db { run \"db\" }\n group api { run \"api {index}\"\n processes 2\n env { A = \"1\" }\n after db started }\n}\n",
+    );
+    assert_ne!(fp(&a, "api"), fp(&d, "api"));
 }

@@ -1,0 +1,771 @@
+//! The OS layer that runs the [`Core`]: it turns the world into
+//! [`core::Msg`]s and carries out every [`Effect`]. It decides nothing
+//! about the topology; the rules are the core's.
+//!
+//! Everything that happens — a signal (stamped with its arrival time), a
+//! SIGCHLD, a change of a watched `cgroup.events`, a timer, a passed ready
+//! check, the guard's death — becomes a [`Msg`] on one channel, handled one
+//! at a time on the runtime's single thread. A reaped leader becomes
+//! [`core::Msg::ExecFailed`] (its error pipe holds an errno) and
+//! [`core::Msg::Exited`], with whether its cgroup (or process group) is
+//! empty; a group that empties later becomes [`core::Msg::GroupEmpty`].
+//!
+//! Spawns are queued and run in batches of [`SPAWN_BATCH`]; between two
+//! batches the runtime polls its drivers, so signals and exits are seen
+//! during a long start. Spawns still queued when a drain begins are
+//! answered [`Outcome::Cancelled`] without being attempted.
+//!
+//! Safety of signals: a process is signalled by pid only while it is an
+//! unreaped child; a process group only if we created it (`process-group
+//! own`) and it may still have members; with cgroups, members are listed
+//! and each is signalled through a pidfd after its membership is checked
+//! (cgroup.rs), and SIGKILL is `cgroup.kill`. Nothing ever signals pid 0,
+//! 1 or -1. Guard loss (its pidfd fires) is handled here: a new guard is
+//! started with the same registrations.
+
+use super::core::signals::Late;
+use super::core::{self, Core, Effect, Env, Outcome, Ref};
+use super::events::{Event, EventSink};
+use super::guard::Guard;
+use super::logs::{self, ReaderCfg};
+use super::ready::{self, Check, NotifyDir};
+use super::reap::{self, Status, Waiters};
+use super::spawn::{self, Inherited, SpawnSpec};
+use super::UpOptions;
+use crate::ast::{Probe, ProcessGroupMode, StopTarget};
+use crate::model::Sig;
+use crate::plan::{Placeholders, Plan};
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// How often a group whose leader is gone is checked for emptiness
+/// (without a watched cgroup).
+const GROUP_POLL: Duration = Duration::from_millis(20);
+/// Processes spawned between two looks at the message queue.
+pub const SPAWN_BATCH: usize = 128;
+
+#[derive(Debug)]
+pub enum Msg {
+    /// A signal and when its stream delivered it (the burst window is
+    /// measured between arrivals, not between steps).
+    Signal(Sig, Instant),
+    /// SIGCHLD arrived (at least once): reap every exited child now.
+    Child,
+    /// A group whose leader is gone may be empty now.
+    PollGroups,
+    Timer(u64),
+    Ready {
+        p: Ref,
+        gen: u64,
+    },
+    /// The guard process died (its pidfd fired): start a new one.
+    GuardLost,
+}
+
+pub struct Ctx {
+    pub opts: UpOptions,
+    pub events: EventSink,
+    pub out: mpsc::Sender<Vec<u8>>,
+    pub guard: Option<Guard>,
+    pub inherited: Inherited,
+    pub waiters: Waiters,
+    /// cgroup containment (cgroup.rs); `None`: process groups.
+    pub cgroup: Option<super::cgroup::RunCgroup>,
+}
+
+/// Catch signal `n`: every delivery becomes a [`Msg::Signal`] stamped
+/// with its arrival time.
+pub fn catch(n: i32, tx: &mpsc::UnboundedSender<Msg>) {
+    let Ok(sig) = nix::sys::signal::Signal::try_from(n) else {
+        return;
+    };
+    let Ok(mut stream) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(n))
+    else {
+        return;
+    };
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        while stream.recv().await.is_some() {
+            if tx.send(Msg::Signal(Sig(sig), Instant::now())).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// The core's reload: read, compile and plan the topology file again.
+fn reloader(file: PathBuf, scale: crate::plan::Scale) -> core::Reload {
+    Box::new(move || {
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| vec![format!("{}: {e}", file.display())])?;
+        let src = crate::source::SourceFile::new(file.display().to_string(), text);
+        let compiled = crate::compile(src, None);
+        match (&compiled.model, compiled.has_errors()) {
+            (Some(m), false) => Ok(crate::plan::build(m, &scale)),
+            _ => Err(compiled
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == crate::diagnostic::Severity::Error)
+                .map(|d| crate::render::short_line(&compiled.source, d))
+                .collect()),
+        }
+    })
+}
+
+/// What a reaped leader's exec error pipe held: where it failed, errno.
+type ExecError = Option<(spawn::ExecStage, i32)>;
+
+/// One incarnation as the OS sees it.
+struct Live {
+    gen: u64,
+    pid: i32,
+    /// Our own process group (`process-group own`), while it may have
+    /// members.
+    pgid: Option<i32>,
+    leader_alive: bool,
+    group_alive: bool,
+    done_tx: Option<watch::Sender<bool>>,
+    check: Option<JoinHandle<()>>,
+    /// Kept until the incarnation is released (its socket lives there).
+    _notify: Option<NotifyDir>,
+    registered: bool,
+    exec_err: Option<OwnedFd>,
+}
+
+pub struct Driver {
+    core: Core,
+    ctx: Ctx,
+    tx: mpsc::UnboundedSender<Msg>,
+    /// Signals with a stream (a reload may add some).
+    caught: Vec<i32>,
+    live: HashMap<Ref, Live>,
+    by_pid: HashMap<i32, Ref>,
+    /// Spawns the core asked for, not yet attempted.
+    spawns: VecDeque<(Ref, u64)>,
+    readers: Vec<JoinHandle<()>>,
+    poll_armed: bool,
+    code: Option<i32>,
+    /// CPU time of the incarnation just released, for its `stopped` event.
+    cpu_ms: Option<u64>,
+    notify_seq: u64,
+}
+
+/// Send `sig` to the leader, or to the whole group when `target` is
+/// `group` and the process has its own group. Followed by SIGCONT so a
+/// stopped process can act on it.
+fn signal_target(target: StopTarget, pid: Option<i32>, pgid: Option<i32>, sig: i32) {
+    // `pid` is only given while the leader is unreaped and `pgid` while the
+    // group may have members, so neither can have been recycled.
+    let cont = sig != libc::SIGKILL && sig != libc::SIGCONT;
+    // SAFETY: our own child or group (never 0, 1 or -1).
+    unsafe {
+        match (target, pgid, pid) {
+            (StopTarget::Group, Some(g), _) | (StopTarget::Leader, Some(g), None) if g > 1 => {
+                libc::kill(-g, sig);
+                if cont {
+                    libc::kill(-g, libc::SIGCONT);
+                }
+            }
+            (_, _, Some(p)) if p > 1 => {
+                libc::kill(p, sig);
+                if cont {
+                    libc::kill(p, libc::SIGCONT);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Driver {
+    pub fn new(
+        plan: Plan,
+        ctx: Ctx,
+        tx: mpsc::UnboundedSender<Msg>,
+        caught: Vec<i32>,
+        hangup_drains: bool,
+    ) -> Driver {
+        let env = Env {
+            hangup_drains,
+            containment: if ctx.cgroup.is_some() {
+                "cgroup"
+            } else {
+                "process-group"
+            },
+        };
+        let reload = reloader(ctx.opts.file.clone(), ctx.opts.scale.clone());
+        Driver {
+            core: Core::new(plan, reload, env, Instant::now()),
+            ctx,
+            tx,
+            caught,
+            live: HashMap::new(),
+            by_pid: HashMap::new(),
+            spawns: VecDeque::new(),
+            readers: Vec::new(),
+            poll_armed: false,
+            code: None,
+            cpu_ms: None,
+            notify_seq: 0,
+        }
+    }
+
+    /// Run until the core is done (every process group is gone); returns
+    /// the exit status, the context, the output readers still flushing and
+    /// the signal rules for the rest of `up`.
+    pub async fn run(
+        mut self,
+        rx: &mut mpsc::UnboundedReceiver<Msg>,
+    ) -> (i32, Ctx, Vec<JoinHandle<()>>, Late) {
+        let fx = self.core.start(Instant::now());
+        self.apply_all(fx);
+        self.flush();
+        while !self.core.done() {
+            if self.spawns.is_empty() {
+                let Some(msg) = rx.recv().await else { break };
+                self.handle(msg);
+            }
+            // Handle what is already queued before spawning more.
+            while let Ok(msg) = rx.try_recv() {
+                self.handle(msg);
+            }
+            if !self.spawns.is_empty() {
+                self.spawn_batch();
+                if !self.spawns.is_empty() {
+                    // A long start in progress: let the runtime poll its
+                    // drivers (signals, exits) before the next batch.
+                    // (Twice: the first lets the drivers wake the signal
+                    // and reaper tasks, the second lets those tasks run.)
+                    self.flush();
+                    tokio::task::yield_now().await;
+                    tokio::task::yield_now().await;
+                }
+            }
+            self.flush();
+        }
+        self.flush();
+        let late = self.core.late(Instant::now());
+        let code = self.code.unwrap_or(0);
+        (code, self.ctx, std::mem::take(&mut self.readers), late)
+    }
+
+    /// End of a step: hand the batched events and guard removals on.
+    fn flush(&mut self) {
+        self.ctx.events.flush();
+        if let Some(guard) = &mut self.ctx.guard {
+            guard.flush();
+        }
+    }
+
+    fn feed(&mut self, msg: core::Msg, now: Instant) {
+        let fx = self.core.handle(msg, now);
+        self.apply_all(fx);
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Signal(sig, at) => self.feed(core::Msg::Signal(sig), at),
+            Msg::Child => {
+                // Every reaped leader is marked first: handling one exit
+                // may signal the others, and a reaped pid is never
+                // signalled.
+                let mut exits = Vec::new();
+                let mut orphan = false;
+                for (pid, status) in reap::reap_all(&self.ctx.waiters) {
+                    match self.reaped(pid) {
+                        Some((p, gen, failed)) => exits.push((p, gen, status, failed)),
+                        None => orphan = true,
+                    }
+                }
+                for (p, gen, status, failed) in exits {
+                    self.on_exit(p, gen, status, failed);
+                }
+                if orphan {
+                    // An adopted orphan: a group waiting to empty may be
+                    // done now.
+                    self.check_groups();
+                }
+            }
+            Msg::PollGroups => {
+                self.poll_armed = false;
+                self.check_groups();
+            }
+            Msg::Timer(id) => self.feed(core::Msg::Timer(id), Instant::now()),
+            Msg::Ready { p, gen } => self.feed(core::Msg::Ready { p, gen }, Instant::now()),
+            Msg::GuardLost => {
+                if let Some(g) = &mut self.ctx.guard {
+                    g.respawn(&self.ctx.events, &self.tx);
+                }
+            }
+        }
+    }
+
+    // ----- exits --------------------------------------------------------------
+
+    /// A child was reaped: the incarnation it led, and what its exec
+    /// error pipe holds. `None` if it was none of our leaders.
+    fn reaped(&mut self, pid: i32) -> Option<(Ref, u64, ExecError)> {
+        let p = self.by_pid.remove(&pid)?;
+        let l = self.live.get_mut(&p)?;
+        if l.pid != pid || !l.leader_alive {
+            return None;
+        }
+        l.leader_alive = false;
+        let failed = l.exec_err.take().and_then(|fd| spawn::exec_error(&fd));
+        Some((p, l.gen, failed))
+    }
+
+    fn on_exit(&mut self, p: Ref, gen: u64, status: Status, failed: ExecError) {
+        let empty = self.group_empty(p);
+        let now = Instant::now();
+        if let Some((stage, errno)) = failed {
+            let reason = self.exec_reason(p, stage, errno);
+            self.feed(core::Msg::ExecFailed { p, gen, reason }, now);
+        }
+        self.feed(
+            core::Msg::Exited {
+                p,
+                gen,
+                status,
+                group_empty: empty,
+            },
+            now,
+        );
+        if !empty {
+            self.arm_poll();
+        }
+    }
+
+    fn exec_reason(&self, p: Ref, stage: spawn::ExecStage, errno: i32) -> String {
+        let err = std::io::Error::from_raw_os_error(errno);
+        let Some(spec) = self.core.spec(p) else {
+            return err.to_string();
+        };
+        let what = match stage {
+            spawn::ExecStage::Stdio => "cannot set up stdio".to_string(),
+            spawn::ExecStage::Chdir => {
+                let base = &self.ctx.opts.base_dir;
+                let dir = spec.cwd.as_deref().map_or(base.clone(), |c| base.join(c));
+                format!("cannot change directory to {}", dir.display())
+            }
+            spawn::ExecStage::Exec => format!(
+                "cannot execute {}",
+                spec.argv.first().map_or("", |s| s.as_str())
+            ),
+        };
+        format!("{}: spawn failed: {what} ({err})", spec.id)
+    }
+
+    /// Whether the group (or cgroup) of `p`, whose leader is reaped, is
+    /// empty; remembers it when it is.
+    fn group_empty(&mut self, p: Ref) -> bool {
+        let in_cgroup = self.ctx.cgroup.as_ref().map(|c| c.populated(p.0, p.1));
+        let Some(l) = self.live.get_mut(&p) else {
+            return true;
+        };
+        if l.group_alive {
+            let alive = in_cgroup.unwrap_or_else(|| reap::group_alive(l.pgid.unwrap_or(0)));
+            if !alive {
+                l.group_alive = false;
+            }
+        }
+        !l.group_alive
+    }
+
+    /// Every group whose leader is gone: report the ones now empty.
+    fn check_groups(&mut self) {
+        let mut waiting: Vec<(Ref, u64)> = self
+            .live
+            .iter()
+            .filter(|(_, l)| !l.leader_alive && l.group_alive)
+            .map(|(p, l)| (*p, l.gen))
+            .collect();
+        waiting.sort_unstable();
+        let mut more = false;
+        for (p, gen) in waiting {
+            if self.group_empty(p) {
+                self.feed(core::Msg::GroupEmpty { p, gen }, Instant::now());
+            } else {
+                more = true;
+            }
+        }
+        if more {
+            self.arm_poll();
+        }
+    }
+
+    fn arm_poll(&mut self) {
+        // cgroup.events is watched: its changes arrive as PollGroups.
+        if self.ctx.cgroup.as_ref().is_some_and(|c| c.watched()) {
+            return;
+        }
+        if !self.poll_armed {
+            self.poll_armed = true;
+            self.after(GROUP_POLL, Msg::PollGroups);
+        }
+    }
+
+    fn after(&self, d: Duration, msg: Msg) {
+        if d.is_zero() {
+            let _ = self.tx.send(msg);
+            return;
+        }
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            let _ = tx.send(msg);
+        });
+    }
+
+    // ----- effects ------------------------------------------------------------
+
+    fn apply_all(&mut self, fx: Vec<Effect>) {
+        for e in fx {
+            self.apply(e);
+        }
+    }
+
+    fn apply(&mut self, e: Effect) {
+        match e {
+            Effect::Spawn { p, gen } => self.spawns.push_back((p, gen)),
+            Effect::Signal {
+                p,
+                gen,
+                sig,
+                target,
+            } => self.signal(p, gen, sig, target),
+            Effect::Kill { p, gen } => self.kill(p, gen),
+            Effect::Arm { id, after } => self.after(after, Msg::Timer(id)),
+            Effect::Release { p, gen } => self.release(p, gen),
+            Effect::Catch(sig) => {
+                let n = sig.number();
+                let catchable = n != libc::SIGKILL && n != libc::SIGSTOP && n != libc::SIGCHLD;
+                if catchable && !self.caught.contains(&n) {
+                    self.caught.push(n);
+                    catch(n, &self.tx);
+                }
+            }
+            Effect::Pause => self.pause(),
+            Effect::Resume => self.send_all(libc::SIGCONT),
+            Effect::Emit(ev) => self.emit(ev),
+            Effect::Exit(code) => self.code = Some(code),
+        }
+    }
+
+    fn emit(&mut self, ev: Event) {
+        let ev = match ev {
+            // The core does not know the cgroup: the CPU time is read at
+            // the release just before.
+            Event::Stopped { who, cpu_ms: None } => Event::Stopped {
+                who,
+                cpu_ms: self.cpu_ms.take(),
+            },
+            ev => ev,
+        };
+        self.ctx.events.emit(ev);
+    }
+
+    fn signal(&mut self, p: Ref, gen: u64, sig: Sig, target: StopTarget) {
+        let Some(l) = self.live.get(&p).filter(|l| l.gen == gen) else {
+            return;
+        };
+        let n = sig.number();
+        // With a cgroup the group is the cgroup (its process group may be
+        // empty, and its pgid reusable, while escaped members remain).
+        if let Some(c) = &self.ctx.cgroup {
+            if l.pgid.is_some() && (target == StopTarget::Group || !l.leader_alive) {
+                c.signal(p.0, p.1, n);
+                return;
+            }
+        }
+        signal_target(
+            target,
+            l.leader_alive.then_some(l.pid),
+            l.pgid.filter(|_| l.group_alive),
+            n,
+        );
+    }
+
+    /// SIGKILL the whole cgroup or process group (or the lone process).
+    fn kill(&mut self, p: Ref, gen: u64) {
+        let Some(l) = self.live.get(&p).filter(|l| l.gen == gen) else {
+            return;
+        };
+        match (&self.ctx.cgroup, l.pgid) {
+            (Some(c), _) => c.kill(p.0, p.1),
+            (None, Some(g)) if l.group_alive && g > 1 => {
+                // SAFETY: our own group, still non-empty when last checked.
+                unsafe { libc::kill(-g, libc::SIGKILL) };
+            }
+            _ => {
+                if l.leader_alive && l.pid > 1 {
+                    // SAFETY: our unreaped child.
+                    unsafe { libc::kill(l.pid, libc::SIGKILL) };
+                }
+            }
+        }
+        if !l.leader_alive {
+            self.arm_poll();
+        }
+    }
+
+    /// The incarnation is down: unregister it from the guard, end its
+    /// ready check, let its output relay finish, read its CPU time.
+    fn release(&mut self, p: Ref, gen: u64) {
+        if self.live.get(&p).map(|l| l.gen) != Some(gen) {
+            return;
+        }
+        let Some(mut l) = self.live.remove(&p) else {
+            return;
+        };
+        if self.by_pid.get(&l.pid) == Some(&p) {
+            self.by_pid.remove(&l.pid);
+        }
+        if let Some(tx) = l.done_tx.take() {
+            let _ = tx.send(true);
+        }
+        if let Some(h) = l.check.take() {
+            h.abort();
+        }
+        if l.registered {
+            if let Some(guard) = &mut self.ctx.guard {
+                match l.pgid {
+                    Some(g) => guard.remove_group(g),
+                    None => guard.remove_pid(l.pid),
+                }
+            }
+        }
+        self.cpu_ms = self.ctx.cgroup.as_ref().and_then(|c| c.cpu_ms(p.0, p.1));
+    }
+
+    fn send_all(&self, sig: i32) {
+        for l in self.live.values() {
+            let pid = l.leader_alive.then_some(l.pid);
+            let pgid = l.pgid.filter(|_| l.group_alive);
+            // SAFETY: our own unreaped child or non-empty group (see
+            // `signal_target`); never 0, 1 or -1.
+            unsafe {
+                match (pgid, pid) {
+                    (Some(g), _) if g > 1 => libc::kill(-g, sig),
+                    (None, Some(p)) if p > 1 => libc::kill(p, sig),
+                    _ => 0,
+                };
+            }
+        }
+    }
+
+    /// Ctrl+Z: stop every process group, then the runner; when the runner
+    /// is continued (`fg`, SIGCONT), tell the core, which continues them.
+    fn pause(&mut self) {
+        self.send_all(libc::SIGSTOP);
+        self.flush();
+        // Returns once the runner is continued.
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+        self.feed(core::Msg::Resumed, Instant::now());
+    }
+
+    // ----- spawning -------------------------------------------------------------
+
+    /// Attempt at most [`SPAWN_BATCH`] queued spawns; a drain cancels the
+    /// ones not attempted yet.
+    fn spawn_batch(&mut self) {
+        let mut budget = SPAWN_BATCH;
+        while budget > 0 && !self.core.done() {
+            let Some((p, gen)) = self.spawns.pop_front() else {
+                break;
+            };
+            let outcome = if self.core.draining() {
+                Outcome::Cancelled
+            } else {
+                budget -= 1;
+                self.spawn(p, gen)
+            };
+            self.feed(core::Msg::Spawned { p, gen, outcome }, Instant::now());
+        }
+    }
+
+    fn spawn(&mut self, p: Ref, gen: u64) -> Outcome {
+        let (Some(def), Some(spec)) = (self.core.group(p.0), self.core.spec(p)) else {
+            return Outcome::Cancelled;
+        };
+        let (def, spec) = (def.clone(), spec.clone());
+        let (s, i) = p;
+        let who = spec.id.clone();
+        let processes = self.core.group_len(s) as u32;
+        let expand = |text: &str| {
+            Placeholders {
+                group: &def.name.node,
+                index: spec.index,
+                processes,
+                coroutines: def.coroutines,
+                port: spec.port,
+            }
+            .expand(text)
+        };
+        // A `log` regex that does not compile or an `exec` command that
+        // does not split into words would never pass: fail instead.
+        if let Some(rc) = &def.ready {
+            match &rc.probe {
+                Probe::Log(re) => {
+                    if let Err(e) = regex::Regex::new(&expand(re)) {
+                        let e = e.to_string();
+                        let why = e.lines().last().unwrap_or("").trim_start_matches("error: ");
+                        return Outcome::Failed(format!("{who}: invalid ready log regex: {why}"));
+                    }
+                }
+                Probe::Exec(c) => match shell_words::split(&expand(c)) {
+                    Ok(w) if !w.is_empty() => {}
+                    Ok(_) => return Outcome::Failed(format!("{who}: empty ready exec command")),
+                    Err(e) => return Outcome::Failed(format!("{who}: ready exec command: {e}")),
+                },
+                _ => {}
+            }
+        }
+        // Containment: the process's cgroup, and its group's ready cgroup.
+        let exec_check = matches!(def.ready.as_ref().map(|r| &r.probe), Some(Probe::Exec(_)));
+        let (cgroup, ready_cgroup) = match self.ctx.cgroup.as_mut() {
+            Some(c) => match c.proc_fd(s, &def.name.node, i) {
+                Ok(fd) => (
+                    Some(fd),
+                    exec_check
+                        .then(|| c.ready_procs(s, &def.name.node).ok())
+                        .flatten(),
+                ),
+                Err(e) => return Outcome::Failed(format!("{who}: cannot create its cgroup: {e}")),
+            },
+            None => (None, None),
+        };
+        let cwd = match &spec.cwd {
+            Some(c) => self.ctx.opts.base_dir.join(c),
+            None => self.ctx.opts.base_dir.clone(),
+        };
+        let mut env = spec.env.clone();
+        let mut notify = None;
+        if def.ready.as_ref().is_some_and(|r| r.probe == Probe::Notify) {
+            self.notify_seq += 1;
+            match NotifyDir::create(&self.notify_seq.to_string()) {
+                Ok((dir, sock)) => {
+                    env.push((
+                        "NOTIFY_SOCKET".to_string(),
+                        dir.socket.display().to_string(),
+                    ));
+                    notify = Some((dir, sock));
+                }
+                Err(e) => {
+                    return Outcome::Failed(format!("{who}: cannot create notify socket: {e}"))
+                }
+            }
+        }
+        let own = def.process_group == ProcessGroupMode::Own;
+        let sspec = SpawnSpec {
+            argv: &spec.argv,
+            env: &env,
+            cwd: &cwd,
+            own_group: own,
+            die_with_parent: def.die_with_parent,
+            capture: true,
+            cgroup: cgroup.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+        };
+        let spawned = match spawn::spawn_service(&sspec, self.ctx.inherited) {
+            Ok(sp) => sp,
+            Err(e) if spawn::is_backpressure(&e) => return Outcome::Busy(e.to_string()),
+            Err(e) => {
+                return Outcome::Failed(format!(
+                    "{who}: spawn failed: cannot execute {} ({e})",
+                    spec.argv.first().map_or("", |s| s.as_str())
+                ))
+            }
+        };
+        let pid = spawned.pid;
+        if def.die_with_parent {
+            if let Some(guard) = &mut self.ctx.guard {
+                if own {
+                    guard.add_group(pid);
+                } else {
+                    guard.add_pid(pid);
+                }
+            }
+        }
+        let (done_tx, done_rx) = watch::channel(false);
+
+        // Output relay.
+        let mut log_ready = None;
+        if let Some(Probe::Log(re)) = def.ready.as_ref().map(|r| &r.probe) {
+            if let Ok(re) = regex::Regex::new(&expand(re)) {
+                let tx = self.tx.clone();
+                let fire: Box<dyn FnOnce() + Send> = Box::new(move || {
+                    let _ = tx.send(Msg::Ready { p, gen });
+                });
+                log_ready = Some((re, fire));
+            }
+        }
+        if let Some(fd) = spawned.output {
+            let cfg = ReaderCfg {
+                prefix: logs::prefix(&who, self.core.group_index(s), self.ctx.opts.color),
+                timestamps: self.ctx.opts.timestamps,
+                out: self.ctx.out.clone(),
+                done: done_rx,
+                log_ready,
+            };
+            self.readers.retain(|h| !h.is_finished());
+            self.readers.push(tokio::spawn(logs::relay(fd, cfg)));
+        }
+
+        // Ready check (the core times it: a pause stops its clock).
+        let mut check = None;
+        let mut notify_dir = None;
+        if let Some(rc) = &def.ready {
+            let probe = match &rc.probe {
+                Probe::Tcp(a) => Some(Check::Tcp(expand(a))),
+                Probe::Http(u) => Some(Check::Http(expand(u))),
+                Probe::File(f) => Some(Check::File(cwd.join(expand(f)))),
+                Probe::Exec(c) => Some(Check::Exec {
+                    argv: shell_words::split(&expand(c)).unwrap_or_default(),
+                    env: env.clone(),
+                    cwd: cwd.clone(),
+                    waiters: self.ctx.waiters.clone(),
+                    inherited: self.ctx.inherited,
+                    cgroup: ready_cgroup,
+                }),
+                Probe::Notify => notify.map(|(dir, sock)| {
+                    notify_dir = Some(dir);
+                    let from = ready::Sender {
+                        leader: pid,
+                        cgroup: self.ctx.cgroup.as_ref().and_then(|c| c.member_line(s, i)),
+                    };
+                    Check::Notify(sock, from)
+                }),
+                Probe::Log(_) => None,
+            };
+            if let Some(probe) = probe {
+                let tx = self.tx.clone();
+                let every = rc.every;
+                check = Some(tokio::spawn(async move {
+                    ready::passed(probe, every).await;
+                    let _ = tx.send(Msg::Ready { p, gen });
+                }));
+            }
+        }
+        self.by_pid.insert(pid, p);
+        self.live.insert(
+            p,
+            Live {
+                gen,
+                pid,
+                pgid: own.then_some(pid),
+                leader_alive: true,
+                group_alive: own || cgroup.is_some(),
+                done_tx: Some(done_tx),
+                check,
+                _notify: notify_dir,
+                registered: def.die_with_parent,
+                exec_err: spawned.exec_err,
+            },
+        );
+        Outcome::Started { pid }
+    }
+}
