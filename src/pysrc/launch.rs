@@ -25,6 +25,9 @@ pub struct Launch {
     /// The launcher when it patches with gevent before importing the
     /// application: `gunicorn -k gevent`, `celery -P gevent`, `uwsgi --gevent`.
     pub gevent_worker: Option<String>,
+    /// How the command makes Python's stdout/stderr unbuffered, if it
+    /// does: `python -u`, or `PYTHONUNBUFFERED=…` before the command.
+    pub unbuffered: Option<String>,
 }
 
 /// What a command says about Python.
@@ -96,6 +99,7 @@ fn module_of_app(app: &str) -> Option<String> {
 /// Read a command's words (placeholders still in them).
 pub fn find(words: &[String]) -> Found {
     let mut i = 0;
+    let mut unbuffered = None;
     // Wrappers that run the next word.
     while i < words.len() {
         match crate::check::shell::basename(&words[i]) {
@@ -103,10 +107,18 @@ pub fn find(words: &[String]) -> Found {
             "env" => {
                 i += 1;
                 while i < words.len() && (words[i].contains('=') || words[i].starts_with('-')) {
+                    if unbuffered_env(&words[i]) {
+                        unbuffered = Some(format!("`{}`", words[i]));
+                    }
                     i += 1;
                 }
             }
-            w if w.contains('=') && !w.starts_with('-') => i += 1,
+            w if w.contains('=') && !w.starts_with('-') => {
+                if unbuffered_env(w) {
+                    unbuffered = Some(format!("`{w}`"));
+                }
+                i += 1;
+            }
             _ => break,
         }
     }
@@ -116,7 +128,15 @@ pub fn find(words: &[String]) -> Found {
     let args = &words[i + 1..];
     let base = crate::check::shell::basename(cmd);
     if is_python(cmd) {
-        return python(args);
+        return match python(args) {
+            Found::Python(mut l) => {
+                if l.unbuffered.is_none() {
+                    l.unbuffered = unbuffered;
+                }
+                Found::Python(l)
+            }
+            other => other,
+        };
     }
     match base {
         "gunicorn" => gunicorn(args),
@@ -129,6 +149,7 @@ pub fn find(words: &[String]) -> Found {
                 Found::Python(Launch {
                     entry: Entry::Executable(cmd.clone()),
                     gevent_worker: None,
+                    unbuffered: None,
                 })
             }
         }
@@ -136,10 +157,30 @@ pub fn find(words: &[String]) -> Found {
     }
 }
 
+/// `PYTHONUNBUFFERED=x` with a non-empty value (Python then acts as `-u`).
+fn unbuffered_env(word: &str) -> bool {
+    word.strip_prefix("PYTHONUNBUFFERED=")
+        .is_some_and(|v| !v.is_empty())
+}
+
 fn python(args: &[String]) -> Found {
     let mut i = 0;
+    let mut unbuffered = None;
     while i < args.len() {
         let a = args[i].as_str();
+        // `-u`, or a cluster of short flags with `u` in it (`-uB`, `-um`).
+        if a.starts_with('-')
+            && !a.starts_with("--")
+            && a.len() > 1
+            && !matches!(a.as_bytes()[1], b'X' | b'W' | b'c' | b'm')
+            && a[1..].chars().all(|c| c.is_ascii_alphabetic())
+            && a[1..]
+                .split(['c', 'm'])
+                .next()
+                .is_some_and(|f| f.contains('u'))
+        {
+            unbuffered = Some(format!("`python {a}`"));
+        }
         if a == "-m"
             || (a.starts_with('-')
                 && !a.starts_with("--")
@@ -159,6 +200,7 @@ fn python(args: &[String]) -> Found {
                     main: true,
                 },
                 gevent_worker: None,
+                unbuffered: unbuffered.clone(),
             });
         }
         if let Some(m) = a.strip_prefix("-m") {
@@ -168,6 +210,7 @@ fn python(args: &[String]) -> Found {
                     main: true,
                 },
                 gevent_worker: None,
+                unbuffered: unbuffered.clone(),
             });
         }
         if a == "-c"
@@ -191,6 +234,7 @@ fn python(args: &[String]) -> Found {
                 return Found::Python(Launch {
                     entry: Entry::Script(a.to_string()),
                     gevent_worker: None,
+                    unbuffered: unbuffered.clone(),
                 });
             }
         }
@@ -254,6 +298,7 @@ fn app_launch(tool: &str, app: Option<String>, gevent_worker: Option<String>) ->
         Some(name) => Found::Python(Launch {
             entry: Entry::Module { name, main: false },
             gevent_worker,
+            unbuffered: None,
         }),
         None => Found::Unknown(format!("`{app}` is not a module name")),
     }
@@ -302,6 +347,7 @@ fn uwsgi(args: &[String]) -> Found {
         return Found::Python(Launch {
             entry: Entry::Script(f),
             gevent_worker: worker,
+            unbuffered: None,
         });
     }
     app_launch("uwsgi", app, worker)
@@ -319,6 +365,7 @@ mod tests {
         Found::Python(Launch {
             entry: Entry::Script(s.into()),
             gevent_worker: None,
+            unbuffered: None,
         })
     }
 
@@ -329,18 +376,32 @@ mod tests {
                 main,
             },
             gevent_worker: w.map(str::to_string),
+            unbuffered: None,
         })
     }
 
     #[test]
     fn python_forms() {
         assert_eq!(f("python3 pool.py"), script("pool.py"));
-        assert_eq!(f("exec python3.11 -u -X dev w.py --x 1"), script("w.py"));
+        let unbuffered = |found: Found, how: &str| match found {
+            Found::Python(mut l) => {
+                l.unbuffered = Some(how.to_string());
+                Found::Python(l)
+            }
+            other => other,
+        };
+        assert_eq!(
+            f("exec python3.11 -u -X dev w.py --x 1"),
+            unbuffered(script("w.py"), "`python -u`")
+        );
         assert_eq!(
             f("env A=1 python -m crawler --shard 1"),
             module("crawler", true, None)
         );
-        assert_eq!(f("python -um app.main"), module("app.main", true, None));
+        assert_eq!(
+            f("python -um app.main"),
+            unbuffered(module("app.main", true, None), "`python -um`")
+        );
         assert!(matches!(f("python -c 'print(1)'"), Found::Unknown(_)));
         assert!(matches!(f("python -m {mod}"), Found::Unknown(_)));
         assert_eq!(f("redis-server --port 1"), Found::NotPython);
@@ -352,6 +413,24 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn unbuffered_python() {
+        let u = |s: &str| match f(s) {
+            Found::Python(l) => l.unbuffered,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(u("python3 -u w.py").as_deref(), Some("`python -u`"));
+        assert_eq!(u("python3 -Bu w.py").as_deref(), Some("`python -Bu`"));
+        assert_eq!(u("python -um app.main").as_deref(), Some("`python -um`"));
+        assert_eq!(
+            u("env PYTHONUNBUFFERED=1 python3 w.py").as_deref(),
+            Some("`PYTHONUNBUFFERED=1`")
+        );
+        assert_eq!(u("PYTHONUNBUFFERED= python3 w.py"), None);
+        assert_eq!(u("python3 -B w.py -u"), None);
+        assert_eq!(u("python3 -X utf8 w.py"), None);
     }
 
     #[test]

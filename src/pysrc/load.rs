@@ -52,6 +52,9 @@ pub struct Program {
     /// The `run`/`sh` literal in the topology.
     pub command_span: Span,
     pub gevent_worker: Option<String>,
+    /// What makes the program's stdout and stderr unbuffered (`python -u`,
+    /// `PYTHONUNBUFFERED` in the command or the group's `env`), if anything.
+    pub unbuffered: Option<String>,
     /// How flowrun stops the group: the ladder's signals (`SIGTERM`, …),
     /// whether they go to the whole process group (`to group`), and the
     /// span of the `stop` setting (`None` when defaulted).
@@ -180,6 +183,12 @@ pub fn load(dir: &Path, model: &Topology) -> Loaded {
             group_name: g.name.node.clone(),
             command_span: g.command.span,
             gevent_worker: launch.gevent_worker,
+            unbuffered: launch.unbuffered.or_else(|| {
+                g.env
+                    .iter()
+                    .rfind(|(k, v)| k == "PYTHONUNBUFFERED" && !v.is_empty())
+                    .map(|(_, v)| format!("`env {{ PYTHONUNBUFFERED = \"{v}\" }}`"))
+            }),
             stop_signals: g.stop.steps.iter().map(|s| s.signal.name()).collect(),
             stop_to_group: g.stop.target == crate::ast::StopTarget::Group,
             stop_span: g.stop.span,

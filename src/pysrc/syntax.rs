@@ -52,6 +52,9 @@ pub struct Call {
     pub args: Vec<Arg>,
     /// The whole call.
     pub span: Span,
+    /// Lexically inside a loop (`for`, `while`, a comprehension) of the
+    /// function (or module level) that makes it.
+    pub in_loop: bool,
 }
 
 impl Call {
@@ -160,6 +163,7 @@ struct Walker<'a> {
 struct Scope {
     owner: Option<FnId>,
     class: Option<String>,
+    in_loop: bool,
 }
 
 impl Walker<'_> {
@@ -193,6 +197,7 @@ impl Walker<'_> {
             Scope {
                 owner: None,
                 class: None,
+                in_loop: false,
             },
         )];
         // Lambdas are created when their call's arguments are read; their
@@ -236,6 +241,7 @@ impl Walker<'_> {
                             Scope {
                                 owner: Some(id),
                                 class: None,
+                                in_loop: false,
                             }
                         } else {
                             scope.clone()
@@ -269,6 +275,7 @@ impl Walker<'_> {
                     child_scope = Scope {
                         owner: Some(id),
                         class: None,
+                        in_loop: false,
                     };
                 }
                 "except_clause" => {
@@ -290,11 +297,19 @@ impl Walker<'_> {
                         child_scope = Scope {
                             owner: Some(id),
                             class: None,
+                            in_loop: false,
                         };
                     }
                 }
+                "for_statement"
+                | "while_statement"
+                | "list_comprehension"
+                | "set_comprehension"
+                | "dictionary_comprehension"
+                | "generator_expression" => child_scope.in_loop = true,
                 "call" => {
-                    let call = self.call(node, &mut lambda_of);
+                    let mut call = self.call(node, &mut lambda_of);
+                    call.in_loop = scope.in_loop;
                     self.m.calls.push(call);
                     let id = self.m.calls.len() - 1;
                     self.push(&scope, Event::Call(id));
@@ -403,6 +418,7 @@ impl Walker<'_> {
             on_literal,
             args,
             span: Self::span(node),
+            in_loop: false,
         }
     }
 

@@ -62,7 +62,8 @@ fn lint_at(dir: &str, text: &str) -> Vec<Compiled> {
 }
 
 /// The topology a case runs under: one group, plus the settings its
-/// `# topology:` header line asks for (e.g. `stop SIGINT drain 2s to group`).
+/// `# topology:` header line asks for (e.g. `stop SIGINT drain 2s to group`),
+/// running its `# command:` (default `python3 main.py`).
 fn case_topology(case: &str) -> String {
     let text = std::fs::read_to_string(root().join(CASES).join(case).join("main.py")).unwrap();
     let extra: String = text
@@ -70,7 +71,11 @@ fn case_topology(case: &str) -> String {
         .filter_map(|l| l.strip_prefix("# topology: "))
         .map(|s| format!("    {s}\n"))
         .collect();
-    format!("# A one-group topology that runs the case's worker.\ntopology t {{\n  group w {{\n    run \"python3 main.py\"\n{extra}  }}\n}}\n")
+    let command = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# command: "))
+        .unwrap_or("python3 main.py");
+    format!("# A one-group topology that runs the case's worker.\ntopology t {{\n  group w {{\n    run \"{command}\"\n{extra}  }}\n}}\n")
 }
 
 fn lint_case(case: &str) -> Vec<Compiled> {
@@ -95,6 +100,45 @@ fn child_signalled_twice_needs_the_topology_to_deliver_twice() {
     assert!(
         sarif.contains("\"uri\": \"tests/fixtures/python/fr505_terminate_on_interrupt/worker.pf\"")
     );
+}
+
+/// FR506 depends on the topology: a group whose command or `env` makes
+/// Python unbuffered has no stream buffer (and no lock) to re-enter.
+#[test]
+fn flush_in_handler_needs_buffered_streams() {
+    let dir = format!("{CASES}/fr506_print_flush_in_handler");
+    let text = case_topology("fr506_print_flush_in_handler");
+    assert_eq!(worker_codes(&lint_at(&dir, &text)), ["FR506"]);
+    let with = |from: &str, to: &str| {
+        let changed = text.replace(from, to);
+        assert_ne!(changed, text);
+        worker_codes(&lint_at(&dir, &changed))
+    };
+    let none = Vec::<String>::new();
+    let run = "run \"python3 main.py\"";
+    assert_eq!(with(run, "run \"python3 -u main.py\""), none);
+    assert_eq!(with(run, "run \"python3 -Bu main.py\""), none);
+    assert_eq!(
+        with(run, "run \"env PYTHONUNBUFFERED=1 python3 main.py\""),
+        none
+    );
+    assert_eq!(
+        with(
+            run,
+            "run \"python3 main.py\"\n    env { PYTHONUNBUFFERED = \"x\" }"
+        ),
+        none
+    );
+    // An empty value does not make Python unbuffered; `-u` after the
+    // script is the script's own argument.
+    assert_eq!(
+        with(
+            run,
+            "run \"python3 main.py\"\n    env { PYTHONUNBUFFERED = \"\" }"
+        ),
+        ["FR506"]
+    );
+    assert_eq!(with(run, "run \"python3 main.py -u\""), ["FR506"]);
 }
 
 fn worker_codes(files: &[Compiled]) -> Vec<String> {
@@ -213,6 +257,7 @@ fn one_fixture_per_rule_in_every_format() {
         "fr503_settings_listener",
         "fr504_fork_waitpid",
         "fr505_sigint_handler_shared",
+        "fr506_flush_in_helper_module",
     ] {
         let files = lint_case(case);
         for (format, text) in all_formats(&files) {
