@@ -545,3 +545,75 @@ fn shebang_scripts_and_sh_commands_are_found() {
     assert_eq!(run("sh \"exec ./bin/worker\""), ["FR504"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Lint with and without skipping the parser for inert files (no rule
+/// token; imports read without the parser): every output the same.
+fn both_ways(dir: &str, text: &str) -> (String, String, pysrc::Loaded) {
+    let path = format!("{dir}/worker.pf");
+    let c = compile(SourceFile::new(path.clone(), text), None);
+    let model = c.model.as_ref().expect("compiles");
+    let topo = std::sync::Arc::new(c.source.clone());
+    let run = |skip_inert: bool| {
+        let loaded = pysrc::load::load_with(
+            Path::new(dir),
+            model,
+            pysrc::load::LoadOptions { skip_inert },
+        );
+        let (notes, files) = pysrc::check(&topo, &loaded);
+        let mut top = c.clone();
+        top.diagnostics.extend(notes);
+        let all: Vec<Compiled> = std::iter::once(top).chain(files).collect();
+        (render::json(&all) + &render::sarif(&all, &[]), loaded)
+    };
+    let (fast, loaded) = run(true);
+    let (slow, _) = run(false);
+    (fast, slow, loaded)
+}
+
+#[test]
+fn skipping_inert_files_never_changes_a_finding() {
+    for case in cases() {
+        let (fast, slow, _) = both_ways(&format!("{CASES}/{case}"), &case_topology(&case));
+        assert_eq!(fast, slow, "{case}");
+    }
+    for e in std::fs::read_dir(root().join("examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "pf") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let (fast, slow, _) = both_ways("examples", &text);
+            assert_eq!(fast, slow, "{}", p.display());
+        }
+    }
+    // A handler reaches a join through a file with no rule token (`relay`,
+    // whose imports alone are read first, then parsed after all), next to
+    // an inert leaf (`util`) that stays unparsed.
+    let dir = std::env::temp_dir().join(format!("flowrun-pysrc-inert-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("pkg")).unwrap();
+    let files = [
+        ("main.py", "from gevent import monkey\nmonkey.patch_all()\nimport signal\nimport relay\nimport util\nimport pkg.deep  # what relay's `import pkg` reaches\n\n\ndef on_term(s, f):\n    relay.go()\n\n\nsignal.signal(signal.SIGTERM, on_term)\n"),
+        ("relay.py", "\"\"\"No rule token here.\"\"\"\nimport pkg\n\n\ndef go():\n    pkg.deep.stop()\n"),
+        ("pkg/__init__.py", ""),
+        ("pkg/deep.py", "import threading\nt = threading.Thread(target=len)\n\n\ndef stop():\n    t.join()\n"),
+        ("util.py", "import os\n\n\ndef helper(items):\n    return [len(str(i)) for i in items]\n"),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let text = "# t\ntopology t {\n  group w {\n    run \"python3 main.py\"\n  }\n}\n";
+    let (fast, slow, loaded) = both_ways(&dir.display().to_string(), text);
+    assert_eq!(fast, slow);
+    assert!(
+        fast.contains("\"FR501\"") && fast.contains("pkg/deep.py"),
+        "{fast}"
+    );
+    let by_name = |n: &str| {
+        loaded
+            .files
+            .iter()
+            .find(|f| f.source.name.ends_with(n))
+            .unwrap()
+    };
+    assert!(!by_name("relay.py").inert && !by_name("relay.py").module.funcs.is_empty());
+    assert!(by_name("util.py").inert && by_name("util.py").module.funcs.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
