@@ -1,7 +1,9 @@
 //! Which Python program a group's command starts (pure; no IO).
 //!
 //! Recognised: `python[3[.N]] [options] file.py` and `python -m pkg.mod`
-//! (after `exec`, `env NAME=value …`), `gunicorn … module:app`,
+//! (after `exec`, `env NAME=value …`, and in a shell script — `sh -c '…'`
+//! in a `run`, or an `sh` setting — after the `cd DIR &&` / `cd DIR;` that
+//! precede it, whose directory the program is then looked up in), `gunicorn … module:app`,
 //! `celery -A app worker`, `uwsgi --module/--wsgi-file`, and a command word
 //! that is a path (`./worker`, `bin/crawl.py`): the loader reads its first
 //! line and keeps it only with a Python shebang. The worker model comes
@@ -28,6 +30,10 @@ pub struct Launch {
     /// How the command makes Python's stdout/stderr unbuffered, if it
     /// does: `python -u`, or `PYTHONUNBUFFERED=…` before the command.
     pub unbuffered: Option<String>,
+    /// The directory a shell script changes to before it starts Python
+    /// (`cd app && python3 main.py`), relative to the group's working
+    /// directory (or absolute).
+    pub cd: Option<String>,
 }
 
 /// What a command says about Python.
@@ -127,6 +133,22 @@ pub fn find(words: &[String]) -> Found {
     };
     let args = &words[i + 1..];
     let base = crate::check::shell::basename(cmd);
+    if matches!(base, "sh" | "bash" | "dash" | "zsh" | "ksh") {
+        // `sh -c SCRIPT` (or `-ec`, `-xc`…): the script's program.
+        let flags = args
+            .iter()
+            .take_while(|a| a.starts_with('-') && a.len() > 1);
+        let n = flags.clone().count();
+        if flags
+            .clone()
+            .any(|a| !a.starts_with("--") && a.contains('c'))
+        {
+            if let Some(script) = args.get(n) {
+                return find_in_script(script);
+            }
+        }
+        return Found::NotPython;
+    }
     if is_python(cmd) {
         return match python(args) {
             Found::Python(mut l) => {
@@ -150,11 +172,66 @@ pub fn find(words: &[String]) -> Found {
                     entry: Entry::Executable(cmd.clone()),
                     gevent_worker: None,
                     unbuffered: None,
+                    cd: None,
                 })
             }
         }
         _ => Found::NotPython,
     }
+}
+
+/// The program a shell script starts: its first simple command that is
+/// not `cd`, `set`, `export`, `source`/`.`, an assignment, or the fallback
+/// after `||` (`cd app || exit 1`), looked up in the directory the `cd`s
+/// before it change to.
+pub fn find_in_script(script: &str) -> Found {
+    use crate::check::shell::{self, Op};
+    let text = shell::Text::plain(script, crate::source::Span::default());
+    let lexed = shell::lex(&text);
+    let mut cd = std::path::PathBuf::new();
+    let mut after_or = false;
+    for cmd in shell::simple_commands(&lexed.toks) {
+        let skip = after_or;
+        after_or = matches!(cmd.end, Some((Op::Or, _)));
+        if skip {
+            continue;
+        }
+        let words: Vec<String> = cmd
+            .command_words()
+            .filter_map(|t| t.word().map(str::to_string))
+            .collect();
+        match words.first().map(String::as_str) {
+            None | Some("set" | "export" | "source" | ".") => continue,
+            Some("cd") => {
+                let dir = words.iter().skip(1).find(|w| !w.starts_with('-'));
+                match dir {
+                    Some(d) if !has_placeholder(d) && !d.starts_with('~') => cd.push(d),
+                    Some(d) => {
+                        return Found::Unknown(format!("the script changes directory to `{d}`"))
+                    }
+                    None => {
+                        return Found::Unknown(
+                            "the script changes to the home directory (`cd` alone)".into(),
+                        )
+                    }
+                }
+                if matches!(cmd.end, Some((Op::Amp | Op::Pipe, _))) {
+                    // `cd x &` / `cd x |`: in a subshell, no effect here.
+                    cd.pop();
+                }
+            }
+            Some(_) => {
+                return match find(&words) {
+                    Found::Python(mut l) if !cd.as_os_str().is_empty() => {
+                        l.cd = Some(cd.display().to_string());
+                        Found::Python(l)
+                    }
+                    other => other,
+                };
+            }
+        }
+    }
+    Found::NotPython
 }
 
 /// `PYTHONUNBUFFERED=x` with a non-empty value (Python then acts as `-u`).
@@ -201,6 +278,7 @@ fn python(args: &[String]) -> Found {
                 },
                 gevent_worker: None,
                 unbuffered: unbuffered.clone(),
+                cd: None,
             });
         }
         if let Some(m) = a.strip_prefix("-m") {
@@ -211,6 +289,7 @@ fn python(args: &[String]) -> Found {
                 },
                 gevent_worker: None,
                 unbuffered: unbuffered.clone(),
+                cd: None,
             });
         }
         if a == "-c"
@@ -235,6 +314,7 @@ fn python(args: &[String]) -> Found {
                     entry: Entry::Script(a.to_string()),
                     gevent_worker: None,
                     unbuffered: unbuffered.clone(),
+                    cd: None,
                 });
             }
         }
@@ -299,6 +379,7 @@ fn app_launch(tool: &str, app: Option<String>, gevent_worker: Option<String>) ->
             entry: Entry::Module { name, main: false },
             gevent_worker,
             unbuffered: None,
+            cd: None,
         }),
         None => Found::Unknown(format!("`{app}` is not a module name")),
     }
@@ -348,6 +429,7 @@ fn uwsgi(args: &[String]) -> Found {
             entry: Entry::Script(f),
             gevent_worker: worker,
             unbuffered: None,
+            cd: None,
         });
     }
     app_launch("uwsgi", app, worker)
@@ -366,6 +448,7 @@ mod tests {
             entry: Entry::Script(s.into()),
             gevent_worker: None,
             unbuffered: None,
+            cd: None,
         })
     }
 
@@ -377,6 +460,7 @@ mod tests {
             },
             gevent_worker: w.map(str::to_string),
             unbuffered: None,
+            cd: None,
         })
     }
 
@@ -413,6 +497,47 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn shell_scripts_follow_cd() {
+        let cd = |s: &str| match f(s) {
+            Found::Python(l) => (l.entry, l.cd),
+            other => panic!("{s}: {other:?}"),
+        };
+        let w = Entry::Script("x.py".into());
+        assert_eq!(
+            cd("sh -c 'cd app && python3 x.py'"),
+            (w.clone(), Some("app".into()))
+        );
+        assert_eq!(
+            cd("bash -ec 'cd app; cd src || exit 1; exec python3 x.py'"),
+            (w.clone(), Some("app/src".into()))
+        );
+        assert_eq!(cd("sh -c 'python3 x.py'"), (w.clone(), None));
+        assert_eq!(
+            cd("sh -c 'cd /srv/app && python3 x.py'"),
+            (w, Some("/srv/app".into()))
+        );
+        assert_eq!(
+            find_in_script("cd app\nexport A=1\npython3 -m svc.main"),
+            Found::Python(Launch {
+                entry: Entry::Module {
+                    name: "svc.main".into(),
+                    main: true
+                },
+                gevent_worker: None,
+                unbuffered: None,
+                cd: Some("app".into()),
+            })
+        );
+        assert!(matches!(
+            f("sh -c 'cd $APP && python3 x.py'"),
+            Found::Unknown(_)
+        ));
+        assert!(matches!(f("sh -c 'cd && python3 x.py'"), Found::Unknown(_)));
+        assert_eq!(f("sh -c 'cd app && redis-server'"), Found::NotPython);
+        assert_eq!(f("sh script.sh"), Found::NotPython);
     }
 
     #[test]

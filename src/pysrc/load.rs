@@ -160,11 +160,10 @@ pub fn load_with(dir: &Path, model: &Topology, options: LoadOptions) -> Loaded {
     // One note per distinct reason and command text.
     let mut noted: HashMap<String, ()> = HashMap::new();
     for (gid, g) in model.groups.iter().enumerate() {
-        let words: Vec<String> = match &g.command.node {
-            Command::Run { argv } => argv.clone(),
-            Command::Sh { script } => sh_words(script),
+        let found = match &g.command.node {
+            Command::Run { argv } => launch::find(argv),
+            Command::Sh { script } => launch::find_in_script(script),
         };
-        let found = launch::find(&words);
         let launch = match found {
             Found::NotPython => continue,
             Found::Unknown(why) => {
@@ -175,10 +174,13 @@ pub fn load_with(dir: &Path, model: &Topology, options: LoadOptions) -> Loaded {
             }
             Found::Python(launch) => launch,
         };
-        let cwd = match &g.cwd {
+        let mut cwd = match &g.cwd {
             Some(c) => dir.join(c),
             None => dir.to_path_buf(),
         };
+        if let Some(cd) = &launch.cd {
+            cwd.push(cd);
+        }
         let mut roots = Vec::new();
         let (entry_path, name, package) = match &launch.entry {
             Entry::Script(s) | Entry::Executable(s) => {
@@ -264,25 +266,6 @@ fn note(group: &str, span: Span, why: &str) -> Diagnostic {
         Label::new(span, "its worker source is not checked"),
     )
     .with_help("run it as `python path/to/file.py` or `python -m module` with `cwd` set to where the code is, or lint the topology alone with `--no-source`")
-}
-
-/// The words of the first simple command of an `sh` script that is not an
-/// assignment-only or `cd` command.
-fn sh_words(script: &str) -> Vec<String> {
-    use crate::check::shell;
-    let text = shell::Text::plain(script, Span::default());
-    let lexed = shell::lex(&text);
-    for cmd in shell::simple_commands(&lexed.toks) {
-        let words: Vec<String> = cmd
-            .command_words()
-            .filter_map(|t| t.word().map(str::to_string))
-            .collect();
-        match words.first().map(String::as_str) {
-            None | Some("cd" | "set" | "export" | "source" | ".") => continue,
-            Some(_) => return words,
-        }
-    }
-    Vec::new()
 }
 
 fn display(p: &Path) -> String {

@@ -538,10 +538,8 @@ fn shebang_scripts_and_sh_commands_are_found() {
     };
     assert_eq!(run("run \"./bin/worker --x 1\""), ["FR504"]);
     assert_eq!(run("run \"bin/tool\""), Vec::<String>::new());
-    assert_eq!(
-        run("sh \"cd bin && exec python3 worker\""),
-        Vec::<String>::new()
-    );
+    // The script's `cd` is followed: `bin/worker` is found.
+    assert_eq!(run("sh \"cd bin && exec python3 worker\""), ["FR504"]);
     assert_eq!(run("sh \"exec ./bin/worker\""), ["FR504"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -616,4 +614,54 @@ fn skipping_inert_files_never_changes_a_finding() {
     assert!(!by_name("relay.py").inert && !by_name("relay.py").module.funcs.is_empty());
     assert!(by_name("util.py").inert && by_name("util.py").module.funcs.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A shell script that changes directory before starting Python
+/// (`sh -c 'cd DIR && python3 x.py'` in a `run`, `cd DIR; …` in an `sh`):
+/// the program and its local modules are looked up in that directory.
+#[test]
+fn shell_cd_is_followed_to_the_worker() {
+    let dir = format!("{CASES}/launch_cd");
+    let run = |setting: &str| {
+        let text = format!("# t\ntopology t {{\n  group w {{\n    {setting}\n  }}\n}}\n");
+        let files = lint_at(&dir, &text);
+        let notes: Vec<String> = files[0]
+            .diagnostics
+            .iter()
+            .filter(|d| d.code == "FR500")
+            .map(|d| format!("{} {}", d.code, d.message))
+            .collect();
+        (worker_codes(&files), notes)
+    };
+    let fires = (vec!["FR504".to_string()], Vec::<String>::new());
+    assert_eq!(run("run \"sh -c 'cd app && python3 worker.py'\""), fires);
+    assert_eq!(
+        run("run \"bash -ec 'cd app; exec python3 worker.py'\""),
+        fires
+    );
+    assert_eq!(run("sh \"cd app && exec python3 worker.py\""), fires);
+    assert_eq!(run("sh \"cd app || exit 1\\npython3 worker.py\""), fires);
+    assert_eq!(run("run \"sh -c 'python3 app/worker.py'\""), fires);
+    // Without the `cd` (or with the wrong one) the script is not there.
+    let (codes, notes) = run("run \"sh -c 'python3 worker.py'\"");
+    assert!(codes.is_empty() && notes.len() == 1, "{notes:?}");
+    assert!(notes[0].contains("worker.py does not exist"), "{notes:?}");
+    let (codes, notes) = run("run \"sh -c 'cd $APP && python3 worker.py'\"");
+    assert!(codes.is_empty(), "{codes:?}");
+    assert!(
+        notes[0].contains("changes directory to `$APP`"),
+        "{notes:?}"
+    );
+    // The fixture's own topology, through the CLI.
+    let out = flowrun()
+        .args(["lint", "--format", "short"])
+        .arg(format!("{dir}/launch_cd.pf"))
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("launch_cd/app/worker.py:8:1: error[FR504]"),
+        "{stdout}"
+    );
 }
