@@ -60,6 +60,7 @@ pub static RULES: &[Rule] = &[
     rule!("FR503", "patch-after-threading", Warning, "gevent patches `threading` after it was imported (directly or through logging, concurrent.futures, a local module)"),
     rule!("FR504", "fork-waitpid", Error, "`os.fork()` then a blocking `os.waitpid()` with gevent's patched `os`"),
     rule!("FR505", "child-signalled-twice", Error, "a worker stops a child in its process group on a signal the topology also delivers to that group"),
+    rule!("FR506", "flush-in-handler", Warning, "a Python signal handler flushes stdout or stderr (`print(flush=True)`, `.flush()`, stderr writes, logging) while the main flow writes that buffered stream in a loop"),
 ];
 
 pub fn by_code(code: &str) -> Option<&'static Rule> {

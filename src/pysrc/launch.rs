@@ -1,7 +1,9 @@
 //! Which Python program a group's command starts (pure; no IO).
 //!
 //! Recognised: `python[3[.N]] [options] file.py` and `python -m pkg.mod`
-//! (after `exec`, `env NAME=value …`), `gunicorn … module:app`,
+//! (after `exec`, `env NAME=value …`, and in a shell script — `sh -c '…'`
+//! in a `run`, or an `sh` setting — after the `cd DIR &&` / `cd DIR;` that
+//! precede it, whose directory the program is then looked up in), `gunicorn … module:app`,
 //! `celery -A app worker`, `uwsgi --module/--wsgi-file`, and a command word
 //! that is a path (`./worker`, `bin/crawl.py`): the loader reads its first
 //! line and keeps it only with a Python shebang. The worker model comes
@@ -25,6 +27,13 @@ pub struct Launch {
     /// The launcher when it patches with gevent before importing the
     /// application: `gunicorn -k gevent`, `celery -P gevent`, `uwsgi --gevent`.
     pub gevent_worker: Option<String>,
+    /// How the command makes Python's stdout/stderr unbuffered, if it
+    /// does: `python -u`, or `PYTHONUNBUFFERED=…` before the command.
+    pub unbuffered: Option<String>,
+    /// The directory a shell script changes to before it starts Python
+    /// (`cd app && python3 main.py`), relative to the group's working
+    /// directory (or absolute).
+    pub cd: Option<String>,
 }
 
 /// What a command says about Python.
@@ -96,6 +105,7 @@ fn module_of_app(app: &str) -> Option<String> {
 /// Read a command's words (placeholders still in them).
 pub fn find(words: &[String]) -> Found {
     let mut i = 0;
+    let mut unbuffered = None;
     // Wrappers that run the next word.
     while i < words.len() {
         match crate::check::shell::basename(&words[i]) {
@@ -103,10 +113,18 @@ pub fn find(words: &[String]) -> Found {
             "env" => {
                 i += 1;
                 while i < words.len() && (words[i].contains('=') || words[i].starts_with('-')) {
+                    if unbuffered_env(&words[i]) {
+                        unbuffered = Some(format!("`{}`", words[i]));
+                    }
                     i += 1;
                 }
             }
-            w if w.contains('=') && !w.starts_with('-') => i += 1,
+            w if w.contains('=') && !w.starts_with('-') => {
+                if unbuffered_env(w) {
+                    unbuffered = Some(format!("`{w}`"));
+                }
+                i += 1;
+            }
             _ => break,
         }
     }
@@ -115,8 +133,32 @@ pub fn find(words: &[String]) -> Found {
     };
     let args = &words[i + 1..];
     let base = crate::check::shell::basename(cmd);
+    if matches!(base, "sh" | "bash" | "dash" | "zsh" | "ksh") {
+        // `sh -c SCRIPT` (or `-ec`, `-xc`…): the script's program.
+        let flags = args
+            .iter()
+            .take_while(|a| a.starts_with('-') && a.len() > 1);
+        let n = flags.clone().count();
+        if flags
+            .clone()
+            .any(|a| !a.starts_with("--") && a.contains('c'))
+        {
+            if let Some(script) = args.get(n) {
+                return find_in_script(script);
+            }
+        }
+        return Found::NotPython;
+    }
     if is_python(cmd) {
-        return python(args);
+        return match python(args) {
+            Found::Python(mut l) => {
+                if l.unbuffered.is_none() {
+                    l.unbuffered = unbuffered;
+                }
+                Found::Python(l)
+            }
+            other => other,
+        };
     }
     match base {
         "gunicorn" => gunicorn(args),
@@ -129,6 +171,8 @@ pub fn find(words: &[String]) -> Found {
                 Found::Python(Launch {
                     entry: Entry::Executable(cmd.clone()),
                     gevent_worker: None,
+                    unbuffered: None,
+                    cd: None,
                 })
             }
         }
@@ -136,10 +180,84 @@ pub fn find(words: &[String]) -> Found {
     }
 }
 
+/// The program a shell script starts: its first simple command that is
+/// not `cd`, `set`, `export`, `source`/`.`, an assignment, or the fallback
+/// after `||` (`cd app || exit 1`), looked up in the directory the `cd`s
+/// before it change to.
+pub fn find_in_script(script: &str) -> Found {
+    use crate::check::shell::{self, Op};
+    let text = shell::Text::plain(script, crate::source::Span::default());
+    let lexed = shell::lex(&text);
+    let mut cd = std::path::PathBuf::new();
+    let mut after_or = false;
+    for cmd in shell::simple_commands(&lexed.toks) {
+        let skip = after_or;
+        after_or = matches!(cmd.end, Some((Op::Or, _)));
+        if skip {
+            continue;
+        }
+        let words: Vec<String> = cmd
+            .command_words()
+            .filter_map(|t| t.word().map(str::to_string))
+            .collect();
+        match words.first().map(String::as_str) {
+            None | Some("set" | "export" | "source" | ".") => continue,
+            Some("cd") => {
+                let dir = words.iter().skip(1).find(|w| !w.starts_with('-'));
+                match dir {
+                    Some(d) if !has_placeholder(d) && !d.starts_with('~') => cd.push(d),
+                    Some(d) => {
+                        return Found::Unknown(format!("the script changes directory to `{d}`"))
+                    }
+                    None => {
+                        return Found::Unknown(
+                            "the script changes to the home directory (`cd` alone)".into(),
+                        )
+                    }
+                }
+                if matches!(cmd.end, Some((Op::Amp | Op::Pipe, _))) {
+                    // `cd x &` / `cd x |`: in a subshell, no effect here.
+                    cd.pop();
+                }
+            }
+            Some(_) => {
+                return match find(&words) {
+                    Found::Python(mut l) if !cd.as_os_str().is_empty() => {
+                        l.cd = Some(cd.display().to_string());
+                        Found::Python(l)
+                    }
+                    other => other,
+                };
+            }
+        }
+    }
+    Found::NotPython
+}
+
+/// `PYTHONUNBUFFERED=x` with a non-empty value (Python then acts as `-u`).
+fn unbuffered_env(word: &str) -> bool {
+    word.strip_prefix("PYTHONUNBUFFERED=")
+        .is_some_and(|v| !v.is_empty())
+}
+
 fn python(args: &[String]) -> Found {
     let mut i = 0;
+    let mut unbuffered = None;
     while i < args.len() {
         let a = args[i].as_str();
+        // `-u`, or a cluster of short flags with `u` in it (`-uB`, `-um`).
+        if a.starts_with('-')
+            && !a.starts_with("--")
+            && a.len() > 1
+            && !matches!(a.as_bytes()[1], b'X' | b'W' | b'c' | b'm')
+            && a[1..].chars().all(|c| c.is_ascii_alphabetic())
+            && a[1..]
+                .split(['c', 'm'])
+                .next()
+                .is_some_and(|f| f.contains('u'))
+        {
+            unbuffered = Some(format!("`python {a}`"));
+        }
         if a == "-m"
             || (a.starts_with('-')
                 && !a.starts_with("--")
@@ -159,6 +277,8 @@ fn python(args: &[String]) -> Found {
                     main: true,
                 },
                 gevent_worker: None,
+                unbuffered: unbuffered.clone(),
+                cd: None,
             });
         }
         if let Some(m) = a.strip_prefix("-m") {
@@ -168,6 +288,8 @@ fn python(args: &[String]) -> Found {
                     main: true,
                 },
                 gevent_worker: None,
+                unbuffered: unbuffered.clone(),
+                cd: None,
             });
         }
         if a == "-c"
@@ -191,6 +313,8 @@ fn python(args: &[String]) -> Found {
                 return Found::Python(Launch {
                     entry: Entry::Script(a.to_string()),
                     gevent_worker: None,
+                    unbuffered: unbuffered.clone(),
+                    cd: None,
                 });
             }
         }
@@ -254,6 +378,8 @@ fn app_launch(tool: &str, app: Option<String>, gevent_worker: Option<String>) ->
         Some(name) => Found::Python(Launch {
             entry: Entry::Module { name, main: false },
             gevent_worker,
+            unbuffered: None,
+            cd: None,
         }),
         None => Found::Unknown(format!("`{app}` is not a module name")),
     }
@@ -302,6 +428,8 @@ fn uwsgi(args: &[String]) -> Found {
         return Found::Python(Launch {
             entry: Entry::Script(f),
             gevent_worker: worker,
+            unbuffered: None,
+            cd: None,
         });
     }
     app_launch("uwsgi", app, worker)
@@ -319,6 +447,8 @@ mod tests {
         Found::Python(Launch {
             entry: Entry::Script(s.into()),
             gevent_worker: None,
+            unbuffered: None,
+            cd: None,
         })
     }
 
@@ -329,18 +459,33 @@ mod tests {
                 main,
             },
             gevent_worker: w.map(str::to_string),
+            unbuffered: None,
+            cd: None,
         })
     }
 
     #[test]
     fn python_forms() {
         assert_eq!(f("python3 pool.py"), script("pool.py"));
-        assert_eq!(f("exec python3.11 -u -X dev w.py --x 1"), script("w.py"));
+        let unbuffered = |found: Found, how: &str| match found {
+            Found::Python(mut l) => {
+                l.unbuffered = Some(how.to_string());
+                Found::Python(l)
+            }
+            other => other,
+        };
+        assert_eq!(
+            f("exec python3.11 -u -X dev w.py --x 1"),
+            unbuffered(script("w.py"), "`python -u`")
+        );
         assert_eq!(
             f("env A=1 python -m crawler --shard 1"),
             module("crawler", true, None)
         );
-        assert_eq!(f("python -um app.main"), module("app.main", true, None));
+        assert_eq!(
+            f("python -um app.main"),
+            unbuffered(module("app.main", true, None), "`python -um`")
+        );
         assert!(matches!(f("python -c 'print(1)'"), Found::Unknown(_)));
         assert!(matches!(f("python -m {mod}"), Found::Unknown(_)));
         assert_eq!(f("redis-server --port 1"), Found::NotPython);
@@ -352,6 +497,65 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn shell_scripts_follow_cd() {
+        let cd = |s: &str| match f(s) {
+            Found::Python(l) => (l.entry, l.cd),
+            other => panic!("{s}: {other:?}"),
+        };
+        let w = Entry::Script("x.py".into());
+        assert_eq!(
+            cd("sh -c 'cd app && python3 x.py'"),
+            (w.clone(), Some("app".into()))
+        );
+        assert_eq!(
+            cd("bash -ec 'cd app; cd src || exit 1; exec python3 x.py'"),
+            (w.clone(), Some("app/src".into()))
+        );
+        assert_eq!(cd("sh -c 'python3 x.py'"), (w.clone(), None));
+        assert_eq!(
+            cd("sh -c 'cd /srv/app && python3 x.py'"),
+            (w, Some("/srv/app".into()))
+        );
+        assert_eq!(
+            find_in_script("cd app\nexport A=1\npython3 -m svc.main"),
+            Found::Python(Launch {
+                entry: Entry::Module {
+                    name: "svc.main".into(),
+                    main: true
+                },
+                gevent_worker: None,
+                unbuffered: None,
+                cd: Some("app".into()),
+            })
+        );
+        assert!(matches!(
+            f("sh -c 'cd $APP && python3 x.py'"),
+            Found::Unknown(_)
+        ));
+        assert!(matches!(f("sh -c 'cd && python3 x.py'"), Found::Unknown(_)));
+        assert_eq!(f("sh -c 'cd app && redis-server'"), Found::NotPython);
+        assert_eq!(f("sh script.sh"), Found::NotPython);
+    }
+
+    #[test]
+    fn unbuffered_python() {
+        let u = |s: &str| match f(s) {
+            Found::Python(l) => l.unbuffered,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(u("python3 -u w.py").as_deref(), Some("`python -u`"));
+        assert_eq!(u("python3 -Bu w.py").as_deref(), Some("`python -Bu`"));
+        assert_eq!(u("python -um app.main").as_deref(), Some("`python -um`"));
+        assert_eq!(
+            u("env PYTHONUNBUFFERED=1 python3 w.py").as_deref(),
+            Some("`PYTHONUNBUFFERED=1`")
+        );
+        assert_eq!(u("PYTHONUNBUFFERED= python3 w.py"), None);
+        assert_eq!(u("python3 -B w.py -u"), None);
+        assert_eq!(u("python3 -X utf8 w.py"), None);
     }
 
     #[test]

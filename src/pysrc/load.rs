@@ -11,6 +11,13 @@
 //! run, however many groups import it; a program reads at most
 //! [`MAX_MODULES`] files.
 //!
+//! Files are parsed on every core. A file holding none of the names the
+//! rules look for ([`syntax::RULE_TOKENS`]) whose imports can be read
+//! exactly without the parser ([`syntax::imports_only`]) is not parsed;
+//! once every program is loaded, such a file that imports a file that
+//! matters is parsed after all, and the rest are marked
+//! [`PyFile::inert`] (the rules see only their imports, parsed or not).
+//!
 //! What cannot be found becomes one FR500 note on the group's `run`/`sh`.
 
 use super::launch::{self, Entry, Found};
@@ -42,6 +49,12 @@ pub struct PyFile {
     pub bindings: HashMap<String, String>,
     /// For each import of `module.imports`, the local files it loads.
     pub targets: Vec<Vec<usize>>,
+    /// No rule can report anything in this file, nor through it: it holds
+    /// none of [`syntax::RULE_TOKENS`] and imports only such files. The
+    /// rules see its imports and nothing else (its calls and functions are
+    /// left out of the program), so whether it was parsed or only had its
+    /// imports read (`imports_only`) does not change a finding.
+    pub inert: bool,
 }
 
 /// A group's Python program.
@@ -52,6 +65,9 @@ pub struct Program {
     /// The `run`/`sh` literal in the topology.
     pub command_span: Span,
     pub gevent_worker: Option<String>,
+    /// What makes the program's stdout and stderr unbuffered (`python -u`,
+    /// `PYTHONUNBUFFERED` in the command or the group's `env`), if anything.
+    pub unbuffered: Option<String>,
     /// How flowrun stops the group: the ladder's signals (`SIGTERM`, …),
     /// whether they go to the whole process group (`to group`), and the
     /// span of the `stop` setting (`None` when defaulted).
@@ -82,18 +98,60 @@ struct Loader {
     /// Parse files as they are read (after the parallel pass); before it,
     /// files are only read and their imports scanned.
     parse_now: bool,
-    /// Which files have been parsed.
+    /// Which files have been parsed (fully, or imports only).
     parsed: Vec<bool>,
+    /// Skip the parser for files with no rule token whose imports can be
+    /// read exactly without it ([`LoadOptions::skip_inert`]).
+    skip_inert: bool,
+    /// Per file: holds no rule token; only its imports were read.
+    token_free: Vec<bool>,
+    reduced: Vec<bool>,
+}
+
+/// How to load.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Do not parse a file that holds none of [`syntax::RULE_TOKENS`] when
+    /// its imports can be read exactly without the parser (and parse it
+    /// after all when it imports a file that matters). Never changes a
+    /// finding (tests/it/pysrc.rs compares both ways); on by default.
+    pub skip_inert: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { skip_inert: true }
+    }
+}
+
+/// Read one file's facts: whether it holds no rule token, whether only
+/// its imports were read, and the module.
+fn analyse(text: &str, skip_inert: bool) -> (bool, bool, Module) {
+    let token_free = syntax::is_inert(text);
+    if skip_inert && token_free {
+        if let Some(m) = syntax::imports_only(text) {
+            return (true, true, m);
+        }
+    }
+    (token_free, false, syntax::parse(text))
 }
 
 /// Load the Python programs of every group of `model`. `dir` is the
 /// topology file's directory.
 pub fn load(dir: &Path, model: &Topology) -> Loaded {
+    load_with(dir, model, LoadOptions::default())
+}
+
+/// [`load`] with options.
+pub fn load_with(dir: &Path, model: &Topology, options: LoadOptions) -> Loaded {
     let mut l = Loader {
         out: Loaded::default(),
         by_path: HashMap::new(),
         parse_now: false,
         parsed: Vec::new(),
+        skip_inert: options.skip_inert,
+        token_free: Vec::new(),
+        reduced: Vec::new(),
     };
     // Groups whose entry was found: read their files first (imports found
     // by a line scan), parse everything in parallel, then resolve imports
@@ -102,11 +160,10 @@ pub fn load(dir: &Path, model: &Topology) -> Loaded {
     // One note per distinct reason and command text.
     let mut noted: HashMap<String, ()> = HashMap::new();
     for (gid, g) in model.groups.iter().enumerate() {
-        let words: Vec<String> = match &g.command.node {
-            Command::Run { argv } => argv.clone(),
-            Command::Sh { script } => sh_words(script),
+        let found = match &g.command.node {
+            Command::Run { argv } => launch::find(argv),
+            Command::Sh { script } => launch::find_in_script(script),
         };
-        let found = launch::find(&words);
         let launch = match found {
             Found::NotPython => continue,
             Found::Unknown(why) => {
@@ -117,10 +174,13 @@ pub fn load(dir: &Path, model: &Topology) -> Loaded {
             }
             Found::Python(launch) => launch,
         };
-        let cwd = match &g.cwd {
+        let mut cwd = match &g.cwd {
             Some(c) => dir.join(c),
             None => dir.to_path_buf(),
         };
+        if let Some(cd) = &launch.cd {
+            cwd.push(cd);
+        }
         let mut roots = Vec::new();
         let (entry_path, name, package) = match &launch.entry {
             Entry::Script(s) | Entry::Executable(s) => {
@@ -180,6 +240,12 @@ pub fn load(dir: &Path, model: &Topology) -> Loaded {
             group_name: g.name.node.clone(),
             command_span: g.command.span,
             gevent_worker: launch.gevent_worker,
+            unbuffered: launch.unbuffered.or_else(|| {
+                g.env
+                    .iter()
+                    .rfind(|(k, v)| k == "PYTHONUNBUFFERED" && !v.is_empty())
+                    .map(|(_, v)| format!("`env {{ PYTHONUNBUFFERED = \"{v}\" }}`"))
+            }),
             stop_signals: g.stop.steps.iter().map(|s| s.signal.name()).collect(),
             stop_to_group: g.stop.target == crate::ast::StopTarget::Group,
             stop_span: g.stop.span,
@@ -189,6 +255,7 @@ pub fn load(dir: &Path, model: &Topology) -> Loaded {
             modules,
         });
     }
+    l.settle_inert();
     l.out
 }
 
@@ -199,25 +266,6 @@ fn note(group: &str, span: Span, why: &str) -> Diagnostic {
         Label::new(span, "its worker source is not checked"),
     )
     .with_help("run it as `python path/to/file.py` or `python -m module` with `cwd` set to where the code is, or lint the topology alone with `--no-source`")
-}
-
-/// The words of the first simple command of an `sh` script that is not an
-/// assignment-only or `cd` command.
-fn sh_words(script: &str) -> Vec<String> {
-    use crate::check::shell;
-    let text = shell::Text::plain(script, Span::default());
-    let lexed = shell::lex(&text);
-    for cmd in shell::simple_commands(&lexed.toks) {
-        let words: Vec<String> = cmd
-            .command_words()
-            .filter_map(|t| t.word().map(str::to_string))
-            .collect();
-        match words.first().map(String::as_str) {
-            None | Some("cd" | "set" | "export" | "source" | ".") => continue,
-            Some(_) => return words,
-        }
-    }
-    Vec::new()
 }
 
 fn display(p: &Path) -> String {
@@ -293,12 +341,14 @@ impl Loader {
         }
         let bytes = std::fs::read(&key).ok()?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        let module = if self.parse_now {
-            syntax::parse(&text)
+        let (token_free, reduced, module) = if self.parse_now {
+            analyse(&text, self.skip_inert)
         } else {
-            Module::default()
+            (false, false, Module::default())
         };
         self.parsed.push(self.parse_now);
+        self.token_free.push(token_free);
+        self.reduced.push(reduced);
         let shown = path.strip_prefix(".").unwrap_or(path);
         let source = Arc::new(SourceFile::new(display(shown), text));
         self.out.files.push(PyFile {
@@ -308,6 +358,7 @@ impl Loader {
             module,
             bindings: HashMap::new(),
             targets: Vec::new(),
+            inert: false,
         });
         let i = self.out.files.len() - 1;
         self.by_path.insert(key, i);
@@ -335,35 +386,83 @@ impl Loader {
         }
     }
 
-    /// Parse every file read so far and not parsed yet, on every core.
+    /// Parse every file read so far and not parsed yet, on every core
+    /// (only the imports of a file no rule can use, when they can be read
+    /// without the parser).
     fn parse_all(&mut self) {
         let todo: Vec<usize> = (0..self.out.files.len())
             .filter(|&i| !self.parsed[i])
             .collect();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
-        let chunk = todo.len().div_ceil(threads).max(1);
         let files = &self.out.files;
-        let parsed: Vec<(usize, Module)> = std::thread::scope(|s| {
-            let handles: Vec<_> = todo
-                .chunks(chunk)
-                .map(|part| {
-                    s.spawn(move || {
-                        part.iter()
-                            .map(|&i| (i, syntax::parse(&files[i].source.text)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
-        for (i, m) in parsed {
+        let skip = self.skip_inert;
+        let done = on_every_core(&todo, |i| analyse(&files[i].source.text, skip));
+        for (i, (token_free, reduced, m)) in done {
             self.out.files[i].module = m;
             self.parsed[i] = true;
+            self.token_free[i] = token_free;
+            self.reduced[i] = reduced;
+        }
+    }
+
+    /// Mark the files no rule can use ([`PyFile::inert`]): no rule token,
+    /// and no local module their imports name — the module, or one under
+    /// it (`import a` reaches `a.b.f()`) — in any program is a file that
+    /// matters (a function of theirs could call into it). Then parse the
+    /// files whose imports alone were read but that turn out to matter.
+    fn settle_inert(&mut self) {
+        let mut deps: Vec<Vec<usize>> = vec![Vec::new(); self.out.files.len()];
+        for prog in &self.out.programs {
+            let mut names: Vec<(&str, usize)> =
+                prog.modules.iter().map(|(n, &f)| (n.as_str(), f)).collect();
+            names.sort_unstable();
+            let mut files: Vec<usize> = prog.modules.values().copied().collect();
+            files.sort_unstable();
+            files.dedup();
+            for f in files {
+                let file = &self.out.files[f];
+                for imp in &file.module.imports {
+                    for n in import_names(imp, &file.package).0 {
+                        let from = names.partition_point(|(m, _)| *m < n.as_str());
+                        for &(m, t) in &names[from..] {
+                            let under = m.strip_prefix(n.as_str());
+                            if !under.is_some_and(|r| r.is_empty() || r.starts_with('.')) {
+                                if under.is_none() {
+                                    break;
+                                }
+                                continue;
+                            }
+                            if t != f && !deps[f].contains(&t) {
+                                deps[f].push(t);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut inert = self.token_free.clone();
+        loop {
+            let mut changed = false;
+            for f in 0..inert.len() {
+                if inert[f] && deps[f].iter().any(|&t| !inert[t]) {
+                    inert[f] = false;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let todo: Vec<usize> = (0..inert.len())
+            .filter(|&f| self.reduced[f] && !inert[f])
+            .collect();
+        let files = &self.out.files;
+        let parsed = on_every_core(&todo, |i| syntax::parse(&files[i].source.text));
+        for (i, m) in parsed {
+            self.out.files[i].module = m;
+            self.reduced[i] = false;
+        }
+        for (file, inert) in self.out.files.iter_mut().zip(inert) {
+            file.inert = inert;
         }
     }
 
@@ -425,6 +524,39 @@ impl Loader {
         modules.insert(name.to_string(), i);
         Some(i)
     }
+}
+
+/// `work(i)` for every `i` of `todo`, on up to 8 threads that take the
+/// next item as they finish one; the results in no particular order.
+fn on_every_core<T: Send>(todo: &[usize], work: impl Fn(usize) -> T + Sync) -> Vec<(usize, T)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8)
+        .min(todo.len());
+    if threads <= 1 {
+        return todo.iter().map(|&i| (i, work(i))).collect();
+    }
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&i) = todo.get(k) else { break };
+                        out.push((i, work(i)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 /// The modules an import loads (in order: `import a.b` loads `a`, then

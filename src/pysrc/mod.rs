@@ -1,4 +1,4 @@
-//! Lint the Python workers a topology runs (FR500–FR505).
+//! Lint the Python workers a topology runs (FR500–FR506).
 //!
 //! ```text
 //! model::Topology ──launch──▶ Launch ──load (IO)──▶ PyFile + Program ──rules──▶ findings per .py file

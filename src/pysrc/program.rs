@@ -86,7 +86,11 @@ impl<'a> Ctx<'a> {
     /// The local function a dotted name refers to from `file`: a function
     /// of the file, a method for `self.name`/`cls.name`, or a function of
     /// another local module through the bindings.
+    /// Nothing in an inert file (see [`PyFile::inert`]) is resolved.
     pub fn resolve_name(&self, file: usize, name: &str) -> Option<(usize, FnId)> {
+        if self.files[file].inert {
+            return None;
+        }
         let m = &self.files[file].module;
         if let Some(&f) = m.by_name.get(name) {
             return Some((file, f));
@@ -108,6 +112,9 @@ impl<'a> Ctx<'a> {
         };
         let (module, func) = full.rsplit_once('.')?;
         let &target = self.prog.modules.get(module)?;
+        if self.files[target].inert {
+            return None;
+        }
         let &f = self.files[target].module.by_name.get(func)?;
         Some((target, f))
     }
@@ -128,6 +135,10 @@ impl<'a> Ctx<'a> {
                 continue;
             };
             top.2 += 1;
+            // An inert file's calls cannot matter: only its imports run.
+            if self.files[file].inert && matches!(event, Event::Call(_)) {
+                continue;
+            }
             out.push(Step { file, event });
             if out.len() >= MAX_STEPS {
                 break;

@@ -52,6 +52,9 @@ pub struct Call {
     pub args: Vec<Arg>,
     /// The whole call.
     pub span: Span,
+    /// Lexically inside a loop (`for`, `while`, a comprehension) of the
+    /// function (or module level) that makes it.
+    pub in_loop: bool,
 }
 
 impl Call {
@@ -127,19 +130,27 @@ impl Module {
 }
 
 /// Parse one file's text. Never fails: unparsable text yields no facts.
+/// Each thread keeps one parser and reuses it.
 pub fn parse(text: &str) -> Module {
+    thread_local! {
+        static PARSER: std::cell::RefCell<Option<Parser>> = const { std::cell::RefCell::new(None) };
+    }
     let mut module = Module {
         len: text.len(),
         ..Module::default()
     };
-    let mut parser = Parser::new();
-    if parser
-        .set_language(&tree_sitter_python::LANGUAGE.into())
-        .is_err()
-    {
-        return module;
-    }
-    let Some(tree) = parser.parse(text, None) else {
+    let tree = PARSER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let mut parser = Parser::new();
+            parser
+                .set_language(&tree_sitter_python::LANGUAGE.into())
+                .ok()?;
+            *slot = Some(parser);
+        }
+        slot.as_mut()?.parse(text, None)
+    });
+    let Some(tree) = tree else {
         return module;
     };
     Walker {
@@ -148,6 +159,341 @@ pub fn parse(text: &str) -> Module {
     }
     .walk(tree.root_node());
     module
+}
+
+/// Every name a rule (or an allow comment) can match on, as it must appear
+/// somewhere in the text of the file whose call it matches: a rule matches
+/// a call by its dotted name after the file's own import bindings, so each
+/// part of that name is written in the call or in an import of the same
+/// file. A file with none of these cannot hold a call any rule reports:
+/// see [`is_inert`]. Keep it in step with the rules (`rules/`).
+pub const RULE_TOKENS: &[&str] = &[
+    // FR501 handlers and blocking calls; FR505, FR506 handlers.
+    "signal",
+    "join",
+    "wait",
+    "sleep",
+    "select",
+    "subprocess",
+    "communicate",
+    "acquire",
+    // gevent patches (every rule's patch), FR502, FR504, FR505.
+    "patch_",
+    "Pool",
+    "fork",
+    "Popen",
+    "Process",
+    "kill",
+    "terminate",
+    // FR503: modules that import threading, and what starts a thread.
+    "thread",
+    "logging",
+    "concurrent",
+    "start",
+    "submit",
+    "map",
+    // FR505: `except KeyboardInterrupt:`.
+    "KeyboardInterrupt",
+    // FR506: output calls, logging methods and configuration.
+    "print",
+    "write",
+    "flush",
+    "stdout",
+    "stderr",
+    "debug",
+    "info",
+    "warn",
+    "error",
+    "exception",
+    "critical",
+    "fatal",
+    "StreamHandler",
+    // `# flowrun: allow` comments.
+    "flowrun",
+];
+
+/// No [`RULE_TOKENS`] anywhere in the text (in code, strings or comments).
+/// Such a file can still matter through its imports (it may import a file
+/// that does hold a rule's call), which the loader follows.
+pub fn is_inert(text: &str) -> bool {
+    use std::sync::OnceLock;
+    static FINDERS: OnceLock<Vec<memchr::memmem::Finder<'static>>> = OnceLock::new();
+    let finders = FINDERS.get_or_init(|| {
+        RULE_TOKENS
+            .iter()
+            .map(|t| memchr::memmem::Finder::new(t.as_bytes()))
+            .collect()
+    });
+    let bytes = text.as_bytes();
+    finders.iter().all(|f| f.find(bytes).is_none())
+}
+
+/// The imports of a file, read without the parser, when that can be done
+/// exactly: every `import` in the text (even in a string or a comment) is
+/// a one-line statement that starts a line at column 0, outside any string,
+/// bracket or continuation, not right after a `…:` line; no parentheses,
+/// `;` or backslash in it; plain names (`a.b`, `as x`). Anything else:
+/// `None`, and the caller parses the file. The result is what [`parse`]
+/// records for imports, with the module level's events (its imports, in
+/// order); nothing else.
+pub fn imports_only(text: &str) -> Option<Module> {
+    let bytes = text.as_bytes();
+    if !text.is_ascii() {
+        return None;
+    }
+    // Where each line starts, and whether the lexer is at a statement start
+    // there (not in a string, a bracket or a continuation, and the last
+    // code line did not open a block).
+    let mut stmt_starts: Vec<usize> = Vec::new();
+    let mut i = 0;
+    let n = bytes.len();
+    let mut depth = 0usize;
+    let mut line_start = true;
+    let mut continued = false;
+    let mut last_code: u8 = b'\n';
+    while i < n {
+        if line_start {
+            line_start = false;
+            if depth == 0 && !continued && last_code != b':' {
+                stmt_starts.push(i);
+            }
+            continued = false;
+        }
+        let c = bytes[i];
+        match c {
+            b'\n' => {
+                line_start = true;
+                i += 1;
+            }
+            b'#' => {
+                while i < n && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'\\' => {
+                // A continuation only right before the newline (`\r\n`
+                // and a backslash anywhere else: left to the parser).
+                if bytes.get(i + 1) != Some(&b'\n') {
+                    return None;
+                }
+                continued = true;
+                i += 1;
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                last_code = c;
+                i += 1;
+            }
+            b')' | b']' | b'}' => {
+                depth = depth.checked_sub(1)?;
+                last_code = c;
+                i += 1;
+            }
+            b'"' | b'\'' => {
+                // The prefix letters just before the quote.
+                let mut p = i;
+                while p > 0 && bytes[p - 1].is_ascii_alphabetic() {
+                    p -= 1;
+                }
+                let prefix = &text[p..i];
+                let word_before = p > 0 && (bytes[p - 1].is_ascii_digit() || bytes[p - 1] == b'_');
+                if prefix.len() > 2
+                    || word_before
+                    || !prefix.bytes().all(|b| b"rRbBuUfF".contains(&b))
+                {
+                    return None;
+                }
+                let fstring = prefix.bytes().any(|b| b == b'f' || b == b'F');
+                i = skip_string(bytes, i, fstring)?;
+                last_code = c;
+            }
+            b' ' | b'\t' | b'\r' | b'\x0c' => i += 1,
+            _ => {
+                last_code = c;
+                i += 1;
+            }
+        }
+    }
+    if depth != 0 {
+        return None;
+    }
+    // Each statement start that begins an import, in order.
+    let mut module = Module {
+        len: text.len(),
+        ..Module::default()
+    };
+    let mut covered: Vec<(usize, usize)> = Vec::new();
+    for &start in &stmt_starts {
+        let rest = &text[start..];
+        let line = rest.split('\n').next().unwrap_or("");
+        if !(line.starts_with("import") || line.starts_with("from")) {
+            continue;
+        }
+        let Some(imp) = import_line(line, start) else {
+            // `important = 1`, `fromage()`: not an import; a real one we
+            // cannot read makes the file go to the parser (below).
+            continue;
+        };
+        covered.push((start, start + line.len()));
+        if let Some(imp) = imp {
+            module.imports.push(imp);
+            module.top.push(Event::Import(module.imports.len() - 1));
+        }
+    }
+    // Every `import` in the text must be inside one of those lines.
+    let finder = memchr::memmem::find_iter(bytes, b"import");
+    for at in finder {
+        if !covered.iter().any(|&(a, b)| a <= at && at < b) {
+            return None;
+        }
+    }
+    Some(module)
+}
+
+/// Skip a string literal whose opening quote is at `i`; the index after
+/// its closing quote. `None` for what the lexer cannot be sure of: an
+/// unterminated string, a newline in a one-line string, an f-string whose
+/// replacement field holds a quote of its own kind (Python 3.12 nesting).
+fn skip_string(bytes: &[u8], i: usize, fstring: bool) -> Option<usize> {
+    let q = bytes[i];
+    let triple = bytes.get(i + 1) == Some(&q) && bytes.get(i + 2) == Some(&q);
+    let mut j = if triple { i + 3 } else { i + 1 };
+    if !triple && bytes.get(i + 1) == Some(&q) {
+        return Some(i + 2); // ""
+    }
+    let mut braces = 0usize;
+    while j < bytes.len() {
+        let c = bytes[j];
+        if c == b'\\' {
+            j += 2;
+            continue;
+        }
+        if fstring {
+            if c == b'{' {
+                if bytes.get(j + 1) == Some(&b'{') && braces == 0 {
+                    j += 2;
+                    continue;
+                }
+                braces += 1;
+            } else if c == b'}' && braces > 0 {
+                braces -= 1;
+            }
+        }
+        if c == b'\n' && !triple {
+            return None;
+        }
+        if c == q {
+            if braces > 0 {
+                return None;
+            }
+            if !triple {
+                return Some(j + 1);
+            }
+            if bytes.get(j + 1) == Some(&q) && bytes.get(j + 2) == Some(&q) {
+                return Some(j + 3);
+            }
+        }
+        j += 1;
+    }
+    None
+}
+
+const KEYWORDS: &[&str] = &[
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
+    "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import",
+    "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while",
+    "with", "yield", "print", "exec",
+];
+
+fn ident(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        && !KEYWORDS.contains(&s)
+}
+
+fn dotted(s: &str) -> bool {
+    s.split('.').all(ident)
+}
+
+/// One line at column 0 that starts with `import`/`from`: `Some(Some(_))`
+/// for an import read exactly, `Some(None)` for `from __future__ import`
+/// (which [`parse`] does not record), and `None` when it is not an import
+/// statement this reader can be sure of — then the caller's check that
+/// every `import` is covered sends the file to the parser.
+fn import_line(line: &str, start: usize) -> Option<Option<Import>> {
+    let code = line.split('#').next().unwrap_or("");
+    if code.contains(['(', ')', ';', '\\', '"', '\'', '*'])
+        && !code.trim_end().ends_with("import *")
+    {
+        return None;
+    }
+    let code = code.trim_end();
+    let span = Span::new(start, start + code.len());
+    let words: Vec<&str> = code.split([' ', '\t']).filter(|w| !w.is_empty()).collect();
+    let names = |list: &str| -> Option<Vec<(String, Option<String>)>> {
+        let mut out = Vec::new();
+        for part in list.split(',') {
+            let w: Vec<&str> = part.split([' ', '\t']).filter(|w| !w.is_empty()).collect();
+            match w[..] {
+                [n] if dotted(n) => out.push((n.to_string(), None)),
+                [n, "as", a] if dotted(n) && ident(a) => {
+                    out.push((n.to_string(), Some(a.to_string())))
+                }
+                _ => return None,
+            }
+        }
+        Some(out)
+    };
+    match words.first().copied() {
+        Some("import") => {
+            let rest = code["import".len()..].trim_start();
+            if !code["import".len()..].starts_with([' ', '\t']) {
+                return None;
+            }
+            Some(Some(Import {
+                level: 0,
+                module: String::new(),
+                names: names(rest)?,
+                alias: None,
+                from: false,
+                span,
+            }))
+        }
+        Some("from") => {
+            let (module, list) = match words[..] {
+                [_, m, "import", ..] => (m, code.split_once(" import ")?.1),
+                _ => return None,
+            };
+            if !code.starts_with("from ") || code.split(" import ").count() != 2 {
+                return None;
+            }
+            let level = module.bytes().take_while(|&b| b == b'.').count();
+            let name = &module[level..];
+            if !(dotted(name) || (name.is_empty() && level > 0)) {
+                return None;
+            }
+            if level == 0 && name == "__future__" {
+                return Some(None);
+            }
+            let list = list.trim();
+            let names = if list == "*" {
+                Vec::new()
+            } else {
+                names(list)?
+            };
+            Some(Some(Import {
+                level,
+                module: name.to_string(),
+                names,
+                alias: None,
+                from: true,
+                span,
+            }))
+        }
+        _ => None,
+    }
 }
 
 struct Walker<'a> {
@@ -160,6 +506,7 @@ struct Walker<'a> {
 struct Scope {
     owner: Option<FnId>,
     class: Option<String>,
+    in_loop: bool,
 }
 
 impl Walker<'_> {
@@ -193,6 +540,7 @@ impl Walker<'_> {
             Scope {
                 owner: None,
                 class: None,
+                in_loop: false,
             },
         )];
         // Lambdas are created when their call's arguments are read; their
@@ -236,6 +584,7 @@ impl Walker<'_> {
                             Scope {
                                 owner: Some(id),
                                 class: None,
+                                in_loop: false,
                             }
                         } else {
                             scope.clone()
@@ -269,6 +618,7 @@ impl Walker<'_> {
                     child_scope = Scope {
                         owner: Some(id),
                         class: None,
+                        in_loop: false,
                     };
                 }
                 "except_clause" => {
@@ -290,11 +640,19 @@ impl Walker<'_> {
                         child_scope = Scope {
                             owner: Some(id),
                             class: None,
+                            in_loop: false,
                         };
                     }
                 }
+                "for_statement"
+                | "while_statement"
+                | "list_comprehension"
+                | "set_comprehension"
+                | "dictionary_comprehension"
+                | "generator_expression" => child_scope.in_loop = true,
                 "call" => {
-                    let call = self.call(node, &mut lambda_of);
+                    let mut call = self.call(node, &mut lambda_of);
+                    call.in_loop = scope.in_loop;
                     self.m.calls.push(call);
                     let id = self.m.calls.len() - 1;
                     self.push(&scope, Event::Call(id));
@@ -403,6 +761,7 @@ impl Walker<'_> {
             on_literal,
             args,
             span: Self::span(node),
+            in_loop: false,
         }
     }
 
@@ -626,6 +985,139 @@ mod tests {
             );
             assert!(m.funcs.iter().all(|f| ok(f.span)), "{s:?}");
         }
+    }
+
+    /// What both readers record about imports, to compare.
+    fn import_facts(m: &Module) -> Vec<String> {
+        let mut out: Vec<String> = m
+            .imports
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} {:?} {:?} {:?} {} {:?}",
+                    i.level, i.module, i.names, i.alias, i.from, i.span
+                )
+            })
+            .collect();
+        out.extend(m.top.iter().filter_map(|e| match e {
+            Event::Import(i) => Some(format!("top {i}")),
+            Event::Call(_) => None,
+        }));
+        out
+    }
+
+    fn agrees(text: &str) -> bool {
+        match imports_only(text) {
+            Some(m) => {
+                assert_eq!(import_facts(&m), import_facts(&parse(text)), "{text:?}");
+                assert!(m.funcs.is_empty() && m.calls.is_empty());
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[test]
+    fn imports_only_reads_plain_imports_and_refuses_the_rest() {
+        let plain = "\"\"\"Doc.\"\"\"\nimport os, a.b as c\nfrom . import x  # c\nfrom ..p.q import r as s, t\nfrom m import *\nfrom __future__ import annotations\n\n\ndef f(items):\n    return [len(str(i)) for i in items]\n\n\nx = {'k': \"v\", 'n': r'\\d'}  # a comment\n";
+        assert!(agrees(plain));
+        assert_eq!(imports_only(plain).unwrap().imports.len(), 4);
+        for refused in [
+            "x = '''\nimport os\n'''\n",
+            "if x:\n    import os\n",
+            "try:\n    import os\nexcept ImportError:\n    os = None\n",
+            "from a import (b,\n    c)\n",
+            "import a, \\\n    b\n",
+            "import os; x = 1\n",
+            "# import os\n",
+            "x = importlib.import_module('a')\n",
+            "class A:\nimport os\n",
+            "x = (1,\nimport os\n",
+            "x = f\"{d[\"k\"]}\"\nimport os\n",
+            "x = 'unterminated\nimport os\n",
+            "from a import b,\n",
+            "import os as\n",
+            "x = 'é'\nimport os\n",
+        ] {
+            assert!(imports_only(refused).is_none(), "{refused:?}");
+        }
+    }
+
+    /// Whenever the import reader answers, it answers what the parser
+    /// does: on every Python file of the repository and on token soup.
+    #[test]
+    fn imports_only_agrees_with_the_parser() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut stack = vec![root.join("tests/fixtures/python"), root.join("examples")];
+        let mut files = 0;
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "py") {
+                    agrees(&std::fs::read_to_string(&p).unwrap());
+                    files += 1;
+                }
+            }
+        }
+        assert!(files > 50, "{files} Python files");
+        let toks = [
+            "import os",
+            "import a.b as c",
+            "from . import x",
+            "from .m import y as z",
+            "from __future__ import annotations",
+            "from m import *",
+            "import",
+            "from",
+            "\n",
+            "\n",
+            "    ",
+            "x = 1",
+            "def f():",
+            "class A:",
+            ":",
+            "(",
+            ")",
+            "[",
+            "]",
+            "{",
+            "}",
+            "'",
+            "\"",
+            "'''",
+            "\"\"\"",
+            "f'",
+            "rb\"",
+            "#",
+            " # c",
+            "\\",
+            ",",
+            ";",
+            "*",
+            "as",
+            "importer",
+            " ",
+            "\t",
+            "\r\n",
+            "@d",
+            "if x:",
+            "else:",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut answered = 0;
+        for _ in 0..20000 {
+            let mut s = String::new();
+            for _ in 0..(seed % 24) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                s.push_str(toks[(seed % toks.len() as u64) as usize]);
+            }
+            answered += usize::from(agrees(&s));
+        }
+        assert!(answered > 1000, "{answered}");
     }
 
     #[test]

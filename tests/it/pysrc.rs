@@ -62,7 +62,8 @@ fn lint_at(dir: &str, text: &str) -> Vec<Compiled> {
 }
 
 /// The topology a case runs under: one group, plus the settings its
-/// `# topology:` header line asks for (e.g. `stop SIGINT drain 2s to group`).
+/// `# topology:` header line asks for (e.g. `stop SIGINT drain 2s to group`),
+/// running its `# command:` (default `python3 main.py`).
 fn case_topology(case: &str) -> String {
     let text = std::fs::read_to_string(root().join(CASES).join(case).join("main.py")).unwrap();
     let extra: String = text
@@ -70,7 +71,11 @@ fn case_topology(case: &str) -> String {
         .filter_map(|l| l.strip_prefix("# topology: "))
         .map(|s| format!("    {s}\n"))
         .collect();
-    format!("# A one-group topology that runs the case's worker.\ntopology t {{\n  group w {{\n    run \"python3 main.py\"\n{extra}  }}\n}}\n")
+    let command = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# command: "))
+        .unwrap_or("python3 main.py");
+    format!("# A one-group topology that runs the case's worker.\ntopology t {{\n  group w {{\n    run \"{command}\"\n{extra}  }}\n}}\n")
 }
 
 fn lint_case(case: &str) -> Vec<Compiled> {
@@ -95,6 +100,45 @@ fn child_signalled_twice_needs_the_topology_to_deliver_twice() {
     assert!(
         sarif.contains("\"uri\": \"tests/fixtures/python/fr505_terminate_on_interrupt/worker.pf\"")
     );
+}
+
+/// FR506 depends on the topology: a group whose command or `env` makes
+/// Python unbuffered has no stream buffer (and no lock) to re-enter.
+#[test]
+fn flush_in_handler_needs_buffered_streams() {
+    let dir = format!("{CASES}/fr506_print_flush_in_handler");
+    let text = case_topology("fr506_print_flush_in_handler");
+    assert_eq!(worker_codes(&lint_at(&dir, &text)), ["FR506"]);
+    let with = |from: &str, to: &str| {
+        let changed = text.replace(from, to);
+        assert_ne!(changed, text);
+        worker_codes(&lint_at(&dir, &changed))
+    };
+    let none = Vec::<String>::new();
+    let run = "run \"python3 main.py\"";
+    assert_eq!(with(run, "run \"python3 -u main.py\""), none);
+    assert_eq!(with(run, "run \"python3 -Bu main.py\""), none);
+    assert_eq!(
+        with(run, "run \"env PYTHONUNBUFFERED=1 python3 main.py\""),
+        none
+    );
+    assert_eq!(
+        with(
+            run,
+            "run \"python3 main.py\"\n    env { PYTHONUNBUFFERED = \"x\" }"
+        ),
+        none
+    );
+    // An empty value does not make Python unbuffered; `-u` after the
+    // script is the script's own argument.
+    assert_eq!(
+        with(
+            run,
+            "run \"python3 main.py\"\n    env { PYTHONUNBUFFERED = \"\" }"
+        ),
+        ["FR506"]
+    );
+    assert_eq!(with(run, "run \"python3 main.py -u\""), ["FR506"]);
 }
 
 fn worker_codes(files: &[Compiled]) -> Vec<String> {
@@ -213,6 +257,7 @@ fn one_fixture_per_rule_in_every_format() {
         "fr503_settings_listener",
         "fr504_fork_waitpid",
         "fr505_sigint_handler_shared",
+        "fr506_flush_in_helper_module",
     ] {
         let files = lint_case(case);
         for (format, text) in all_formats(&files) {
@@ -493,10 +538,130 @@ fn shebang_scripts_and_sh_commands_are_found() {
     };
     assert_eq!(run("run \"./bin/worker --x 1\""), ["FR504"]);
     assert_eq!(run("run \"bin/tool\""), Vec::<String>::new());
-    assert_eq!(
-        run("sh \"cd bin && exec python3 worker\""),
-        Vec::<String>::new()
-    );
+    // The script's `cd` is followed: `bin/worker` is found.
+    assert_eq!(run("sh \"cd bin && exec python3 worker\""), ["FR504"]);
     assert_eq!(run("sh \"exec ./bin/worker\""), ["FR504"]);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Lint with and without skipping the parser for inert files (no rule
+/// token; imports read without the parser): every output the same.
+fn both_ways(dir: &str, text: &str) -> (String, String, pysrc::Loaded) {
+    let path = format!("{dir}/worker.pf");
+    let c = compile(SourceFile::new(path.clone(), text), None);
+    let model = c.model.as_ref().expect("compiles");
+    let topo = std::sync::Arc::new(c.source.clone());
+    let run = |skip_inert: bool| {
+        let loaded = pysrc::load::load_with(
+            Path::new(dir),
+            model,
+            pysrc::load::LoadOptions { skip_inert },
+        );
+        let (notes, files) = pysrc::check(&topo, &loaded);
+        let mut top = c.clone();
+        top.diagnostics.extend(notes);
+        let all: Vec<Compiled> = std::iter::once(top).chain(files).collect();
+        (render::json(&all) + &render::sarif(&all, &[]), loaded)
+    };
+    let (fast, loaded) = run(true);
+    let (slow, _) = run(false);
+    (fast, slow, loaded)
+}
+
+#[test]
+fn skipping_inert_files_never_changes_a_finding() {
+    for case in cases() {
+        let (fast, slow, _) = both_ways(&format!("{CASES}/{case}"), &case_topology(&case));
+        assert_eq!(fast, slow, "{case}");
+    }
+    for e in std::fs::read_dir(root().join("examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "pf") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let (fast, slow, _) = both_ways("examples", &text);
+            assert_eq!(fast, slow, "{}", p.display());
+        }
+    }
+    // A handler reaches a join through a file with no rule token (`relay`,
+    // whose imports alone are read first, then parsed after all), next to
+    // an inert leaf (`util`) that stays unparsed.
+    let dir = std::env::temp_dir().join(format!("flowrun-pysrc-inert-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("pkg")).unwrap();
+    let files = [
+        ("main.py", "from gevent import monkey\nmonkey.patch_all()\nimport signal\nimport relay\nimport util\nimport pkg.deep  # what relay's `import pkg` reaches\n\n\ndef on_term(s, f):\n    relay.go()\n\n\nsignal.signal(signal.SIGTERM, on_term)\n"),
+        ("relay.py", "\"\"\"No rule token here.\"\"\"\nimport pkg\n\n\ndef go():\n    pkg.deep.stop()\n"),
+        ("pkg/__init__.py", ""),
+        ("pkg/deep.py", "import threading\nt = threading.Thread(target=len)\n\n\ndef stop():\n    t.join()\n"),
+        ("util.py", "import os\n\n\ndef helper(items):\n    return [len(str(i)) for i in items]\n"),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let text = "# t\ntopology t {\n  group w {\n    run \"python3 main.py\"\n  }\n}\n";
+    let (fast, slow, loaded) = both_ways(&dir.display().to_string(), text);
+    assert_eq!(fast, slow);
+    assert!(
+        fast.contains("\"FR501\"") && fast.contains("pkg/deep.py"),
+        "{fast}"
+    );
+    let by_name = |n: &str| {
+        loaded
+            .files
+            .iter()
+            .find(|f| f.source.name.ends_with(n))
+            .unwrap()
+    };
+    assert!(!by_name("relay.py").inert && !by_name("relay.py").module.funcs.is_empty());
+    assert!(by_name("util.py").inert && by_name("util.py").module.funcs.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A shell script that changes directory before starting Python
+/// (`sh -c 'cd DIR && python3 x.py'` in a `run`, `cd DIR; …` in an `sh`):
+/// the program and its local modules are looked up in that directory.
+#[test]
+fn shell_cd_is_followed_to_the_worker() {
+    let dir = format!("{CASES}/launch_cd");
+    let run = |setting: &str| {
+        let text = format!("# t\ntopology t {{\n  group w {{\n    {setting}\n  }}\n}}\n");
+        let files = lint_at(&dir, &text);
+        let notes: Vec<String> = files[0]
+            .diagnostics
+            .iter()
+            .filter(|d| d.code == "FR500")
+            .map(|d| format!("{} {}", d.code, d.message))
+            .collect();
+        (worker_codes(&files), notes)
+    };
+    let fires = (vec!["FR504".to_string()], Vec::<String>::new());
+    assert_eq!(run("run \"sh -c 'cd app && python3 worker.py'\""), fires);
+    assert_eq!(
+        run("run \"bash -ec 'cd app; exec python3 worker.py'\""),
+        fires
+    );
+    assert_eq!(run("sh \"cd app && exec python3 worker.py\""), fires);
+    assert_eq!(run("sh \"cd app || exit 1\\npython3 worker.py\""), fires);
+    assert_eq!(run("run \"sh -c 'python3 app/worker.py'\""), fires);
+    // Without the `cd` (or with the wrong one) the script is not there.
+    let (codes, notes) = run("run \"sh -c 'python3 worker.py'\"");
+    assert!(codes.is_empty() && notes.len() == 1, "{notes:?}");
+    assert!(notes[0].contains("worker.py does not exist"), "{notes:?}");
+    let (codes, notes) = run("run \"sh -c 'cd $APP && python3 worker.py'\"");
+    assert!(codes.is_empty(), "{codes:?}");
+    assert!(
+        notes[0].contains("changes directory to `$APP`"),
+        "{notes:?}"
+    );
+    // The fixture's own topology, through the CLI.
+    let out = flowrun()
+        .args(["lint", "--format", "short"])
+        .arg(format!("{dir}/launch_cd.pf"))
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("launch_cd/app/worker.py:8:1: error[FR504]"),
+        "{stdout}"
+    );
 }

@@ -8,6 +8,7 @@ mod fr502_patch_with_pool;
 mod fr503_patch_after_threading;
 mod fr504_fork_waitpid;
 mod fr505_child_signalled_twice;
+mod fr506_flush_in_handler;
 
 use super::program::Ctx;
 use crate::diagnostic::Diagnostic;
@@ -22,6 +23,7 @@ pub fn run(cx: &Ctx, out: &mut [Vec<Diagnostic>]) {
         fr503_patch_after_threading::check,
         fr504_fork_waitpid::check,
         fr505_child_signalled_twice::check,
+        fr506_flush_in_handler::check,
     ];
     for rule in rules {
         rule(cx, out);
