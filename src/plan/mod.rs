@@ -67,6 +67,19 @@ pub struct ProcessSpec {
     /// As written in the file (relative to the file's directory), if set.
     pub cwd: Option<String>,
     pub port: Option<u16>,
+    /// The file its output is also written to (`log file`), placeholders
+    /// filled; `None`: the terminal only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogSpec>,
+}
+
+/// One process's log file: `path` is relative to the topology file's
+/// directory unless absolute; [`crate::exec::logfile`] writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LogSpec {
+    pub path: String,
+    pub rotate_bytes: u64,
+    pub keep: u32,
 }
 
 /// The values placeholders take for one process.
@@ -162,6 +175,11 @@ pub fn process_spec(topology: &Topology, id: GroupId, index: u32, processes: u32
         env,
         cwd: g.cwd.as_ref().map(|c| ph.expand(c)),
         port,
+        log: g.log.as_ref().map(|l| LogSpec {
+            path: ph.expand(&l.path),
+            rotate_bytes: l.rotate_bytes,
+            keep: l.keep,
+        }),
     }
 }
 

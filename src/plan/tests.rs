@@ -57,6 +57,7 @@ fn group(name: &str, command: Command) -> Group {
         process_group_span: None,
         die_with_parent: true,
         die_with_parent_span: None,
+        log: None,
     }
 }
 
