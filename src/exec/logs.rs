@@ -133,6 +133,9 @@ pub struct ReaderCfg {
     pub done: watch::Receiver<bool>,
     /// `ready when log`: called once, on the first matching line.
     pub log_ready: Option<(Regex, Box<dyn FnOnce() + Send>)>,
+    /// `log file`: every line is also written here, unprefixed, before the
+    /// pipe is read again ([`super::logfile`]).
+    pub log_file: Option<super::logfile::Sink>,
 }
 
 /// One read: as large as a child's pipe (spawn sets 256 KiB), so a busy
@@ -141,6 +144,19 @@ const READ_SIZE: usize = 256 * 1024;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; READ_SIZE]);
+    /// The unprefixed lines of one read, for the log file.
+    static FILE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Write unprefixed lines (each `\n`-terminated) to the log file, if any.
+fn to_log_file(cfg: &ReaderCfg, lines: &[u8]) {
+    if let Some(sink) = &cfg.log_file {
+        if !lines.is_empty() {
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .write_or_report(lines);
+        }
+    }
 }
 
 /// Batch buffers handed back by the writer, for the readers to reuse: a
@@ -249,6 +265,9 @@ pub async fn relay(fd: OwnedFd, mut cfg: ReaderCfg) {
     for line in tail {
         check_log(&mut cfg, &line);
         push_record(&mut batch, ts.as_deref(), &cfg.prefix, &line);
+        let mut raw = line;
+        raw.push(b'\n');
+        to_log_file(&cfg, &raw);
     }
     if !batch.is_empty() {
         let _ = cfg.out.send(batch).await;
@@ -280,6 +299,10 @@ fn lines_to_records(split: &mut LineSplitter, data: &[u8], cfg: &mut ReaderCfg) 
     let prefix = &cfg.prefix;
     let re = cfg.log_ready.as_ref().map(|(re, _)| re);
     let mut matched = false;
+    let mut file_buf = cfg
+        .log_file
+        .as_ref()
+        .map(|_| FILE_BUF.with(|b| std::mem::take(&mut *b.borrow_mut())));
     split.push(data, &mut |line| {
         if !matched {
             if let Some(re) = re {
@@ -287,7 +310,18 @@ fn lines_to_records(split: &mut LineSplitter, data: &[u8], cfg: &mut ReaderCfg) 
             }
         }
         push_record(&mut batch, ts.as_deref(), prefix, line);
+        if let Some(f) = file_buf.as_mut() {
+            f.extend_from_slice(line);
+            f.push(b'\n');
+        }
     });
+    if let Some(mut f) = file_buf {
+        to_log_file(cfg, &f);
+        if f.capacity() <= POOL_KEEP {
+            f.clear();
+            FILE_BUF.with(|b| *b.borrow_mut() = f);
+        }
+    }
     if matched {
         if let Some((_, fire)) = cfg.log_ready.take() {
             fire();

@@ -52,6 +52,7 @@ pub mod cgroup;
 pub mod core;
 pub mod events;
 pub mod guard;
+pub mod logfile;
 pub mod logs;
 pub mod policy;
 pub mod ready;

@@ -303,6 +303,10 @@ impl Sup {
                 out: self.ctx.out.clone(),
                 done: done_rx,
                 log_ready,
+                log_file: crate::exec::logfile::sink(
+                    &self.ctx.opts.base_dir,
+                    self.groups[s].procs[i].spec.log.as_ref(),
+                ),
             };
             self.readers.retain(|h| !h.is_finished());
             self.readers.push(tokio::spawn(logs::relay(fd, cfg)));

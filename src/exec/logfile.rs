@@ -1,0 +1,407 @@
+//! Log files: each process's output also written to a file that rotates by
+//! size (`log file "PATH" rotate SIZE keep N`, docs/language.md).
+//!
+//! The relay ([`super::logs`]) hands a process's whole lines to its
+//! [`Sink`] right after reading them, in the relay's own task: a line is on
+//! its way to the file (in the page cache) before the next read of the
+//! pipe, so nothing is lost at exit and a slow disk slows the child, as a
+//! slow terminal does. The file holds the lines as the process wrote them:
+//! no `group.index | ` prefix, no colour, no timestamp (a line over
+//! [`super::logs::MAX_LINE`] is cut into pieces exactly as on the terminal).
+//!
+//! Rotation is by size and never splits a line: when the next whole line
+//! would take the file past `rotate_bytes`, the file is closed, `x.log.{K-1}`
+//! … `x.log.1` are renamed one up (`x.log.{K-1}` replaces `x.log.K`, so at
+//! most `keep` = K old files exist), `x.log` becomes `x.log.1` and a new
+//! `x.log` is opened. A single line longer than the limit is written alone
+//! into a file of its own (so a file exceeds the limit only by holding one
+//! such line). The size is counted from the file's length when it is
+//! opened, so a restarted process (or a new `up`) appends and rotates on.
+//!
+//! Several relays may write one path (a process's old relay draining while
+//! its restart's relay starts, or two groups sharing a path despite FR206):
+//! [`sink`] hands them one shared [`RotatingFile`], so lines interleave
+//! whole and one rotation happens at a time.
+//!
+//! Files are created with mode 0640 and directories with 0750, both less
+//! the umask. A path is relative to the topology file's directory, like
+//! `cwd`. A write error (a full disk) is reported once on stderr until a
+//! write succeeds again; the lines of the failed write are cut back out of
+//! the file (no torn line) and still reach the terminal. [`prepare`] checks
+//! every path of a plan before anything starts.
+
+use crate::plan::{LogSpec, Plan};
+use std::collections::HashMap;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+/// Mode of a new log file, less the umask.
+pub const FILE_MODE: u32 = 0o640;
+/// Mode of a directory created for log files, less the umask.
+pub const DIR_MODE: u32 = 0o750;
+
+/// A file that rotates by size and keeps at most `keep` old files.
+#[derive(Debug)]
+pub struct RotatingFile {
+    path: PathBuf,
+    file: Option<File>,
+    /// Bytes in the current file.
+    size: u64,
+    limit: u64,
+    keep: u32,
+    /// The last error was reported; cleared by a successful write.
+    reported: bool,
+}
+
+/// Create the parent directories of `path` (mode [`DIR_MODE`]) and open it
+/// for appending (mode [`FILE_MODE`] when created).
+fn open_append(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)?;
+    }
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// `x.log` → `x.log.N`.
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+impl RotatingFile {
+    /// Open (or create) `path` for appending; rotation at `limit` bytes
+    /// (at least 1), keeping `keep` old files (at least 1).
+    pub fn open(path: impl Into<PathBuf>, limit: u64, keep: u32) -> io::Result<Self> {
+        let path = path.into();
+        let file = open_append(&path)?;
+        let size = file.metadata()?.len();
+        Ok(RotatingFile {
+            path,
+            file: Some(file),
+            size,
+            limit: limit.max(1),
+            keep: keep.max(1),
+            reported: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Write whole lines, each ending with `\n` (a last line without one is
+    /// written as it is). Rotates before a line that would not fit; never
+    /// splits one. On an error the bytes of this call that reached the
+    /// current file are cut back off it.
+    pub fn write_lines(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let room = self.limit.saturating_sub(self.size);
+            let take = if (data.len() as u64) <= room {
+                data.len()
+            } else {
+                // The whole lines that fit.
+                let window = &data[..room as usize];
+                match memchr::memrchr(b'\n', window) {
+                    Some(nl) => nl + 1,
+                    None if self.size > 0 => {
+                        self.rotate()?;
+                        continue;
+                    }
+                    // An empty file and a line longer than the limit: the
+                    // line goes alone into this file.
+                    None => memchr::memchr(b'\n', data).map_or(data.len(), |nl| nl + 1),
+                }
+            };
+            self.write_chunk(&data[..take])?;
+            data = &data[take..];
+        }
+        Ok(())
+    }
+
+    fn write_chunk(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.file.is_none() {
+            self.file = Some(open_append(&self.path)?);
+            self.size = self
+                .file
+                .as_ref()
+                .map_or(Ok(0), |f| f.metadata().map(|m| m.len()))?;
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        match file.write_all(chunk) {
+            Ok(()) => {
+                self.size += chunk.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Cut a partly written chunk back off, so no torn line stays.
+                let _ = file.set_len(self.size);
+                Err(e)
+            }
+        }
+    }
+
+    /// `x.log.{K-1}` → `x.log.K`, …, `x.log` → `x.log.1`, a new `x.log`.
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file = None;
+        for n in (1..self.keep).rev() {
+            match std::fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        match std::fs::rename(&self.path, numbered(&self.path, 1)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        self.file = Some(open_append(&self.path)?);
+        self.size = 0;
+        Ok(())
+    }
+
+    /// [`Self::write_lines`], reporting the first error of a run of errors
+    /// once on stderr (the lines still reach the terminal).
+    pub fn write_or_report(&mut self, data: &[u8]) {
+        match self.write_lines(data) {
+            Ok(()) => self.reported = false,
+            Err(e) => {
+                if !std::mem::replace(&mut self.reported, true) {
+                    eprintln!(
+                        "flowrun: log file {}: {e}; its lines still go to the terminal",
+                        self.path.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A log file shared by every relay that writes its path.
+pub type Sink = Arc<Mutex<RotatingFile>>;
+
+/// The open log files by path, so that every relay of one path shares one
+/// [`RotatingFile`]; closed when the last relay of a path ends.
+static OPEN: Mutex<Option<HashMap<PathBuf, Weak<Mutex<RotatingFile>>>>> = Mutex::new(None);
+
+/// The absolute path of a plan's log path: relative ones are relative to
+/// `base_dir` (the topology file's directory).
+pub fn full_path(base_dir: &Path, spec: &LogSpec) -> PathBuf {
+    base_dir.join(&spec.path)
+}
+
+/// The sink of a process's log file, opened (and its directories created)
+/// when no relay has it open yet. `None` without a `log file`, or when the
+/// file cannot be opened (reported once on stderr; the output still goes
+/// to the terminal).
+pub fn sink(base_dir: &Path, spec: Option<&LogSpec>) -> Option<Sink> {
+    let spec = spec?;
+    let path = full_path(base_dir, spec);
+    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    let open = open.get_or_insert_with(HashMap::new);
+    if let Some(s) = open.get(&path).and_then(Weak::upgrade) {
+        return Some(s);
+    }
+    open.retain(|_, w| w.strong_count() > 0);
+    match RotatingFile::open(&path, spec.rotate_bytes, spec.keep) {
+        Ok(f) => {
+            let s = Arc::new(Mutex::new(f));
+            open.insert(path, Arc::downgrade(&s));
+            Some(s)
+        }
+        Err(e) => {
+            eprintln!(
+                "flowrun: cannot open log file {}: {e}; its lines go to the terminal only",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Before `up` starts anything: create every log file's directories and
+/// open each file once for appending, so that a path that cannot be
+/// written is one clear error (`cannot open log file PATH of api.0:
+/// Permission denied`) instead of a run without its logs. Lint does no IO,
+/// so this is where a missing or read-only directory is found.
+pub fn prepare(plan: &Plan, base_dir: &Path) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for p in &plan.processes {
+        let Some(spec) = &p.log else { continue };
+        let path = full_path(base_dir, spec);
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        if let Err(e) = open_append(&path) {
+            return Err(format!(
+                "cannot open log file {} of {}: {e}",
+                path.display(),
+                p.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("flowrun-logfile-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn read(p: &Path) -> String {
+        std::fs::read_to_string(p).unwrap_or_default()
+    }
+
+    /// Every file of the rotation, oldest first: `x.log.K` … `x.log.1`, `x.log`.
+    fn all(path: &Path, keep: u32) -> Vec<String> {
+        let mut out: Vec<String> = (1..=keep + 1)
+            .rev()
+            .map(|n| numbered(path, n))
+            .filter(|p| p.exists())
+            .map(|p| read(&p))
+            .collect();
+        out.push(read(path));
+        out
+    }
+
+    #[test]
+    fn rotates_before_a_line_that_would_not_fit_and_keeps_order() {
+        let d = tmpdir("order");
+        let path = d.join("x.log");
+        let mut f = RotatingFile::open(&path, 10, 3).unwrap();
+        // "aaaa\n" is 5 bytes: two fit in 10, the third starts a new file.
+        for l in ["aaaa\n", "bbbb\n", "cccc\n", "dd\n", "eeeeee\n"] {
+            f.write_lines(l.as_bytes()).unwrap();
+        }
+        assert_eq!(all(&path, 3), ["aaaa\nbbbb\n", "cccc\ndd\n", "eeeeee\n"]);
+        assert_eq!(read(&numbered(&path, 2)), "aaaa\nbbbb\n");
+        assert_eq!(read(&numbered(&path, 1)), "cccc\ndd\n");
+    }
+
+    #[test]
+    fn one_call_with_many_lines_rotates_inside_it() {
+        let d = tmpdir("batch");
+        let path = d.join("x.log");
+        let mut f = RotatingFile::open(&path, 9, 10).unwrap();
+        f.write_lines(b"1\n22\n333\n4444\n55555\n").unwrap();
+        assert_eq!(all(&path, 10), ["1\n22\n333\n", "4444\n", "55555\n"]);
+    }
+
+    #[test]
+    fn keeps_at_most_keep_old_files_the_newest_ones() {
+        let d = tmpdir("cap");
+        let path = d.join("x.log");
+        let mut f = RotatingFile::open(&path, 4, 2).unwrap();
+        for i in 0..10 {
+            f.write_lines(format!("{i}{i}{i}\n").as_bytes()).unwrap();
+        }
+        assert!(!numbered(&path, 3).exists());
+        assert_eq!(read(&numbered(&path, 2)), "777\n");
+        assert_eq!(read(&numbered(&path, 1)), "888\n");
+        assert_eq!(read(&path), "999\n");
+        let files = std::fs::read_dir(&d).unwrap().count();
+        assert_eq!(files, 3);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_written_whole_and_alone() {
+        let d = tmpdir("long");
+        let path = d.join("x.log");
+        let mut f = RotatingFile::open(&path, 4, 5).unwrap();
+        f.write_lines(b"ab\n").unwrap();
+        f.write_lines(b"0123456789\nc\n").unwrap();
+        f.write_lines(b"d\n").unwrap();
+        assert_eq!(all(&path, 5), ["ab\n", "0123456789\n", "c\nd\n"]);
+        // Two long lines in one call: each in its own file.
+        f.write_lines(b"xxxxxxx\nyyyyyyy\n").unwrap();
+        assert_eq!(
+            all(&path, 5),
+            ["ab\n", "0123456789\n", "c\nd\n", "xxxxxxx\n", "yyyyyyy\n"]
+        );
+    }
+
+    #[test]
+    fn appends_to_an_existing_file_and_counts_its_size() {
+        let d = tmpdir("append");
+        let path = d.join("x.log");
+        std::fs::write(&path, "old1\nold2\n").unwrap();
+        let mut f = RotatingFile::open(&path, 12, 1).unwrap();
+        f.write_lines(b"new\n").unwrap();
+        assert_eq!(all(&path, 1), ["old1\nold2\n", "new\n"]);
+    }
+
+    #[test]
+    fn creates_directories_and_mode_is_0640_less_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tmpdir("mode");
+        let path = d.join("a/b/x.log");
+        let mut f = RotatingFile::open(&path, 100, 1).unwrap();
+        f.write_lines(b"hi\n").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !FILE_MODE, 0, "mode {mode:o}");
+        assert_eq!(mode & 0o600, 0o600);
+    }
+
+    #[test]
+    fn every_line_arrives_once_whole_across_files() {
+        let d = tmpdir("lossless");
+        let path = d.join("x.log");
+        let keep = 1000;
+        let mut f = RotatingFile::open(&path, 1000, keep).unwrap();
+        let mut batch = Vec::new();
+        for i in 0..20_000u32 {
+            batch.extend_from_slice(
+                format!("line {i} {}\n", "x".repeat((i % 50) as usize)).as_bytes(),
+            );
+            if i % 97 == 0 {
+                f.write_lines(&batch).unwrap();
+                batch.clear();
+            }
+        }
+        f.write_lines(&batch).unwrap();
+        let text: String = all(&path, keep).concat();
+        for (i, l) in text.lines().enumerate() {
+            assert_eq!(l, format!("line {i} {}", "x".repeat(i % 50)));
+        }
+        assert_eq!(text.lines().count(), 20_000);
+        for n in 1..=keep {
+            let p = numbered(&path, n);
+            if p.exists() {
+                let s = read(&p);
+                assert!(s.len() <= 1000 && s.ends_with('\n'));
+            }
+        }
+    }
+
+    #[test]
+    fn shared_sinks_are_one_file_per_path() {
+        let d = tmpdir("shared");
+        let spec = LogSpec {
+            path: "s.log".into(),
+            rotate_bytes: 100,
+            keep: 1,
+        };
+        let a = sink(&d, Some(&spec)).unwrap();
+        let b = sink(&d, Some(&spec)).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(sink(&d, None).is_none());
+    }
+}
