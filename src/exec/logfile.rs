@@ -391,6 +391,29 @@ mod tests {
         }
     }
 
+    fn plan_of(text: &str) -> Plan {
+        let c = crate::compile(crate::source::SourceFile::new("t.pf", text), None);
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        crate::plan::build(c.model.as_ref().unwrap(), &Default::default())
+    }
+
+    #[test]
+    fn prepare_creates_directories_and_names_a_path_it_cannot_open() {
+        let d = tmpdir("prepare");
+        let plan = plan_of(
+            "topology t {\n  log file \"logs/{group}.{index}.log\"\n  group api {\n    run \"x\"\n    processes 2\n  }\n}\n",
+        );
+        prepare(&plan, &d).unwrap();
+        assert!(d.join("logs/api.0.log").is_file());
+        assert!(d.join("logs/api.1.log").is_file());
+        // A regular file where a directory should be.
+        let blocked = tmpdir("prepare-blocked");
+        std::fs::write(blocked.join("logs"), "").unwrap();
+        let err = prepare(&plan, &blocked).unwrap_err();
+        assert!(err.starts_with("cannot open log file "), "{err}");
+        assert!(err.contains("logs/api.0.log of api.0: "), "{err}");
+    }
+
     #[test]
     fn shared_sinks_are_one_file_per_path() {
         let d = tmpdir("shared");
