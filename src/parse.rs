@@ -705,6 +705,25 @@ fn syntax_help(text: &str, pos: usize, rules: &[Rule]) -> Option<String> {
             return Some(format!("write a range as `MIN..MAX`: `{lo}..{hi}`"));
         }
     }
+    if wants(Rule::size) {
+        let digits = word.bytes().take_while(u8::is_ascii_digit).count();
+        let unit = word[digits..].to_ascii_uppercase();
+        return Some(
+            if digits > 0 && matches!(unit.as_str(), "B" | "KB" | "MB" | "GB") {
+                format!("size units are upper case: `{}{unit}`", &word[..digits])
+            } else if digits > 0 && matches!(unit.as_str(), "K" | "M" | "G" | "KIB" | "MIB" | "GIB")
+            {
+                format!(
+                    "write `{}{}B`: the units are B, KB, MB and GB (1024-based)",
+                    &word[..digits],
+                    &unit[..1]
+                )
+            } else {
+                "a size is a whole number and a unit, B, KB, MB or GB, without a space: e.g. `10MB`"
+                    .into()
+            },
+        );
+    }
     if let Some(kw) = closest_keyword(word, rules) {
         return Some(if kw.eq_ignore_ascii_case(word) {
             format!("keywords are lower case: `{kw}`")
