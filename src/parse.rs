@@ -700,6 +700,9 @@ fn syntax_help(text: &str, pos: usize, rules: &[Rule]) -> Option<String> {
     if word == "every" && wants(Rule::rbrace) {
         return Some("in a ready check, write `every D` before `within D`".into());
     }
+    if word == "rotate" && wants(Rule::rbrace) {
+        return Some("in `log file`, write `rotate SIZE` before `keep N`".into());
+    }
     if let Some((lo, hi)) = word.split_once('-') {
         if is_duration(lo) && is_duration(hi) {
             return Some(format!("write a range as `MIN..MAX`: `{lo}..{hi}`"));

@@ -20,7 +20,7 @@ fn rotation(path: &Path) -> Vec<PathBuf> {
             Some((n, p))
         })
         .collect();
-    old.sort_by(|a, b| b.0.cmp(&a.0));
+    old.sort_by_key(|o| std::cmp::Reverse(o.0));
     let mut files: Vec<PathBuf> = old.into_iter().map(|(_, p)| p).collect();
     if path.exists() {
         files.push(path.to_path_buf());
