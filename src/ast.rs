@@ -51,8 +51,8 @@ pub enum TopItemKind {
     Group(Group),
     /// `env-file "PATH"`: every group's environment starts from this file.
     EnvFile(Spanned<String>),
-    /// `log file "PATH" …`: every group's default log file.
-    Log(LogFile),
+    /// `log file "PATH" …` (`None`: `log terminal`): every group's default.
+    Log(Option<LogFile>),
 }
 
 /// A duration that may be unbounded (`forever`).
@@ -171,8 +171,8 @@ pub enum SettingKind {
     DieWithParent(Spanned<bool>),
     /// `allow RULE [because "why"]` at group scope
     Allow(Allow),
-    /// `log file "PATH" [rotate SIZE] [keep N]`
-    Log(LogFile),
+    /// `log file "PATH" [rotate SIZE] [keep N]`; `None`: `log terminal`
+    Log(Option<LogFile>),
 }
 
 /// `log file "PATH" [rotate SIZE] [keep N]`; sizes are in bytes as

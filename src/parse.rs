@@ -109,6 +109,8 @@ fn describe(rule: Rule) -> &'static str {
         Rule::cwd_s | Rule::kw_cwd => "`cwd`",
         Rule::env_file_s | Rule::kw_env_file => "`env-file`",
         Rule::log_s => "`log`",
+        Rule::log_file => "`file`",
+        Rule::kw_terminal => "`terminal`",
         Rule::log_rotate | Rule::kw_rotate => "`rotate`",
         Rule::log_keep | Rule::kw_keep => "`keep`",
         Rule::size => "a size like 10MB (B, KB, MB or GB)",
@@ -1030,7 +1032,11 @@ fn convert_setting(pair: Pair<Rule>) -> Result<Setting> {
     Ok(Setting { kind, span })
 }
 
-fn convert_log(pair: Pair<Rule>) -> Result<ast::LogFile> {
+/// `log file …`, or `None` for `log terminal`.
+fn convert_log(pair: Pair<Rule>) -> Result<Option<ast::LogFile>> {
+    let Some(pair) = child(&pair, Rule::log_file) else {
+        return Ok(None);
+    };
     let path = convert_string(need(&pair, Rule::string)?)?;
     let rotate = match child(&pair, Rule::log_rotate) {
         Some(r) => Some(convert_size(need(&r, Rule::size)?)?),
@@ -1040,7 +1046,7 @@ fn convert_log(pair: Pair<Rule>) -> Result<ast::LogFile> {
         Some(k) => Some(convert_number(need(&k, Rule::number)?)?),
         None => None,
     };
-    Ok(ast::LogFile { path, rotate, keep })
+    Ok(Some(ast::LogFile { path, rotate, keep }))
 }
 
 fn convert_after(pair: Pair<Rule>) -> Result<SettingKind> {

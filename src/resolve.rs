@@ -170,12 +170,14 @@ impl<'a> Resolver<'a> {
         for item in &t.items {
             if let TopItemKind::Log(l) = &item.kind {
                 if let Some(first) = top_log_seen {
-                    self.duplicate_setting("`log file`", item.span, 3, first, None);
+                    self.duplicate_setting("`log`", item.span, 3, first, None);
                     continue;
                 }
                 top_log_seen = Some(item.span);
-                self.scan_top_log(l.path.span);
-                self.top_log = Some(self.log_file(l, item.span, true));
+                if let Some(l) = l {
+                    self.scan_top_log(l.path.span);
+                    self.top_log = Some(self.log_file(l, item.span, true));
+                }
             }
         }
 
@@ -611,10 +613,13 @@ impl<'a> Resolver<'a> {
                         allows.push(allow);
                     }
                 }
-                SettingKind::Log(l) => log = Some(self.log_file(l, setting.span, false)),
+                SettingKind::Log(l) => {
+                    log = Some(l.as_ref().map(|l| self.log_file(l, setting.span, false)))
+                }
             }
         }
-        let log = log.or_else(|| self.top_log.clone());
+        // `log terminal` in the group: no file, whatever the topology says.
+        let log = log.unwrap_or_else(|| self.top_log.clone());
 
         // Precedence: topology env files, then the group's, then `env { }`.
         merge_env(&mut file_env, env);
@@ -1176,7 +1181,7 @@ impl<'a> Resolver<'a> {
                     }
                 }
                 SettingKind::Ready(r) => self.scan(r.probe.span, &g.name.node, has_port),
-                SettingKind::Log(l) => self.scan(l.path.span, &g.name.node, has_port),
+                SettingKind::Log(Some(l)) => self.scan(l.path.span, &g.name.node, has_port),
                 _ => {}
             }
         }
@@ -1280,7 +1285,7 @@ fn single_valued(kind: &SettingKind) -> Option<(&'static str, &'static str)> {
         SettingKind::Cwd(_) => ("cwd", "`cwd`"),
         SettingKind::ProcessGroup(_) => ("process-group", "`process-group`"),
         SettingKind::DieWithParent(_) => ("die-with-parent", "`die-with-parent`"),
-        SettingKind::Log(_) => ("log", "`log file`"),
+        SettingKind::Log(_) => ("log", "`log`"),
         SettingKind::After { .. } | SettingKind::Allow(_) | SettingKind::EnvFile(_) => return None,
     })
 }

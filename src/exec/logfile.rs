@@ -25,10 +25,11 @@
 //!
 //! Files are created with mode 0640 and directories with 0750, both less
 //! the umask. A path is relative to the topology file's directory, like
-//! `cwd`. A write error (a full disk) is reported once on stderr until a
-//! write succeeds again; the lines of the failed write are cut back out of
-//! the file (no torn line) and still reach the terminal. [`prepare`] checks
-//! every path of a plan before anything starts.
+//! `cwd`. A write error (a full disk) is reported once ([`set_reporter`];
+//! stderr by default) until a write succeeds again; the lines of the
+//! failed write are cut back out of the file (no torn line) and still reach
+//! the terminal. [`prepare`] checks every path of a plan before anything
+//! starts.
 
 use crate::plan::{LogSpec, Plan};
 use std::collections::HashMap;
@@ -36,12 +37,30 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// Mode of a new log file, less the umask.
 pub const FILE_MODE: u32 = 0o640;
 /// Mode of a directory created for log files, less the umask.
 pub const DIR_MODE: u32 = 0o750;
+
+type Reporter = Box<dyn Fn(&str) + Send + Sync>;
+static REPORTER: OnceLock<Reporter> = OnceLock::new();
+
+/// Where a log-file problem is told: one line, without a `flowrun: `
+/// prefix. Until set, it goes to stderr as `flowrun: …`; `up` may set it
+/// once (false if it was set already) to emit it as an event instead, so
+/// that `--log-format json` keeps stderr to JSON lines.
+pub fn set_reporter(f: impl Fn(&str) + Send + Sync + 'static) -> bool {
+    REPORTER.set(Box::new(f)).is_ok()
+}
+
+fn report(message: &str) {
+    match REPORTER.get() {
+        Some(f) => f(message),
+        None => eprintln!("flowrun: {message}"),
+    }
+}
 
 /// A file that rotates by size and keeps at most `keep` old files.
 #[derive(Debug)]
@@ -179,10 +198,10 @@ impl RotatingFile {
             Ok(()) => self.reported = false,
             Err(e) => {
                 if !std::mem::replace(&mut self.reported, true) {
-                    eprintln!(
-                        "flowrun: log file {}: {e}; its lines still go to the terminal",
+                    report(&format!(
+                        "log file {}: {e}; its lines still go to the terminal",
                         self.path.display()
-                    );
+                    ));
                 }
             }
         }
@@ -204,8 +223,8 @@ pub fn full_path(base_dir: &Path, spec: &LogSpec) -> PathBuf {
 
 /// The sink of a process's log file, opened (and its directories created)
 /// when no relay has it open yet. `None` without a `log file`, or when the
-/// file cannot be opened (reported once on stderr; the output still goes
-/// to the terminal).
+/// file cannot be opened (reported, see [`set_reporter`]; the output still
+/// goes to the terminal).
 pub fn sink(base_dir: &Path, spec: Option<&LogSpec>) -> Option<Sink> {
     let spec = spec?;
     let path = full_path(base_dir, spec);
@@ -222,10 +241,10 @@ pub fn sink(base_dir: &Path, spec: Option<&LogSpec>) -> Option<Sink> {
             Some(s)
         }
         Err(e) => {
-            eprintln!(
-                "flowrun: cannot open log file {}: {e}; its lines go to the terminal only",
+            report(&format!(
+                "cannot open log file {}: {e}; its lines go to the terminal only",
                 path.display()
-            );
+            ));
             None
         }
     }
