@@ -494,7 +494,7 @@ fn control_characters_in_argv_print_as_posix_escapes() {
 fn log_files_are_expanded_per_process_and_shown() {
     let src = SourceFile::new(
         "t.pf",
-        "topology t {\n  log file \"log/{group}.{index}.log\" keep 2\n  group api {\n    run \"a\"\n    processes 2\n  }\n  group one {\n    run \"b\"\n    log file \"/var/log/one.log\" rotate 1536KB\n  }\n  group bare {\n    run \"c\"\n  }\n}\n",
+        "topology t {\n  log file \"log/{group}.{index}.log\" keep 2\n  group api {\n    run \"a\"\n    processes 2\n  }\n  group one {\n    run \"b\"\n    log file \"/var/log/one.log\" rotate 1536KB\n  }\n  group bare {\n    run \"c\"\n  }\n  group quiet {\n    run \"d\"\n    log terminal\n  }\n}\n",
     );
     let c = crate::compile(src.clone(), None);
     assert!(!c.has_errors(), "{:?}", c.diagnostics);
@@ -507,7 +507,8 @@ fn log_files_are_expanded_per_process_and_shown() {
             keep,
         })
     };
-    // A group's own `log file` replaces the topology's whole (its own defaults).
+    // A group's own `log` replaces the topology's whole (its own defaults;
+    // `log terminal`: no file).
     assert_eq!(
         logs,
         [
@@ -515,6 +516,7 @@ fn log_files_are_expanded_per_process_and_shown() {
             spec("log/api.1.log", 10 << 20, 2),
             spec("/var/log/one.log", 1536 << 10, 5),
             spec("log/bare.0.log", 10 << 20, 2),
+            None,
         ]
     );
     let out = text(&plan, &src, &[]);
