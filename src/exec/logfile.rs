@@ -1,11 +1,15 @@
 //! Log files: each process's output also written to a file that rotates by
 //! size (`log file "PATH" rotate SIZE keep N`, docs/language.md).
 //!
-//! The relay ([`super::logs`]) hands a process's whole lines to its
-//! [`Sink`] right after reading them, in the relay's own task: a line is on
-//! its way to the file (in the page cache) before the next read of the
-//! pipe, so nothing is lost at exit and a slow disk slows the child, as a
-//! slow terminal does. The file holds the lines as the process wrote them:
+//! The relay ([`super::logs`]) hands the whole lines of each read to one
+//! writer thread (`flowrun-logfile`) over a bounded queue ([`write`]), so
+//! no file IO, a disk stalled by dirty-page throttling included, ever
+//! blocks the runtime's thread (signals and deadlines go on); a full queue
+//! makes the relay wait, so a slow disk slows the child, as a slow
+//! terminal does, and memory stays bounded. A relay ends by waiting for
+//! its lines to be written ([`flush`]), and `up` waits for its relays
+//! (bounded by `FLUSH_LIMIT`), so nothing is lost at exit. The file holds
+//! the lines as the process wrote them:
 //! no `group.index | ` prefix, no colour, no timestamp (a line over
 //! [`super::logs::MAX_LINE`] is cut into pieces exactly as on the terminal).
 //!
@@ -20,8 +24,8 @@
 //!
 //! Several relays may write one path (a process's old relay draining while
 //! its restart's relay starts, or two groups sharing a path despite FR206):
-//! [`sink`] hands them one shared [`RotatingFile`], so lines interleave
-//! whole and one rotation happens at a time.
+//! [`sink`] hands them one shared [`LogTarget`], so lines interleave whole
+//! and one rotation happens at a time.
 //!
 //! Files are created with mode 0640 and directories with 0750, both less
 //! the umask. A path is relative to the topology file's directory, like
@@ -208,12 +212,146 @@ impl RotatingFile {
     }
 }
 
-/// A log file shared by every relay that writes its path.
-pub type Sink = Arc<Mutex<RotatingFile>>;
+/// One log path: its [`RotatingFile`], opened by the writer thread at the
+/// first write (so no file IO happens on the runtime's thread).
+#[derive(Debug)]
+pub struct LogTarget {
+    path: PathBuf,
+    limit: u64,
+    keep: u32,
+    file: Option<RotatingFile>,
+    /// An open failure was reported; cleared when the file opens.
+    reported: bool,
+}
 
-/// The open log files by path, so that every relay of one path shares one
-/// [`RotatingFile`]; closed when the last relay of a path ends.
-static OPEN: Mutex<Option<HashMap<PathBuf, Weak<Mutex<RotatingFile>>>>> = Mutex::new(None);
+impl LogTarget {
+    /// Write whole lines, opening the file first if needed. A file that
+    /// cannot be opened is reported once and tried again at the next write.
+    pub fn write(&mut self, lines: &[u8]) {
+        if self.file.is_none() {
+            match RotatingFile::open(&self.path, self.limit, self.keep) {
+                Ok(f) => {
+                    self.file = Some(f);
+                    self.reported = false;
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut self.reported, true) {
+                        report(&format!(
+                            "cannot open log file {}: {e}; its lines go to the terminal only",
+                            self.path.display()
+                        ));
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.write_or_report(lines);
+        }
+    }
+}
+
+/// A log file shared by every relay that writes its path.
+pub type Sink = Arc<Mutex<LogTarget>>;
+
+/// The log targets by path, so that every relay of one path shares one
+/// [`LogTarget`]; the file is closed when the last relay of a path ends
+/// and its last lines are written.
+static OPEN: Mutex<Option<HashMap<PathBuf, Weak<Mutex<LogTarget>>>>> = Mutex::new(None);
+
+/// Work for the writer thread, in order.
+enum Job {
+    Write(Sink, Vec<u8>),
+    /// Answered once every job before it is done.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Batches in flight to the writer thread at most (each up to a read of a
+/// pipe, 256 KiB): a slow disk then slows the children, not memory.
+const QUEUE: usize = 64;
+
+/// The writer thread's queue, started at the first use; `None` if the
+/// thread could not be started (then the relay writes itself).
+fn writer() -> Option<&'static tokio::sync::mpsc::Sender<Job>> {
+    static WRITER: OnceLock<Option<tokio::sync::mpsc::Sender<Job>>> = OnceLock::new();
+    WRITER
+        .get_or_init(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(QUEUE);
+            std::thread::Builder::new()
+                .name("flowrun-logfile".into())
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    while let Some(job) = rx.blocking_recv() {
+                        match job {
+                            Job::Write(sink, buf) => {
+                                sink.lock().unwrap_or_else(|e| e.into_inner()).write(&buf);
+                                give_back(buf);
+                            }
+                            Job::Flush(done) => {
+                                let _ = done.send(());
+                            }
+                        }
+                    }
+                })
+                .ok()
+                .map(|_| tx)
+        })
+        .as_ref()
+}
+
+/// Hand whole lines (each ending with `\n`) to the writer thread for
+/// `sink`, after the lines handed before; waits, without blocking the
+/// runtime's thread, while the thread is [`QUEUE`] batches behind.
+pub async fn write(sink: &Sink, lines: Vec<u8>) {
+    if lines.is_empty() {
+        return;
+    }
+    let job = Job::Write(sink.clone(), lines);
+    let job = match writer() {
+        Some(tx) => match tx.send(job).await {
+            Ok(()) => return,
+            Err(e) => e.0,
+        },
+        None => job,
+    };
+    if let Job::Write(sink, lines) = job {
+        sink.lock().unwrap_or_else(|e| e.into_inner()).write(&lines);
+    }
+}
+
+/// Wait until every line handed to [`write`] so far is written.
+pub async fn flush() {
+    if let Some(tx) = writer() {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if tx.send(Job::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// Line buffers handed back by the writer thread, for the relays to reuse.
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+const POOL_MAX: usize = 8;
+const POOL_KEEP: usize = 512 * 1024;
+
+/// An empty buffer with room for `cap` bytes, reused when one is free.
+pub fn take_buffer(cap: usize) -> Vec<u8> {
+    let reused = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let mut buf = reused.unwrap_or_default();
+    buf.reserve(cap);
+    buf
+}
+
+fn give_back(mut buf: Vec<u8>) {
+    if buf.capacity() > POOL_KEEP {
+        return;
+    }
+    buf.clear();
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if pool.len() < POOL_MAX {
+        pool.push(buf);
+    }
+}
 
 /// The absolute path of a plan's log path: relative ones are relative to
 /// `base_dir` (the topology file's directory).
@@ -221,10 +359,10 @@ pub fn full_path(base_dir: &Path, spec: &LogSpec) -> PathBuf {
     base_dir.join(&spec.path)
 }
 
-/// The sink of a process's log file, opened (and its directories created)
-/// when no relay has it open yet. `None` without a `log file`, or when the
-/// file cannot be opened (reported, see [`set_reporter`]; the output still
-/// goes to the terminal).
+/// The sink of a process's log file: the one its path already has, else a
+/// new one (the file is opened, and its directories created, by the writer
+/// thread at the first write; a failure is reported, see [`set_reporter`],
+/// and the output still goes to the terminal). `None` without `log file`.
 pub fn sink(base_dir: &Path, spec: Option<&LogSpec>) -> Option<Sink> {
     let spec = spec?;
     let path = full_path(base_dir, spec);
@@ -234,20 +372,15 @@ pub fn sink(base_dir: &Path, spec: Option<&LogSpec>) -> Option<Sink> {
         return Some(s);
     }
     open.retain(|_, w| w.strong_count() > 0);
-    match RotatingFile::open(&path, spec.rotate_bytes, spec.keep) {
-        Ok(f) => {
-            let s = Arc::new(Mutex::new(f));
-            open.insert(path, Arc::downgrade(&s));
-            Some(s)
-        }
-        Err(e) => {
-            report(&format!(
-                "cannot open log file {}: {e}; its lines go to the terminal only",
-                path.display()
-            ));
-            None
-        }
-    }
+    let s = Arc::new(Mutex::new(LogTarget {
+        path: path.clone(),
+        limit: spec.rotate_bytes,
+        keep: spec.keep,
+        file: None,
+        reported: false,
+    }));
+    open.insert(path, Arc::downgrade(&s));
+    Some(s)
 }
 
 /// Before `up` starts anything: create every log file's directories and
@@ -431,6 +564,50 @@ mod tests {
         let err = prepare(&plan, &blocked).unwrap_err();
         assert!(err.starts_with("cannot open log file "), "{err}");
         assert!(err.contains("logs/api.0.log of api.0: "), "{err}");
+    }
+
+    #[test]
+    fn lines_handed_to_the_writer_thread_are_written_when_flush_returns() {
+        let d = tmpdir("thread");
+        let spec = LogSpec {
+            path: "t/x.log".into(),
+            rotate_bytes: 1000,
+            keep: 100,
+        };
+        let s = sink(&d, Some(&spec)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for i in 0..2000 {
+                let mut b = take_buffer(16);
+                b.extend_from_slice(format!("line {i}\n").as_bytes());
+                write(&s, b).await;
+            }
+            flush().await;
+        });
+        let text = all(&d.join("t/x.log"), 100).concat();
+        let want: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_opened_is_tried_again_at_the_next_write() {
+        let d = tmpdir("retry");
+        // A regular file where the directory should be.
+        std::fs::write(d.join("logs"), "").unwrap();
+        let spec = LogSpec {
+            path: "logs/x.log".into(),
+            rotate_bytes: 100,
+            keep: 1,
+        };
+        let s = sink(&d, Some(&spec)).unwrap();
+        s.lock().unwrap().write(b"lost\n");
+        assert!(s.lock().unwrap().reported);
+        std::fs::remove_file(d.join("logs")).unwrap();
+        s.lock().unwrap().write(b"kept\n");
+        assert_eq!(read(&d.join("logs/x.log")), "kept\n");
+        assert!(!s.lock().unwrap().reported);
     }
 
     #[test]

@@ -133,8 +133,8 @@ pub struct ReaderCfg {
     pub done: watch::Receiver<bool>,
     /// `ready when log`: called once, on the first matching line.
     pub log_ready: Option<(Regex, Box<dyn FnOnce() + Send>)>,
-    /// `log file`: every line is also written here, unprefixed, before the
-    /// pipe is read again ([`super::logfile`]).
+    /// `log file`: every line is also written here, unprefixed, by the
+    /// log-file writer thread ([`super::logfile`]).
     pub log_file: Option<super::logfile::Sink>,
 }
 
@@ -144,19 +144,6 @@ const READ_SIZE: usize = 256 * 1024;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; READ_SIZE]);
-    /// The unprefixed lines of one read, for the log file.
-    static FILE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Write unprefixed lines (each `\n`-terminated) to the log file, if any.
-fn to_log_file(cfg: &ReaderCfg, lines: &[u8]) {
-    if let Some(sink) = &cfg.log_file {
-        if !lines.is_empty() {
-            sink.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .write_or_report(lines);
-        }
-    }
 }
 
 /// Batch buffers handed back by the writer, for the readers to reuse: a
@@ -239,18 +226,21 @@ pub async fn relay(fd: OwnedFd, mut cfg: ReaderCfg) {
                 }
                 let n = n as usize;
                 if n > 0 {
-                    let batch = lines_to_records(&mut split, &s[..n], &mut cfg);
-                    Ok((n, batch))
+                    let (batch, file) = lines_to_records(&mut split, &s[..n], &mut cfg);
+                    Ok((n, batch, file))
                 } else {
-                    Ok((0, Vec::new()))
+                    Ok((0, Vec::new(), None))
                 }
             })
         });
         match res {
-            Ok(Ok((0, _))) => break,
-            Ok(Ok((_, batch))) => {
+            Ok(Ok((0, _, _))) => break,
+            Ok(Ok((_, batch, file))) => {
                 if !batch.is_empty() && cfg.out.send(batch).await.is_err() {
                     // The writer is gone; keep draining the pipe anyway.
+                }
+                if let (Some(sink), Some(file)) = (&cfg.log_file, file) {
+                    super::logfile::write(sink, file).await;
                 }
             }
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -262,15 +252,20 @@ pub async fn relay(fd: OwnedFd, mut cfg: ReaderCfg) {
     let ts = cfg.timestamps.then(timestamp);
     let mut tail = Vec::new();
     split.finish(&mut |line| tail.push(line.to_vec()));
+    let mut file_tail = Vec::new();
     for line in tail {
         check_log(&mut cfg, &line);
         push_record(&mut batch, ts.as_deref(), &cfg.prefix, &line);
-        let mut raw = line;
-        raw.push(b'\n');
-        to_log_file(&cfg, &raw);
+        file_tail.extend_from_slice(&line);
+        file_tail.push(b'\n');
     }
     if !batch.is_empty() {
         let _ = cfg.out.send(batch).await;
+    }
+    if let Some(sink) = &cfg.log_file {
+        super::logfile::write(sink, file_tail).await;
+        // Every line of this pipe is in the file before the relay ends.
+        super::logfile::flush().await;
     }
 }
 
@@ -293,7 +288,13 @@ fn push_record(batch: &mut Vec<u8>, ts: Option<&str>, prefix: &[u8], line: &[u8]
     batch.push(b'\n');
 }
 
-fn lines_to_records(split: &mut LineSplitter, data: &[u8], cfg: &mut ReaderCfg) -> Vec<u8> {
+/// The prefixed records of one read for stdout, and (with `log file`) its
+/// lines unprefixed for the file.
+fn lines_to_records(
+    split: &mut LineSplitter,
+    data: &[u8],
+    cfg: &mut ReaderCfg,
+) -> (Vec<u8>, Option<Vec<u8>>) {
     let ts = cfg.timestamps.then(timestamp);
     let mut batch = take_buffer(data.len() + data.len() / 4 + cfg.prefix.len());
     let prefix = &cfg.prefix;
@@ -302,7 +303,7 @@ fn lines_to_records(split: &mut LineSplitter, data: &[u8], cfg: &mut ReaderCfg) 
     let mut file_buf = cfg
         .log_file
         .as_ref()
-        .map(|_| FILE_BUF.with(|b| std::mem::take(&mut *b.borrow_mut())));
+        .map(|_| super::logfile::take_buffer(data.len() + 64));
     split.push(data, &mut |line| {
         if !matched {
             if let Some(re) = re {
@@ -315,19 +316,12 @@ fn lines_to_records(split: &mut LineSplitter, data: &[u8], cfg: &mut ReaderCfg) 
             f.push(b'\n');
         }
     });
-    if let Some(mut f) = file_buf {
-        to_log_file(cfg, &f);
-        if f.capacity() <= POOL_KEEP {
-            f.clear();
-            FILE_BUF.with(|b| *b.borrow_mut() = f);
-        }
-    }
     if matched {
         if let Some((_, fire)) = cfg.log_ready.take() {
             fire();
         }
     }
-    batch
+    (batch, file_buf)
 }
 
 /// The longest the relayed output may take to reach stdout once every
