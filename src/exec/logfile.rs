@@ -257,7 +257,14 @@ pub type Sink = Arc<Mutex<LogTarget>>;
 /// The log targets by path, so that every relay of one path shares one
 /// [`LogTarget`]; the file is closed when the last relay of a path ends
 /// and its last lines are written.
-static OPEN: Mutex<Option<HashMap<PathBuf, Weak<Mutex<LogTarget>>>>> = Mutex::new(None);
+static OPEN: Mutex<Option<Registry>> = Mutex::new(None);
+
+struct Registry {
+    by_path: HashMap<PathBuf, Weak<Mutex<LogTarget>>>,
+    /// Forget closed targets when the map reaches this size (then twice
+    /// the live count): amortised constant time per spawn.
+    sweep_at: usize,
+}
 
 /// Work for the writer thread, in order.
 enum Job {
@@ -367,11 +374,17 @@ pub fn sink(base_dir: &Path, spec: Option<&LogSpec>) -> Option<Sink> {
     let spec = spec?;
     let path = full_path(base_dir, spec);
     let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
-    let open = open.get_or_insert_with(HashMap::new);
-    if let Some(s) = open.get(&path).and_then(Weak::upgrade) {
+    let open = open.get_or_insert_with(|| Registry {
+        by_path: HashMap::new(),
+        sweep_at: 64,
+    });
+    if let Some(s) = open.by_path.get(&path).and_then(Weak::upgrade) {
         return Some(s);
     }
-    open.retain(|_, w| w.strong_count() > 0);
+    if open.by_path.len() >= open.sweep_at {
+        open.by_path.retain(|_, w| w.strong_count() > 0);
+        open.sweep_at = (2 * open.by_path.len()).max(64);
+    }
     let s = Arc::new(Mutex::new(LogTarget {
         path: path.clone(),
         limit: spec.rotate_bytes,
@@ -379,7 +392,7 @@ pub fn sink(base_dir: &Path, spec: Option<&LogSpec>) -> Option<Sink> {
         file: None,
         reported: false,
     }));
-    open.insert(path, Arc::downgrade(&s));
+    open.by_path.insert(path, Arc::downgrade(&s));
     Some(s)
 }
 
