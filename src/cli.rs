@@ -112,6 +112,11 @@ pub struct PlanArgs {
     /// arguments and URL passwords are `<redacted>` otherwise.
     #[arg(long)]
     pub show_secrets: bool,
+    /// The containment `up` will be asked for, shown in the plan (the plan
+    /// records the request; what `auto` picks is decided by `up` on the
+    /// machine it runs on).
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
+    pub containment: ContainmentArg,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -145,6 +150,16 @@ pub enum ContainmentArg {
     Auto,
     Cgroup,
     ProcessGroup,
+}
+
+impl From<ContainmentArg> for plan::Containment {
+    fn from(c: ContainmentArg) -> Self {
+        match c {
+            ContainmentArg::Auto => plan::Containment::Auto,
+            ContainmentArg::Cgroup => plan::Containment::Cgroup,
+            ContainmentArg::ProcessGroup => plan::Containment::ProcessGroup,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -473,6 +488,7 @@ fn plan_cmd(args: &PlanArgs) -> i32 {
         return 2;
     }
     let mut built = plan::build(model, &Scale::new());
+    built.containment = args.containment.into();
     if !args.show_secrets {
         plan::redact::redact(&mut built);
     }
@@ -566,7 +582,8 @@ fn up(args: UpArgs) -> i32 {
         eprintln!("flowrun: {}: {msg}", compiled.source.name);
         return 2;
     }
-    let built = plan::build(model, &scale);
+    let mut built = plan::build(model, &scale);
+    built.containment = args.containment.into();
     let opts = UpOptions {
         file: args.file,
         base_dir,

@@ -5,6 +5,13 @@
 //! substituted a safe value). Spans are kept for diagnostics; they serialise
 //! as bare values and are never part of the plan's output. Groups keep file
 //! order; `GroupId` is an index into [`Topology::groups`].
+//!
+//! The `Serialize` impls here are the plan's JSON form (docs/plan-json.md):
+//! a group is referred to by its `GroupId`, durations are exact whole
+//! milliseconds in fields named `…_ms` (`"forever"` where unbounded),
+//! signals are names, enumerations kebab-case strings, environments lists
+//! of `{"name", "value"}` in order. A new field is serialised unless it is
+//! marked `#[serde(skip)]` (spans and other bookkeeping are).
 
 use crate::ast::{
     AfterState, Escalate, FinishWhen, Probe, ProcessGroupMode, RestartMode, StopTarget, Timeout,
@@ -56,19 +63,38 @@ impl Serialize for Sig {
     }
 }
 
-/// Durations serialise as whole milliseconds.
+/// Durations serialise as whole milliseconds, exactly (a `Duration` can
+/// hold more than 2^64 ms, so the number is a `u128`; JSON numbers have no
+/// size limit).
 pub fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
+    s.serialize_u128(d.as_millis())
 }
 
 impl Serialize for Timeout {
-    /// Milliseconds, or the string `"forever"`.
+    /// Milliseconds (exact, as [`ser_duration`]), or the string `"forever"`.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Timeout::Finite(d) => s.serialize_u64(d.as_millis() as u64),
+            Timeout::Finite(d) => ser_duration(d, s),
             Timeout::Forever => s.serialize_str("forever"),
         }
     }
+}
+
+/// An environment (`Vec<(name, value)>`) as a list of `{"name", "value"}`
+/// objects, in order: a JSON object could not keep a repeated name, and a
+/// list keeps the order in which values override each other.
+pub fn ser_env<S: Serializer>(env: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    #[derive(Serialize)]
+    struct Var<'a> {
+        name: &'a str,
+        value: &'a str,
+    }
+    let mut seq = s.serialize_seq(Some(env.len()))?;
+    for (name, value) in env {
+        seq.serialize_element(&Var { name, value })?;
+    }
+    seq.end()
 }
 
 impl Serialize for FinishWhen {
@@ -93,6 +119,7 @@ impl Serialize for Escalate {
 pub struct Topology {
     pub name: Spanned<String>,
     /// `shutdown within` (default 30 s); `span` is `None` when defaulted.
+    #[serde(rename = "shutdown_within_ms")]
     pub shutdown_within: Timeout,
     #[serde(skip)]
     pub shutdown_span: Option<Span>,
@@ -156,6 +183,7 @@ pub enum Step {
     /// `within: None` is an unbounded wait (FR301).
     Wait {
         groups: Vec<Spanned<GroupId>>,
+        #[serde(rename = "within_ms")]
         within: Option<Timeout>,
     },
     Kill,
@@ -188,10 +216,10 @@ pub struct Group {
     pub stop: Stop,
     /// The whole environment the group adds: its env files' variables
     /// merged with `env { }` (see `env_files`); keys unique.
+    #[serde(serialize_with = "ser_env")]
     pub env: Vec<(String, String)>,
     /// The env files merged into `env`, as written, in precedence order
     /// (the topology's, then the group's; `env { }` comes last).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub env_files: Vec<String>,
     /// As written, relative to the topology file's directory.
     pub cwd: Option<String>,
@@ -203,7 +231,6 @@ pub struct Group {
     pub die_with_parent_span: Option<Span>,
     /// `log file`: the group's own, else the topology's; `None`: output
     /// goes to the terminal only.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<LogFile>,
 }
 
@@ -243,9 +270,10 @@ pub struct After {
 pub struct ReadyCheck {
     pub probe: Probe,
     /// Poll interval; default 1 s (ignored by `log` and `notify`).
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(serialize_with = "ser_duration", rename = "every_ms")]
     pub every: Duration,
     /// Give up after this long; default 60 s.
+    #[serde(rename = "within_ms")]
     pub within: Timeout,
     #[serde(skip)]
     pub span: Span,
@@ -254,9 +282,9 @@ pub struct ReadyCheck {
 #[derive(Clone, Debug, Serialize)]
 pub struct Restart {
     pub mode: RestartMode,
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(serialize_with = "ser_duration", rename = "backoff_min_ms")]
     pub backoff_min: Duration,
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(serialize_with = "ser_duration", rename = "backoff_max_ms")]
     pub backoff_max: Duration,
     /// At most `count` restarts per `per`; `None` is unlimited.
     pub limit: Option<RestartLimit>,
@@ -268,7 +296,7 @@ pub struct Restart {
 #[derive(Clone, Debug, Serialize)]
 pub struct RestartLimit {
     pub count: u32,
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(serialize_with = "ser_duration", rename = "per_ms")]
     pub per: Duration,
 }
 
@@ -300,6 +328,7 @@ impl Stop {
 #[derive(Clone, Debug, Serialize)]
 pub struct LadderStep {
     pub signal: Sig,
+    #[serde(rename = "drain_ms")]
     pub drain: Timeout,
     #[serde(skip)]
     pub span: Span,

@@ -7,17 +7,18 @@
 //! exactly what `up` will run. Building a plan does no IO.
 //!
 //! Its three renderings live beside it: [`text()`] (the review text of
-//! `flowrun plan`), [`json()`] (`--format json`, docs/plan-json.md) and
-//! [`diff()`] (`plan --check`). All are byte-for-byte deterministic.
+//! `flowrun plan`), [`json()`] (`--format json`: the `Plan` itself
+//! serialised, docs/plan-json.md) and [`diff()`] (`plan --check`). All are
+//! byte-for-byte deterministic.
 
 mod json;
 pub mod redact;
 mod text;
 
-pub use json::json;
+pub use json::{json, SCHEMA_VERSION};
 pub use text::text;
 
-use crate::ast::Timeout;
+use crate::ast::{Probe, Timeout};
 use crate::model::{Command, Group, GroupId, Topology};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -25,9 +26,16 @@ use std::collections::BTreeMap;
 /// `--scale G=N` overrides: group name → process count.
 pub type Scale = BTreeMap<String, u32>;
 
-#[derive(Clone, Debug, Serialize)]
+/// What `flowrun up` runs. Its JSON form is its `Serialize` impl (in
+/// `json.rs`), which names every field, so a field added here does not
+/// compile until it is serialised there.
+#[derive(Clone, Debug)]
 pub struct Plan {
     pub topology: Topology,
+    /// The containment `up` is asked for (`--containment`, default
+    /// `auto`): a request, so the plan does not depend on the machine; the
+    /// run's `starting` event reports what `auto` chose.
+    pub containment: Containment,
     /// Groups that start together, in order; a stage starts when the
     /// conditions of its groups are met (see `Topology::groups[..].after`).
     pub start_stages: Vec<Vec<GroupId>>,
@@ -38,8 +46,34 @@ pub struct Plan {
     pub processes: Vec<ProcessSpec>,
 }
 
+/// How a run contains its processes, as requested (`--containment`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Containment {
+    /// cgroup v2 where a writable hierarchy exists, else process groups;
+    /// decided when `up` starts.
+    #[default]
+    Auto,
+    /// cgroup v2, or refuse to start.
+    Cgroup,
+    /// Process groups and the guard only.
+    ProcessGroup,
+}
+
+impl Containment {
+    /// The name the flag and the JSON use (`process-group`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Containment::Auto => "auto",
+            Containment::Cgroup => "cgroup",
+            Containment::ProcessGroup => "process-group",
+        }
+    }
+}
+
 /// The longest chain of stop ladders that must run one after another.
-#[derive(Clone, Debug, Default, Serialize)]
+/// Serialised with the plan (exact totals, the budget and the verdict).
+#[derive(Clone, Debug, Default)]
 pub struct ShutdownPath {
     /// From the group that stops first to the one that stops last.
     pub groups: Vec<GroupId>,
@@ -50,6 +84,59 @@ impl Default for Timeout {
     fn default() -> Self {
         Timeout::Finite(std::time::Duration::ZERO)
     }
+}
+
+/// A duration in exact milliseconds; `None` is `forever`.
+pub(crate) type ExactMs = Option<u128>;
+
+pub(crate) fn exact(t: Timeout) -> ExactMs {
+    match t {
+        Timeout::Finite(d) => Some(d.as_millis()),
+        Timeout::Forever => None,
+    }
+}
+
+/// Group `g`'s stop ladder total, exactly (`Stop::total` saturates at
+/// `Duration::MAX`); 0 for an id out of range. The sums cannot saturate
+/// for any plan that fits in memory: each drain is below 2^75 ms (a
+/// `Duration`) and a plan has far fewer than 2^53 of them.
+pub(crate) fn ladder_ms(t: &Topology, g: GroupId) -> ExactMs {
+    t.groups.get(g).map_or(Some(0), |g| {
+        g.stop
+            .steps
+            .iter()
+            .try_fold(0u128, |sum, s| Some(sum.saturating_add(exact(s.drain)?)))
+    })
+}
+
+/// The shutdown path's total, exactly: the sum of its ladders.
+pub(crate) fn path_ms(t: &Topology, path: &ShutdownPath) -> ExactMs {
+    path.groups
+        .iter()
+        .try_fold(0u128, |sum, &g| Some(sum.saturating_add(ladder_ms(t, g)?)))
+}
+
+/// Whether `total` fits in `budget` (`forever` fits only in `forever`).
+pub(crate) fn within(total: ExactMs, budget: ExactMs) -> bool {
+    match (total, budget) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(total), Some(budget)) => total <= budget,
+    }
+}
+
+/// Σ processes × coroutines over the plan's processes. Exact: at most
+/// [`MAX_PLAN_PROCESSES`] (2^18) processes of fewer than 2^32 coroutines.
+pub(crate) fn coroutine_slots(plan: &Plan) -> u64 {
+    plan.processes
+        .iter()
+        .map(|p| {
+            plan.topology
+                .groups
+                .get(p.group)
+                .map_or(0, |g| u64::from(g.coroutines))
+        })
+        .sum()
 }
 
 /// One OS process to run: placeholders filled, environment complete
@@ -63,13 +150,16 @@ pub struct ProcessSpec {
     /// The program and its arguments; `sh` groups run `/bin/sh -c SCRIPT`.
     pub argv: Vec<String>,
     /// Added to the inherited environment, in this order.
+    #[serde(serialize_with = "crate::model::ser_env")]
     pub env: Vec<(String, String)>,
     /// As written in the file (relative to the file's directory), if set.
     pub cwd: Option<String>,
     pub port: Option<u16>,
+    /// The group's readiness probe with this process's placeholders
+    /// filled; `None` when the group has no ready check.
+    pub ready: Option<Probe>,
     /// The file its output is also written to (`log file`), placeholders
     /// filled; `None`: the terminal only.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<LogSpec>,
 }
 
@@ -175,11 +265,24 @@ pub fn process_spec(topology: &Topology, id: GroupId, index: u32, processes: u32
         env,
         cwd: g.cwd.as_ref().map(|c| ph.expand(c)),
         port,
+        ready: g.ready.as_ref().map(|r| expand_probe(&r.probe, &ph)),
         log: g.log.as_ref().map(|l| LogSpec {
             path: ph.expand(&l.path),
             rotate_bytes: l.rotate_bytes,
             keep: l.keep,
         }),
+    }
+}
+
+/// A probe with one process's placeholders filled.
+pub fn expand_probe(p: &Probe, ph: &Placeholders) -> Probe {
+    match p {
+        Probe::Tcp(s) => Probe::Tcp(ph.expand(s)),
+        Probe::Http(s) => Probe::Http(ph.expand(s)),
+        Probe::Exec(s) => Probe::Exec(ph.expand(s)),
+        Probe::Log(s) => Probe::Log(ph.expand(s)),
+        Probe::File(s) => Probe::File(ph.expand(s)),
+        Probe::Notify => Probe::Notify,
     }
 }
 
@@ -220,6 +323,7 @@ pub fn build(topology: &Topology, scale: &Scale) -> Plan {
     }
     Plan {
         topology: topology.clone(),
+        containment: Containment::default(),
         start_stages: crate::graph::start_stages(topology),
         stop_stages: crate::graph::stop_stages(topology),
         worst_shutdown: crate::graph::worst_shutdown_path(topology),

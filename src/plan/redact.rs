@@ -300,6 +300,9 @@ pub fn redact(plan: &mut Plan) {
         for (k, v) in &mut p.env {
             *v = env_value(k, v);
         }
+        if let Some(r) = &mut p.ready {
+            probe(r);
+        }
     }
 }
 

@@ -284,25 +284,46 @@ fn scale_changes_the_process_list() {
 }
 
 #[test]
-fn json_is_versioned_named_and_deterministic() {
+fn json_is_versioned_and_deterministic() {
     let t = ingest();
     let plan = build(&t, &Scale::new());
     let a = json(&plan, &source(), &[finding()]);
     assert_eq!(a, json(&build(&t, &Scale::new()), &source(), &[finding()]));
     assert!(a.ends_with("}\n"));
     let v: serde_json::Value = serde_json::from_str(&a).unwrap();
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], SCHEMA_VERSION);
     assert_eq!(v["summary"]["coroutine_slots"], 234);
-    assert_eq!(v["shutdown_within_ms"], 60_000);
-    assert_eq!(v["worst_shutdown"]["total_ms"], 60_000);
-    assert_eq!(v["worst_shutdown"]["within_budget"], true);
-    assert_eq!(v["worst_shutdown"]["groups"][1]["name"], "worker");
+    assert_eq!(
+        v["summary"]["drain_signals"],
+        serde_json::json!(["SIGINT", "SIGTERM"])
+    );
+    assert_eq!(v["containment"], "auto");
+    let top = &v["topology"];
+    assert_eq!(top["name"], "ingest");
+    assert_eq!(top["shutdown_within_ms"], 60_000);
+    assert_eq!(v["worst_shutdown"]["groups"][1]["group"], 2);
     assert_eq!(v["worst_shutdown"]["groups"][1]["stop_total_ms"], 30_000);
-    assert_eq!(v["groups"][1]["after"][0]["name"], "migrate");
-    assert_eq!(v["groups"][1]["after"][0]["state"], "succeeded");
-    assert_eq!(v["groups"][1]["ready"]["probe"]["kind"], "http");
-    assert_eq!(v["handlers"][3]["steps"][0]["signal"], "SIGUSR1");
-    assert_eq!(v["handlers"][3]["steps"][0]["received"], true);
+    assert_eq!(v["worst_shutdown"]["total_ms"], 60_000);
+    assert_eq!(v["worst_shutdown"]["budget_ms"], 60_000);
+    assert_eq!(v["worst_shutdown"]["within_budget"], true);
+    let api = &top["groups"][1];
+    assert_eq!(
+        api["after"][0],
+        serde_json::json!({"group": 0, "state": "succeeded"})
+    );
+    assert_eq!(api["ready"]["probe"]["kind"], "http");
+    assert_eq!(api["ready"]["every_ms"], 200);
+    assert_eq!(api["restart"]["backoff_max_ms"], 10_000);
+    let worker = &top["groups"][2];
+    assert_eq!(worker["stop"]["steps"][0]["drain_ms"], 25_000);
+    assert_eq!(worker["env"][0]["name"], "QUEUE");
+    // `forward to worker` without a signal forwards the received one.
+    assert_eq!(top["handlers"][3]["signal"], "SIGUSR1");
+    assert_eq!(
+        top["handlers"][3]["steps"][0]["signal"],
+        serde_json::Value::Null
+    );
+    assert_eq!(top["allows"][0]["group"], 2);
     assert_eq!(v["processes"][4]["argv"][5], "127.0.0.1:8003");
     assert_eq!(
         v["processes"][4]["ready"]["target"],
@@ -313,9 +334,53 @@ fn json_is_versioned_named_and_deterministic() {
     assert_eq!(v["findings"][0]["line"], 2);
     assert_eq!(v["findings"][0]["column"], 3);
     assert_eq!(v["findings"][0]["severity"], "warning");
-    assert_eq!(v["allows"][0]["group"]["name"], "worker");
-    assert_eq!(v["drain_signals"], serde_json::json!(["SIGINT", "SIGTERM"]));
     println!("{a}");
+}
+
+#[test]
+fn the_json_document_is_the_plan_serialised() {
+    // Every key of the serialised `Plan` is in the document with the same
+    // value; the document adds only its version, summary and findings.
+    let mut plan = build(&ingest(), &Scale::new());
+    plan.containment = Containment::ProcessGroup;
+    let doc: serde_json::Value =
+        serde_json::from_str(&json(&plan, &source(), &[finding()])).unwrap();
+    let serde_json::Value::Object(own) = serde_json::to_value(&plan).unwrap() else {
+        panic!("a plan serialises as an object");
+    };
+    let serde_json::Value::Object(doc) = doc else {
+        panic!("the document is an object");
+    };
+    for (k, value) in &own {
+        assert_eq!(doc.get(k), Some(value), "{k}");
+    }
+    let mut extra: Vec<&str> = doc
+        .keys()
+        .filter(|k| !own.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    extra.sort_unstable();
+    assert_eq!(extra, ["findings", "schema_version", "summary"]);
+    assert_eq!(doc["containment"], "process-group");
+    // What `up` runs is there as it runs it: the groups' settings are the
+    // model's own fields (a new one shows up without a change in plan/).
+    let g = &doc["topology"]["groups"][2];
+    assert_eq!(g["name"], "worker");
+    assert_eq!(g["env_files"], serde_json::json!([]));
+    assert_eq!(g["process_group"], "own");
+}
+
+#[test]
+fn the_requested_containment_is_in_the_text() {
+    let mut plan = build(&ingest(), &Scale::new());
+    let auto = text(&plan, &source(), &[]);
+    assert!(
+        auto.contains("  containment      auto (decided by `up`: cgroup v2 where"),
+        "{auto}"
+    );
+    plan.containment = Containment::Cgroup;
+    assert!(text(&plan, &source(), &[])
+        .contains("  containment      cgroup (cgroup v2, or `up` refuses to start)\n"));
 }
 
 #[test]
@@ -453,6 +518,39 @@ fn json_totals_are_exact_past_2_pow_64_ms() {
     assert!(j.contains("\"within_budget\": false"), "{j}");
     let tx = text(&plan, &source(), &[]);
     assert!(tx.contains("  verdict  OVER"), "{tx}");
+}
+
+#[test]
+fn totals_do_not_saturate_at_the_largest_duration() {
+    // Two drains of `Duration::MAX` on one ladder: `Stop::total` stops at
+    // `Duration::MAX`, the plan prints the true sum in both forms.
+    let mut t = ingest();
+    let max = Timeout::Finite(Duration::MAX);
+    t.groups[2].stop.steps[0].drain = max;
+    t.groups[2].stop.steps[1].drain = max;
+    assert_eq!(t.groups[2].stop.total(), max);
+    let plan = build(&t, &Scale::new());
+    let one = Duration::MAX.as_millis();
+    let j = json(&plan, &source(), &[]);
+    // worker's ladder, then the path: tests (10 s) + worker + api (20 s).
+    assert!(
+        j.contains(&format!("\"stop_total_ms\": {}\n", 2 * one)),
+        "{j}"
+    );
+    assert!(
+        j.contains(&format!("\"total_ms\": {},", 2 * one + 30_000)),
+        "{j}"
+    );
+    let tx = text(&plan, &source(), &[]);
+    let ms = 2 * one + 30_000;
+    let (h, m, sec, rest) = (
+        ms / 3_600_000,
+        ms % 3_600_000 / 60_000,
+        ms % 60_000 / 1000,
+        ms % 1000,
+    );
+    let want = format!("  total    {h}h{m}m{sec}s{rest}ms\n");
+    assert!(tx.contains(&want), "{want} in {tx}");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! computed by [`crate::graph`]) and the source file's name as given; no
 //! clock, no environment, no hash-map iteration, no absolute paths.
 
-use super::{Placeholders, Plan};
+use super::{Containment, Placeholders, Plan};
 use crate::ast::{Escalate, FinishWhen, Probe, RestartMode, StopTarget, Timeout};
 use crate::diagnostic::Diagnostic;
 use crate::graph;
@@ -18,7 +18,11 @@ use std::time::Duration;
 /// A duration as a person writes it: `250ms`, `10s`, `1m30s`, `2h`, `0s`.
 /// Below a millisecond is dropped (the language cannot express it).
 pub(crate) fn duration(d: Duration) -> String {
-    let total_ms = d.as_millis();
+    millis(d.as_millis())
+}
+
+/// Whole milliseconds as [`duration`] writes them.
+fn millis(total_ms: u128) -> String {
     if total_ms == 0 {
         return "0s".into();
     }
@@ -51,6 +55,11 @@ pub(crate) fn timeout(t: Timeout) -> String {
         Timeout::Finite(d) => duration(d),
         Timeout::Forever => "forever".into(),
     }
+}
+
+/// Exact milliseconds as [`timeout`] writes them.
+fn exact_ms(ms: super::ExactMs) -> String {
+    ms.map_or_else(|| "forever".into(), millis)
 }
 
 /// One word for display, quoted so a shell would read it back as exactly
@@ -271,17 +280,23 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
     // Header.
     out.push('\n');
     let _ = writeln!(out, "topology {}", t.name.node);
-    let slots: u64 = t
-        .groups
-        .iter()
-        .zip(&counts)
-        .map(|(g, &n)| n.saturating_mul(u64::from(g.coroutines)))
-        .fold(0u64, u64::saturating_add);
+    let slots = super::coroutine_slots(plan);
     let mut b = Block::new("  ");
     b.row("groups", t.groups.len().to_string());
     b.row("processes", plan.processes.len().to_string());
     b.row("coroutine slots", slots.to_string());
     b.row("shutdown within", timeout(t.shutdown_within));
+    b.row(
+        "containment",
+        match plan.containment {
+            Containment::Auto => {
+                "auto (decided by `up`: cgroup v2 where a writable hierarchy exists, \
+                 else process groups; its `starting` event says which)"
+            }
+            Containment::Cgroup => "cgroup (cgroup v2, or `up` refuses to start)",
+            Containment::ProcessGroup => "process-group (process groups and the guard, no cgroup)",
+        },
+    );
     b.row(
         "finish when",
         match &t.finish {
@@ -328,17 +343,14 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
         let parts: Vec<String> = path
             .groups
             .iter()
-            .map(|&g| {
-                t.groups
-                    .get(g)
-                    .map_or_else(|| "?".into(), |g| timeout(graph::ladder_total(&g.stop)))
-            })
+            .map(|&g| exact_ms(super::ladder_ms(t, g)))
             .collect();
         b.row("ladders", parts.join(" + "));
     }
-    b.row("total", timeout(path.total));
+    let total = super::path_ms(t, path);
+    b.row("total", exact_ms(total));
     b.row("budget", timeout(t.shutdown_within));
-    let ok = path.total <= t.shutdown_within;
+    let ok = super::within(total, super::exact(t.shutdown_within));
     b.row(
         "verdict",
         if ok {
@@ -379,7 +391,8 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
                 count(n, "process", "processes"),
                 count(u64::from(g.coroutines), "coroutine", "coroutines"),
                 count(
-                    n.saturating_mul(u64::from(g.coroutines)),
+                    // Exact: n ≤ 2^18 (MAX_PLAN_PROCESSES), coroutines < 2^32.
+                    n * u64::from(g.coroutines),
                     "coroutine slot",
                     "coroutine slots"
                 )

@@ -960,6 +960,41 @@ fn up_lints_the_scaled_topology_and_refuses_errors() {
 }
 
 #[test]
+fn plan_shows_the_requested_containment_not_the_machines() {
+    let f = fixture("clean.pf");
+    let text = stdout(&flowrun(&["plan", &f]));
+    assert!(
+        text.contains("  containment      auto (decided by `up`: cgroup v2 where a writable hierarchy exists, else process groups; its `starting` event says which)\n"),
+        "{text}"
+    );
+    let o = flowrun(&["plan", "--containment", "process-group", &f]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("  containment      process-group ("),
+        "{}",
+        stdout(&o)
+    );
+    let o = flowrun(&["plan", "--format", "json", "--containment", "cgroup", &f]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    assert_eq!(v["containment"], "cgroup");
+    // A plan committed with the default is stale for another request.
+    let d = tmp_dir("plancontain");
+    let committed = d.join("clean.plan");
+    std::fs::write(&committed, &text).unwrap();
+    let c = committed.to_str().unwrap();
+    assert_eq!(code(&flowrun(&["plan", "--check", c, &f])), 0);
+    let o = flowrun(&["plan", "--containment", "cgroup", "--check", c, &f]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stdout(&o).contains("+  containment      cgroup ("),
+        "{}",
+        stdout(&o)
+    );
+    let o = flowrun(&["plan", "--containment", "cgroups", &f]);
+    assert_eq!(code(&o), 2);
+}
+
+#[test]
 fn plans_redact_secrets_unless_asked_to_show_them() {
     let f = "tests/fixtures/fr310_secret_in_file.pf";
     let secrets = ["sk_live_51Hxyz", "0a1b2c3d", "hunter2", "admin:pw@"];

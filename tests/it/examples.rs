@@ -86,7 +86,7 @@ fn every_example_plan_is_snapshotted_and_deterministic() {
 
         // The JSON is valid and agrees with the text's header.
         let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
-        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["schema_version"], plan::SCHEMA_VERSION);
         assert_eq!(v["summary"]["processes"], built.processes.len());
         assert!(
             text.contains(&format!("  processes        {}\n", built.processes.len())),

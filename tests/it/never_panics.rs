@@ -2,7 +2,7 @@
 //! span is valid for its input.
 //!
 //! At least 100,000 inputs per run go through `compile` → `plan::build` →
-//! `plan::text` → `render::human` / `render::json`: random bytes, random
+//! `plan::text` and `plan::json` → `render::human` / `render::json`: random bytes, random
 //! ASCII over the language's alphabet, truncations of every example and
 //! fixture at random offsets, and token-level mutations of them (delete,
 //! duplicate, swap, replace with keywords, extreme numbers, `forever`,
@@ -396,6 +396,9 @@ fn run_one(text: &str, host: Option<&HostLimits>) -> Result<(), String> {
         let p = plan::build(model, &Scale::new());
         let t = plan::text(&p, &compiled.source, &compiled.diagnostics);
         assert!(!t.is_empty());
+        // Pretty JSON: the serialised plan, not the one-line error fallback.
+        let j = plan::json(&p, &compiled.source, &compiled.diagnostics);
+        assert!(j.starts_with("{\n  \"schema_version\": "), "{j}");
     }
     let h = render::human(&compiled.source, &compiled.diagnostics, 80, false);
     assert_eq!(h.is_empty(), compiled.diagnostics.is_empty());
