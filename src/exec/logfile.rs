@@ -9,9 +9,9 @@
 //! terminal does, and memory stays bounded. A relay ends by waiting for
 //! its lines to be written ([`flush`]), and `up` waits for its relays
 //! (bounded by `FLUSH_LIMIT`), so nothing is lost at exit. The file holds
-//! the lines as the process wrote them:
-//! no `group.index | ` prefix, no colour, no timestamp (a line over
-//! [`super::logs::MAX_LINE`] is cut into pieces exactly as on the terminal).
+//! the lines as the process wrote them: no `group.index | ` prefix, no
+//! colour, no timestamp (a line over [`super::logs::MAX_LINE`] is cut into
+//! pieces exactly as on the terminal).
 //!
 //! Rotation is by size and never splits a line: when the next whole line
 //! would take the file past `rotate_bytes`, the file is closed, `x.log.{K-1}`
@@ -126,8 +126,8 @@ impl RotatingFile {
 
     /// Write whole lines, each ending with `\n` (a last line without one is
     /// written as it is). Rotates before a line that would not fit; never
-    /// splits one. On an error the bytes of this call that reached the
-    /// current file are cut back off it.
+    /// splits one. On an error, the part of the chunk being written that
+    /// reached the file is cut back off it (the whole lines before stay).
     pub fn write_lines(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let room = self.limit.saturating_sub(self.size);
