@@ -51,6 +51,8 @@ pub enum TopItemKind {
     Group(Group),
     /// `env-file "PATH"`: every group's environment starts from this file.
     EnvFile(Spanned<String>),
+    /// `log file "PATH" …` (`None`: `log terminal`): every group's default.
+    Log(Option<LogFile>),
 }
 
 /// A duration that may be unbounded (`forever`).
@@ -169,6 +171,17 @@ pub enum SettingKind {
     DieWithParent(Spanned<bool>),
     /// `allow RULE [because "why"]` at group scope
     Allow(Allow),
+    /// `log file "PATH" [rotate SIZE] [keep N]`; `None`: `log terminal`
+    Log(Option<LogFile>),
+}
+
+/// `log file "PATH" [rotate SIZE] [keep N]`; sizes are in bytes as
+/// written (`10MB` is 10 × 1024 × 1024).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogFile {
+    pub path: Spanned<String>,
+    pub rotate: Option<Spanned<u64>>,
+    pub keep: Option<Spanned<u64>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

@@ -229,6 +229,32 @@ pub struct Group {
     pub die_with_parent: bool,
     #[serde(skip)]
     pub die_with_parent_span: Option<Span>,
+    /// `log file`: the group's own, else the topology's; `None`: output
+    /// goes to the terminal only.
+    pub log: Option<LogFile>,
+}
+
+/// Where a group's processes' output is also written (docs/language.md,
+/// `log file`): a path template with placeholders, rotated by size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LogFile {
+    /// As written (placeholders unexpanded), relative to the topology
+    /// file's directory.
+    pub path: String,
+    /// Rotate when the next whole line would take the file past this many
+    /// bytes (default 10 MiB).
+    pub rotate_bytes: u64,
+    /// Old files kept (`x.log.1` … `x.log.N`); default 5.
+    pub keep: u32,
+    /// True when the group inherits the topology's `log file`.
+    #[serde(skip)]
+    pub inherited: bool,
+    /// The path literal, for diagnostics.
+    #[serde(skip)]
+    pub path_span: Span,
+    /// The whole statement.
+    #[serde(skip)]
+    pub span: Span,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -57,7 +57,7 @@ fn describe(rule: Rule) -> &'static str {
         Rule::topology | Rule::kw_topology => "`topology`",
         Rule::sep => "the end of the statement",
         Rule::top_item => {
-            "a topology statement (`shutdown`, `finish`, `on`, `escalate`, `allow`, `env-file` or `group`)"
+            "a topology statement (`shutdown`, `finish`, `on`, `escalate`, `allow`, `env-file`, `log` or `group`)"
         }
         Rule::shutdown_stmt | Rule::kw_shutdown => "`shutdown`",
         Rule::finish_stmt | Rule::kw_finish => "`finish`",
@@ -78,7 +78,7 @@ fn describe(rule: Rule) -> &'static str {
         Rule::kill_step | Rule::kw_kill => "`kill`",
         Rule::ignore_step | Rule::kw_ignore => "`ignore`",
         Rule::group_def | Rule::kw_group => "`group`",
-        Rule::setting => "a group setting (`run`, `sh`, `processes`, `coroutines`, `port`, `once`, `after`, `ready`, `restart`, `stop`, `env`, `env-file`, `cwd`, `process-group`, `die-with-parent` or `allow`)",
+        Rule::setting => "a group setting (`run`, `sh`, `processes`, `coroutines`, `port`, `once`, `after`, `ready`, `restart`, `stop`, `env`, `env-file`, `cwd`, `process-group`, `die-with-parent`, `log` or `allow`)",
         Rule::run_s | Rule::kw_run => "`run`",
         Rule::sh_s | Rule::kw_sh => "`sh`",
         Rule::processes_s | Rule::kw_processes => "`processes`",
@@ -108,6 +108,12 @@ fn describe(rule: Rule) -> &'static str {
         Rule::env_var | Rule::env_key => "an environment variable name like `LOG_LEVEL`",
         Rule::cwd_s | Rule::kw_cwd => "`cwd`",
         Rule::env_file_s | Rule::kw_env_file => "`env-file`",
+        Rule::log_s => "`log`",
+        Rule::log_file => "`file`",
+        Rule::kw_terminal => "`terminal`",
+        Rule::log_rotate | Rule::kw_rotate => "`rotate`",
+        Rule::log_keep | Rule::kw_keep => "`keep`",
+        Rule::size => "a size like 10MB (B, KB, MB or GB)",
         Rule::process_group_s | Rule::kw_process_group => "`process-group`",
         Rule::die_with_parent_s | Rule::kw_die_with_parent => "`die-with-parent`",
         Rule::name => "a topology name",
@@ -156,7 +162,9 @@ const RESERVED: &[&str] = &[
     "then", "forever",
 ];
 
-const TOP_KEYWORDS: &[&str] = &["shutdown", "finish", "on", "escalate", "group", "env-file"];
+const TOP_KEYWORDS: &[&str] = &[
+    "shutdown", "finish", "on", "escalate", "group", "env-file", "log",
+];
 const SETTING_KEYWORDS: &[&str] = &[
     "run",
     "sh",
@@ -172,6 +180,7 @@ const SETTING_KEYWORDS: &[&str] = &[
     "cwd",
     "process-group",
     "die-with-parent",
+    "log",
 ];
 
 /// A character of a word, for "unexpected …" labels. Non-ASCII letters
@@ -693,10 +702,32 @@ fn syntax_help(text: &str, pos: usize, rules: &[Rule]) -> Option<String> {
     if word == "every" && wants(Rule::rbrace) {
         return Some("in a ready check, write `every D` before `within D`".into());
     }
+    if word == "rotate" && wants(Rule::rbrace) {
+        return Some("in `log file`, write `rotate SIZE` before `keep N`".into());
+    }
     if let Some((lo, hi)) = word.split_once('-') {
         if is_duration(lo) && is_duration(hi) {
             return Some(format!("write a range as `MIN..MAX`: `{lo}..{hi}`"));
         }
+    }
+    if wants(Rule::size) {
+        let digits = word.bytes().take_while(u8::is_ascii_digit).count();
+        let unit = word[digits..].to_ascii_uppercase();
+        return Some(
+            if digits > 0 && matches!(unit.as_str(), "B" | "KB" | "MB" | "GB") {
+                format!("size units are upper case: `{}{unit}`", &word[..digits])
+            } else if digits > 0 && matches!(unit.as_str(), "K" | "M" | "G" | "KIB" | "MIB" | "GIB")
+            {
+                format!(
+                    "write `{}{}B`: the units are B, KB, MB and GB (1024-based)",
+                    &word[..digits],
+                    &unit[..1]
+                )
+            } else {
+                "a size is a whole number and a unit, B, KB, MB or GB, without a space: e.g. `10MB`"
+                    .into()
+            },
+        );
     }
     if let Some(kw) = closest_keyword(word, rules) {
         return Some(if kw.eq_ignore_ascii_case(word) {
@@ -847,6 +878,7 @@ fn convert_top_item(pair: Pair<Rule>) -> Result<TopItem> {
         Rule::allow_stmt => TopItemKind::Allow(convert_allow(inner)?),
         Rule::group_def => TopItemKind::Group(convert_group(inner)?),
         Rule::env_file_s => TopItemKind::EnvFile(convert_string(need(&inner, Rule::string)?)?),
+        Rule::log_s => TopItemKind::Log(convert_log(inner)?),
         _ => return Err(internal(&inner)),
     };
     Ok(TopItem { kind, span })
@@ -994,9 +1026,27 @@ fn convert_setting(pair: Pair<Rule>) -> Result<Setting> {
             SettingKind::DieWithParent(spanned(&p, yes))
         }
         Rule::allow_stmt => SettingKind::Allow(convert_allow(inner)?),
+        Rule::log_s => SettingKind::Log(convert_log(inner)?),
         _ => return Err(internal(&inner)),
     };
     Ok(Setting { kind, span })
+}
+
+/// `log file …`, or `None` for `log terminal`.
+fn convert_log(pair: Pair<Rule>) -> Result<Option<ast::LogFile>> {
+    let Some(pair) = child(&pair, Rule::log_file) else {
+        return Ok(None);
+    };
+    let path = convert_string(need(&pair, Rule::string)?)?;
+    let rotate = match child(&pair, Rule::log_rotate) {
+        Some(r) => Some(convert_size(need(&r, Rule::size)?)?),
+        None => None,
+    };
+    let keep = match child(&pair, Rule::log_keep) {
+        Some(k) => Some(convert_number(need(&k, Rule::number)?)?),
+        None => None,
+    };
+    Ok(Some(ast::LogFile { path, rotate, keep }))
 }
 
 fn convert_after(pair: Pair<Rule>) -> Result<SettingKind> {
@@ -1186,6 +1236,34 @@ pub(crate) fn duration_millis(text: &str) -> Option<u64> {
         total = total.checked_add(n.checked_mul(unit)?)?;
     }
     Some(total)
+}
+
+/// Bytes of a size literal like `10MB` (units are 1024-based: `KB` is
+/// 1024 bytes, `MB` 1024², `GB` 1024³), `None` on overflow or a malformed
+/// literal.
+pub(crate) fn size_bytes(text: &str) -> Option<u64> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let n: u64 = text[..digits].parse().ok()?;
+    let unit: u64 = match &text[digits..] {
+        "B" => 1,
+        "KB" => 1 << 10,
+        "MB" => 1 << 20,
+        "GB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+fn convert_size(pair: Pair<Rule>) -> Result<Spanned<u64>> {
+    match size_bytes(pair.as_str()) {
+        Some(n) => Ok(spanned(&pair, n)),
+        None => Err(invalid_token(
+            &pair,
+            format!("size `{}` is too large", pair.as_str()),
+            "too large",
+            "write a smaller size, such as `10MB` or `1GB`",
+        )),
+    }
 }
 
 fn convert_duration(pair: Pair<Rule>) -> Result<Spanned<Duration>> {

@@ -26,7 +26,9 @@
 //! `stop SIGTERM drain 10s to leader`; `process-group own`;
 //! `die-with-parent yes`; ready checks `every 1s within 60s`; `after G`
 //! waits for `ready` if G has a ready check, else `succeeded` if G is
-//! `once`, else `started`.
+//! `once`, else `started`; a group without `log file` takes the
+//! topology's, and `log file` without `rotate`/`keep` gets `rotate 10MB
+//! keep 5` (sizes are 1024-based).
 //!
 //! Placeholders: a placeholder is `{NAME}` with NAME made of ASCII letters,
 //! digits and `_`, not starting with a digit, and not preceded by `$` (so a
@@ -41,8 +43,8 @@ use crate::check::fmt_duration;
 use crate::diagnostic::{Diagnostic, Label};
 use crate::envfile::EnvFiles;
 use crate::model::{
-    After, Allow, Command, Finish, Group, GroupId, Handler, LadderStep, ReadyCheck, Restart,
-    RestartLimit, Sig, Step, Stop, Topology,
+    After, Allow, Command, Finish, Group, GroupId, Handler, LadderStep, LogFile, ReadyCheck,
+    Restart, RestartLimit, Sig, Step, Stop, Topology,
 };
 use crate::rules;
 use crate::source::{SourceFile, Span, Spanned};
@@ -56,6 +58,12 @@ const DEFAULT_LIMIT_PER: Duration = Duration::from_secs(60);
 const DEFAULT_STOP_DRAIN: Duration = Duration::from_secs(10);
 const DEFAULT_READY_EVERY: Duration = Duration::from_secs(1);
 const DEFAULT_READY_WITHIN: Duration = Duration::from_secs(60);
+/// `log file` without `rotate`: 10 MiB.
+pub const DEFAULT_LOG_ROTATE: u64 = 10 << 20;
+/// `log file` without `keep`: 5 old files.
+pub const DEFAULT_LOG_KEEP: u32 = 5;
+/// The most old log files `keep` may ask for (each rotation renames them all).
+pub const MAX_LOG_KEEP: u64 = 1000;
 const PLACEHOLDERS: &[&str] = &["group", "index", "processes", "coroutines", "port"];
 
 /// Resolve names, fill defaults, check values. Always returns a model (with
@@ -81,6 +89,7 @@ pub fn resolve_with(
         env_files,
         top_env: Vec::new(),
         top_env_files: Vec::new(),
+        top_log: None,
     };
     let topology = r.topology(&file.topology);
     (topology, r.diags)
@@ -101,6 +110,8 @@ struct Resolver<'a> {
     top_env: Vec<(String, String)>,
     /// The topology-scope env files, as written.
     top_env_files: Vec<String>,
+    /// The topology-scope `log file`, every group's default.
+    top_log: Option<LogFile>,
 }
 
 /// An `after` waiting for every group to be resolved (its default state
@@ -151,6 +162,22 @@ impl<'a> Resolver<'a> {
                 self.top_env_files.push(path.node.clone());
                 let vars = self.env_file(path);
                 merge_env(&mut self.top_env, vars);
+            }
+        }
+
+        // The topology-scope `log file` is every group's default.
+        let mut top_log_seen: Option<Span> = None;
+        for item in &t.items {
+            if let TopItemKind::Log(l) = &item.kind {
+                if let Some(first) = top_log_seen {
+                    self.duplicate_setting("`log`", item.span, 3, first, None);
+                    continue;
+                }
+                top_log_seen = Some(item.span);
+                if let Some(l) = l {
+                    self.scan_top_log(l.path.span);
+                    self.top_log = Some(self.log_file(l, item.span, true));
+                }
             }
         }
 
@@ -226,7 +253,7 @@ impl<'a> Resolver<'a> {
                         allows.push(allow);
                     }
                 }
-                TopItemKind::Group(_) | TopItemKind::EnvFile(_) => {}
+                TopItemKind::Group(_) | TopItemKind::EnvFile(_) | TopItemKind::Log(_) => {}
             }
         }
         let default_span = t.name.span;
@@ -525,6 +552,7 @@ impl<'a> Resolver<'a> {
         let mut cwd = None;
         let mut process_group = (ProcessGroupMode::Own, None);
         let mut die_with_parent = (true, None);
+        let mut log = None;
 
         for setting in &g.settings {
             if let Some((key, what)) = single_valued(&setting.kind) {
@@ -585,8 +613,13 @@ impl<'a> Resolver<'a> {
                         allows.push(allow);
                     }
                 }
+                SettingKind::Log(l) => {
+                    log = Some(l.as_ref().map(|l| self.log_file(l, setting.span, false)))
+                }
             }
         }
+        // `log terminal` in the group: no file, whatever the topology says.
+        let log = log.unwrap_or_else(|| self.top_log.clone());
 
         // Precedence: topology env files, then the group's, then `env { }`.
         merge_env(&mut file_env, env);
@@ -669,6 +702,85 @@ impl<'a> Resolver<'a> {
             process_group_span: process_group.1,
             die_with_parent: die_with_parent.0,
             die_with_parent_span: die_with_parent.1,
+            log,
+        }
+    }
+
+    /// A `log file` statement: FR104 for an empty path, a path that names a
+    /// directory, `rotate 0B` and a `keep` outside 1..=[`MAX_LOG_KEEP`] (the
+    /// default substituted); FR103 is found by [`Self::placeholders`].
+    fn log_file(&mut self, l: &ast::LogFile, span: Span, inherited: bool) -> LogFile {
+        let path = &l.path;
+        if path.node.trim().is_empty() {
+            self.push(
+                Diagnostic::new(
+                    "FR104",
+                    "empty path in `log file`",
+                    Label::new(path.span, "no file named"),
+                )
+                .with_help("write a path such as `log file \"log/{group}.{index}.log\"`"),
+            );
+        } else if path.node.ends_with('/') {
+            self.push(
+                Diagnostic::new(
+                    "FR104",
+                    format!(
+                        "`log file \"{}\"` names a directory",
+                        path.node.escape_debug()
+                    ),
+                    Label::new(path.span, "ends with `/`"),
+                )
+                .with_help("name the file inside it, e.g. `{group}.{index}.log` after the `/`"),
+            );
+        } else {
+            self.no_nul(path, "`log file`");
+        }
+        let rotate_bytes = match &l.rotate {
+            Some(r) if r.node == 0 => {
+                self.push(
+                    Diagnostic::new(
+                        "FR104",
+                        "`rotate` size 0: every line would start a new file",
+                        Label::new(r.span, "must be at least 1B"),
+                    )
+                    .with_help("write a size such as `rotate 10MB`"),
+                );
+                DEFAULT_LOG_ROTATE
+            }
+            Some(r) => r.node,
+            None => DEFAULT_LOG_ROTATE,
+        };
+        let keep = match &l.keep {
+            Some(k) if k.node == 0 || k.node > MAX_LOG_KEEP => {
+                let (message, label, help) = if k.node == 0 {
+                    (
+                        "`keep 0` keeps no old file: a rotation would throw the whole file away"
+                            .to_string(),
+                        "must be at least 1",
+                        "write `keep 1` or more",
+                    )
+                } else {
+                    (
+                        format!("`keep {}` is too large (at most {MAX_LOG_KEEP})", k.node),
+                        "too large",
+                        "keep fewer files, or rotate at a larger size",
+                    )
+                };
+                self.push(
+                    Diagnostic::new("FR104", message, Label::new(k.span, label)).with_help(help),
+                );
+                DEFAULT_LOG_KEEP
+            }
+            Some(k) => k.node as u32,
+            None => DEFAULT_LOG_KEEP,
+        };
+        LogFile {
+            path: path.node.clone(),
+            rotate_bytes,
+            keep,
+            inherited,
+            path_span: path.span,
+            span,
         }
     }
 
@@ -1069,9 +1181,32 @@ impl<'a> Resolver<'a> {
                     }
                 }
                 SettingKind::Ready(r) => self.scan(r.probe.span, &g.name.node, has_port),
+                SettingKind::Log(Some(l)) => self.scan(l.path.span, &g.name.node, has_port),
                 _ => {}
             }
         }
+    }
+
+    /// FR103 in the topology's `log file` path: as in a group, and
+    /// `{port}` is refused (not every group has a port).
+    fn scan_top_log(&mut self, span: Span) {
+        let raw = self.source.slice(span);
+        let ports: Vec<Span> = find_placeholders(raw)
+            .into_iter()
+            .filter(|&(_, name)| name == "port")
+            .map(|(start, _)| Span::new(span.start + start, span.start + start + 6))
+            .collect();
+        for at in ports {
+            self.push(
+                Diagnostic::new(
+                    "FR103",
+                    "`{port}` in the topology's `log file`: not every group has a port",
+                    Label::new(at, "not every group has a port"),
+                )
+                .with_help("use `{index}` to tell the processes apart, or give the groups with a port their own `log file`"),
+            );
+        }
+        self.scan(span, "", true);
     }
 
     fn scan(&mut self, span: Span, group: &str, has_port: bool) {
@@ -1150,6 +1285,7 @@ fn single_valued(kind: &SettingKind) -> Option<(&'static str, &'static str)> {
         SettingKind::Cwd(_) => ("cwd", "`cwd`"),
         SettingKind::ProcessGroup(_) => ("process-group", "`process-group`"),
         SettingKind::DieWithParent(_) => ("die-with-parent", "`die-with-parent`"),
+        SettingKind::Log(_) => ("log", "`log`"),
         SettingKind::After { .. } | SettingKind::Allow(_) | SettingKind::EnvFile(_) => return None,
     })
 }
@@ -1173,6 +1309,7 @@ fn keyword_len(kind: &SettingKind) -> usize {
         SettingKind::ProcessGroup(_) => 13,
         SettingKind::DieWithParent(_) => 15,
         SettingKind::Allow(_) => 5,
+        SettingKind::Log(_) => 3,
     }
 }
 

@@ -42,6 +42,7 @@ pub static RULES: &[Rule] = &[
     rule!("FR203", "drain-exceeds-budget", Error, "the worst-case teardown path exceeds `shutdown within`"),
     rule!("FR204", "port-overlap", Error, "two groups' port ranges overlap"),
     rule!("FR205", "capacity", Warning, "processes × coroutines and their descriptors do not fit the host's limits"),
+    rule!("FR206", "shared-log-file", Error, "two processes write one `log file` (no `{index}` in a group's path, or two groups' paths alike)"),
     rule!("FR301", "join-in-handler", Error, "a handler waits without a bound, or on a group nothing in it stops"),
     rule!("FR302", "double-delivery", Error, "a `process-group shared` group is stopped for a signal the terminal also delivers to it"),
     rule!("FR303", "orphan-risk", Warning, "`die-with-parent no`, or a command that backgrounds or daemonizes itself"),

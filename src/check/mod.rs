@@ -16,6 +16,7 @@ mod fr202_unreachable_condition;
 mod fr203_drain_exceeds_budget;
 mod fr204_port_overlap;
 mod fr205_capacity;
+mod fr206_shared_log_file;
 mod fr301_join_in_handler;
 mod fr302_double_delivery;
 mod fr303_orphan_risk;
@@ -142,6 +143,7 @@ pub fn check(
         fr203_drain_exceeds_budget::check,
         fr204_port_overlap::check,
         fr205_capacity::check,
+        fr206_shared_log_file::check,
         fr301_join_in_handler::check,
         fr302_double_delivery::check,
         fr303_orphan_risk::check,

@@ -710,6 +710,7 @@ impl Driver {
                 out: self.ctx.out.clone(),
                 done: done_rx,
                 log_ready,
+                log_file: super::logfile::sink(&self.ctx.opts.base_dir, spec.log.as_ref()),
             };
             self.readers.retain(|h| !h.is_finished());
             self.readers.push(tokio::spawn(logs::relay(fd, cfg)));

@@ -133,6 +133,9 @@ pub struct ReaderCfg {
     pub done: watch::Receiver<bool>,
     /// `ready when log`: called once, on the first matching line.
     pub log_ready: Option<(Regex, Box<dyn FnOnce() + Send>)>,
+    /// `log file`: every line is also written here, unprefixed, by the
+    /// log-file writer thread ([`super::logfile`]).
+    pub log_file: Option<super::logfile::Sink>,
 }
 
 /// One read: as large as a child's pipe (spawn sets 256 KiB), so a busy
@@ -223,18 +226,21 @@ pub async fn relay(fd: OwnedFd, mut cfg: ReaderCfg) {
                 }
                 let n = n as usize;
                 if n > 0 {
-                    let batch = lines_to_records(&mut split, &s[..n], &mut cfg);
-                    Ok((n, batch))
+                    let (batch, file) = lines_to_records(&mut split, &s[..n], &mut cfg);
+                    Ok((n, batch, file))
                 } else {
-                    Ok((0, Vec::new()))
+                    Ok((0, Vec::new(), None))
                 }
             })
         });
         match res {
-            Ok(Ok((0, _))) => break,
-            Ok(Ok((_, batch))) => {
+            Ok(Ok((0, _, _))) => break,
+            Ok(Ok((_, batch, file))) => {
                 if !batch.is_empty() && cfg.out.send(batch).await.is_err() {
                     // The writer is gone; keep draining the pipe anyway.
+                }
+                if let (Some(sink), Some(file)) = (&cfg.log_file, file) {
+                    super::logfile::write(sink, file).await;
                 }
             }
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -246,12 +252,20 @@ pub async fn relay(fd: OwnedFd, mut cfg: ReaderCfg) {
     let ts = cfg.timestamps.then(timestamp);
     let mut tail = Vec::new();
     split.finish(&mut |line| tail.push(line.to_vec()));
+    let mut file_tail = Vec::new();
     for line in tail {
         check_log(&mut cfg, &line);
         push_record(&mut batch, ts.as_deref(), &cfg.prefix, &line);
+        file_tail.extend_from_slice(&line);
+        file_tail.push(b'\n');
     }
     if !batch.is_empty() {
         let _ = cfg.out.send(batch).await;
+    }
+    if let Some(sink) = &cfg.log_file {
+        super::logfile::write(sink, file_tail).await;
+        // Every line of this pipe is in the file before the relay ends.
+        super::logfile::flush().await;
     }
 }
 
@@ -274,12 +288,22 @@ fn push_record(batch: &mut Vec<u8>, ts: Option<&str>, prefix: &[u8], line: &[u8]
     batch.push(b'\n');
 }
 
-fn lines_to_records(split: &mut LineSplitter, data: &[u8], cfg: &mut ReaderCfg) -> Vec<u8> {
+/// The prefixed records of one read for stdout, and (with `log file`) its
+/// lines unprefixed for the file.
+fn lines_to_records(
+    split: &mut LineSplitter,
+    data: &[u8],
+    cfg: &mut ReaderCfg,
+) -> (Vec<u8>, Option<Vec<u8>>) {
     let ts = cfg.timestamps.then(timestamp);
     let mut batch = take_buffer(data.len() + data.len() / 4 + cfg.prefix.len());
     let prefix = &cfg.prefix;
     let re = cfg.log_ready.as_ref().map(|(re, _)| re);
     let mut matched = false;
+    let mut file_buf = cfg
+        .log_file
+        .as_ref()
+        .map(|_| super::logfile::take_buffer(data.len() + 64));
     split.push(data, &mut |line| {
         if !matched {
             if let Some(re) = re {
@@ -287,13 +311,17 @@ fn lines_to_records(split: &mut LineSplitter, data: &[u8], cfg: &mut ReaderCfg) 
             }
         }
         push_record(&mut batch, ts.as_deref(), prefix, line);
+        if let Some(f) = file_buf.as_mut() {
+            f.extend_from_slice(line);
+            f.push(b'\n');
+        }
     });
     if matched {
         if let Some((_, fire)) = cfg.log_ready.take() {
             fire();
         }
     }
-    batch
+    (batch, file_buf)
 }
 
 /// The longest the relayed output may take to reach stdout once every

@@ -54,6 +54,7 @@ pub mod core;
 pub mod driver;
 pub mod events;
 pub mod guard;
+pub mod logfile;
 pub mod logs;
 pub mod policy;
 pub mod ready;
@@ -237,6 +238,10 @@ pub fn up(plan: Plan, opts: UpOptions) -> i32 {
     }
     // SAFETY: prctl with constant arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+    if let Err(msg) = logfile::prepare(&plan, &opts.base_dir) {
+        eprintln!("flowrun: {msg}");
+        return 1;
+    }
     let (setup, guard) = match prepare(&opts) {
         Ok(s) => s,
         Err((msg, code)) => {

@@ -158,6 +158,18 @@ pub struct ProcessSpec {
     /// The group's readiness probe with this process's placeholders
     /// filled; `None` when the group has no ready check.
     pub ready: Option<Probe>,
+    /// The file its output is also written to (`log file`), placeholders
+    /// filled; `None`: the terminal only.
+    pub log: Option<LogSpec>,
+}
+
+/// One process's log file: `path` is relative to the topology file's
+/// directory unless absolute; [`crate::exec::logfile`] writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LogSpec {
+    pub path: String,
+    pub rotate_bytes: u64,
+    pub keep: u32,
 }
 
 /// The values placeholders take for one process.
@@ -254,6 +266,11 @@ pub fn process_spec(topology: &Topology, id: GroupId, index: u32, processes: u32
         cwd: g.cwd.as_ref().map(|c| ph.expand(c)),
         port,
         ready: g.ready.as_ref().map(|r| expand_probe(&r.probe, &ph)),
+        log: g.log.as_ref().map(|l| LogSpec {
+            path: ph.expand(&l.path),
+            rotate_bytes: l.rotate_bytes,
+            keep: l.keep,
+        }),
     }
 }
 

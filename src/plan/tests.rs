@@ -57,6 +57,7 @@ fn group(name: &str, command: Command) -> Group {
         process_group_span: None,
         die_with_parent: true,
         die_with_parent_span: None,
+        log: None,
     }
 }
 
@@ -585,4 +586,44 @@ fn control_characters_in_argv_print_as_posix_escapes() {
     };
     let a = text(&build(&t, &Scale::new()), &source(), &[]);
     assert!(a.contains("    argv   $'x\\x01y' $'tab\\there'\n"), "{a}");
+}
+
+#[test]
+fn log_files_are_expanded_per_process_and_shown() {
+    let src = SourceFile::new(
+        "t.pf",
+        "topology t {\n  log file \"log/{group}.{index}.log\" keep 2\n  group api {\n    run \"a\"\n    processes 2\n  }\n  group one {\n    run \"b\"\n    log file \"/var/log/one.log\" rotate 1536KB\n  }\n  group bare {\n    run \"c\"\n  }\n  group quiet {\n    run \"d\"\n    log terminal\n  }\n}\n",
+    );
+    let c = crate::compile(src.clone(), None);
+    assert!(!c.has_errors(), "{:?}", c.diagnostics);
+    let plan = build(c.model.as_ref().unwrap(), &Scale::new());
+    let logs: Vec<Option<LogSpec>> = plan.processes.iter().map(|p| p.log.clone()).collect();
+    let spec = |path: &str, rotate_bytes, keep| {
+        Some(LogSpec {
+            path: path.into(),
+            rotate_bytes,
+            keep,
+        })
+    };
+    // A group's own `log` replaces the topology's whole (its own defaults;
+    // `log terminal`: no file).
+    assert_eq!(
+        logs,
+        [
+            spec("log/api.0.log", 10 << 20, 2),
+            spec("log/api.1.log", 10 << 20, 2),
+            spec("/var/log/one.log", 1536 << 10, 5),
+            spec("log/bare.0.log", 10 << 20, 2),
+            None,
+        ]
+    );
+    let out = text(&plan, &src, &[]);
+    assert!(
+        out.contains("log    log/api.1.log (rotate 10MB, keep 2)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("log    /var/log/one.log (rotate 1536KB, keep 5)"),
+        "{out}"
+    );
 }

@@ -39,6 +39,17 @@ fn millis(total_ms: u128) -> String {
 }
 
 /// A timeout: a duration or `forever`.
+/// A byte count as the language writes it: the largest unit that divides
+/// it (`10MB`, `1536KB`, `100B`; 1024-based).
+pub(crate) fn size(bytes: u64) -> String {
+    for (unit, shift) in [("GB", 30), ("MB", 20), ("KB", 10)] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}B")
+}
+
 pub(crate) fn timeout(t: Timeout) -> String {
     match t {
         Timeout::Finite(d) => duration(d),
@@ -449,6 +460,17 @@ pub fn text(plan: &Plan, source: &SourceFile, findings: &[Diagnostic]) -> String
             );
             if let Some(port) = p.port {
                 b.row("port", port.to_string());
+            }
+            if let Some(l) = &p.log {
+                b.row(
+                    "log",
+                    format!(
+                        "{} (rotate {}, keep {})",
+                        word(&l.path),
+                        size(l.rotate_bytes),
+                        l.keep
+                    ),
+                );
             }
             if let Some(r) = &g.ready {
                 let ph = Placeholders {

@@ -82,6 +82,7 @@ impl T {
             process_group_span: None,
             die_with_parent: true,
             die_with_parent_span: None,
+            log: None,
         });
         self
     }

@@ -21,6 +21,7 @@ mod up_deadline;
 mod up_escalation;
 mod up_exactly_once;
 mod up_hostile;
+mod up_logfile;
 mod up_no_early_death;
 mod up_nothing_left;
 mod up_order;

@@ -105,6 +105,7 @@ topology ingest {
     stop SIGTERM drain 25s then SIGQUIT drain 1m30s
     process-group shared
     die-with-parent no
+    log file "log/{group}.{index}.log" rotate 10MB keep 5
   }
   group tests {
     sh "exec pytest -x tests/integration"
@@ -182,6 +183,10 @@ const KEYWORDS: &[&str] = &[
     "own",
     "shared",
     "die-with-parent",
+    "log",
+    "rotate",
+    "keep",
+    "512KB",
     "yes",
     "no",
     "shutdown",

@@ -638,7 +638,7 @@ fn fr001_messages_are_pinned() {
     );
     assert_eq!(
         fr001("topology x {\n  shutdwn within 1s\n}"),
-        "2:3 expected a topology statement (`shutdown`, `finish`, `on`, `escalate`, `allow`, `env-file` or `group`) or `}` [unexpected `shutdwn`]"
+        "2:3 expected a topology statement (`shutdown`, `finish`, `on`, `escalate`, `allow`, `env-file`, `log` or `group`) or `}` [unexpected `shutdwn`]"
     );
     assert_eq!(
         help("topology x {\n  shutdwn within 1s\n}"),
@@ -646,7 +646,7 @@ fn fr001_messages_are_pinned() {
     );
     assert_eq!(
         fr001("topology x {\n  group a {\n    processes 4\n  on SIGINT drain\n}"),
-        "4:3 expected a group setting (`run`, `sh`, `processes`, `coroutines`, `port`, `once`, `after`, `ready`, `restart`, `stop`, `env`, `env-file`, `cwd`, `process-group`, `die-with-parent` or `allow`) or `}` [unexpected `on`]"
+        "4:3 expected a group setting (`run`, `sh`, `processes`, `coroutines`, `port`, `once`, `after`, `ready`, `restart`, `stop`, `env`, `env-file`, `cwd`, `process-group`, `die-with-parent`, `log` or `allow`) or `}` [unexpected `on`]"
     );
     assert!(
         help("topology x {\n  group a {\n    processes 4\n  on SIGINT drain\n}")
