@@ -35,6 +35,8 @@ type Result<T> = std::result::Result<T, Box<Diagnostic>>;
 
 mod fast;
 
+pub use fast::GaveUp;
+
 /// Parse a file. `None` when it does not parse; the diagnostics (FR001)
 /// then say what was expected where.
 ///
@@ -46,14 +48,14 @@ mod fast;
 /// inputs).
 pub fn parse(source: &SourceFile) -> (Option<ast::File>, Vec<Diagnostic>) {
     match parse_fast(source) {
-        Some(file) => (Some(file), Vec::new()),
-        None => parse_pest(source),
+        Ok(file) => (Some(file), Vec::new()),
+        Err(_) => parse_pest(source),
     }
 }
 
-/// The fast path alone: the AST, or `None` where it gives up (every error
-/// included; it never reports one). See `src/parse/fast.rs`.
-pub fn parse_fast(source: &SourceFile) -> Option<ast::File> {
+/// The fast path alone: the AST, or why it gave up (on every error, too:
+/// it never reports one). See `src/parse/fast.rs`.
+pub fn parse_fast(source: &SourceFile) -> std::result::Result<ast::File, GaveUp> {
     fast::parse(&source.text)
 }
 

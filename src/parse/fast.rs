@@ -32,21 +32,29 @@ use crate::ast::{
 use crate::source::{Span, Spanned};
 use std::time::Duration;
 
-/// The file as pest's `file` rule would read it, or `None` to fall back.
-pub(super) fn parse(text: &str) -> Option<ast::File> {
+/// Why the fast path gave up (the pest path reads the file instead).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GaveUp {
+    /// A statement or handler step starts with a word the fast path does
+    /// not know, at this byte: a statement added to the grammar and not
+    /// yet to the fast path, or a misspelt one.
+    UnknownStatement(usize),
+    /// Anything else: an error, or a form outside the fast path's subset.
+    Other,
+}
+
+/// The file as pest's `file` rule would read it, or why not.
+pub(super) fn parse(text: &str) -> Result<ast::File, GaveUp> {
     let mut p = P {
         s: text,
         b: text.as_bytes(),
         pos: 0,
+        unknown: None,
     };
-    // `SOI ~ "\u{FEFF}"? ~ sep* ~ topology ~ sep* ~ EOI`
-    if text.starts_with('\u{FEFF}') {
-        p.pos = '\u{FEFF}'.len_utf8();
-    }
-    p.blank(P::sep);
-    let topology = p.topology()?;
-    p.blank(P::sep);
-    (p.pos == p.b.len()).then_some(ast::File { topology })
+    p.file().ok_or(match p.unknown {
+        Some(at) => GaveUp::UnknownStatement(at),
+        None => GaveUp::Other,
+    })
 }
 
 /// `ident_char` of the grammar.
@@ -66,9 +74,31 @@ struct P<'a> {
     /// Always on a character boundary: it only moves over ASCII bytes, to
     /// a `\n`, or past a closing `"`.
     pos: usize,
+    /// Where a statement began with a word the fast path does not know
+    /// (it gives up right there).
+    unknown: Option<usize>,
 }
 
 impl<'a> P<'a> {
+    /// `SOI ~ "\u{FEFF}"? ~ sep* ~ topology ~ sep* ~ EOI`
+    fn file(&mut self) -> Option<ast::File> {
+        if self.s.starts_with('\u{FEFF}') {
+            self.pos = '\u{FEFF}'.len_utf8();
+        }
+        self.blank(P::sep);
+        let topology = self.topology()?;
+        self.blank(P::sep);
+        (self.pos == self.b.len()).then_some(ast::File { topology })
+    }
+
+    /// Give up on a statement that starts with a word not known here.
+    fn unknown<T>(&mut self) -> Option<T> {
+        if !self.word().is_empty() {
+            self.unknown = Some(self.pos);
+        }
+        None
+    }
+
     fn peek(&self) -> Option<u8> {
         self.b.get(self.pos).copied()
     }
@@ -374,7 +404,7 @@ impl<'a> P<'a> {
                 self.skip();
                 TopItemKind::EnvFile(self.string()?)
             }
-            _ => return None,
+            _ => return self.unknown(),
         };
         Some(TopItem {
             kind,
@@ -510,7 +540,7 @@ impl<'a> P<'a> {
                 };
                 Step::Wait { groups, within }
             }
-            _ => return None,
+            _ => return self.unknown(),
         };
         Some(Spanned::new(step, Span::new(start, self.pos)))
     }
@@ -598,7 +628,7 @@ impl<'a> P<'a> {
                 self.keyed(word, |p| p.one_of(&[("yes", true), ("no", false)]))?,
             ),
             "allow" => SettingKind::Allow(self.allow()?),
-            _ => return None,
+            _ => return self.unknown(),
         };
         Some(Setting {
             kind,
