@@ -1,5 +1,11 @@
-//! The pest parser: source text → [`ast::File`]. The only module that sees
+//! The parser: source text → [`ast::File`]. The only module that sees
 //! pest types.
+//!
+//! A hand-written parser for the whole grammar (`parse/fast.rs`) reads the
+//! file first, because pest is slow on large files; on any error or
+//! unknown statement it gives up and the pest path below reads the file
+//! instead, so the language is defined by the grammar and every FR001 is
+//! worded here.
 //!
 //! The grammar lives in `grammar/topology.pest` (described in prose in
 //! `grammar/README.md`). Conversion from pest pairs to the typed AST is one
@@ -27,9 +33,35 @@ struct TopologyParser;
 
 type Result<T> = std::result::Result<T, Box<Diagnostic>>;
 
+mod fast;
+
+pub use fast::GaveUp;
+
 /// Parse a file. `None` when it does not parse; the diagnostics (FR001)
 /// then say what was expected where.
+///
+/// The hand-written fast path ([`parse_fast`]) reads the file first; when it
+/// gives up (on any error, or on a statement it does not know) the pest
+/// path ([`parse_pest`]) reads the whole file again and words the error.
+/// Both give the identical AST wherever the fast path succeeds (a test
+/// checks this on every example, fixture and corpus file and on generated
+/// inputs).
 pub fn parse(source: &SourceFile) -> (Option<ast::File>, Vec<Diagnostic>) {
+    match parse_fast(source) {
+        Ok(file) => (Some(file), Vec::new()),
+        Err(_) => parse_pest(source),
+    }
+}
+
+/// The fast path alone: the AST, or why it gave up (on every error, too:
+/// it never reports one). See `src/parse/fast.rs`.
+pub fn parse_fast(source: &SourceFile) -> std::result::Result<ast::File, GaveUp> {
+    fast::parse(&source.text)
+}
+
+/// The pest path alone: the reference for the language and the only source
+/// of FR001 diagnostics.
+pub fn parse_pest(source: &SourceFile) -> (Option<ast::File>, Vec<Diagnostic>) {
     let text = source.text.as_str();
     let pairs = match TopologyParser::parse(Rule::file, text) {
         Ok(pairs) => pairs,

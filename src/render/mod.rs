@@ -192,7 +192,13 @@ impl<'a> LineIndex<'a> {
         let offset = self.clamp(offset);
         let line = self.line_of(offset) + 1;
         let start = self.starts[line - 1];
-        let mut col = self.chars_before(offset) - self.chars_before(start) + 1;
+        // A short way into its line (the usual case), count directly;
+        // else through the marks, so a long line costs one stride.
+        let mut col = if offset - start <= MARK_EVERY {
+            self.text[start..offset].chars().count() + 1
+        } else {
+            self.chars_before(offset) - self.chars_before(start) + 1
+        };
         if self.bom && line == 1 && offset > 0 {
             col -= 1;
         }

@@ -12,6 +12,7 @@ mod exec_runtime;
 mod graph;
 mod never_panics;
 mod parse;
+mod parse_fast;
 mod pysrc;
 mod resolve;
 mod rules;

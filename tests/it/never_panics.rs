@@ -21,10 +21,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 /// splitmix64: small, fast, good enough to drive mutations.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -33,16 +33,16 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
     }
 }
 
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     if let Some(s) = std::env::var("FLOWRUN_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -54,7 +54,7 @@ fn seed() -> u64 {
         .map_or(1, |d| d.as_nanos() as u64)
 }
 
-fn scale() -> usize {
+pub(crate) fn scale() -> usize {
     std::env::var("FLOWRUN_FUZZ_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -118,7 +118,7 @@ topology ingest {
 
 /// Every `.pf` in examples/ and tests/fixtures/ (recursively), plus the
 /// built-in seed.
-fn corpus() -> Vec<String> {
+pub(crate) fn corpus() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
     let mut stack = vec![root.join("examples"), root.join("tests/fixtures")];
@@ -270,7 +270,7 @@ const ODD: &[&str] = &[
 
 /// Split text into tokens, keeping whitespace runs as tokens so rejoining
 /// preserves the layout. Strings, words and punctuation are tokens.
-fn tokens(text: &str) -> Vec<&str> {
+pub(crate) fn tokens(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut i = 0;
     let b = text.as_bytes();
@@ -305,7 +305,7 @@ fn tokens(text: &str) -> Vec<&str> {
     out
 }
 
-fn mutate(rng: &mut Rng, text: &str) -> String {
+pub(crate) fn mutate(rng: &mut Rng, text: &str) -> String {
     let mut toks: Vec<String> = tokens(text).into_iter().map(String::from).collect();
     let rounds = 1 + rng.below(4);
     for _ in 0..rounds {
@@ -340,7 +340,7 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
     toks.concat()
 }
 
-fn truncate(rng: &mut Rng, text: &str) -> String {
+pub(crate) fn truncate(rng: &mut Rng, text: &str) -> String {
     let mut at = rng.below(text.len() + 1);
     while !text.is_char_boundary(at) {
         at -= 1;
@@ -354,7 +354,7 @@ fn random_bytes(rng: &mut Rng) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-fn random_ascii(rng: &mut Rng) -> String {
+pub(crate) fn random_ascii(rng: &mut Rng) -> String {
     const ALPHABET: &[u8] = b"topologygrupnacesdwihfm{}\"\\ \n\t#0123456789.=,:SIGTERMR_-";
     let n = rng.below(300);
     let mut s: String = (0..n).map(|_| *rng.pick(ALPHABET) as char).collect();
