@@ -110,6 +110,12 @@ pub enum Event {
     OutputStopped {
         reason: String,
     },
+    /// A control-socket connection from another user was refused
+    /// (docs/control.md, Peer credentials).
+    Refused {
+        uid: u32,
+        pid: Option<i32>,
+    },
     Exit {
         code: i32,
         /// CPU time per group over the whole run (cgroup containment only).
@@ -139,6 +145,7 @@ impl Event {
             Event::ReloadRejected { .. } => "reload-rejected",
             Event::SpawnRetry { .. } => "spawn-retry",
             Event::OutputStopped { .. } => "output-stopped",
+            Event::Refused { .. } => "refused",
             Event::Exit { .. } => "exit",
         }
     }
@@ -240,6 +247,10 @@ impl Event {
                 "errors",
                 Value::Array(errors.iter().map(|c| s(c)).collect()),
             )],
+            Event::Refused { uid, pid } => vec![
+                ("uid", (*uid).into()),
+                ("pid", pid.map_or(Value::Null, Value::from)),
+            ],
             Event::Exit { code, cpu_ms } => {
                 let mut v = vec![("code", (*code).into())];
                 if let Some(groups) = cpu_ms {
@@ -396,6 +407,10 @@ impl Event {
                     e(reason)
                 )
             }
+            Event::Refused { uid, pid } => match pid {
+                Some(pid) => format!("refused a control connection from uid {uid} (pid {pid})"),
+                None => format!("refused a control connection from uid {uid}"),
+            },
             Event::Exit { code, cpu_ms } => match cpu_ms {
                 Some(groups) if !groups.is_empty() => {
                     let per: Vec<String> = groups

@@ -18,6 +18,9 @@
 
 pub mod signals;
 
+mod control;
+#[cfg(test)]
+mod control_tests;
 #[cfg(test)]
 mod model_test;
 #[cfg(test)]
@@ -29,6 +32,7 @@ use super::events::{Event, Who};
 use super::policy::{self, Window};
 use super::reap::Status;
 use crate::ast::{AfterState, FinishWhen, StopTarget, Timeout};
+use crate::control::protocol::{ControlError, Reply, Request};
 use crate::model::{Group, GroupId, Sig, Step};
 use crate::plan::Plan;
 use signals::{Cause, Drain, Verdict};
@@ -88,6 +92,18 @@ pub enum Msg {
     },
     /// The runner was continued (SIGCONT) after a pause.
     Resumed,
+    /// A control call (`control::ToCore::Call`): answered exactly once by
+    /// an [`Effect::Reply`] with the same `id` (see `control.rs`).
+    Control {
+        id: u64,
+        request: Request,
+    },
+    /// A control connection was refused for its credentials
+    /// (`control::ToCore::Refused`): reported as a `refused` event.
+    Refused {
+        uid: u32,
+        pid: Option<i32>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -138,6 +154,12 @@ pub enum Effect {
     /// Continue every live process group.
     Resume,
     Emit(Event),
+    /// The answer to `Msg::Control { id, .. }`: send it on that call's
+    /// `oneshot`. A `Ps` reply leaves `cpu_ms` to the OS layer.
+    Reply {
+        id: u64,
+        result: Result<Reply, ControlError>,
+    },
     Exit(i32),
 }
 
@@ -231,6 +253,12 @@ struct Proc {
     started_at: Instant,
     /// Ladder signals sent to this incarnation (signal numbers as bits).
     sent: u64,
+    /// Incarnations started (`ps` shows all but the first as restarts).
+    starts: u32,
+    /// How the previous incarnation ended (kept across a restart).
+    last_exit: Option<Status>,
+    /// Scaled away: stopped and never restarted; removed once down.
+    leaving: bool,
 }
 
 struct Slot {
@@ -244,6 +272,11 @@ struct Slot {
     failed: bool,
     /// A handler manages it: its restart policy stands aside.
     hold: bool,
+    /// A control call (restart) manages it: its restart policy stands aside.
+    ctl_hold: bool,
+    /// Stopped by `flowrun stop`: kept down (with `drained`) until
+    /// `flowrun start`; groups that wait on it wait.
+    kept: bool,
 }
 
 impl Slot {
@@ -330,7 +363,15 @@ pub struct Core {
     stop_waits: Vec<Vec<GroupId>>,
     now: Instant,
     out: Vec<Effect>,
+    /// Control calls not answered yet.
+    calls: Vec<control::Call>,
+    /// Builds and lints a scaled plan (`flowrun scale`).
+    scale: Option<Scale>,
 }
+
+/// The function a `scale` calls: the current plan with the given groups'
+/// process counts, compiled and linted; or the findings that refuse it.
+pub type Scale = Box<dyn FnMut(&Plan, &[(String, u32)]) -> Result<Plan, Vec<String>>>;
 
 /// A group's resolved definition, independent of its position in the file:
 /// the group with `after` edges by name, and every process's spec without
@@ -391,6 +432,8 @@ impl Core {
             stop_waits: Vec::new(),
             now,
             out: Vec::new(),
+            calls: Vec::new(),
+            scale: None,
         };
         core.cur = (0..plan.topology.groups.len())
             .map(|gid| core.add_slot(&plan, gid))
@@ -425,6 +468,9 @@ impl Core {
                 window: Window::default(),
                 started_at: self.now,
                 sent: 0,
+                starts: 0,
+                last_exit: None,
+                leaving: false,
             })
             .collect();
         self.slots.push(Slot {
@@ -436,6 +482,8 @@ impl Core {
             retired: false,
             failed: false,
             hold: false,
+            ctl_hold: false,
+            kept: false,
         });
         self.slots.len() - 1
     }
@@ -459,8 +507,28 @@ impl Core {
         if !matches!(self.mode, Mode::Done) {
             self.dispatch(msg);
             self.progress();
+            self.advance_calls();
+        } else if let Msg::Control { id, .. } = msg {
+            self.answer_unavailable(id);
         }
         std::mem::take(&mut self.out)
+    }
+
+    /// Hand the core the function `flowrun scale` uses; without one,
+    /// `scale` is answered `unavailable`.
+    pub fn set_scale(&mut self, scale: Scale) {
+        self.scale = Some(scale);
+    }
+
+    /// The current plan (a reload or a scale replaces it): the OS layer
+    /// finds the spec of a spawned process by [`Core::who`]'s `process`.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Who process `p` is (`group.index`), retired slots included.
+    pub fn who(&self, p: Ref) -> Option<&Who> {
+        Some(&self.slots.get(p.0)?.procs.get(p.1)?.who)
     }
 
     /// The state of process `index` of the current group `name`.
@@ -580,6 +648,8 @@ impl Core {
                 }
             }
             Msg::Resumed => self.resume(),
+            Msg::Control { id, request } => self.on_control(id, request),
+            Msg::Refused { uid, pid } => self.emit(Event::Refused { uid, pid }),
         }
     }
 
@@ -760,6 +830,7 @@ impl Core {
                 pr.ever_started = true;
                 pr.started_at = now;
                 pr.status = None;
+                pr.starts += 1;
                 let who = pr.who.clone();
                 self.emit(Event::Started {
                     who: who.clone(),
@@ -825,6 +896,7 @@ impl Core {
             _ => return,
         };
         pr.status = Some(status);
+        pr.last_exit = Some(status);
         let who = pr.who.clone();
         let state = pr.state;
         self.emit(Event::Exited {
@@ -893,10 +965,10 @@ impl Core {
             return;
         }
         let slot = &self.slots[p.0];
-        if slot.drained || slot.retired || slot.failed {
+        if slot.drained || slot.retired || slot.failed || slot.procs[p.1].leaving {
             return;
         }
-        if slot.hold {
+        if slot.hold || slot.ctl_hold {
             self.slots[p.0].procs[p.1].state = PState::Held;
             return;
         }
@@ -928,11 +1000,7 @@ impl Core {
             }
         }
         let uptime = now.saturating_duration_since(pr.started_at);
-        pr.attempts = if uptime > restart.backoff_max.max(Duration::from_secs(1)) {
-            1
-        } else {
-            pr.attempts + 1
-        };
+        pr.attempts = policy::next_attempt(pr.attempts, uptime, restart.backoff_max);
         let delay = policy::backoff(restart.backoff_min, restart.backoff_max, pr.attempts);
         let (who, attempt) = (pr.who.clone(), pr.attempts);
         let timer = self.arm(delay, TimerKind::Restart(p));
@@ -1089,6 +1157,7 @@ impl Core {
         if self.code.is_none() {
             self.code = Some(code);
         }
+        self.calls_drain_began();
         if let Some(run) = self.run.take() {
             if let Some(Waiting::Wait { timer: Some(t), .. }) = run.waiting {
                 self.timers.remove(&t);
@@ -1137,6 +1206,10 @@ impl Core {
             return Ok(true);
         };
         let g = &self.slots[s];
+        if g.kept {
+            // Stopped by `flowrun stop`: its dependents wait for `start`.
+            return Ok(false);
+        }
         let name = &g.def.name.node;
         let met = g.started
             && match state {
@@ -1233,7 +1306,7 @@ impl Core {
         if let Some(f) = self.plan.topology.finish.clone() {
             if let Some(&s) = self.cur.get(f.group.node) {
                 let g = &self.slots[s];
-                if g.ended() {
+                if g.ended() && !g.kept {
                     let failing = g
                         .procs
                         .iter()
@@ -1262,7 +1335,9 @@ impl Core {
                 .iter()
                 .all(|p| matches!(p.state, PState::Idle | PState::Down))
         });
-        if idle && self.run.is_none() && self.queue.is_empty() {
+        // A group kept stopped by `flowrun stop` waits for `flowrun start`.
+        let kept = self.cur.iter().any(|&s| self.slots[s].kept);
+        if idle && !kept && self.run.is_none() && self.queue.is_empty() {
             let clean = self.cur.iter().all(|&s| {
                 let g = &self.slots[s];
                 g.drained
@@ -1281,6 +1356,7 @@ impl Core {
     fn finish(&mut self) {
         self.mode = Mode::Done;
         let code = self.code.unwrap_or(0);
+        self.calls_finished(code);
         self.out.push(Effect::Exit(code));
     }
 

@@ -1,0 +1,1 @@
+//! Control calls in the core.
