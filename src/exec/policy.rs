@@ -100,7 +100,10 @@ mod tests {
         assert_eq!(next_attempt(3, ms(5000), ms(5000)), 4);
         // Up longer than the maximum: back to the minimum.
         assert_eq!(next_attempt(7, ms(5001), ms(5000)), 1);
-        assert_eq!(backoff(ms(100), ms(5000), next_attempt(7, ms(5001), ms(5000))), ms(100));
+        assert_eq!(
+            backoff(ms(100), ms(5000), next_attempt(7, ms(5001), ms(5000))),
+            ms(100)
+        );
         // A maximum under a second forgets only after a second.
         assert_eq!(next_attempt(2, ms(900), ms(200)), 3);
         assert_eq!(next_attempt(2, ms(1001), ms(200)), 1);

@@ -78,8 +78,33 @@ impl Core {
         self.out.push(Effect::Reply { id, result });
     }
 
-    pub(super) fn answer_unavailable(&mut self, id: u64) {
+    fn answer_unavailable(&mut self, id: u64) {
         self.reply(id, Err(unavailable()));
+    }
+
+    /// Why a drain ends a pending call: `failed` when a group it acts on
+    /// (or waits for) failed, else `unavailable`.
+    fn drain_answer(&self, pending: &Pending) -> ControlError {
+        let slots: Vec<usize> = match pending {
+            Pending::Restart { slots, .. }
+            | Pending::Rolling { slots, .. }
+            | Pending::Start { slots }
+            | Pending::Stop { slots, .. } => slots.clone(),
+            Pending::Scale { fresh, .. } => fresh.iter().map(|p| p.0).collect(),
+            Pending::Wait { groups } if groups.is_empty() => self.cur.clone(),
+            Pending::Wait { groups } => groups
+                .iter()
+                .filter_map(|g| self.slot_named(g).ok())
+                .collect(),
+            Pending::Down => Vec::new(),
+        };
+        match slots.iter().find(|&&s| self.slots[s].failed) {
+            Some(&s) => err(
+                ErrorCode::Failed,
+                format!("group {} failed", self.slots[s].def.name.node),
+            ),
+            None => unavailable(),
+        }
     }
 
     pub(super) fn on_control(&mut self, id: u64, request: Request) {
@@ -90,6 +115,10 @@ impl Core {
         }
         match self.mode {
             Mode::Running => {}
+            Mode::Done if matches!(request, Request::Down {}) => {
+                let code = self.code.unwrap_or(0);
+                return self.reply(id, Ok(Reply::Down { code }));
+            }
             Mode::Draining(_) if matches!(request, Request::Down {}) => {
                 self.calls.push(Call {
                     id,
@@ -202,8 +231,9 @@ impl Core {
             }
             Request::Scale { counts } => self.scale_call(counts),
             Request::Signal { signal, targets } => {
-                let sig = Sig::parse(&signal)
-                    .ok_or_else(|| err(ErrorCode::BadRequest, format!("unknown signal {signal}")))?;
+                let sig = Sig::parse(&signal).ok_or_else(|| {
+                    err(ErrorCode::BadRequest, format!("unknown signal {signal}"))
+                })?;
                 let procs = self.resolve(&targets)?;
                 let mut done = Vec::new();
                 for p in procs {
@@ -586,9 +616,7 @@ impl Core {
                         && g.procs.iter().all(|p| match p.state {
                             PState::Running { ready, .. } => ready,
                             // A `once` step that ran to completion.
-                            PState::Down => {
-                                p.ever_ready && p.status.is_some_and(Status::success)
-                            }
+                            PState::Down => p.ever_ready && p.status.is_some_and(Status::success),
                             _ => false,
                         })
                 });
@@ -654,7 +682,10 @@ impl Core {
         for c in calls {
             match c.pending {
                 Pending::Down => self.calls.push(c),
-                _ => self.answer_unavailable(c.id),
+                _ => {
+                    let e = self.drain_answer(&c.pending);
+                    self.reply(c.id, Err(e));
+                }
             }
         }
     }
@@ -664,7 +695,10 @@ impl Core {
         for c in std::mem::take(&mut self.calls) {
             match c.pending {
                 Pending::Down => self.reply(c.id, Ok(Reply::Down { code })),
-                _ => self.answer_unavailable(c.id),
+                _ => {
+                    let e = self.drain_answer(&c.pending);
+                    self.reply(c.id, Err(e));
+                }
             }
         }
     }

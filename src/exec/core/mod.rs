@@ -508,8 +508,8 @@ impl Core {
             self.dispatch(msg);
             self.progress();
             self.advance_calls();
-        } else if let Msg::Control { id, .. } = msg {
-            self.answer_unavailable(id);
+        } else if let Msg::Control { id, request } = msg {
+            self.on_control(id, request);
         }
         std::mem::take(&mut self.out)
     }
