@@ -57,6 +57,7 @@ pub mod policy;
 pub mod ready;
 pub mod reap;
 pub mod runrecord;
+pub mod serve;
 pub mod spawn;
 pub mod supervisor;
 
