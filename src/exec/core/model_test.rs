@@ -143,6 +143,8 @@ struct Oracle {
     /// Control calls sent and not answered yet.
     calls: HashSet<u64>,
     next_call: u64,
+    /// The codes `down` calls were answered with.
+    down_codes: Vec<i32>,
 }
 
 struct Episode {
@@ -273,11 +275,14 @@ impl Episode {
                         self.o.calls
                     );
                 }
-                Effect::Reply { id, .. } => {
+                Effect::Reply { id, result } => {
                     assert!(
                         self.o.calls.remove(id),
                         "call {id} answered twice or never sent"
                     );
+                    if let Ok(Reply::Down { code }) = result {
+                        self.o.down_codes.push(*code);
+                    }
                 }
                 _ => {}
             }
@@ -552,6 +557,9 @@ impl Episode {
             self.o.calls
         );
         let code = self.w.exit_code.expect("an exit code");
+        for c in &self.o.down_codes {
+            assert_eq!(*c, code, "`down` answered another status");
+        }
         // The exit status of docs/events.md.
         let base = match &self.o.first_end {
             Some(None) => Some(1),
