@@ -248,11 +248,12 @@ pub async fn relay_to(fd: OwnedFd, mut cfg: ReaderCfg, sink: Option<LogSink>) {
                 let n = n as usize;
                 if n > 0 {
                     let batch = match &sink {
-                        None => lines_to_records(&mut split, &s[..n], &mut cfg, None),
+                        None => lines_to_records(&mut split, &s[..n], &mut cfg, |_| {}),
                         Some(sink) => {
                             let mut lines = Vec::new();
-                            let b =
-                                lines_to_records(&mut split, &s[..n], &mut cfg, Some(&mut lines));
+                            let b = lines_to_records(&mut split, &s[..n], &mut cfg, |l| {
+                                lines.push(String::from_utf8_lossy(l).into_owned())
+                            });
                             sink.push(lines);
                             b
                         }
@@ -314,13 +315,13 @@ fn push_record(batch: &mut Vec<u8>, ts: Option<&str>, prefix: &[u8], line: &[u8]
     batch.push(b'\n');
 }
 
-/// The records of `data`'s complete lines; with `copy`, each line's text
-/// (without prefix, invalid UTF-8 replaced) is also collected there.
+/// The records of `data`'s complete lines; each line (without prefix) is
+/// also handed to `also` (a no-op without a sink: compiled away).
 fn lines_to_records(
     split: &mut LineSplitter,
     data: &[u8],
     cfg: &mut ReaderCfg,
-    mut copy: Option<&mut Vec<String>>,
+    mut also: impl FnMut(&[u8]),
 ) -> Vec<u8> {
     let ts = cfg.timestamps.then(timestamp);
     let mut batch = take_buffer(data.len() + data.len() / 4 + cfg.prefix.len());
@@ -334,9 +335,7 @@ fn lines_to_records(
             }
         }
         push_record(&mut batch, ts.as_deref(), prefix, line);
-        if let Some(copy) = copy.as_deref_mut() {
-            copy.push(String::from_utf8_lossy(line).into_owned());
-        }
+        also(line);
     });
     if matched {
         if let Some((_, fire)) = cfg.log_ready.take() {

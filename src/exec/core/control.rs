@@ -270,6 +270,13 @@ impl Core {
     ) -> Result<Result<Reply, Pending>, ControlError> {
         let names: Vec<String> = counts.iter().map(|c| c.group.clone()).collect();
         self.resolve_groups(&names)?;
+        if let Some(c) = counts.iter().find(|c| c.count == 0) {
+            // The server refuses it already; a group never has no process.
+            return Err(err(
+                ErrorCode::BadRequest,
+                format!("{}: a group runs at least one process", c.group),
+            ));
+        }
         let Some(scale) = self.scale.as_mut() else {
             return Err(err(ErrorCode::Unavailable, "this runner cannot scale"));
         };
