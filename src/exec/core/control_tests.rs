@@ -274,7 +274,7 @@ fn stopping_every_group_does_not_end_the_run_and_down_does() {
     assert_eq!(w.answers(2), [Ok(Reply::Down { code: 0 })]);
     assert_eq!(w.exit_code, Some(0));
     // The answer comes before the exit.
-    let pos = |f: &dyn Fn(&Effect) -> bool| w.log.iter().position(|e| f(e)).unwrap();
+    let pos = |f: &dyn Fn(&Effect) -> bool| w.log.iter().position(f).unwrap();
     assert!(
         pos(&|e| matches!(e, Effect::Reply { id: 2, .. })) < pos(&|e| matches!(e, Effect::Exit(_)))
     );
