@@ -344,6 +344,12 @@ impl Episode {
             .map(|g| g.name.node.clone())
             .collect();
         names.push("nope".into());
+        if self.rng.chance(5) {
+            return self.w.send(Msg::Refused {
+                uid: 4242,
+                pid: None,
+            });
+        }
         let k = 1 + self.rng.below(2) as usize;
         let groups: Vec<String> = (0..k).map(|_| self.rng.pick(&names).clone()).collect();
         let targets: Vec<Target> = groups
