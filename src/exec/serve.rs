@@ -212,6 +212,105 @@ mod tests {
         );
     }
 
+    /// The wiring of the module docs, with the core and a real socket: a
+    /// client's `ps` and `restart` reach the core and its answers come back.
+    #[test]
+    fn a_client_call_reaches_the_core_and_its_answer_comes_back() {
+        use crate::control::client::Client;
+        use crate::exec::core::{Core, Effect, Env, Outcome};
+        use std::time::Instant;
+        let text = "topology t {\n group a {\n run \"a\"\n }\n}\n";
+        let c = crate::compile(crate::source::SourceFile::new("t.pf", text), None);
+        let plan = crate::plan::build(c.model.as_ref().unwrap(), &Default::default());
+        let dir = std::env::temp_dir().join(format!("flowrun-serve-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let topology = std::env::temp_dir().join("t.pf");
+        let claimed = server::claim(&dir, &topology).unwrap();
+        let socket = claimed.endpoint.socket.clone();
+        let (ps, restart, left) = rt.block_on(async move {
+            let mut ctl = start(claimed, &plan).unwrap();
+            let t0 = Instant::now();
+            let mut core = Core::new(plan, Box::new(|| Err(vec![])), Env::default(), t0);
+            // Start the one process as this test's own pid (for CPU time).
+            let me = std::process::id() as i32;
+            let mut fx = core.start(t0);
+            let mut calls = Calls::default();
+            let client = tokio::task::spawn_blocking(move || {
+                let (mut c, _) = Client::connect(&socket).unwrap();
+                let ps = c.call(Request::Ps {}).unwrap();
+                let restart = c
+                    .call(Request::Restart {
+                        targets: vec![crate::control::protocol::Target::parse("a").unwrap()],
+                        rolling: false,
+                    })
+                    .unwrap();
+                (ps, restart)
+            });
+            loop {
+                let mut next = Vec::new();
+                for e in fx.drain(..) {
+                    match e {
+                        Effect::Spawn { p, gen } => next.push(Msg::Spawned {
+                            p,
+                            gen,
+                            outcome: Outcome::Started { pid: me },
+                        }),
+                        // The "process" leaves at its first ladder signal.
+                        Effect::Signal { p, gen, .. } => next.push(Msg::Exited {
+                            p,
+                            gen,
+                            status: crate::exec::reap::Status::Code(0),
+                            group_empty: true,
+                        }),
+                        Effect::Reply { id, mut result } => {
+                            fill_cpu(&mut result, leader_cpu_ms);
+                            assert!(calls.answer(id, result));
+                        }
+                        _ => {}
+                    }
+                }
+                for m in next {
+                    fx.extend(core.handle(m, Instant::now()));
+                }
+                if !fx.is_empty() {
+                    continue;
+                }
+                if client.is_finished() {
+                    break;
+                }
+                tokio::select! {
+                    m = ctl.calls.recv() => {
+                        let msg = calls.accept(m.expect("the server is running"));
+                        fx = core.handle(msg, Instant::now());
+                    }
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+                }
+            }
+            let (ps, restart) = client.await.unwrap();
+            let left = calls.pending();
+            ctl.server.shutdown(std::time::Duration::from_secs(1)).await;
+            (ps, restart, left)
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        let Ok(Reply::Ps(ps)) = ps else {
+            panic!("{ps:?}")
+        };
+        assert_eq!(ps.processes.len(), 1);
+        assert_eq!(ps.processes[0].pid, Some(std::process::id() as i32));
+        assert!(ps.processes[0].cpu_ms.is_some(), "{ps:?}");
+        assert_eq!(
+            restart,
+            Ok(Reply::Done {
+                processes: vec!["a.0".into()]
+            })
+        );
+        assert_eq!(left, 0);
+    }
+
     #[test]
     fn every_process_of_the_plan_is_registered() {
         let c = crate::compile(
