@@ -548,7 +548,7 @@ fn up(args: UpArgs) -> i32 {
         }
     }
     if !scale.is_empty() {
-        let scaled = scaled_findings(&compiled.source, &scale);
+        let scaled = crate::scaled_findings(&compiled.source, &scale);
         if scaled.iter().any(|d| d.severity == Severity::Error) {
             let color = color_for(std::io::stderr().is_terminal());
             eprint!(
@@ -601,46 +601,6 @@ fn up(args: UpArgs) -> i32 {
         },
     };
     crate::exec::up(built, opts)
-}
-
-/// The findings of the topology as `--scale` changes it: each scaled
-/// group's `processes` is set to its new count (or added, at the group's
-/// name) and the file is resolved and checked again, so port ranges that
-/// now overlap or run past 65535 are reported like written ones.
-fn scaled_findings(source: &SourceFile, scale: &Scale) -> Vec<crate::diagnostic::Diagnostic> {
-    use crate::ast::{Setting, SettingKind, TopItemKind};
-    use crate::source::Spanned;
-    let (file, mut diags) = crate::parse::parse(source);
-    let Some(mut file) = file else {
-        return diags;
-    };
-    for item in &mut file.topology.items {
-        let TopItemKind::Group(g) = &mut item.kind else {
-            continue;
-        };
-        let Some(&n) = scale.get(&g.name.node) else {
-            continue;
-        };
-        let mut found = false;
-        for s in &mut g.settings {
-            if let SettingKind::Processes(p) = &mut s.kind {
-                p.node = u64::from(n);
-                found = true;
-            }
-        }
-        if !found {
-            g.settings.push(Setting {
-                kind: SettingKind::Processes(Spanned::new(u64::from(n), g.name.span)),
-                span: g.name.span,
-            });
-        }
-    }
-    let (model, found) = crate::resolve::resolve(source, &file);
-    diags.extend(found);
-    diags.extend(crate::check::check(source, &file, &model, None));
-    crate::check::apply_allows(&model, &mut diags);
-    crate::diagnostic::sort(&mut diags);
-    diags
 }
 
 /// A plan lists every process; refuse sizes that cannot fit in memory

@@ -130,6 +130,49 @@ pub fn compile_with(
     }
 }
 
+/// The findings of the topology as `--scale` changes it: each scaled
+/// group's `processes` is set to its new count (or added, at the group's
+/// name) and the file is resolved and checked again, so port ranges that
+/// now overlap or run past 65535 are reported like written ones.
+pub fn scaled_findings(
+    source: &SourceFile,
+    scale: &plan::Scale,
+) -> Vec<crate::diagnostic::Diagnostic> {
+    use crate::ast::{Setting, SettingKind, TopItemKind};
+    use crate::source::Spanned;
+    let (file, mut diags) = crate::parse::parse(source);
+    let Some(mut file) = file else {
+        return diags;
+    };
+    for item in &mut file.topology.items {
+        let TopItemKind::Group(g) = &mut item.kind else {
+            continue;
+        };
+        let Some(&n) = scale.get(&g.name.node) else {
+            continue;
+        };
+        let mut found = false;
+        for s in &mut g.settings {
+            if let SettingKind::Processes(p) = &mut s.kind {
+                p.node = u64::from(n);
+                found = true;
+            }
+        }
+        if !found {
+            g.settings.push(Setting {
+                kind: SettingKind::Processes(Spanned::new(u64::from(n), g.name.span)),
+                span: g.name.span,
+            });
+        }
+    }
+    let (model, found) = crate::resolve::resolve(source, &file);
+    diags.extend(found);
+    diags.extend(crate::check::check(source, &file, &model, None));
+    crate::check::apply_allows(&model, &mut diags);
+    crate::diagnostic::sort(&mut diags);
+    diags
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

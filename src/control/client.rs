@@ -57,7 +57,8 @@ pub struct Client {
 impl Client {
     /// Connect and shake hands.
     pub fn connect(socket: &Path) -> Result<(Client, ServerInfo), ClientError> {
-        let stream = UnixStream::connect(socket)?;
+        let (name, _dir) = super::paths::socket_name(socket)?;
+        let stream = UnixStream::connect(name)?;
         let reader = BufReader::new(stream.try_clone()?);
         let mut c = Client {
             writer: stream,

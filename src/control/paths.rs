@@ -114,12 +114,6 @@ impl Endpoint {
             .collect();
         let base = format!("{stem}-{:016x}", fnv1a(topology.as_os_str().as_bytes()));
         let socket = dir.join(format!("{base}.sock"));
-        if socket.as_os_str().len() > MAX_SOCKET_PATH - 16 {
-            return Err(format!(
-                "the control socket path {} is too long for a unix socket; set XDG_RUNTIME_DIR to a shorter directory",
-                socket.display()
-            ));
-        }
         Ok(Endpoint {
             topology: topology.to_path_buf(),
             lock: dir.join(format!("{base}.lock")),
@@ -268,13 +262,34 @@ pub fn running(dir: &Path) -> Vec<LockInfo> {
     out
 }
 
+/// A name for `path` that fits a unix socket address (108 bytes): the
+/// path itself when it fits, else `/proc/self/fd/N/NAME` through an
+/// `O_PATH` descriptor of its directory (kept open by the caller while
+/// the name is used), so a long `XDG_RUNTIME_DIR` still works.
+pub fn socket_name(path: &Path) -> std::io::Result<(PathBuf, Option<std::os::fd::OwnedFd>)> {
+    use std::os::fd::AsRawFd;
+    if path.as_os_str().len() <= MAX_SOCKET_PATH {
+        return Ok((path.to_path_buf(), None));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default();
+    let fd: std::os::fd::OwnedFd = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(dir)?
+        .into();
+    let short = Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())).join(name);
+    Ok((short, Some(fd)))
+}
+
 /// Bind the socket of `ep` (whose lock the caller holds): bind to a
 /// temporary name, chmod 0600, rename over whatever stale socket is there.
 pub fn bind(ep: &Endpoint) -> Result<std::os::unix::net::UnixListener, String> {
     let dir = ep.socket.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".tmp-{}.sock", std::process::id()));
     let _ = fs::remove_file(&tmp);
-    let listener = std::os::unix::net::UnixListener::bind(&tmp)
+    let listener = socket_name(&tmp)
+        .and_then(|(name, _dir)| std::os::unix::net::UnixListener::bind(name))
         .map_err(|e| format!("cannot bind {}: {e}", tmp.display()))?;
     let done = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
         .and_then(|()| fs::rename(&tmp, &ep.socket));
@@ -309,8 +324,22 @@ mod tests {
             .socket
             .to_string_lossy()
             .starts_with("/run/user/1000/flowrun/topology-"));
-        let long = PathBuf::from(format!("/{}", "x".repeat(200)));
-        assert!(Endpoint::new(&long, Path::new("/a.pf")).is_err());
+    }
+
+    #[test]
+    fn a_socket_in_a_long_directory_binds_and_connects() {
+        let d = tmpdir("long").join("x".repeat(120));
+        fs::create_dir_all(&d).unwrap();
+        let path = d.join("t.sock");
+        assert!(path.as_os_str().len() > MAX_SOCKET_PATH);
+        let (name, _dir) = socket_name(&path).unwrap();
+        assert!(name.as_os_str().len() <= MAX_SOCKET_PATH, "{name:?}");
+        let listener = std::os::unix::net::UnixListener::bind(&name).unwrap();
+        assert!(path.exists(), "the socket is at its real path");
+        let (name, _dir) = socket_name(&path).unwrap();
+        let _client = std::os::unix::net::UnixStream::connect(&name).unwrap();
+        assert!(listener.accept().is_ok());
+        let _ = fs::remove_dir_all(d.parent().unwrap());
     }
 
     #[test]

@@ -221,6 +221,11 @@ struct Leaf {
     path: PathBuf,
     /// `usage_usec` when the current incarnation was spawned.
     cpu_at_spawn: u64,
+    /// `cgroup.kill` was written to it: the next incarnation gets a new
+    /// cgroup (see [`RunCgroup::proc_fd`]).
+    killed: std::cell::Cell<bool>,
+    /// Cgroups this process had (the next one is named `INDEX.N`).
+    made: u32,
 }
 
 /// The run's cgroup tree and the inotify instance watching it.
@@ -281,11 +286,30 @@ impl RunCgroup {
     /// watched) on first use; a descriptor to be born into, to keep open
     /// until the spawn returns. (Not kept: every descriptor the runner
     /// holds is copied into, and closed by, every child it starts.)
+    ///
+    /// A cgroup that was killed through `cgroup.kill` is never born into
+    /// again: on this kernel (6.18) a child cloned with `CLONE_INTO_CGROUP`
+    /// into a cgroup killed earlier is itself SIGKILLed at birth (the
+    /// kill sequence the fork compares is the parent's). The next
+    /// incarnation gets a new, empty cgroup `INDEX.N`, and the old one is
+    /// removed (it is empty: the process was down before it restarts).
     pub fn proc_fd(&mut self, slot: usize, name: &str, index: usize) -> io::Result<OwnedFd> {
+        let mut made = 0;
+        if let Some(old) = self.leaves.get(&(slot, index)) {
+            if old.killed.get() {
+                made = old.made;
+                let _ = fs::remove_dir(&old.path);
+                self.leaves.remove(&(slot, index));
+            }
+        }
         let fresh = !self.leaves.contains_key(&(slot, index));
         if fresh {
             let g = self.group_dir(slot, name)?;
-            let path = g.join(index.to_string());
+            let path = if made == 0 {
+                g.join(index.to_string())
+            } else {
+                g.join(format!("{index}.{made}"))
+            };
             match fs::create_dir(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -302,6 +326,8 @@ impl RunCgroup {
                 Leaf {
                     path,
                     cpu_at_spawn: 0,
+                    killed: std::cell::Cell::new(false),
+                    made: made + 1,
                 },
             );
         }
@@ -348,6 +374,7 @@ impl RunCgroup {
     /// SIGKILL everything in this process's cgroup.
     pub fn kill(&self, slot: usize, index: usize) {
         if let Some(l) = self.leaf(slot, index) {
+            l.killed.set(true);
             let _ = kill_dir(&l.path);
         }
     }

@@ -64,6 +64,8 @@ pub enum Msg {
     },
     /// The guard process died (its pidfd fired): start a new one.
     GuardLost,
+    /// A control-plane call or refusal (docs/control.md).
+    Control(crate::control::ToCore),
 }
 
 pub struct Ctx {
@@ -75,6 +77,8 @@ pub struct Ctx {
     pub waiters: Waiters,
     /// cgroup containment (cgroup.rs); `None`: process groups.
     pub cgroup: Option<super::cgroup::RunCgroup>,
+    /// The control plane's output rings (`flowrun logs`), when it runs.
+    pub logs: Option<std::sync::Arc<crate::control::ring::LogStore>>,
 }
 
 /// Catch signal `n`: every delivery becomes a [`Msg::Signal`] stamped
@@ -97,23 +101,77 @@ pub fn catch(n: i32, tx: &mpsc::UnboundedSender<Msg>) {
     });
 }
 
-/// The core's reload: read, compile and plan the topology file again.
-fn reloader(file: PathBuf, scale: crate::plan::Scale) -> core::Reload {
-    Box::new(move || {
-        let text =
-            std::fs::read_to_string(&file).map_err(|e| vec![format!("{}: {e}", file.display())])?;
-        let src = crate::source::SourceFile::new(file.display().to_string(), text);
-        let compiled = crate::compile(src, None);
-        match (&compiled.model, compiled.has_errors()) {
-            (Some(m), false) => Ok(crate::plan::build(m, &scale)),
-            _ => Err(compiled
-                .diagnostics
-                .iter()
-                .filter(|d| d.severity == crate::diagnostic::Severity::Error)
-                .map(|d| crate::render::short_line(&compiled.source, d))
-                .collect()),
+/// What reload and `flowrun scale` share: the topology file, the text
+/// the running plan was compiled from, and the live process counts
+/// (`--scale`, then each `flowrun scale`; a reload keeps them).
+struct Source {
+    file: PathBuf,
+    text: Option<String>,
+    scale: crate::plan::Scale,
+}
+
+/// Compile `text` (of `file`) with `scale` applied, lint the scaled
+/// topology, and plan it; or the errors, one line each.
+fn compile_scaled(
+    file: &std::path::Path,
+    text: String,
+    scale: &crate::plan::Scale,
+) -> Result<Plan, Vec<String>> {
+    use crate::diagnostic::Severity;
+    let src = crate::source::SourceFile::new(file.display().to_string(), text);
+    let compiled = crate::compile(src, None);
+    let errors = |diags: &[crate::diagnostic::Diagnostic]| -> Vec<String> {
+        diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| crate::render::short_line(&compiled.source, d))
+            .collect()
+    };
+    let Some(model) = compiled.model.as_ref().filter(|_| !compiled.has_errors()) else {
+        return Err(errors(&compiled.diagnostics));
+    };
+    if !scale.is_empty() {
+        let found = errors(&crate::scaled_findings(&compiled.source, scale));
+        if !found.is_empty() {
+            return Err(found);
         }
-    })
+    }
+    Ok(crate::plan::build(model, scale))
+}
+
+/// The core's reload (read, compile, lint with the live counts and plan
+/// the topology file again) and its `flowrun scale` (the running plan's
+/// text with new counts, linted the same way).
+fn reloader(file: PathBuf, scale: crate::plan::Scale) -> (core::Reload, core::Scale) {
+    let text = std::fs::read_to_string(&file).ok();
+    let shared = std::rc::Rc::new(std::cell::RefCell::new(Source { file, text, scale }));
+    let for_reload = shared.clone();
+    let reload: core::Reload = Box::new(move || {
+        let mut src = for_reload.borrow_mut();
+        let text = std::fs::read_to_string(&src.file)
+            .map_err(|e| vec![format!("{}: {e}", src.file.display())])?;
+        let plan = compile_scaled(&src.file, text.clone(), &src.scale)?;
+        src.text = Some(text);
+        Ok(plan)
+    });
+    let scale: core::Scale = Box::new(move |current: &Plan, asked: &[(String, u32)]| {
+        let mut src = shared.borrow_mut();
+        let Some(text) = src.text.clone() else {
+            return Err(vec![format!(
+                "{}: cannot read the topology file",
+                src.file.display()
+            )]);
+        };
+        let mut counts = src.scale.clone();
+        for (group, n) in asked {
+            counts.insert(group.clone(), *n);
+        }
+        let mut plan = compile_scaled(&src.file, text, &counts)?;
+        plan.containment = current.containment;
+        src.scale = counts;
+        Ok(plan)
+    });
+    (reload, scale)
 }
 
 /// What a reaped leader's exec error pipe held: where it failed, errno.
@@ -138,6 +196,8 @@ struct Live {
 
 pub struct Driver {
     core: Core,
+    /// Control calls the core has not answered yet.
+    calls: super::serve::Calls,
     ctx: Ctx,
     tx: mpsc::UnboundedSender<Msg>,
     /// Signals with a stream (a reload may add some).
@@ -197,9 +257,12 @@ impl Driver {
                 "process-group"
             },
         };
-        let reload = reloader(ctx.opts.file.clone(), ctx.opts.scale.clone());
+        let (reload, scale) = reloader(ctx.opts.file.clone(), ctx.opts.scale.clone());
+        let mut core = Core::new(plan, reload, env, Instant::now());
+        core.set_scale(scale);
         Driver {
-            core: Core::new(plan, reload, env, Instant::now()),
+            core,
+            calls: super::serve::Calls::default(),
             ctx,
             tx,
             caught,
@@ -300,6 +363,10 @@ impl Driver {
                 if let Some(g) = &mut self.ctx.guard {
                     g.respawn(&self.ctx.events, &self.tx);
                 }
+            }
+            Msg::Control(m) => {
+                let msg = self.calls.accept(m);
+                self.feed(msg, Instant::now());
             }
         }
     }
@@ -453,6 +520,10 @@ impl Driver {
             Effect::Resume => self.send_all(libc::SIGCONT),
             Effect::Emit(ev) => self.emit(ev),
             Effect::Exit(code) => self.code = Some(code),
+            Effect::Reply { id, mut result } => {
+                super::serve::fill_cpu(&mut result, super::serve::leader_cpu_ms);
+                self.calls.answer(id, result);
+            }
         }
     }
 
@@ -713,7 +784,19 @@ impl Driver {
                 log_file: super::logfile::sink(&self.ctx.opts.base_dir, spec.log.as_ref()),
             };
             self.readers.retain(|h| !h.is_finished());
-            self.readers.push(tokio::spawn(logs::relay(fd, cfg)));
+            let sink = self.ctx.logs.as_ref().map(|store| {
+                let process = crate::control::ring::ProcKey {
+                    group: def.name.node.clone(),
+                    index: spec.index,
+                };
+                store.register(process.clone());
+                logs::LogSink {
+                    store: store.clone(),
+                    process,
+                }
+            });
+            self.readers
+                .push(tokio::spawn(logs::relay_to(fd, cfg, sink)));
         }
 
         // Ready check (the core times it: a pause stops its clock).

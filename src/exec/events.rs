@@ -3,11 +3,14 @@
 //!
 //! Events are built by the supervisor and handed to one writer thread that
 //! owns stderr ([`EventSink`]); a closed stderr (EPIPE) drops them.
+//! With [`EventSink::feed_to`], every event's JSON object also goes to
+//! the control plane's event ring (`flowrun events`), in the same batches.
 
 use super::LogFormat;
+use crate::control::ring::EventFeed;
 use serde_json::Value;
 use std::io::Write;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 /// Who a process event is about.
@@ -110,6 +113,12 @@ pub enum Event {
     OutputStopped {
         reason: String,
     },
+    /// A control-socket connection from another user was refused
+    /// (docs/control.md, Peer credentials).
+    Refused {
+        uid: u32,
+        pid: Option<i32>,
+    },
     Exit {
         code: i32,
         /// CPU time per group over the whole run (cgroup containment only).
@@ -139,6 +148,7 @@ impl Event {
             Event::ReloadRejected { .. } => "reload-rejected",
             Event::SpawnRetry { .. } => "spawn-retry",
             Event::OutputStopped { .. } => "output-stopped",
+            Event::Refused { .. } => "refused",
             Event::Exit { .. } => "exit",
         }
     }
@@ -240,6 +250,10 @@ impl Event {
                 "errors",
                 Value::Array(errors.iter().map(|c| s(c)).collect()),
             )],
+            Event::Refused { uid, pid } => vec![
+                ("uid", (*uid).into()),
+                ("pid", pid.map_or(Value::Null, Value::from)),
+            ],
             Event::Exit { code, cpu_ms } => {
                 let mut v = vec![("code", (*code).into())];
                 if let Some(groups) = cpu_ms {
@@ -396,6 +410,10 @@ impl Event {
                     e(reason)
                 )
             }
+            Event::Refused { uid, pid } => match pid {
+                Some(pid) => format!("refused a control connection from uid {uid} (pid {pid})"),
+                None => format!("refused a control connection from uid {uid}"),
+            },
             Event::Exit { code, cpu_ms } => match cpu_ms {
                 Some(groups) if !groups.is_empty() => {
                     let per: Vec<String> = groups
@@ -446,6 +464,10 @@ pub struct EventSink {
     start: Instant,
     tx: mpsc::Sender<Vec<u8>>,
     pending: Arc<Mutex<Vec<u8>>>,
+    /// The control plane's event ring, once set, and the JSON objects
+    /// waiting for the next flush.
+    feed: Arc<OnceLock<Arc<EventFeed>>>,
+    feed_pending: Arc<Mutex<Vec<String>>>,
 }
 
 /// Flush when this much is pending, whatever the supervisor is doing.
@@ -485,12 +507,28 @@ impl EventSink {
                 start,
                 tx,
                 pending: Arc::new(Mutex::new(Vec::new())),
+                feed: Arc::default(),
+                feed_pending: Arc::default(),
             },
             handle,
         )
     }
 
+    /// From now on, also push every event's JSON object (docs/events.md)
+    /// to `feed`, for `flowrun events`, in the same batches as stderr.
+    /// For every clone; set once (a second call is ignored).
+    pub fn feed_to(&self, feed: Arc<EventFeed>) {
+        let _ = self.feed.set(feed);
+    }
+
     pub fn emit(&self, ev: Event) {
+        if self.feed.get().is_some() {
+            let json = ev.json(self.start.elapsed().as_secs_f64());
+            self.feed_pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(json);
+        }
         let mut line = match self.format {
             LogFormat::Human => ev.human(),
             LogFormat::Json => ev.json(self.start.elapsed().as_secs_f64()),
@@ -508,6 +546,13 @@ impl EventSink {
 
     /// Hand every pending event to the writer thread.
     pub fn flush(&self) {
+        if let Some(feed) = self.feed.get() {
+            let json =
+                std::mem::take(&mut *self.feed_pending.lock().unwrap_or_else(|e| e.into_inner()));
+            if !json.is_empty() {
+                feed.push(json);
+            }
+        }
         let batch = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             if pending.is_empty() {
@@ -530,6 +575,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_feed_gets_each_event_as_json_at_the_flush() {
+        let (tx, rx) = mpsc::channel();
+        let sink = EventSink {
+            format: LogFormat::Human,
+            start: Instant::now(),
+            tx,
+            pending: Arc::new(Mutex::new(Vec::new())),
+            feed: Arc::default(),
+            feed_pending: Arc::default(),
+        };
+        sink.emit(Event::Reloading); // before the feed: stderr only
+        let feed = Arc::new(EventFeed::new(1 << 16));
+        sink.clone().feed_to(feed.clone());
+        sink.emit(Event::Refused { uid: 7, pid: None });
+        sink.emit(Event::Reloading);
+        assert_eq!(
+            feed.read(feed.start(), 10).items.len(),
+            0,
+            "not before a flush"
+        );
+        sink.flush();
+        let got: Vec<String> = feed
+            .read(feed.start(), 10)
+            .items
+            .into_iter()
+            .map(|(_, j)| j)
+            .collect();
+        assert_eq!(got.len(), 2);
+        let v: Value = serde_json::from_str(&got[0]).unwrap();
+        assert_eq!(
+            (v["event"].as_str(), v["uid"].as_u64()),
+            (Some("refused"), Some(7))
+        );
+        assert!(got[1].starts_with("{\"event\":\"reloading\",\"t\":"));
+        // stderr still gets the human lines, all three.
+        let text: String = rx
+            .try_iter()
+            .map(|b| String::from_utf8(b).unwrap())
+            .collect();
+        assert_eq!(text.lines().count(), 3, "{text}");
+    }
+
+    #[test]
     fn events_are_batched_until_a_flush_and_a_drop_flushes() {
         let (tx, rx) = mpsc::channel();
         let sink = EventSink {
@@ -537,6 +625,8 @@ mod tests {
             start: Instant::now(),
             tx,
             pending: Arc::new(Mutex::new(Vec::new())),
+            feed: Arc::default(),
+            feed_pending: Arc::default(),
         };
         let clone = sink.clone();
         sink.emit(Event::Exit {

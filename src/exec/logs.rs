@@ -11,6 +11,10 @@
 //! The writer survives a failing stdout (EPIPE, EFBIG, …): it reports the
 //! error once, stops writing and keeps draining. At the end, flushing is
 //! bounded by [`FLUSH_LIMIT`] (a stdout nobody reads cannot hold `up`).
+//!
+//! With a [`LogSink`] ([`relay_to`]), a reader also pushes every line of a
+//! read, without its prefix, to the process's control-plane ring: one
+//! push (one lock, one wake of the followers) per read.
 
 use regex::Regex;
 use std::cell::RefCell;
@@ -173,8 +177,28 @@ fn give_back(mut buf: Vec<u8>) {
     }
 }
 
+/// Where a reader copies its lines for `flowrun logs`: the process's ring.
+#[derive(Clone, Debug)]
+pub struct LogSink {
+    pub store: std::sync::Arc<crate::control::ring::LogStore>,
+    pub process: crate::control::ring::ProcKey,
+}
+
+impl LogSink {
+    fn push(&self, lines: Vec<String>) {
+        if !lines.is_empty() {
+            self.store.push(&self.process, lines);
+        }
+    }
+}
+
 /// Relay one pipe until EOF (or quiet after the group is gone).
-pub async fn relay(fd: OwnedFd, mut cfg: ReaderCfg) {
+pub async fn relay(fd: OwnedFd, cfg: ReaderCfg) {
+    relay_to(fd, cfg, None).await
+}
+
+/// [`relay`], also pushing every line to `sink` when there is one.
+pub async fn relay_to(fd: OwnedFd, mut cfg: ReaderCfg, sink: Option<LogSink>) {
     // SAFETY: the fd is owned by the AsyncFd for its whole life and is
     // closed only when it is dropped.
     let Ok(afd) = (unsafe { AsyncFd::register(fd) }) else {
@@ -226,7 +250,17 @@ pub async fn relay(fd: OwnedFd, mut cfg: ReaderCfg) {
                 }
                 let n = n as usize;
                 if n > 0 {
-                    let (batch, file) = lines_to_records(&mut split, &s[..n], &mut cfg);
+                    let (batch, file) = match &sink {
+                        None => lines_to_records(&mut split, &s[..n], &mut cfg, |_| {}),
+                        Some(sink) => {
+                            let mut lines = Vec::new();
+                            let b = lines_to_records(&mut split, &s[..n], &mut cfg, |l| {
+                                lines.push(String::from_utf8_lossy(l).into_owned())
+                            });
+                            sink.push(lines);
+                            b
+                        }
+                    };
                     Ok((n, batch, file))
                 } else {
                     Ok((0, Vec::new(), None))
@@ -253,6 +287,13 @@ pub async fn relay(fd: OwnedFd, mut cfg: ReaderCfg) {
     let mut tail = Vec::new();
     split.finish(&mut |line| tail.push(line.to_vec()));
     let mut file_tail = Vec::new();
+    if let Some(sink) = &sink {
+        sink.push(
+            tail.iter()
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+                .collect(),
+        );
+    }
     for line in tail {
         check_log(&mut cfg, &line);
         push_record(&mut batch, ts.as_deref(), &cfg.prefix, &line);
@@ -289,11 +330,13 @@ fn push_record(batch: &mut Vec<u8>, ts: Option<&str>, prefix: &[u8], line: &[u8]
 }
 
 /// The prefixed records of one read for stdout, and (with `log file`) its
-/// lines unprefixed for the file.
+/// lines unprefixed for the file; each line (without prefix) is also
+/// handed to `also` (a no-op without a ring sink: compiled away).
 fn lines_to_records(
     split: &mut LineSplitter,
     data: &[u8],
     cfg: &mut ReaderCfg,
+    mut also: impl FnMut(&[u8]),
 ) -> (Vec<u8>, Option<Vec<u8>>) {
     let ts = cfg.timestamps.then(timestamp);
     let mut batch = take_buffer(data.len() + data.len() / 4 + cfg.prefix.len());
@@ -315,6 +358,7 @@ fn lines_to_records(
             f.extend_from_slice(line);
             f.push(b'\n');
         }
+        also(line);
     });
     if matched {
         if let Some((_, fire)) = cfg.log_ready.take() {
@@ -432,6 +476,59 @@ mod tests {
             assert!(s.buf.capacity() <= 2048);
         }
         assert_eq!(n, 4000);
+    }
+
+    #[test]
+    fn a_sink_gets_every_line_without_its_prefix() {
+        use crate::control::ring::{LogItem, LogStore, ProcKey, Select};
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let mut w = std::fs::File::from(w);
+        w.write_all(b"one\ntwo\n\xffbad\nlast").unwrap();
+        drop(w);
+        let store = std::sync::Arc::new(LogStore::new(1 << 16));
+        let process = ProcKey {
+            group: "api".into(),
+            index: 0,
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        let (_done_tx, done) = watch::channel(false);
+        let cfg = ReaderCfg {
+            prefix: prefix("api.0", 0, false),
+            timestamps: false,
+            out: tx,
+            done,
+            log_ready: None,
+            log_file: None,
+        };
+        let sink = LogSink {
+            store: store.clone(),
+            process: process.clone(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(relay_to(r, cfg, Some(sink)));
+        let mut out = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            out.extend(b);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "api.0 | one\napi.0 | two\napi.0 | \u{fffd}bad\napi.0 | last\n"
+        );
+        let mut cursor = store.cursor(Select::All, None, None);
+        let lines: Vec<String> = store
+            .read(&mut cursor, 100)
+            .into_iter()
+            .filter_map(|i| match i {
+                LogItem::Line {
+                    process: p, line, ..
+                } if p == process => Some(line.text),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lines, ["one", "two", "\u{fffd}bad", "last"]);
     }
 
     #[test]

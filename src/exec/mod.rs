@@ -60,6 +60,7 @@ pub mod policy;
 pub mod ready;
 pub mod reap;
 pub mod runrecord;
+pub mod serve;
 pub mod spawn;
 
 use crate::plan::Plan;
@@ -140,6 +141,9 @@ fn sighup_ignored() -> bool {
 
 /// How long the closing events (`exit`) may take to reach stderr.
 const EVENTS_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long open control connections (a `logs -f`, an `events -f`) get to
+/// receive what is left when `up` ends.
+const CONTROL_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The signals the runner always catches, plus every handled one.
 /// SIGTSTP (Ctrl+Z) pauses the whole topology.
@@ -242,6 +246,16 @@ pub fn up(plan: Plan, opts: UpOptions) -> i32 {
         eprintln!("flowrun: {msg}");
         return 1;
     }
+    // The control socket first: a second `up` of a file that is running
+    // is refused here, before it could take the live run's processes for
+    // leftovers of a dead one.
+    let claimed = match serve::claim(&opts.file) {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("flowrun: {msg}");
+            return 1;
+        }
+    };
     let (setup, guard) = match prepare(&opts) {
         Ok(s) => s,
         Err((msg, code)) => {
@@ -262,7 +276,7 @@ pub fn up(plan: Plan, opts: UpOptions) -> i32 {
             return 1;
         }
     };
-    let (code, guard, record) = rt.block_on(run(plan, opts, guard, setup, nofile, start));
+    let (code, guard, record) = rt.block_on(run(plan, opts, guard, setup, nofile, start, claimed));
     drop(rt);
     if let Some(g) = guard {
         g.finish();
@@ -319,6 +333,7 @@ async fn run(
     setup: Setup,
     nofile: libc::rlimit,
     start: Instant,
+    claimed: crate::control::server::Claimed,
 ) -> (i32, Option<guard::Guard>, Option<runrecord::RunRecord>) {
     let Setup {
         cgroup: run_cgroup,
@@ -371,6 +386,27 @@ async fn run(
     if let Some(g) = &guard {
         g.watch(&tx);
     }
+    // The control plane (docs/control.md): calls become driver messages,
+    // events and output fill its rings.
+    let (server, logs_ring) = match serve::start(claimed, &plan) {
+        Ok(ctl) => {
+            events.feed_to(ctl.link.events.clone());
+            let mut calls = ctl.calls;
+            let to_driver = tx.clone();
+            tokio::spawn(async move {
+                while let Some(m) = calls.recv().await {
+                    if to_driver.send(driver::Msg::Control(m)).is_err() {
+                        break;
+                    }
+                }
+            });
+            (Some(ctl.server), Some(ctl.link.logs))
+        }
+        Err(msg) => {
+            eprintln!("flowrun: the control plane is not available: {msg}");
+            (None, None)
+        }
+    };
     if let Some(ino) = run_cgroup.as_ref().and_then(|c| c.inotify_fd()) {
         watch_cgroups(ino, tx.clone());
     }
@@ -400,6 +436,7 @@ async fn run(
         },
         waiters,
         cgroup: run_cgroup,
+        logs: logs_ring,
     };
     let names: Vec<String> = plan
         .topology
@@ -506,6 +543,9 @@ async fn run(
     }
     if let Some(r) = reaper {
         r.abort();
+    }
+    if let Some(server) = server {
+        server.shutdown(CONTROL_GRACE).await;
     }
     drop(
         writer_events

@@ -13,6 +13,34 @@ pub fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
     d.min(max.max(min))
 }
 
+/// The attempt number of the next restart of a process whose last restart
+/// was attempt `prev` (0: never restarted) and whose incarnation ran for
+/// `uptime`: a process that stayed up longer than `max(backoff max, 1 s)`
+/// starts again from attempt 1 (the backoff minimum); otherwise the
+/// count goes on.
+pub fn next_attempt(prev: u32, uptime: Duration, max: Duration) -> u32 {
+    if forgets(uptime, max) {
+        1
+    } else {
+        prev.saturating_add(1)
+    }
+}
+
+/// The attempt `ps` shows for a process whose last restart was attempt
+/// `attempts` and whose incarnation has been up for `uptime` (`None`: not
+/// running): 0 once it has stayed up long enough for its next failure to
+/// start from the minimum again.
+pub fn current_attempt(attempts: u32, uptime: Option<Duration>, max: Duration) -> u32 {
+    match uptime {
+        Some(up) if forgets(up, max) => 0,
+        _ => attempts,
+    }
+}
+
+fn forgets(uptime: Duration, max: Duration) -> bool {
+    uptime > max.max(Duration::from_secs(1))
+}
+
 /// Whether a process that ended with `success` restarts under `mode`.
 pub fn wants_restart(mode: RestartMode, success: bool) -> bool {
     match mode {
@@ -61,6 +89,29 @@ mod tests {
         );
         assert_eq!(backoff(ms(100), ms(1000), 1000), ms(1000));
         assert_eq!(backoff(ms(0), ms(0), 3), ms(0));
+    }
+
+    #[test]
+    fn backoff_forgets_after_a_long_run() {
+        let ms = Duration::from_millis;
+        // Short runs keep counting, so the delay keeps doubling.
+        assert_eq!(next_attempt(0, ms(10), ms(5000)), 1);
+        assert_eq!(next_attempt(3, ms(10), ms(5000)), 4);
+        assert_eq!(next_attempt(3, ms(5000), ms(5000)), 4);
+        // Up longer than the maximum: back to the minimum.
+        assert_eq!(next_attempt(7, ms(5001), ms(5000)), 1);
+        assert_eq!(
+            backoff(ms(100), ms(5000), next_attempt(7, ms(5001), ms(5000))),
+            ms(100)
+        );
+        // A maximum under a second forgets only after a second.
+        assert_eq!(next_attempt(2, ms(900), ms(200)), 3);
+        assert_eq!(next_attempt(2, ms(1001), ms(200)), 1);
+        assert_eq!(next_attempt(u32::MAX, ms(0), ms(0)), u32::MAX);
+        // What `ps` shows.
+        assert_eq!(current_attempt(4, None, ms(5000)), 4);
+        assert_eq!(current_attempt(4, Some(ms(10)), ms(5000)), 4);
+        assert_eq!(current_attempt(4, Some(ms(5001)), ms(5000)), 0);
     }
 
     #[test]

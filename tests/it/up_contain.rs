@@ -690,3 +690,38 @@ fn dead_runs_directories_are_removed_by_the_next_up() {
     assert_eq!(next.exit_code(), 0, "stderr:\n{}", next.stderr_text());
     assert!(run_dirs().is_empty(), "{:?}", run_dirs());
 }
+
+/// A process whose leftovers were killed through its cgroup is restarted
+/// into a working cgroup: the next incarnation runs its program (exits
+/// with its own code), it is not SIGKILLed at birth. (On this kernel a
+/// child cloned into a cgroup killed earlier is; `proc_fd` never reuses
+/// one.)
+#[test]
+fn a_restart_after_a_leftovers_kill_runs_the_program() {
+    let Some(args) = mode_args(
+        "cgroup",
+        "a_restart_after_a_leftovers_kill_runs_the_program",
+    ) else {
+        return;
+    };
+    let h = Harness::new("contain-restart-after-kill");
+    let file = h.topology(
+        r#"
+topology again {
+  group w {
+    run "sh -c 'sleep 1000 & sleep 0.2; exit 3'"
+    restart on-failure backoff 10ms..10ms limit 2 per 60s
+    allow FR303 because "the background sleep is the leftover this test needs"
+  }
+}
+"#,
+    );
+    let mut up = h.up(&file, &args);
+    let code = up.exit_code();
+    let exits = up.events_named("exited");
+    assert_eq!(exits.len(), 3, "three runs:\n{}", up.stderr_text());
+    for e in &exits {
+        assert_eq!(e["code"], 3, "every run ends with its own exit code: {e}");
+    }
+    assert_eq!(code, 1, "stderr:\n{}", up.stderr_text());
+}

@@ -138,7 +138,9 @@ impl Core {
                     self.set_waiting(Waiting::RestartStop(slots));
                 }
             }
-            Step::Reload => self.reload(),
+            Step::Reload => {
+                let _ = self.reload();
+            }
             Step::Forward { signal, groups } => {
                 let fsig = signal.map_or(sig, |s| s.node);
                 let slots = self.slots_of(&groups);
@@ -175,7 +177,7 @@ impl Core {
     /// Forward `sig`. A signal of the group's ladder counts as that ladder
     /// step (the ladder continues from there, deadline included); one
     /// already sent to this incarnation is not sent again.
-    fn forward(&mut self, p: Ref, sig: Sig) {
+    pub(super) fn forward(&mut self, p: Ref, sig: Sig) {
         let slot = &self.slots[p.0];
         let pr = &slot.procs[p.1];
         let (gen, current) = match pr.state {
@@ -227,7 +229,7 @@ impl Core {
         slots.iter().all(|&s| !self.slots[s].alive())
     }
 
-    fn respawn(&mut self, p: Ref) {
+    pub(super) fn respawn(&mut self, p: Ref) {
         let pr = &mut self.slots[p.0].procs[p.1];
         match pr.state {
             PState::Backoff { timer } | PState::Retry { timer, .. } => {
@@ -243,7 +245,7 @@ impl Core {
     }
 
     /// `Some` while the wait continues.
-    fn advance_wait(&mut self, w: Waiting) -> Option<Waiting> {
+    pub(super) fn advance_wait(&mut self, w: Waiting) -> Option<Waiting> {
         match w {
             Waiting::Down(slots) => (!self.slots_down(&slots)).then_some(Waiting::Down(slots)),
             Waiting::Wait { slots, timer } => {
@@ -299,13 +301,16 @@ impl Core {
         }
     }
 
-    fn reload(&mut self) {
+    /// Reload; the changed groups, or the errors that rejected it.
+    pub(super) fn reload(&mut self) -> Result<Vec<String>, Vec<String>> {
         self.emit(Event::Reloading);
         let plan = match (self.reload)() {
             Ok(plan) => plan,
             Err(errors) => {
-                self.emit(Event::ReloadRejected { errors });
-                return;
+                self.emit(Event::ReloadRejected {
+                    errors: errors.clone(),
+                });
+                return Err(errors);
             }
         };
         let mut new_cur = Vec::new();
@@ -372,6 +377,10 @@ impl Core {
         self.plan = plan;
         self.stop_slots(&retire);
         changed.sort();
-        self.emit(Event::Reloaded { changed, handlers });
+        self.emit(Event::Reloaded {
+            changed: changed.clone(),
+            handlers,
+        });
+        Ok(changed)
     }
 }

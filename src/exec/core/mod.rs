@@ -22,6 +22,9 @@
 
 pub mod signals;
 
+mod control;
+#[cfg(test)]
+mod control_tests;
 #[cfg(test)]
 mod model_test;
 #[cfg(test)]
@@ -33,6 +36,7 @@ use super::events::{Event, Who};
 use super::policy::{self, Window};
 use super::reap::Status;
 use crate::ast::{AfterState, FinishWhen, ProcessGroupMode, StopTarget, Timeout};
+use crate::control::protocol::{ControlError, Reply, Request};
 use crate::model::{Group, GroupId, Sig, Step};
 use crate::plan::{Plan, ProcessSpec};
 use signals::{Cause, Drain, Verdict};
@@ -96,6 +100,18 @@ pub enum Msg {
     },
     /// The runner was continued (SIGCONT) after a pause.
     Resumed,
+    /// A control call (`control::ToCore::Call`): answered exactly once by
+    /// an [`Effect::Reply`] with the same `id` (see `control.rs`).
+    Control {
+        id: u64,
+        request: Request,
+    },
+    /// A control connection was refused for its credentials
+    /// (`control::ToCore::Refused`): reported as a `refused` event.
+    Refused {
+        uid: u32,
+        pid: Option<i32>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -146,6 +162,12 @@ pub enum Effect {
     /// Continue every live process group.
     Resume,
     Emit(Event),
+    /// The answer to `Msg::Control { id, .. }`: send it on that call's
+    /// `oneshot`. A `Ps` reply leaves `cpu_ms` to the OS layer.
+    Reply {
+        id: u64,
+        result: Result<Reply, ControlError>,
+    },
     Exit(i32),
 }
 
@@ -242,6 +264,12 @@ struct Proc {
     /// This incarnation's chdir or exec failed ([`Msg::ExecFailed`]).
     exec_failed: Option<String>,
     spec: ProcessSpec,
+    /// Incarnations started (`ps` shows all but the first as restarts).
+    starts: u32,
+    /// How the previous incarnation ended (kept across a restart).
+    last_exit: Option<Status>,
+    /// Scaled away: stopped and never restarted; removed once down.
+    leaving: bool,
 }
 
 struct Slot {
@@ -255,6 +283,11 @@ struct Slot {
     failed: bool,
     /// A handler manages it: its restart policy stands aside.
     hold: bool,
+    /// A control call (restart) manages it: its restart policy stands aside.
+    ctl_hold: bool,
+    /// Stopped by `flowrun stop`: kept down (with `drained`) until
+    /// `flowrun start`; groups that wait on it wait.
+    kept: bool,
 }
 
 impl Slot {
@@ -358,7 +391,15 @@ pub struct Core {
     ended: Option<Drain>,
     now: Instant,
     out: Vec<Effect>,
+    /// Control calls not answered yet.
+    calls: Vec<control::Call>,
+    /// Builds and lints a scaled plan (`flowrun scale`).
+    scale: Option<Scale>,
 }
+
+/// The function a `scale` calls: the current plan with the given groups'
+/// process counts, compiled and linted; or the findings that refuse it.
+pub type Scale = Box<dyn FnMut(&Plan, &[(String, u32)]) -> Result<Plan, Vec<String>>>;
 
 /// A group's resolved definition, independent of its position in the file:
 /// the group with `after` edges by name, and every process's spec without
@@ -420,6 +461,8 @@ impl Core {
             ended: None,
             now,
             out: Vec::new(),
+            calls: Vec::new(),
+            scale: None,
         };
         core.cur = (0..plan.topology.groups.len())
             .map(|gid| core.add_slot(&plan, gid))
@@ -456,6 +499,9 @@ impl Core {
                 sent: 0,
                 exec_failed: None,
                 spec: spec.clone(),
+                starts: 0,
+                last_exit: None,
+                leaving: false,
             })
             .collect();
         self.slots.push(Slot {
@@ -467,6 +513,8 @@ impl Core {
             retired: false,
             failed: false,
             hold: false,
+            ctl_hold: false,
+            kept: false,
         });
         self.slots.len() - 1
     }
@@ -490,8 +538,28 @@ impl Core {
         if !matches!(self.mode, Mode::Done) {
             self.dispatch(msg);
             self.progress();
+            self.advance_calls();
+        } else if let Msg::Control { id, request } = msg {
+            self.on_control(id, request);
         }
         std::mem::take(&mut self.out)
+    }
+
+    /// Hand the core the function `flowrun scale` uses; without one,
+    /// `scale` is answered `unavailable`.
+    pub fn set_scale(&mut self, scale: Scale) {
+        self.scale = Some(scale);
+    }
+
+    /// The current plan (a reload or a scale replaces it): the OS layer
+    /// finds the spec of a spawned process by [`Core::who`]'s `process`.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Who process `p` is (`group.index`), retired slots included.
+    pub fn who(&self, p: Ref) -> Option<&Who> {
+        Some(&self.slots.get(p.0)?.procs.get(p.1)?.who)
     }
 
     /// The state of process `index` of the current group `name`.
@@ -658,6 +726,8 @@ impl Core {
             }
             Msg::ReadyTimedOut { p, gen } => self.ready_timed_out(p, gen),
             Msg::Resumed => self.resume(),
+            Msg::Control { id, request } => self.on_control(id, request),
+            Msg::Refused { uid, pid } => self.emit(Event::Refused { uid, pid }),
         }
     }
 
@@ -881,6 +951,7 @@ impl Core {
                 pr.ever_started = true;
                 pr.started_at = now;
                 pr.status = None;
+                pr.starts += 1;
                 let who = pr.who.clone();
                 self.emit(Event::Started {
                     who: who.clone(),
@@ -950,6 +1021,7 @@ impl Core {
             _ => return,
         };
         pr.status = Some(status);
+        pr.last_exit = Some(status);
         let who = pr.who.clone();
         let state = pr.state;
         self.emit(Event::Exited {
@@ -1018,10 +1090,10 @@ impl Core {
             return;
         }
         let slot = &self.slots[p.0];
-        if slot.drained || slot.retired || slot.failed {
+        if slot.drained || slot.retired || slot.failed || slot.procs[p.1].leaving {
             return;
         }
-        if slot.hold {
+        if slot.hold || slot.ctl_hold {
             self.slots[p.0].procs[p.1].state = PState::Held;
             return;
         }
@@ -1063,11 +1135,7 @@ impl Core {
             }
         }
         let uptime = now.saturating_duration_since(pr.started_at);
-        pr.attempts = if uptime > restart.backoff_max.max(Duration::from_secs(1)) {
-            1
-        } else {
-            pr.attempts + 1
-        };
+        pr.attempts = policy::next_attempt(pr.attempts, uptime, restart.backoff_max);
         let delay = policy::backoff(restart.backoff_min, restart.backoff_max, pr.attempts);
         let (who, attempt) = (pr.who.clone(), pr.attempts);
         let timer = self.arm(delay, TimerKind::Restart(p));
@@ -1227,6 +1295,7 @@ impl Core {
         if self.code.is_none() {
             self.code = Some(code);
         }
+        self.calls_drain_began();
         if let Some(run) = self.run.take() {
             if let Some(Waiting::Wait { timer: Some(t), .. }) = run.waiting {
                 self.timers.remove(&t);
@@ -1280,6 +1349,10 @@ impl Core {
             return Ok(true);
         };
         let g = &self.slots[s];
+        if g.kept {
+            // Stopped by `flowrun stop`: its dependents wait for `start`.
+            return Ok(false);
+        }
         let name = &g.def.name.node;
         let met = g.started
             && match state {
@@ -1381,7 +1454,7 @@ impl Core {
             return false;
         };
         let g = &self.slots[s];
-        if !g.ended() {
+        if !g.ended() || g.kept {
             return false;
         }
         let failing = g
@@ -1415,7 +1488,9 @@ impl Core {
                 .iter()
                 .all(|p| matches!(p.state, PState::Idle | PState::Down))
         });
-        if idle && self.run.is_none() && self.queue.is_empty() {
+        // A group kept stopped by `flowrun stop` waits for `flowrun start`.
+        let kept = self.cur.iter().any(|&s| self.slots[s].kept);
+        if idle && !kept && self.run.is_none() && self.queue.is_empty() {
             let clean = self.cur.iter().all(|&s| {
                 let g = &self.slots[s];
                 g.drained
@@ -1437,6 +1512,7 @@ impl Core {
         }
         self.mode = Mode::Done;
         let code = self.code.unwrap_or(0);
+        self.calls_finished(code);
         self.out.push(Effect::Exit(code));
     }
 

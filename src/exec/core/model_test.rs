@@ -1,7 +1,8 @@
 //! Model-based test: random topologies driven by long random message
 //! sequences (signals of every kind at every phase, exits, leftovers,
 //! timers, ready results, spawn failures, reloads, handler forwards and
-//! restarts, pauses), with the core's promises checked after every step.
+//! restarts, pauses, control calls), with the core's promises checked after
+//! every step.
 //!
 //! A small seeded xorshift generator is enough here (no shrinking is
 //! needed: a failure prints the seed, the episode and the step, and the
@@ -139,6 +140,11 @@ struct Oracle {
     /// Last status delivered per process.
     status: HashMap<Ref, Status>,
     exits: usize,
+    /// Control calls sent and not answered yet.
+    calls: HashSet<u64>,
+    next_call: u64,
+    /// The codes `down` calls were answered with.
+    down_codes: Vec<i32>,
 }
 
 struct Episode {
@@ -261,7 +267,23 @@ impl Episode {
                         "signal to a dead incarnation"
                     );
                 }
-                Effect::Exit(_) => self.o.exits += 1,
+                Effect::Exit(_) => {
+                    self.o.exits += 1;
+                    assert!(
+                        self.o.calls.is_empty(),
+                        "calls left unanswered at the end: {:?}",
+                        self.o.calls
+                    );
+                }
+                Effect::Reply { id, result } => {
+                    assert!(
+                        self.o.calls.remove(id),
+                        "call {id} answered twice or never sent"
+                    );
+                    if let Ok(Reply::Down { code }) = result {
+                        self.o.down_codes.push(*code);
+                    }
+                }
                 _ => {}
             }
         }
@@ -309,6 +331,77 @@ impl Episode {
         })
     }
 
+    /// A random control call: any command, on known or unknown targets.
+    fn control(&mut self) -> Vec<Effect> {
+        use crate::control::protocol::{ScaleTo, Target};
+        let mut names: Vec<String> = self
+            .w
+            .core
+            .plan
+            .topology
+            .groups
+            .iter()
+            .map(|g| g.name.node.clone())
+            .collect();
+        names.push("nope".into());
+        if self.rng.chance(5) {
+            return self.w.send(Msg::Refused {
+                uid: 4242,
+                pid: None,
+            });
+        }
+        let k = 1 + self.rng.below(2) as usize;
+        let groups: Vec<String> = (0..k).map(|_| self.rng.pick(&names).clone()).collect();
+        let targets: Vec<Target> = groups
+            .iter()
+            .map(|g| Target {
+                group: g.clone(),
+                index: self.rng.chance(40).then(|| self.rng.below(4) as u32),
+            })
+            .collect();
+        let request = match self.rng.below(20) {
+            0..=1 => Request::Ps {},
+            2..=5 => Request::Restart {
+                targets,
+                rolling: self.rng.chance(50),
+            },
+            6..=8 => Request::Stop { groups },
+            9..=11 => Request::Start { groups },
+            12..=13 => Request::Scale {
+                counts: groups
+                    .iter()
+                    .map(|g| ScaleTo {
+                        group: g.clone(),
+                        count: 1 + self.rng.below(4) as u32,
+                    })
+                    .collect(),
+            },
+            14..=15 => Request::Signal {
+                signal: self
+                    .rng
+                    .pick(&["SIGHUP", "SIGTERM", "SIGINT", "SIGUSR1"])
+                    .to_string(),
+                targets,
+            },
+            16 => Request::Reload {},
+            17 => Request::Down {},
+            _ => Request::Wait {
+                ready: if self.rng.chance(50) {
+                    Vec::new()
+                } else {
+                    groups
+                },
+                timeout_ms: None,
+            },
+        };
+        // The server serialises changing calls on a group; the core must
+        // cope anyway, so the walk does not.
+        self.o.next_call += 1;
+        let id = self.o.next_call;
+        self.o.calls.insert(id);
+        self.w.call(id, request)
+    }
+
     fn step(&mut self) {
         let was_draining = self.w.core.draining();
         let mut signal = None;
@@ -321,7 +414,8 @@ impl Episode {
             };
             self.w.outcomes.push_back(o);
         }
-        let fx = match self.rng.below(100) {
+        let fx = match self.rng.below(108) {
+            100..=107 => self.control(),
             0..=19 => {
                 let s = Sig(*self.rng.pick(&SIGNALS));
                 if s.number() == libc::SIGCONT {
@@ -463,7 +557,15 @@ impl Episode {
             );
         }
         assert_eq!(self.o.exits, 1, "exactly one exit");
+        assert!(
+            self.o.calls.is_empty(),
+            "unanswered calls: {:?}",
+            self.o.calls
+        );
         let code = self.w.exit_code.expect("an exit code");
+        for c in &self.o.down_codes {
+            assert_eq!(*c, code, "`down` answered another status");
+        }
         // The exit status of docs/events.md.
         let base = match &self.o.first_end {
             Some(None) => Some(1),
@@ -550,6 +652,33 @@ thread_local! {
     static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
+/// `flowrun scale` for the model: the plan with the groups' counts
+/// changed (copies of process 0); a count of 4 breaks a "lint rule".
+fn scaled(plan: &Plan, counts: &[(String, u32)]) -> Result<Plan, Vec<String>> {
+    let mut plan = plan.clone();
+    for (name, n) in counts {
+        if *n == 4 {
+            return Err(vec![format!("{name}: 4 processes break a rule")]);
+        }
+        let gid = plan.topology.group_by_name(name).ok_or_else(Vec::new)?;
+        plan.topology.groups[gid].processes = *n;
+        let first = plan
+            .processes
+            .iter()
+            .position(|p| p.group == gid)
+            .ok_or_else(Vec::new)?;
+        let proto = plan.processes[first].clone();
+        plan.processes.retain(|p| p.group != gid);
+        for i in (0..*n).rev() {
+            let mut spec = proto.clone();
+            spec.index = i;
+            spec.id = format!("{name}.{i}");
+            plan.processes.insert(first, spec);
+        }
+    }
+    Ok(plan)
+}
+
 /// One topology, one random run; returns the steps taken.
 fn run_episode(seed: u64) -> usize {
     let mut rng = Rng(seed);
@@ -580,7 +709,7 @@ fn run_episode(seed: u64) -> usize {
         compiles(&t).ok_or_else(|| vec!["does not compile".into()])
     });
     let _ = turn;
-    let w = World::with(
+    let mut w = World::with(
         plan,
         reload,
         Env {
@@ -588,6 +717,7 @@ fn run_episode(seed: u64) -> usize {
             containment: "process-group",
         },
     );
+    w.core.set_scale(Box::new(scaled));
     let mut ep = Episode {
         w,
         rng,

@@ -222,4 +222,38 @@ impl World {
     }
 }
 
+impl World {
+    /// Send control call `id`.
+    pub fn call(&mut self, id: u64, request: crate::control::protocol::Request) -> Vec<Effect> {
+        self.send(Msg::Control { id, request })
+    }
+
+    /// Every answer so far, in order.
+    pub fn replies(&self) -> Vec<(u64, Result<Reply, ControlError>)> {
+        self.log
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Reply { id, result } => Some((*id, result.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The answers to call `id` so far.
+    pub fn answers(&self, id: u64) -> Vec<Result<Reply, ControlError>> {
+        self.replies()
+            .into_iter()
+            .filter(|(i, _)| *i == id)
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    /// The live process `name.index` reports ready.
+    pub fn ready(&mut self, name: &str, index: usize) -> Vec<Effect> {
+        let p = self.refer(name, index);
+        let gen = self.live[&p].0;
+        self.send(Msg::Ready { p, gen })
+    }
+}
+
 pub const OK: Status = Status::Code(0);
