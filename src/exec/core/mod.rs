@@ -802,6 +802,11 @@ impl Core {
         if pr.state.live() {
             return;
         }
+        if pr.leaving {
+            // Scaled away: nothing starts it again (a handler's restart).
+            pr.state = PState::Down;
+            return;
+        }
         pr.gen += 1;
         let gen = pr.gen;
         pr.state = PState::Spawning { gen, tries };
