@@ -850,6 +850,10 @@ impl Core {
                     self.stop_proc(p);
                 }
             }
+            Outcome::Busy(_) if !matches!(self.mode, Mode::Running) => {
+                // A drain began while it was being spawned: not retried.
+                self.slots[p.0].procs[p.1].state = PState::Down;
+            }
             Outcome::Busy(what) => {
                 let tries = tries + 1;
                 if tries >= SPAWN_TRIES {
