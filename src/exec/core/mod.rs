@@ -1,8 +1,9 @@
 //! The supervisor's rules as a pure state machine: [`Core::handle`] takes
 //! one [`Msg`] (a signal, a spawn result, a child's exit, a timer, a ready
-//! result, a resume) and the time, and returns the [`Effect`]s to carry out
-//! (spawn, signal, kill, arm a timer, release a process, emit an event,
-//! pause or resume the topology, exit). It starts no process, reads no
+//! result, a resume, a control call) and the time, and returns the
+//! [`Effect`]s to carry out (spawn, signal, kill, arm a timer, release a
+//! process, emit an event, pause or resume the topology, answer a control
+//! call, exit). Control calls are `control.rs`. It starts no process, reads no
 //! clock and does no IO, so every lifecycle path can be walked in a unit
 //! test and by the model test in `model_test.rs`.
 //!
