@@ -521,9 +521,11 @@ pub fn ps_table(ps: &PsReply) -> String {
         s.push('\n');
     }
     for g in &ps.groups {
-        let mut parts = vec![format!("{}/{} ready", g.ready, g.processes)];
+        // Up: ready, or running with no ready check to pass. The ready
+        // count is only said when some are.
+        let mut parts = vec![format!("{}/{} up", g.ready + g.running, g.processes)];
         for (n, what) in [
-            (g.running, "running"),
+            (g.ready, "ready"),
             (g.stopped, "stopped"),
             (g.failed, "failed"),
         ] {
@@ -644,7 +646,7 @@ mod tests {
         assert!(lines[1].contains("1m1s"), "{t}");
         assert!(lines[2].contains("backing off (attempt 2)"), "{t}");
         assert!(lines[2].contains("exit 1"), "{t}");
-        assert_eq!(lines[3], "api: 1/2 ready, 1 stopped");
+        assert_eq!(lines[3], "api: 1/2 up, 1 ready, 1 stopped");
         // Columns line up: PID starts at the same column on every row.
         let col = lines[0].find("PID").unwrap();
         assert_eq!(&lines[1][col..col + 4], "4242");

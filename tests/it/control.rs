@@ -157,7 +157,7 @@ fn cli_ps_finds_the_topology_and_prints_human_and_json() {
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("PROCESS"), "{out}");
     assert!(lines[1].starts_with("api.0"), "{out}");
-    assert!(out.contains("api: 2/2 ready"), "{out}");
+    assert!(out.contains("api: 2/2 up, 2 ready"), "{out}");
     let (code, out, _) = s.run(&["ps", s.file.to_str().unwrap(), "--json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();

@@ -473,6 +473,7 @@ impl Core {
         }
         let calls = std::mem::take(&mut self.calls);
         let mut answered = false;
+        let mut removed = Vec::new();
         for mut c in calls {
             if !matches!(self.mode, Mode::Running) {
                 self.calls.push(c);
@@ -481,10 +482,16 @@ impl Core {
             match self.advance_call(&mut c.pending) {
                 Some(result) => {
                     answered = true;
+                    if let Pending::Scale { leaving, .. } = &c.pending {
+                        removed.extend(leaving.iter().copied());
+                    }
                     self.reply(c.id, result);
                 }
                 None => self.calls.push(c),
             }
+        }
+        for (s, n) in removed {
+            self.remove_from(s, n);
         }
         if !matches!(self.mode, Mode::Running) {
             self.calls_drain_began();
@@ -605,9 +612,7 @@ impl Core {
                 if starting {
                     return None;
                 }
-                for &(s, n) in leaving.iter() {
-                    self.remove_from(s, n);
-                }
+                // `advance_calls` removes them once every call is back.
                 Some(Ok(Reply::Done {
                     processes: std::mem::take(names),
                 }))
@@ -670,9 +675,30 @@ impl Core {
     }
 
     /// Remove the scaled-away processes `n..` of slot `s` (all down), and
-    /// every timer or handler wait that still names them.
+    /// every timer, handler wait or call that still names them.
     fn remove_from(&mut self, s: usize, n: usize) {
         let gone = |p: &Ref| p.0 == s && p.1 >= n;
+        let purge = |w: &mut Waiting| {
+            if let Waiting::Rolling { todo, current } = w {
+                todo.retain(|p| !gone(p));
+                if current.is_some_and(|(p, _)| gone(&p)) {
+                    *current = None;
+                }
+            }
+        };
+        for c in &mut self.calls {
+            match &mut c.pending {
+                Pending::Restart { procs, .. } => procs.retain(|p| !gone(p)),
+                Pending::Rolling { wait, procs, .. } => {
+                    procs.retain(|p| !gone(p));
+                    if let Some(w) = wait {
+                        purge(w);
+                    }
+                }
+                Pending::Scale { fresh, .. } => fresh.retain(|p| !gone(p)),
+                _ => {}
+            }
+        }
         self.timers.retain(|_, t| match &t.kind {
             TimerKind::Deadline(p, _)
             | TimerKind::Restart(p)
@@ -681,14 +707,10 @@ impl Core {
             TimerKind::Wait => true,
         });
         if let Some(Run {
-            waiting: Some(Waiting::Rolling { todo, current }),
-            ..
+            waiting: Some(w), ..
         }) = &mut self.run
         {
-            todo.retain(|p| !gone(p));
-            if current.is_some_and(|(p, _)| gone(&p)) {
-                *current = None;
-            }
+            purge(w);
         }
         self.slots[s].procs.truncate(n);
     }

@@ -584,3 +584,41 @@ fn a_refused_connection_is_an_event() {
     .json(1.0);
     assert_eq!(json, r#"{"event":"refused","t":1.0,"uid":1001,"pid":null}"#);
 }
+
+/// A restart still running when a scale-down removes one of its processes
+/// forgets that process (before: an index out of bounds). The model test
+/// (FLOWRUN_CORE_SEED=1795811491124995227, 2,000,000 steps) found the
+/// other half: a restart that respawned a process being scaled away in
+/// the same step left it running after its removal; a scaled-away process
+/// now never starts again. (The server serialises the two calls; a
+/// handler's restart is not serialised with a scale.)
+#[test]
+fn a_scaled_away_process_is_never_started_again() {
+    let mut w = World::new(TWO);
+    w.core.set_scale(Box::new(|_, c| scaled(c)));
+    let p1 = w.refer("web", 1);
+    w.call(
+        1,
+        Request::Restart {
+            targets: vec![t("web")],
+            rolling: false,
+        },
+    );
+    w.call(
+        2,
+        Request::Scale {
+            counts: vec![ScaleTo {
+                group: "web".into(),
+                count: 1,
+            }],
+        },
+    );
+    w.exit("web", 1, OK);
+    w.exit("web", 0, OK);
+    assert_eq!(w.answers(2), [done(&["web.1"])]);
+    assert_eq!(w.answers(1), [done(&["web.0"])]);
+    assert_eq!(w.spawns_of(p1), 1, "web.1 started again");
+    assert_eq!(w.core.state("web", 1), None);
+    assert!(w.core.state("web", 0).unwrap().live());
+    answered_once(&w, &[1, 2]);
+}

@@ -1,8 +1,9 @@
 //! The supervisor's rules as a pure state machine: [`Core::handle`] takes
 //! one [`Msg`] (a signal, a spawn result, a child's exit, a timer, a ready
-//! result, a resume) and the time, and returns the [`Effect`]s to carry out
-//! (spawn, signal, kill, arm a timer, release a process, emit an event,
-//! pause or resume the topology, exit). It starts no process, reads no
+//! result, a resume, a control call) and the time, and returns the
+//! [`Effect`]s to carry out (spawn, signal, kill, arm a timer, release a
+//! process, emit an event, pause or resume the topology, answer a control
+//! call, exit). Control calls are `control.rs`. It starts no process, reads no
 //! clock and does no IO, so every lifecycle path can be walked in a unit
 //! test and by the model test in `model_test.rs`.
 //!
@@ -922,6 +923,11 @@ impl Core {
         if pr.state.live() {
             return;
         }
+        if pr.leaving {
+            // Scaled away: nothing starts it again (a handler's restart).
+            pr.state = PState::Down;
+            return;
+        }
         pr.gen += 1;
         let gen = pr.gen;
         pr.state = PState::Spawning { gen, tries };
@@ -969,6 +975,10 @@ impl Core {
                 if !matches!(self.mode, Mode::Running) || slot.drained || slot.failed {
                     self.stop_proc(p);
                 }
+            }
+            Outcome::Busy(_) if !matches!(self.mode, Mode::Running) => {
+                // A drain began while it was being spawned: not retried.
+                self.slots[p.0].procs[p.1].state = PState::Down;
             }
             Outcome::Busy(what) => {
                 let tries = tries + 1;

@@ -287,6 +287,16 @@ impl Episode {
                 _ => {}
             }
         }
+        // No incarnation outlives its process's removal (scale).
+        for (p, (gen, _)) in &self.w.live {
+            let exists = self
+                .w
+                .core
+                .slots
+                .get(p.0)
+                .is_some_and(|s| s.procs.len() > p.1);
+            assert!(exists, "{p:?} gen {gen} is alive but was removed");
+        }
         if expect_escalation {
             assert!(self.o.escalated, "a repeated drain signal did not escalate");
         }
@@ -359,15 +369,15 @@ impl Episode {
                 index: self.rng.chance(40).then(|| self.rng.below(4) as u32),
             })
             .collect();
-        let request = match self.rng.below(20) {
+        let request = match self.rng.below(60) {
             0..=1 => Request::Ps {},
-            2..=5 => Request::Restart {
+            2..=11 | 50..=56 => Request::Restart {
                 targets,
                 rolling: self.rng.chance(50),
             },
-            6..=8 => Request::Stop { groups },
-            9..=11 => Request::Start { groups },
-            12..=13 => Request::Scale {
+            12..=17 => Request::Stop { groups },
+            18..=25 => Request::Start { groups },
+            26..=33 => Request::Scale {
                 counts: groups
                     .iter()
                     .map(|g| ScaleTo {
@@ -376,15 +386,15 @@ impl Episode {
                     })
                     .collect(),
             },
-            14..=15 => Request::Signal {
+            34..=39 => Request::Signal {
                 signal: self
                     .rng
                     .pick(&["SIGHUP", "SIGTERM", "SIGINT", "SIGUSR1"])
                     .to_string(),
                 targets,
             },
-            16 => Request::Reload {},
-            17 => Request::Down {},
+            40..=41 => Request::Reload {},
+            42 => Request::Down {},
             _ => Request::Wait {
                 ready: if self.rng.chance(50) {
                     Vec::new()
@@ -414,8 +424,12 @@ impl Episode {
             };
             self.w.outcomes.push_back(o);
         }
-        let fx = match self.rng.below(108) {
-            100..=107 => self.control(),
+        // Control calls mostly while running: during a drain and after the
+        // end they are answered at once.
+        let running = !self.w.core.draining() && !self.w.core.done();
+        let control = if running { 30 } else { 2 };
+        let fx = match self.rng.below(100 + control) {
+            100.. => self.control(),
             0..=19 => {
                 let s = Sig(*self.rng.pick(&SIGNALS));
                 if s.number() == libc::SIGCONT {
