@@ -574,17 +574,22 @@ impl Drop for EventSink {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_feed_gets_each_event_as_json_at_the_flush() {
-        let (tx, rx) = mpsc::channel();
-        let sink = EventSink {
+    /// A human-format sink writing to `tx`, without its thread.
+    fn human_sink(tx: mpsc::Sender<Vec<u8>>) -> EventSink {
+        EventSink {
             format: LogFormat::Human,
             start: Instant::now(),
             tx,
             pending: Arc::new(Mutex::new(Vec::new())),
             feed: Arc::default(),
             feed_pending: Arc::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_feed_gets_each_event_as_json_at_the_flush() {
+        let (tx, rx) = mpsc::channel();
+        let sink = human_sink(tx);
         sink.emit(Event::Reloading); // before the feed: stderr only
         let feed = Arc::new(EventFeed::new(1 << 16));
         sink.clone().feed_to(feed.clone());
@@ -620,14 +625,7 @@ mod tests {
     #[test]
     fn events_are_batched_until_a_flush_and_a_drop_flushes() {
         let (tx, rx) = mpsc::channel();
-        let sink = EventSink {
-            format: LogFormat::Human,
-            start: Instant::now(),
-            tx,
-            pending: Arc::new(Mutex::new(Vec::new())),
-            feed: Arc::default(),
-            feed_pending: Arc::default(),
-        };
+        let sink = human_sink(tx);
         let clone = sink.clone();
         sink.emit(Event::Exit {
             code: 0,

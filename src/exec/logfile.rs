@@ -292,7 +292,7 @@ fn writer() -> Option<&'static tokio::sync::mpsc::Sender<Job>> {
                         match job {
                             Job::Write(sink, buf) => {
                                 sink.lock().unwrap_or_else(|e| e.into_inner()).write(&buf);
-                                give_back(buf);
+                                POOL.give_back(buf);
                             }
                             Job::Flush(done) => {
                                 let _ = done.send(());
@@ -337,28 +337,7 @@ pub async fn flush() {
 }
 
 /// Line buffers handed back by the writer thread, for the relays to reuse.
-static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-const POOL_MAX: usize = 8;
-const POOL_KEEP: usize = 512 * 1024;
-
-/// An empty buffer with room for `cap` bytes, reused when one is free.
-pub fn take_buffer(cap: usize) -> Vec<u8> {
-    let reused = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
-    let mut buf = reused.unwrap_or_default();
-    buf.reserve(cap);
-    buf
-}
-
-fn give_back(mut buf: Vec<u8>) {
-    if buf.capacity() > POOL_KEEP {
-        return;
-    }
-    buf.clear();
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.len() < POOL_MAX {
-        pool.push(buf);
-    }
-}
+pub static POOL: super::logs::BufPool = super::logs::BufPool::new(8, 512 * 1024);
 
 /// The absolute path of a plan's log path: relative ones are relative to
 /// `base_dir` (the topology file's directory).
@@ -593,7 +572,7 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             for i in 0..2000 {
-                let mut b = take_buffer(16);
+                let mut b = POOL.take(16);
                 b.extend_from_slice(format!("line {i}\n").as_bytes());
                 write(&s, b).await;
             }

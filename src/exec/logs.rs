@@ -150,32 +150,47 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; READ_SIZE]);
 }
 
-/// Batch buffers handed back by the writer, for the readers to reuse: a
-/// busy relay then allocates (and faults in) no fresh memory per read.
-static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-/// Buffers kept in [`POOL`] at most, and the largest one kept.
-const POOL_MAX: usize = 4;
-const POOL_KEEP: usize = 2 * READ_SIZE;
-
-/// An empty buffer with room for `cap` bytes, reused when one is free.
-fn take_buffer(cap: usize) -> Vec<u8> {
-    let reused = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
-    let mut buf = reused.unwrap_or_default();
-    buf.reserve(cap);
-    buf
+/// A pool of byte buffers handed back after a write, for the next batch
+/// to reuse: a busy relay then allocates (and faults in) no fresh memory
+/// per read. At most `max` buffers are kept, none larger than `keep`.
+pub struct BufPool {
+    bufs: Mutex<Vec<Vec<u8>>>,
+    max: usize,
+    keep: usize,
 }
 
-/// Hand a written batch back for reuse.
-fn give_back(mut buf: Vec<u8>) {
-    if buf.capacity() > POOL_KEEP {
-        return;
+impl BufPool {
+    pub const fn new(max: usize, keep: usize) -> BufPool {
+        BufPool {
+            bufs: Mutex::new(Vec::new()),
+            max,
+            keep,
+        }
     }
-    buf.clear();
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.len() < POOL_MAX {
-        pool.push(buf);
+
+    /// An empty buffer with room for `cap` bytes, reused when one is free.
+    pub fn take(&self, cap: usize) -> Vec<u8> {
+        let reused = self.bufs.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut buf = reused.unwrap_or_default();
+        buf.reserve(cap);
+        buf
+    }
+
+    /// Hand a written buffer back.
+    pub fn give_back(&self, mut buf: Vec<u8>) {
+        if buf.capacity() > self.keep {
+            return;
+        }
+        buf.clear();
+        let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
+        if bufs.len() < self.max {
+            bufs.push(buf);
+        }
     }
 }
+
+/// Batches of the readers, handed back by the stdout writer.
+static POOL: BufPool = BufPool::new(4, 2 * READ_SIZE);
 
 /// Where a reader copies its lines for `flowrun logs`: the process's ring.
 #[derive(Clone, Debug)]
@@ -339,14 +354,14 @@ fn lines_to_records(
     mut also: impl FnMut(&[u8]),
 ) -> (Vec<u8>, Option<Vec<u8>>) {
     let ts = cfg.timestamps.then(timestamp);
-    let mut batch = take_buffer(data.len() + data.len() / 4 + cfg.prefix.len());
+    let mut batch = POOL.take(data.len() + data.len() / 4 + cfg.prefix.len());
     let prefix = &cfg.prefix;
     let re = cfg.log_ready.as_ref().map(|(re, _)| re);
     let mut matched = false;
     let mut file_buf = cfg
         .log_file
         .as_ref()
-        .map(|_| super::logfile::take_buffer(data.len() + 64));
+        .map(|_| super::logfile::POOL.take(data.len() + 64));
     split.push(data, &mut |line| {
         if !matched {
             if let Some(re) = re {
@@ -411,7 +426,7 @@ pub fn start_writer(on_error: impl FnOnce(&std::io::Error) + Send + 'static) -> 
                 let res =
                     out.write_all(&rec)
                         .and_then(|_| if rx.is_empty() { out.flush() } else { Ok(()) });
-                give_back(rec);
+                POOL.give_back(rec);
                 if let Err(e) = res {
                     broken = true;
                     fail(e);
