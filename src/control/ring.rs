@@ -19,14 +19,25 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
-/// Default bound of one process's output ring: 256 KiB of line text and
-/// bookkeeping ([`LINE_OVERHEAD`] per line). 500 processes with full rings
-/// hold at most 125 MiB plus the map itself.
+/// Default bound of one process's output ring: 256 KiB of memory, as
+/// [`line_cost`] counts it. 500 processes with full rings hold at most
+/// 125 MiB plus the map itself.
 pub const DEFAULT_RING_BYTES: usize = 256 * 1024;
 
-/// Bytes counted for each line on top of its text (its `seq`, timestamp
-/// and string header), so a ring of empty lines is bounded too.
-pub const LINE_OVERHEAD: usize = 48;
+/// The memory a kept line of `len` bytes costs, counted against its
+/// ring's bound: its text's heap chunk (the allocator rounds `len` plus
+/// its 8-byte header up to 16 bytes, at least 32), and twice the ring's
+/// slot (time, string header, size): the slot itself and the spare slot
+/// the ring's buffer may hold when it has just doubled. So the bound is
+/// memory, not text, and a ring of empty lines is bounded too.
+pub fn line_cost(len: usize) -> usize {
+    let chunk = if len == 0 {
+        0
+    } else {
+        (len + 8).div_ceil(16).max(2) * 16
+    };
+    chunk + 2 * std::mem::size_of::<(LogLine, usize)>()
+}
 
 /// Default bound of the event feed: 1 MiB of event JSON.
 pub const DEFAULT_EVENT_BYTES: usize = 1024 * 1024;
@@ -266,8 +277,9 @@ impl LogStore {
                 .entry(process.clone())
                 .or_insert_with(|| Ring::new(max));
             for s in lines {
-                let text: String = s.into();
-                let size = text.len() + LINE_OVERHEAD;
+                let mut text: String = s.into();
+                text.shrink_to_fit();
+                let size = line_cost(text.len());
                 ring.push(LogLine { t, text }, size);
             }
         }
@@ -361,7 +373,7 @@ impl EventFeed {
         {
             let mut ring = self.lock();
             for e in events {
-                let size = e.len() + LINE_OVERHEAD;
+                let size = line_cost(e.len());
                 ring.push(e, size);
             }
         }
@@ -496,7 +508,7 @@ mod tests {
 
     #[test]
     fn a_slow_reader_gets_a_gap_a_fast_one_loses_nothing() {
-        let s = LogStore::new(10 * (LINE_OVERHEAD + 4));
+        let s = LogStore::new(10 * line_cost(4));
         let p = key("api", 0);
         let mut fast = s.cursor(Select::All, None, None);
         let mut slow = s.cursor(Select::All, None, None);
@@ -523,7 +535,7 @@ mod tests {
         );
         assert_eq!(items.len(), 11);
         // The writer's memory stayed bounded.
-        assert!(s.bytes(&p).unwrap() <= 10 * (LINE_OVERHEAD + 4));
+        assert!(s.bytes(&p).unwrap() <= 10 * line_cost(4));
     }
 
     #[test]
@@ -550,7 +562,7 @@ mod tests {
 
     #[test]
     fn event_feed_reports_gaps() {
-        let f = EventFeed::new(3 * (LINE_OVERHEAD + 2));
+        let f = EventFeed::new(3 * line_cost(2));
         f.push((0..5).map(|i| format!("e{i}")));
         let r = f.read(0, 10);
         assert_eq!(r.missed, 2);

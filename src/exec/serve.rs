@@ -129,14 +129,26 @@ pub fn fill_cpu(result: &mut Result<Reply, ControlError>, cpu: impl Fn(i32) -> O
 }
 
 /// User + system CPU time of process `pid` (the leader), from
-/// `/proc/PID/stat`; `None` when it cannot be read.
+/// `/proc/PID/stat`; `None` when it cannot be read. Three system calls
+/// (open, one read into a stack buffer, close): `ps` makes one call per
+/// process on the runner's thread.
 pub fn leader_cpu_ms(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // SAFETY: sysconf reads a constant of the system; no memory is passed.
-    // (nix's `sysconf` is behind a feature this crate does not enable.)
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0)?;
-    stat_cpu_ms(&stat, ticks)
+    use std::io::Read;
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        // SAFETY: sysconf reads a constant of the system; no memory is
+        // passed. (nix's `sysconf` is behind a feature this crate does
+        // not enable.)
+        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
+    });
+    // The line is short: the command is at most 16 bytes, the rest 52
+    // numbers.
+    let mut buf = [0u8; 1024];
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let n = f.read(&mut buf).ok()?;
+    // A command cut inside a UTF-8 sequence is not an error.
+    stat_cpu_ms(&String::from_utf8_lossy(&buf[..n]), ticks)
 }
 
 /// `utime + stime` of a `/proc/PID/stat` line in milliseconds. The
