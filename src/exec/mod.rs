@@ -544,9 +544,7 @@ async fn run(
     if let Some(r) = reaper {
         r.abort();
     }
-    if let Some(server) = server {
-        server.shutdown(CONTROL_GRACE).await;
-    }
+
     drop(
         writer_events
             .lock()
@@ -554,6 +552,12 @@ async fn run(
             .take(),
     );
     events.emit(events::Event::Exit { code, cpu_ms });
+    // The exit event reaches the event ring (`flowrun events -f`) before
+    // the server ends its streams.
+    events.flush();
+    if let Some(server) = server {
+        server.shutdown(CONTROL_GRACE).await;
+    }
     drop(events);
     // The closing events: a stderr nobody reads gets a short grace.
     let grace = std::time::Instant::now() + EVENTS_GRACE;
