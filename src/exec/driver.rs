@@ -102,12 +102,14 @@ pub fn catch(n: i32, tx: &mpsc::UnboundedSender<Msg>) {
 }
 
 /// What reload and `flowrun scale` share: the topology file, the text
-/// the running plan was compiled from, and the live process counts
-/// (`--scale`, then each `flowrun scale`; a reload keeps them).
+/// the running plan was compiled from, the counts of `--scale`, and the
+/// live counts (`--scale`, then each `flowrun scale`). A reload applies
+/// the file with `--scale` again (docs/control.md).
 struct Source {
     file: PathBuf,
     text: Option<String>,
     scale: crate::plan::Scale,
+    live: crate::plan::Scale,
 }
 
 /// Compile `text` (of `file`) with `scale` applied, lint the scaled
@@ -144,7 +146,13 @@ fn compile_scaled(
 /// text with new counts, linted the same way).
 fn reloader(file: PathBuf, scale: crate::plan::Scale) -> (core::Reload, core::Scale) {
     let text = std::fs::read_to_string(&file).ok();
-    let shared = std::rc::Rc::new(std::cell::RefCell::new(Source { file, text, scale }));
+    let live = scale.clone();
+    let shared = std::rc::Rc::new(std::cell::RefCell::new(Source {
+        file,
+        text,
+        scale,
+        live,
+    }));
     let for_reload = shared.clone();
     let reload: core::Reload = Box::new(move || {
         let mut src = for_reload.borrow_mut();
@@ -152,6 +160,7 @@ fn reloader(file: PathBuf, scale: crate::plan::Scale) -> (core::Reload, core::Sc
             .map_err(|e| vec![format!("{}: {e}", src.file.display())])?;
         let plan = compile_scaled(&src.file, text.clone(), &src.scale)?;
         src.text = Some(text);
+        src.live = src.scale.clone();
         Ok(plan)
     });
     let scale: core::Scale = Box::new(move |current: &Plan, asked: &[(String, u32)]| {
@@ -162,13 +171,13 @@ fn reloader(file: PathBuf, scale: crate::plan::Scale) -> (core::Reload, core::Sc
                 src.file.display()
             )]);
         };
-        let mut counts = src.scale.clone();
+        let mut counts = src.live.clone();
         for (group, n) in asked {
             counts.insert(group.clone(), *n);
         }
         let mut plan = compile_scaled(&src.file, text, &counts)?;
         plan.containment = current.containment;
-        src.scale = counts;
+        src.live = counts;
         Ok(plan)
     });
     (reload, scale)

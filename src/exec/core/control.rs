@@ -12,9 +12,10 @@
 //! as a handler's restart does (their restart policy stands aside while
 //! the ladder runs), a rolling one is advanced by the handlers'
 //! `Waiting::Rolling`, `signal` is a handler's `forward`, `reload` is the
-//! handlers' reload. `stop` marks its groups `kept`: drained (no policy,
-//! no start by conditions) and waited on by their dependents until
-//! `start`.
+//! handlers' reload. `stop G` marks G and, transitively, its dependents
+//! (the groups a drain stops before it) `kept`: drained (no policy, no
+//! start by conditions), dependents stopped first; `start G` starts G and
+//! the groups kept only because G was stopped, their conditions applying.
 
 use super::*;
 use crate::control::protocol::{
@@ -188,13 +189,39 @@ impl Core {
                 }
             }
             Request::Stop { groups } => {
-                let slots = self.resolve_groups(&groups)?;
+                let named = self.resolve_groups(&groups)?;
                 let all = crate::graph::stop_waits_for(&self.plan.topology);
+                let gid_of = |core: &Core, s: usize| core.cur.iter().position(|&c| c == s);
+                // The named groups and, transitively, their dependents:
+                // the groups a drain stops before them.
+                let mut slots = named.clone();
+                let mut because: Vec<(usize, usize)> = Vec::new();
+                let mut k = 0;
+                while k < slots.len() {
+                    let s = slots[k];
+                    let root = because
+                        .iter()
+                        .find(|&&(d, _)| d == s)
+                        .map_or(s, |&(_, r)| r);
+                    let deps = gid_of(self, s)
+                        .and_then(|g| all.get(g))
+                        .cloned()
+                        .unwrap_or_default();
+                    for d in deps.iter().filter_map(|&d| self.cur.get(d).copied()) {
+                        if !slots.contains(&d) {
+                            slots.push(d);
+                            because.push((d, root));
+                        }
+                    }
+                    k += 1;
+                }
                 let waits = slots
                     .iter()
                     .map(|&s| {
-                        let gid = self.cur.iter().position(|&c| c == s);
-                        let before = gid.and_then(|g| all.get(g)).cloned().unwrap_or_default();
+                        let before = gid_of(self, s)
+                            .and_then(|g| all.get(g))
+                            .cloned()
+                            .unwrap_or_default();
                         before
                             .iter()
                             .filter_map(|&d| self.cur.get(d).copied())
@@ -203,13 +230,31 @@ impl Core {
                     })
                     .collect();
                 for &s in &slots {
-                    self.slots[s].kept = true;
-                    self.slots[s].drained = true;
+                    let g = &mut self.slots[s];
+                    if !g.kept {
+                        // A dependent remembers which stop took it down,
+                        // so that starting that group starts it too.
+                        g.kept_because = because.iter().find(|&&(d, _)| d == s).map(|&(_, r)| r);
+                    }
+                    if named.contains(&s) {
+                        g.kept_because = None;
+                    }
+                    g.kept = true;
+                    g.drained = true;
                 }
                 Ok(Err(Pending::Stop { slots, waits }))
             }
             Request::Start { groups } => {
-                let slots = self.resolve_groups(&groups)?;
+                let mut slots = self.resolve_groups(&groups)?;
+                // And the groups stopped only because one of these was.
+                for (s, g) in self.slots.iter().enumerate() {
+                    if g.kept
+                        && !slots.contains(&s)
+                        && g.kept_because.is_some_and(|r| slots.contains(&r))
+                    {
+                        slots.push(s);
+                    }
+                }
                 for &s in &slots {
                     let g = &mut self.slots[s];
                     if !g.kept {
@@ -219,6 +264,7 @@ impl Core {
                     // conditions, and its dependents' conditions on it,
                     // apply again.
                     g.kept = false;
+                    g.kept_because = None;
                     g.drained = false;
                     g.started = false;
                     for pr in &mut g.procs {

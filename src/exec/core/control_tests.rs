@@ -257,6 +257,43 @@ fn stop_stops_dependents_first_and_keeps_groups_down_until_start() {
 }
 
 #[test]
+fn stopping_a_group_stops_its_dependents_and_starting_it_brings_them_back() {
+    let mut w = World::new(DEPS);
+    w.ready("db", 0);
+    let (db, api) = (w.refer("db", 0), w.refer("api", 0));
+    // `stop db` alone: api (after db ready) goes first, as in a drain.
+    let fx = w.call(
+        1,
+        Request::Stop {
+            groups: vec!["db".into()],
+        },
+    );
+    assert_eq!(World::signals_to(&fx, api), [Sig::TERM]);
+    assert!(World::signals_to(&fx, db).is_empty(), "db stops after api");
+    let fx = w.exit("api", 0, OK);
+    assert_eq!(World::signals_to(&fx, db), [Sig::TERM]);
+    w.exit("db", 0, OK);
+    assert_eq!(w.answers(1), [done(&["db.0", "api.0"])]);
+    w.advance(60_000);
+    assert_eq!((w.spawns_of(db), w.spawns_of(api)), (1, 1));
+    let ps = ps(&mut w, 2);
+    assert!(ps.groups.iter().all(|g| g.held && g.stopped == 1), "{ps:?}");
+    // `start db` starts db, then api once db is ready again.
+    w.call(
+        3,
+        Request::Start {
+            groups: vec!["db".into()],
+        },
+    );
+    assert_eq!((w.spawns_of(db), w.spawns_of(api)), (2, 1));
+    assert!(w.answers(3).is_empty(), "answered when api started too");
+    w.ready("db", 0);
+    assert_eq!(w.spawns_of(api), 2);
+    assert_eq!(w.answers(3), [done(&["db.0", "api.0"])]);
+    answered_once(&w, &[1, 2, 3]);
+}
+
+#[test]
 fn stopping_every_group_does_not_end_the_run_and_down_does() {
     let mut w = World::new(TWO);
     w.call(

@@ -289,6 +289,9 @@ struct Slot {
     /// Stopped by `flowrun stop`: kept down (with `drained`) until
     /// `flowrun start`; groups that wait on it wait.
     kept: bool,
+    /// Kept because `flowrun stop` stopped this slot's group (a dependent
+    /// stopped with it); `flowrun start` of that group starts it too.
+    kept_because: Option<usize>,
 }
 
 impl Slot {
@@ -516,6 +519,7 @@ impl Core {
             hold: false,
             ctl_hold: false,
             kept: false,
+            kept_because: None,
         });
         self.slots.len() - 1
     }
