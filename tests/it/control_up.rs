@@ -1326,3 +1326,130 @@ topology t {
     assert_eq!(ps["processes"][0]["restarts"], 0, "{ps}");
     assert_eq!(c.run(&["ps", c.f()]).0, 0);
 }
+
+#[test]
+fn refusals_and_the_end_of_streams() {
+    let mut c = Ctl::start(
+        "ctlup-edges",
+        r#"
+topology t {
+  group web {
+    run "@PROBE@"
+    processes 2
+  }
+  group db {
+    run "@PROBE@"
+  }
+}
+"#,
+    );
+    started_and_armed(&mut c.up, 3);
+    // Unknown groups and processes: exit 2, the groups listed.
+    for args in [
+        vec!["restart", c.f(), "nope"],
+        vec!["restart", c.f(), "web.5"],
+        vec!["stop", c.f(), "nope"],
+        vec!["scale", c.f(), "nope=2"],
+        vec!["wait", c.f(), "--ready", "nope", "--timeout", "5s"],
+    ] {
+        let (code, out, err) = c.run(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains("web") && err.contains("db"), "{args:?}: {err}");
+    }
+    // Bad usage: exit 2, one line.
+    for args in [
+        vec!["scale", c.f(), "web=0"],
+        vec!["scale", c.f(), "web"],
+        vec!["stop", c.f(), "web.0"],
+        vec!["logs", c.f(), "--since", "soon"],
+    ] {
+        let (code, out, err) = c.run(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+    // An unchanged file reloads to nothing.
+    assert_eq!(c.ok(&["reload", c.f()]).trim(), "reloaded; nothing changed");
+    // A stopped group cannot be restarted; stopping everything does not end up.
+    c.ok(&["stop", c.f(), "web", "db"]);
+    let (code, out, err) = c.run(&["restart", c.f(), "web"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        c.up.try_status().is_none(),
+        "up goes on with every group stopped"
+    );
+    // Followers end, with status 0, when `down` ends the runner.
+    let mut logs = c.cli(&["logs", c.f(), "-f"]);
+    let mut events = c.cli(&["events", c.f(), "-f"]);
+    assert!(wait_until(WAIT, Duration::from_millis(20), || events
+        .stdout_text()
+        .contains("\"started\"")));
+    let (code, out, err) = c.run(&["down", c.f()]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "drained; up exits with status 0"),
+        "{err}"
+    );
+    assert_eq!(c.up.exit_code(), 0);
+    assert_eq!(
+        logs.wait_exit(WAIT).code(),
+        Some(0),
+        "{}",
+        logs.stderr_text()
+    );
+    assert_eq!(
+        events.wait_exit(WAIT).code(),
+        Some(0),
+        "{}",
+        events.stderr_text()
+    );
+    assert!(
+        events.stdout_text().contains("\"draining\""),
+        "{}",
+        events.stdout_text()
+    );
+}
+
+#[test]
+fn wait_fails_when_its_group_fails() {
+    let mut c = Ctl::start(
+        "ctlup-waitfail",
+        r#"
+topology t {
+  group bad {
+    run "@PROBE@"
+    ready when log "never printed" every 50ms within 3s
+  }
+}
+"#,
+    );
+    let (code, out, err) = c.run(&["wait", c.f(), "--ready", "bad", "--timeout", "60s"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("bad"), "{err}");
+    assert_eq!(c.up.exit_code(), 1);
+}
+
+#[test]
+fn a_follower_gets_the_lines_printed_during_the_drain() {
+    let mut c = Ctl::start(
+        "ctlup-drainlines",
+        r#"
+topology t {
+  group bye {
+    sh "trap 'i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo bye-$i; done; exit 0' TERM; echo hi; while :; do sleep 0.05; done"
+  }
+}
+"#,
+    );
+    let mut f = c.cli(&["logs", c.f(), "-f"]);
+    assert!(wait_until(WAIT, Duration::from_millis(20), || f
+        .stdout_text()
+        .contains("bye.0 | hi")));
+    let (code, out, err) = c.run(&["down", c.f()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(c.up.exit_code(), 0);
+    assert_eq!(f.wait_exit(WAIT).code(), Some(0), "{}", f.stderr_text());
+    let text = f.stdout_text();
+    let byes: Vec<&str> = text.lines().filter(|l| l.contains("| bye-")).collect();
+    assert_eq!(byes.len(), 2000, "{text}");
+    assert_eq!(byes.last(), Some(&"bye.0 | bye-2000"));
+}
