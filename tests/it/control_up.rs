@@ -1453,3 +1453,66 @@ topology t {
     assert_eq!(byes.len(), 2000, "{text}");
     assert_eq!(byes.last(), Some(&"bye.0 | bye-2000"));
 }
+
+#[test]
+fn a_ladder_signal_is_a_ladder_step_and_down_waits_for_a_restart_in_progress() {
+    let mut c = Ctl::start(
+        "ctlup-ladder",
+        r#"
+topology t {
+  group web {
+    run "@PROBE@ --record @DIR@/web.rec --ignore SIGTERM"
+    stop SIGTERM drain 1s
+    restart always backoff 100ms..200ms limit 10 per 60s
+  }
+}
+"#,
+    );
+    let first = started_and_armed(&mut c.up, 1)[0].1;
+    assert_eq!(
+        c.ok(&["signal", c.f(), "TERM", "web"]).trim(),
+        "signalled web.0"
+    );
+    let p = &c.procs("web")[0];
+    assert_eq!(
+        (&p["state"], &p["step"]),
+        (&Value::from("stopping"), &Value::from(0)),
+        "{p}"
+    );
+    assert!(c.ok(&["ps", c.f()]).contains("stopping step 0"));
+    // Not sent twice to one incarnation; its deadline runs.
+    c.ok(&["signal", c.f(), "SIGTERM", "web.0"]);
+    let killed = c.up.wait_for("killed");
+    assert_eq!(killed["reason"], "deadline", "{killed}");
+    let exited = c.up.wait_for("exited");
+    assert_eq!(
+        (exited["pid"].as_i64(), &exited["signal"]),
+        (Some(first as i64), &Value::from("SIGKILL"))
+    );
+    let recs = read_records(&c.h.path("web.rec"));
+    assert_eq!(
+        recs.iter().filter(|r| r.pid == first).count(),
+        1,
+        "{recs:?}"
+    );
+    // The restart policy brings it back.
+    c.up.wait_count("started", 2);
+    let second = c.up.started_pids()[1].1;
+    wait_armed(&[second]);
+    // A restart in its ladder, then `down`: down waits for it.
+    let mut r = c.cli(&["restart", c.f(), "web"]);
+    c.up.wait_count("stopping", 2);
+    let (code, out, err) = c.run(&["down", c.f()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(r.wait_exit(WAIT).code(), Some(0), "{}", r.stderr_text());
+    assert_eq!(c.up.exit_code(), 0);
+    let evs = c.up.events();
+    let pos = |pred: &dyn Fn(&Value) -> bool| evs.iter().position(pred);
+    let third =
+        pos(&|e: &Value| e["event"] == "started" && e["pid"] != first && e["pid"] != second);
+    let draining = pos(&|e: &Value| e["event"] == "draining");
+    assert!(
+        third.is_some() && third < draining,
+        "the restart completed before the drain"
+    );
+}
