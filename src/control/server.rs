@@ -696,12 +696,17 @@ async fn stream_logs<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
     let mut rx = store.subscribe();
     let mut cursor = store.cursor(select, tail, since);
     let mut buf = Vec::with_capacity(64 * 1024);
+    let mut last = false;
     loop {
         let items = store.read(&mut cursor, STREAM_BATCH);
         if items.is_empty() {
-            if !follow || !wait_more(&mut rx, rd, shared).await {
+            if !follow || last {
                 break;
             }
+            // Once the server stops (or the client leaves), one last
+            // pass sends what the rings already hold: a follower sees
+            // the lines written up to the end.
+            last = !wait_more(&mut rx, rd, shared).await;
             continue;
         }
         buf.clear();
@@ -740,13 +745,17 @@ async fn stream_events<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
     let mut rx = feed.subscribe();
     let mut cursor = feed.start();
     let mut buf = Vec::with_capacity(64 * 1024);
+    let mut last = false;
     loop {
         let r = feed.read(cursor, STREAM_BATCH);
         cursor = r.next;
         if r.items.is_empty() && r.missed == 0 {
-            if !follow || !wait_more(&mut rx, rd, shared).await {
+            if !follow || last {
                 break;
             }
+            // As for logs: the events already pushed reach a follower
+            // before its stream ends.
+            last = !wait_more(&mut rx, rd, shared).await;
             continue;
         }
         buf.clear();

@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod control;
+mod control_up;
 mod corpus;
 mod examples;
 mod exec_runtime;
