@@ -1402,10 +1402,13 @@ topology t {
         "{}",
         events.stderr_text()
     );
+    let got = events.stdout_text();
+    assert!(got.contains("\"draining\""), "{got}");
+    // The follower gets the end too: the exit event, with up's status.
+    let last = got.lines().last().unwrap_or("");
     assert!(
-        events.stdout_text().contains("\"draining\""),
-        "{}",
-        events.stdout_text()
+        last.contains("\"event\":\"exit\"") && last.contains("\"code\":0"),
+        "{got}"
     );
 }
 
