@@ -24,19 +24,13 @@ use tokio::sync::watch;
 /// 125 MiB plus the map itself.
 pub const DEFAULT_RING_BYTES: usize = 256 * 1024;
 
-/// The memory a kept line of `len` bytes costs, counted against its
-/// ring's bound: its text's heap chunk (the allocator rounds `len` plus
-/// its 8-byte header up to 16 bytes, at least 32), and twice the ring's
-/// slot (time, string header, size): the slot itself and the spare slot
-/// the ring's buffer may hold when it has just doubled. So the bound is
-/// memory, not text, and a ring of empty lines is bounded too.
+/// The memory a kept output line of `len` bytes costs, counted against
+/// its ring's bound: its bytes in the ring's text buffer (which never
+/// grows past the bound) and its entry in the line index, twice (the
+/// index may hold as many spare entries as it has just doubled). So the
+/// bound is memory, not text, and a ring of empty lines is bounded too.
 pub fn line_cost(len: usize) -> usize {
-    let chunk = if len == 0 {
-        0
-    } else {
-        (len + 8).div_ceil(16).max(2) * 16
-    };
-    chunk + 2 * std::mem::size_of::<(LogLine, usize)>()
+    len + 2 * std::mem::size_of::<(f64, u64)>()
 }
 
 /// Default bound of the event feed: 1 MiB of event JSON.
@@ -152,6 +146,128 @@ impl<T: Clone> Ring<T> {
     }
 }
 
+/// The memory an event of `len` bytes of JSON costs in the event feed:
+/// its text and its ring slot, twice (as [`line_cost`]).
+fn event_cost(len: usize) -> usize {
+    len + 2 * std::mem::size_of::<(String, usize)>()
+}
+
+/// One process's output lines, stored compactly: their bytes back to
+/// back in one buffer, and an index of (time, start) per line, so a
+/// relayed read costs one copy and no allocation per line (the relay's
+/// hot path). Same sequence numbers and bound as [`Ring`].
+#[derive(Debug)]
+struct LineRing {
+    /// The kept lines' bytes; `text[0]` is byte `text_first` of all ever
+    /// pushed.
+    text: VecDeque<u8>,
+    text_first: u64,
+    /// (time, absolute start) of each kept line; `lines[0]` has `seq`
+    /// `first`.
+    lines: VecDeque<(f64, u64)>,
+    first: u64,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl LineRing {
+    fn new(max_bytes: usize) -> LineRing {
+        LineRing {
+            text: VecDeque::new(),
+            text_first: 0,
+            lines: VecDeque::new(),
+            first: 0,
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.first + self.lines.len() as u64
+    }
+
+    fn text_end(&self) -> u64 {
+        self.text_first + self.text.len() as u64
+    }
+
+    /// Byte range (absolute) of line `k` of the index.
+    fn span(&self, k: usize) -> (u64, u64) {
+        let start = self.lines[k].1;
+        let end = self.lines.get(k + 1).map_or(self.text_end(), |l| l.1);
+        (start, end)
+    }
+
+    fn push(&mut self, t: f64, line: &[u8]) {
+        let need = self.text.len() + line.len();
+        if need > self.text.capacity() {
+            // Grow by doubling, but never past the bound (plus this line).
+            let cap = (self.text.capacity() * 2)
+                .max(need)
+                .min(self.max_bytes.max(need));
+            self.text.reserve_exact(cap - self.text.len());
+        }
+        let start = self.text_end();
+        self.text.extend(line);
+        self.lines.push_back((t, start));
+        self.bytes += line_cost(line.len());
+        while self.bytes > self.max_bytes && self.lines.len() > 1 {
+            let (a, b) = self.span(0);
+            let len = (b - a) as usize;
+            self.lines.pop_front();
+            self.text.drain(..len);
+            self.text_first += len as u64;
+            self.bytes -= line_cost(len);
+            self.first += 1;
+        }
+    }
+
+    fn line(&self, k: usize) -> LogLine {
+        let (a, b) = self.span(k);
+        let (a, b) = (
+            (a - self.text_first) as usize,
+            (b - self.text_first) as usize,
+        );
+        let bytes: Vec<u8> = self.text.range(a..b).copied().collect();
+        LogLine {
+            t: self.lines[k].0,
+            text: match String::from_utf8(bytes) {
+                Ok(s) => s,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            },
+        }
+    }
+
+    /// As [`Ring::read`].
+    fn read(&self, cursor: u64, max: usize) -> Read<LogLine> {
+        let end = self.end();
+        let from = cursor.clamp(self.first, end);
+        let missed = from.saturating_sub(cursor);
+        let skip = (from - self.first) as usize;
+        let n = (self.lines.len() - skip).min(max);
+        let items: Vec<(u64, LogLine)> = (0..n)
+            .map(|i| (from + i as u64, self.line(skip + i)))
+            .collect();
+        Read {
+            missed,
+            items,
+            next: from + n as u64,
+        }
+    }
+
+    /// As [`Ring::cursor_for`], keeping lines not older than `since`.
+    fn cursor_for(&self, tail: Option<u64>, since: Option<f64>) -> u64 {
+        let end = self.end();
+        let mut c = match tail {
+            Some(n) => end.saturating_sub(n).max(self.first),
+            None => self.first,
+        };
+        while c < end && since.is_some_and(|s| self.lines[(c - self.first) as usize].0 < s) {
+            c += 1;
+        }
+        c
+    }
+}
+
 /// `group.index`, ordered by group name then index.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ProcKey {
@@ -230,7 +346,7 @@ pub struct LogCursor {
 /// control server (readers).
 #[derive(Debug)]
 pub struct LogStore {
-    rings: Mutex<BTreeMap<ProcKey, Ring<LogLine>>>,
+    rings: Mutex<BTreeMap<ProcKey, LineRing>>,
     max_bytes: usize,
     tick: watch::Sender<u64>,
 }
@@ -245,7 +361,7 @@ impl LogStore {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ProcKey, Ring<LogLine>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ProcKey, LineRing>> {
         // A panic while holding the lock leaves consistent data (every
         // mutation is a push or pop); keep serving it.
         self.rings.lock().unwrap_or_else(|e| e.into_inner())
@@ -255,7 +371,9 @@ impl LogStore {
     /// before it prints anything.
     pub fn register(&self, process: ProcKey) {
         let max = self.max_bytes;
-        self.lock().entry(process).or_insert_with(|| Ring::new(max));
+        self.lock()
+            .entry(process)
+            .or_insert_with(|| LineRing::new(max));
     }
 
     /// Every known process.
@@ -267,7 +385,7 @@ impl LogStore {
     pub fn push<I, S>(&self, process: &ProcKey, lines: I)
     where
         I: IntoIterator<Item = S>,
-        S: Into<String>,
+        S: AsRef<[u8]>,
     {
         let t = epoch_secs();
         {
@@ -275,12 +393,9 @@ impl LogStore {
             let max = self.max_bytes;
             let ring = rings
                 .entry(process.clone())
-                .or_insert_with(|| Ring::new(max));
+                .or_insert_with(|| LineRing::new(max));
             for s in lines {
-                let mut text: String = s.into();
-                text.shrink_to_fit();
-                let size = line_cost(text.len());
-                ring.push(LogLine { t, text }, size);
+                ring.push(t, s.as_ref());
             }
         }
         self.tick.send_modify(|n| *n = n.wrapping_add(1));
@@ -300,7 +415,7 @@ impl LogStore {
             .iter()
             .filter(|(k, _)| select.matches(k))
             .map(|(k, r)| {
-                let c = r.cursor_for(tail, |l| since.map_or(true, |s| l.t >= s));
+                let c = r.cursor_for(tail, since);
                 (k.clone(), c)
             })
             .collect();
@@ -344,7 +459,7 @@ impl LogStore {
 
     /// Lines counted against the bound of each process (tests, benches).
     pub fn bytes(&self, process: &ProcKey) -> Option<usize> {
-        self.lock().get(process).map(Ring::bytes)
+        self.lock().get(process).map(|r| r.bytes)
     }
 }
 
@@ -373,7 +488,7 @@ impl EventFeed {
         {
             let mut ring = self.lock();
             for e in events {
-                let size = line_cost(e.len());
+                let size = event_cost(e.len());
                 ring.push(e, size);
             }
         }
@@ -561,8 +676,44 @@ mod tests {
     }
 
     #[test]
+    fn a_line_ring_keeps_whole_lines_within_its_bound() {
+        let mut r = LineRing::new(5 * line_cost(10));
+        for i in 0..100u32 {
+            let line = format!("{i:0>10}");
+            r.push(f64::from(i), line.as_bytes());
+            assert!(r.bytes <= 5 * line_cost(10));
+            assert!(
+                r.text.capacity() <= 5 * line_cost(10) + 10,
+                "the buffer stays bounded"
+            );
+        }
+        let got = r.read(0, 100);
+        assert_eq!(got.missed, 95);
+        let texts: Vec<&str> = got.items.iter().map(|(_, l)| l.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "0000000095",
+                "0000000096",
+                "0000000097",
+                "0000000098",
+                "0000000099"
+            ]
+        );
+        assert_eq!(got.items[0].0, 95);
+        assert_eq!(r.cursor_for(Some(2), None), 98);
+        assert_eq!(r.cursor_for(None, Some(97.0)), 97);
+        // Not UTF-8, and empty: kept as written, shown lossily.
+        r.push(1.0, b"\xff\xfeok");
+        r.push(1.0, b"");
+        let tail = r.read(r.cursor_for(Some(2), None), 10);
+        let texts: Vec<&str> = tail.items.iter().map(|(_, l)| l.text.as_str()).collect();
+        assert_eq!(texts, ["\u{fffd}\u{fffd}ok", ""]);
+    }
+
+    #[test]
     fn event_feed_reports_gaps() {
-        let f = EventFeed::new(3 * line_cost(2));
+        let f = EventFeed::new(3 * event_cost(2));
         f.push((0..5).map(|i| format!("e{i}")));
         let r = f.read(0, 10);
         assert_eq!(r.missed, 2);

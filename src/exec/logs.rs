@@ -200,10 +200,21 @@ pub struct LogSink {
 }
 
 impl LogSink {
-    fn push(&self, lines: Vec<String>) {
-        if !lines.is_empty() {
-            self.store.push(&self.process, lines);
+    /// The lines of `bytes`, line `i` ending at `ends[i]`: one copy into
+    /// the ring, no allocation per line.
+    fn push(&self, bytes: &[u8], ends: &[usize]) {
+        if ends.is_empty() {
+            return;
         }
+        let mut from = 0;
+        self.store.push(
+            &self.process,
+            ends.iter().map(|&end| {
+                let line = &bytes[from..end];
+                from = end;
+                line
+            }),
+        );
     }
 }
 
@@ -268,11 +279,12 @@ pub async fn relay_to(fd: OwnedFd, mut cfg: ReaderCfg, sink: Option<LogSink>) {
                     let (batch, file) = match &sink {
                         None => lines_to_records(&mut split, &s[..n], &mut cfg, |_| {}),
                         Some(sink) => {
-                            let mut lines = Vec::new();
+                            let (mut bytes, mut ends) = (Vec::with_capacity(n), Vec::new());
                             let b = lines_to_records(&mut split, &s[..n], &mut cfg, |l| {
-                                lines.push(String::from_utf8_lossy(l).into_owned())
+                                bytes.extend_from_slice(l);
+                                ends.push(bytes.len());
                             });
-                            sink.push(lines);
+                            sink.push(&bytes, &ends);
                             b
                         }
                     };
@@ -303,11 +315,12 @@ pub async fn relay_to(fd: OwnedFd, mut cfg: ReaderCfg, sink: Option<LogSink>) {
     split.finish(&mut |line| tail.push(line.to_vec()));
     let mut file_tail = Vec::new();
     if let Some(sink) = &sink {
-        sink.push(
-            tail.iter()
-                .map(|l| String::from_utf8_lossy(l).into_owned())
-                .collect(),
-        );
+        let (mut bytes, mut ends) = (Vec::new(), Vec::new());
+        for l in &tail {
+            bytes.extend_from_slice(l);
+            ends.push(bytes.len());
+        }
+        sink.push(&bytes, &ends);
     }
     for line in tail {
         check_log(&mut cfg, &line);
