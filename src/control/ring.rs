@@ -19,16 +19,16 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
-/// Default bound of one process's output ring: 256 KiB of memory, as
-/// [`line_cost`] counts it. 500 processes with full rings hold at most
-/// 125 MiB plus the map itself.
+/// Default bound of one process's output ring: 256 KiB as [`line_cost`]
+/// counts it. Its text buffer never grows past the bound and its index
+/// at most doubles, so a full ring takes at most twice the bound in
+/// memory (docs/control.md, Log rings).
 pub const DEFAULT_RING_BYTES: usize = 256 * 1024;
 
-/// The memory a kept output line of `len` bytes costs, counted against
-/// its ring's bound: its bytes in the ring's text buffer (which never
-/// grows past the bound) and its entry in the line index, twice (the
-/// index may hold as many spare entries as it has just doubled). So the
-/// bound is memory, not text, and a ring of empty lines is bounded too.
+/// What a kept output line of `len` bytes counts against its ring's
+/// bound: its bytes in the ring's text buffer and its entry in the line
+/// index, twice (the index may hold as many spare entries as it has just
+/// doubled), so a ring of empty lines is bounded too.
 pub fn line_cost(len: usize) -> usize {
     len + 2 * std::mem::size_of::<(f64, u64)>()
 }
