@@ -294,6 +294,36 @@ fn stopping_a_group_stops_its_dependents_and_starting_it_brings_them_back() {
 }
 
 #[test]
+fn a_handler_restart_leaves_a_stopped_group_stopped() {
+    let mut w = World::new(
+        "topology t {\n group web {\n run \"web\"\n restart always\n }\n group cron {\n run \"cron\"\n restart always\n }\n on SIGUSR1 { restart web cron }\n}\n",
+    );
+    let (web, cron) = (w.refer("web", 0), w.refer("cron", 0));
+    w.call(
+        1,
+        Request::Stop {
+            groups: vec!["web".into()],
+        },
+    );
+    w.exit("web", 0, OK);
+    assert_eq!(w.answers(1), [done(&["web.0"])]);
+    let fx = w.signal(Sig(nix::sys::signal::Signal::SIGUSR1));
+    assert_eq!(World::signals_to(&fx, cron), [Sig::TERM], "cron restarts");
+    w.exit("cron", 0, OK);
+    w.advance(60_000);
+    assert_eq!(w.spawns_of(cron), 2);
+    assert_eq!(
+        w.spawns_of(web),
+        1,
+        "web stays stopped until `flowrun start`"
+    );
+    assert!(ps(&mut w, 2)
+        .groups
+        .iter()
+        .any(|g| g.group == "web" && g.held));
+}
+
+#[test]
 fn stopping_every_group_does_not_end_the_run_and_down_does() {
     let mut w = World::new(TWO);
     w.call(

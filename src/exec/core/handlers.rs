@@ -118,7 +118,12 @@ impl Core {
                 let slots: Vec<usize> = self
                     .slots_of(&groups)
                     .into_iter()
-                    .filter(|&s| self.slots[s].started && !self.slots[s].failed)
+                    // A group `flowrun stop` holds stays stopped until
+                    // `flowrun start`.
+                    .filter(|&s| {
+                        let g = &self.slots[s];
+                        g.started && !g.failed && !g.kept
+                    })
                     .collect();
                 self.hold(&slots);
                 for &s in &slots {
