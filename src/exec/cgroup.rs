@@ -288,11 +288,12 @@ impl RunCgroup {
     /// holds is copied into, and closed by, every child it starts.)
     ///
     /// A cgroup that was killed through `cgroup.kill` is never born into
-    /// again: on this kernel (6.18) a child cloned with `CLONE_INTO_CGROUP`
-    /// into a cgroup killed earlier is itself SIGKILLed at birth (the
-    /// kill sequence the fork compares is the parent's). The next
-    /// incarnation gets a new, empty cgroup `INDEX.N`, and the old one is
-    /// removed (it is empty: the process was down before it restarts).
+    /// again: on the 6.18 kernel this was written on, a child cloned with
+    /// `CLONE_INTO_CGROUP` into a cgroup killed earlier was itself
+    /// SIGKILLed at birth, every time (observed, not traced into the
+    /// kernel; a fresh cgroup ends it). The next incarnation gets a new,
+    /// empty cgroup `INDEX.N`, and the old one is removed (it is empty:
+    /// the process was down before it restarts).
     pub fn proc_fd(&mut self, slot: usize, name: &str, index: usize) -> io::Result<OwnedFd> {
         let mut made = 0;
         if let Some(old) = self.leaves.get(&(slot, index)) {
