@@ -12,7 +12,7 @@
 mod responder;
 mod schema;
 
-use crate::support::{wait_until, Harness, Up, FLOWRUN, MARKER_VAR};
+use crate::support::{fuzz, wait_until, Harness, Up, FLOWRUN, MARKER_VAR};
 use flowrun::control::client::Client;
 use flowrun::control::paths;
 use flowrun::control::protocol::*;
@@ -330,102 +330,6 @@ fn a_stale_socket_of_a_killed_server_is_replaced() {
     assert_eq!(s.run(&["ps", file]).0, 0);
 }
 
-/// Read lines until `n` error replies came (or EOF); their codes.
-fn read_codes(r: &mut impl BufRead, n: usize) -> Vec<String> {
-    let mut codes = Vec::new();
-    let mut line = String::new();
-    while codes.len() < n {
-        line.clear();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        let v: serde_json::Value = serde_json::from_str(&line).expect("the server sends JSON");
-        codes.push(v["error"]["code"].as_str().unwrap_or("reply").to_string());
-    }
-    codes
-}
-
-fn hello(s: &mut UnixStream) -> BufReader<UnixStream> {
-    s.write_all(b"{\"type\":\"hello\",\"protocol\":1}\n")
-        .unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert!(line.contains("\"hello\""), "{line}");
-    r
-}
-
-/// A cheap deterministic generator (xorshift) for the fuzzed lines.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// A malformed request line (no newline inside).
-fn garbage(rng: &mut Rng) -> Vec<u8> {
-    let fixed: &[&str] = &[
-        "",
-        "{",
-        "null",
-        "[]",
-        "{}",
-        r#"{"type":"request"}"#,
-        r#"{"type":"request","id":1}"#,
-        r#"{"type":"request","id":"x","request":{"cmd":"ps"}}"#,
-        r#"{"type":"request","id":2,"request":{"cmd":"rm","rf":true}}"#,
-        r#"{"type":"request","id":3,"request":{"cmd":"ps","extra":1}}"#,
-        r#"{"type":"request","id":4,"request":{"cmd":"restart","targets":[]}}"#,
-        r#"{"type":"request","id":5,"request":{"cmd":"scale","counts":[{"group":"api","count":0}]}}"#,
-        r#"{"type":"request","id":6,"request":{"cmd":"signal","signal":"SIGNOPE","targets":[{"group":"api"}]}}"#,
-        r#"{"type":"request","id":18446744073709551616,"request":{"cmd":"ps"}}"#,
-        r#"{"type":"hello","protocol":1}"#,
-        "\u{feff}{\"type\":\"request\"}",
-    ];
-    match rng.below(4) {
-        0 => fixed[rng.below(fixed.len() as u64) as usize]
-            .as_bytes()
-            .to_vec(),
-        1 => {
-            // Random bytes, including invalid UTF-8, never a newline.
-            let n = rng.below(300) as usize;
-            (0..n)
-                .map(|_| match rng.below(256) as u8 {
-                    b'\n' => b' ',
-                    b => b,
-                })
-                .collect()
-        }
-        2 => {
-            // Deep nesting.
-            let d = rng.below(5000) as usize;
-            let mut v = "[".repeat(d).into_bytes();
-            v.extend(std::iter::repeat(b']').take(d / 2));
-            v
-        }
-        _ => {
-            // A valid request with one byte flipped.
-            let mut v =
-                br#"{"type":"request","id":9,"request":{"cmd":"logs","targets":[{"group":"api"}]}}"#
-                    .to_vec();
-            let i = rng.below(v.len() as u64) as usize;
-            v[i] = match rng.below(256) as u8 {
-                b'\n' => b'x',
-                b => b,
-            };
-            v
-        }
-    }
-}
-
 #[test]
 fn ten_thousand_fuzzed_and_malformed_requests_leave_it_serving() {
     let s = Setup::new("ctl-fuzz");
@@ -437,118 +341,12 @@ fn ten_thousand_fuzzed_and_malformed_requests_leave_it_serving() {
         ..Fake::default()
     };
     let core = s.core(fake);
-    let sock = core.socket.clone();
-    let counts = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
-    let count = |counts: &std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
-                 codes: Vec<String>| {
-        let mut m = counts.lock().unwrap();
-        for c in codes {
-            *m.entry(c).or_insert(0) += 1;
-        }
-    };
-    let mut threads = Vec::new();
-    // 9,000 malformed lines: 4 threads × 25 connections × 90 lines.
-    for t in 0..4u64 {
-        let (sock, counts) = (sock.clone(), counts.clone());
-        threads.push(std::thread::spawn(move || {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t + 1));
-            for _ in 0..25 {
-                let mut c = UnixStream::connect(&sock).unwrap();
-                let mut r = hello(&mut c);
-                let mut batch = Vec::new();
-                for _ in 0..90 {
-                    batch.extend(garbage(&mut rng));
-                    batch.push(b'\n');
-                }
-                c.write_all(&batch).unwrap();
-                let codes = read_codes(&mut r, 90);
-                assert_eq!(codes.len(), 90, "one answer per line");
-                count(&counts, codes);
-            }
-        }));
-    }
-    // 500 oversized lines (over 64 KiB), each closing its connection.
-    {
-        let (sock, counts) = (sock.clone(), counts.clone());
-        threads.push(std::thread::spawn(move || {
-            let big = vec![b'x'; 64 * 1024 + 10];
-            for _ in 0..500 {
-                let mut c = UnixStream::connect(&sock).unwrap();
-                let mut r = hello(&mut c);
-                // The server may close before reading it all.
-                let _ = c.write_all(&big);
-                let _ = c.write_all(b"\n");
-                count(&counts, read_codes(&mut r, 1));
-            }
-        }));
-    }
-    // 300 half-sent lines (the client hangs up mid-line) and 100 requests
-    // before the hello.
-    {
-        let (sock, counts) = (sock.clone(), counts.clone());
-        threads.push(std::thread::spawn(move || {
-            for i in 0..300 {
-                let mut c = UnixStream::connect(&sock).unwrap();
-                if i % 2 == 0 {
-                    let _ = c.write_all(b"{\"type\":\"hel");
-                } else {
-                    let _ = hello(&mut c);
-                    let _ = c.write_all(b"{\"type\":\"request\",\"id\":1,");
-                }
-            }
-            for _ in 0..100 {
-                let mut c = UnixStream::connect(&sock).unwrap();
-                c.write_all(br#"{"type":"request","id":1,"request":{"cmd":"ps"}}"#)
-                    .unwrap();
-                c.write_all(b"\n").unwrap();
-                count(&counts, read_codes(&mut BufReader::new(c), 1));
-            }
-        }));
-    }
-    // 100 lines that are never finished, 25 connections at a time: each
-    // gets a timeout after the send bound.
-    {
-        let (sock, counts) = (sock.clone(), counts.clone());
-        threads.push(std::thread::spawn(move || {
-            for _ in 0..4 {
-                let conns: Vec<_> = (0..25)
-                    .map(|_| {
-                        let mut c = UnixStream::connect(&sock).unwrap();
-                        let r = hello(&mut c);
-                        c.write_all(b"{\"type\":\"request\"").unwrap();
-                        (c, r)
-                    })
-                    .collect();
-                for (_c, mut r) in conns {
-                    count(&counts, read_codes(&mut r, 1));
-                }
-            }
-        }));
-    }
-    // Meanwhile the server keeps answering.
-    let started = Instant::now();
-    let mut served = 0;
-    while threads.iter().any(|t| !t.is_finished()) {
+    let tally = fuzz::flood(&core.socket, || {
         let mut c = client(&core);
         assert!(matches!(c.call(Request::Ps {}).unwrap(), Ok(Reply::Ps(_))));
-        served += 1;
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(started.elapsed() < Duration::from_secs(300), "fuzzing hung");
-    }
-    for t in threads {
-        t.join().expect("a fuzz thread failed");
-    }
-    let counts = counts.lock().unwrap().clone();
-    eprintln!("fuzz answers by code: {counts:?}; {served} ps calls served meanwhile");
-    assert_eq!(counts.get("too-large"), Some(&500), "{counts:?}");
-    assert_eq!(counts.get("timeout"), Some(&100), "{counts:?}");
-    assert_eq!(counts.get("handshake-required"), Some(&100), "{counts:?}");
-    assert!(
-        counts.get("bad-request").copied().unwrap_or(0) > 8000,
-        "{counts:?}"
-    );
-    let total: usize = counts.values().sum();
-    assert_eq!(total, 9_700, "every finished line was answered: {counts:?}");
+    });
+    eprintln!("fuzz answers by code: {tally:?}");
+    fuzz::assert_answered(&tally);
     // Every connection was let go, and the server still serves.
     assert!(
         wait_until(WAIT, Duration::from_millis(20), || core

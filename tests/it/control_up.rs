@@ -5,7 +5,7 @@
 //! test when it ends, also when it fails.
 
 use crate::support::{
-    is_dead, read_records, started_and_armed, survivors, wait_armed, wait_until, Harness, Up,
+    fuzz, is_dead, read_records, started_and_armed, survivors, wait_armed, wait_until, Harness, Up,
     EVENT_TIMEOUT, FLOWRUN, MARKER_VAR,
 };
 use flowrun::control::client::Client;
@@ -14,7 +14,6 @@ use serde_json::Value;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1141,74 +1140,6 @@ topology t {
     assert_eq!(mode(&sock), 0o600);
 }
 
-fn hello(s: &mut UnixStream) -> BufReader<UnixStream> {
-    s.write_all(b"{\"type\":\"hello\",\"protocol\":1}\n")
-        .unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert!(line.contains("\"hello\""), "{line}");
-    r
-}
-
-/// The error codes of up to `n` answers (`reply` for a reply).
-fn codes(r: &mut impl BufRead, n: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut line = String::new();
-    while out.len() < n {
-        line.clear();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        let v: Value = serde_json::from_str(&line).expect("the runner sends JSON");
-        if v["type"] == "log" || v["type"] == "event" || v["type"] == "missed" {
-            continue;
-        }
-        out.push(v["error"]["code"].as_str().unwrap_or("reply").to_string());
-    }
-    out
-}
-
-/// A malformed line (never containing a newline), from a xorshift state.
-fn junk(x: &mut u64) -> Vec<u8> {
-    let mut next = || {
-        *x ^= *x << 13;
-        *x ^= *x >> 7;
-        *x ^= *x << 17;
-        *x
-    };
-    let shapes: [&[u8]; 8] = [
-        b"{",
-        b"[1,2",
-        br#"{"type":"request","id":7}"#,
-        br#"{"type":"request","id":8,"request":{"cmd":"scale","counts":[]}}"#,
-        br#"{"type":"request","id":9,"request":{"cmd":"logs","tail":-1}}"#,
-        br#"{"type":"request","id":10,"request":{"cmd":"down","now":true}}"#,
-        br#"{"type":"bye"}"#,
-        b"\xff\xfe\x00",
-    ];
-    match next() % 3 {
-        0 => shapes[(next() % shapes.len() as u64) as usize].to_vec(),
-        1 => (0..next() % 200)
-            .map(|_| match (next() % 256) as u8 {
-                b'\n' => b'.',
-                b => b,
-            })
-            .collect(),
-        _ => {
-            // A valid `ps` with one byte changed into something else.
-            let mut v = br#"{"type":"request","id":3,"request":{"cmd":"ps"}}"#.to_vec();
-            let i = (next() % v.len() as u64) as usize;
-            v[i] = match (next() % 256) as u8 {
-                b'\n' => b'#',
-                b if b == v[i] => b'~',
-                b => b,
-            };
-            v
-        }
-    }
-}
-
 #[test]
 fn ten_thousand_malformed_requests_leave_the_runner_serving() {
     let c = Ctl::start(
@@ -1221,106 +1152,14 @@ topology t {
 }
 "#,
     );
-    let sock = c.socket();
-    let tally = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
-        String,
-        usize,
-    >::new()));
-    let add = |tally: &std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
-               v: Vec<String>| {
-        let mut m = tally.lock().unwrap();
-        for c in v {
-            *m.entry(c).or_insert(0) += 1;
-        }
-    };
-    let mut threads = Vec::new();
-    // 9,400 malformed lines: 4 threads × 47 connections × 50 lines.
-    for t in 0..4u64 {
-        let (sock, tally) = (sock.clone(), tally.clone());
-        threads.push(std::thread::spawn(move || {
-            let mut x = 0x2545_F491_4F6C_DD1D ^ (t + 1);
-            for _ in 0..47 {
-                let mut s = UnixStream::connect(&sock).unwrap();
-                let mut r = hello(&mut s);
-                let mut batch = Vec::new();
-                for _ in 0..50 {
-                    batch.extend(junk(&mut x));
-                    batch.push(b'\n');
-                }
-                s.write_all(&batch).unwrap();
-                let got = codes(&mut r, 50);
-                assert_eq!(got.len(), 50, "one answer per line");
-                add(&tally, got);
-            }
-        }));
-    }
-    // 300 oversized lines, 200 hung up mid-line, 100 before the hello.
-    {
-        let (sock, tally) = (sock.clone(), tally.clone());
-        threads.push(std::thread::spawn(move || {
-            let big = vec![b'{'; 70 * 1024];
-            for _ in 0..300 {
-                let mut s = UnixStream::connect(&sock).unwrap();
-                let mut r = hello(&mut s);
-                let _ = s.write_all(&big);
-                let _ = s.write_all(b"\n");
-                add(&tally, codes(&mut r, 1));
-            }
-            for i in 0..200 {
-                let mut s = UnixStream::connect(&sock).unwrap();
-                if i % 2 == 0 {
-                    let _ = s.write_all(b"{\"type\":\"he");
-                } else {
-                    let _ = hello(&mut s);
-                    let _ = s.write_all(b"{\"type\":\"request\",\"id\":4,\"requ");
-                }
-            }
-            for _ in 0..100 {
-                let mut s = UnixStream::connect(&sock).unwrap();
-                s.write_all(b"{\"type\":\"request\",\"id\":1,\"request\":{\"cmd\":\"ps\"}}\n")
-                    .unwrap();
-                add(&tally, codes(&mut BufReader::new(s), 1));
-            }
-        }));
-    }
-    // 100 lines never finished, at once: each times out.
-    {
-        let (sock, tally) = (sock.clone(), tally.clone());
-        threads.push(std::thread::spawn(move || {
-            let conns: Vec<_> = (0..100)
-                .map(|_| {
-                    let mut s = UnixStream::connect(&sock).unwrap();
-                    let r = hello(&mut s);
-                    s.write_all(b"{\"type\":\"request\",\"id\":").unwrap();
-                    (s, r)
-                })
-                .collect();
-            for (_s, mut r) in conns {
-                add(&tally, codes(&mut r, 1));
-            }
-        }));
-    }
-    let t = Instant::now();
     let mut served = 0;
-    while threads.iter().any(|th| !th.is_finished()) {
+    let tally = fuzz::flood(&c.socket(), || {
         let (code, out, err) = c.run(&["ps", c.f()]);
         assert_eq!(code, 0, "ps while fuzzing: {out}{err}");
         served += 1;
-        assert!(t.elapsed() < Duration::from_secs(600), "fuzzing hung");
-    }
-    for th in threads {
-        th.join().expect("a fuzz thread failed");
-    }
-    let tally = tally.lock().unwrap().clone();
+    });
     eprintln!("answers by code: {tally:?}; {served} ps calls served meanwhile");
-    assert_eq!(tally.get("too-large"), Some(&300), "{tally:?}");
-    assert_eq!(tally.get("timeout"), Some(&100), "{tally:?}");
-    assert_eq!(tally.get("handshake-required"), Some(&100), "{tally:?}");
-    assert_eq!(
-        tally.values().sum::<usize>(),
-        9_400 + 300 + 100 + 100,
-        "{tally:?}"
-    );
+    fuzz::assert_answered(&tally);
     // Nothing reached the topology, and it still serves.
     let ps = c.ps();
     assert_eq!(ps["processes"][0]["restarts"], 0, "{ps}");

@@ -12,6 +12,8 @@
 //! JSON event lines on stderr (docs/events.md) are parsed on demand.
 #![allow(dead_code)] // not every helper is used by every module
 
+pub mod fuzz;
+
 use serde_json::Value;
 use std::fs;
 use std::os::unix::process::CommandExt;
