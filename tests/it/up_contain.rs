@@ -304,6 +304,29 @@ fn mid_drain_process_group() {
     mid_drain("process-group");
 }
 
+/// Start a topology with every escape route `mode` can see (in the
+/// fallback none: three processes that each keep a child in their
+/// process group), and wait until the escapes are in place and every
+/// process is ready. Returns its file, its routes and the runner.
+fn up_with_visible_escapes(
+    h: &Harness,
+    mode: &str,
+    args: &[&str],
+) -> (std::path::PathBuf, &'static [&'static str], Up) {
+    let routes: &'static [&'static str] = if mode == "cgroup" { ALL_ROUTES } else { &[] };
+    let file = if routes.is_empty() {
+        h.topology(
+            "topology g {\n  group a {\n    run \"@PROBE@ --spawn 'sleep 600'\"\n    processes 3\n  }\n}\n",
+        )
+    } else {
+        routes_topology(h, routes)
+    };
+    let mut up = h.up(&file, args);
+    wait_escaped(h, &mut up, routes);
+    up.wait_count("ready", if routes.is_empty() { 3 } else { routes.len() });
+    (file, routes, up)
+}
+
 /// The guard is SIGKILLed alone: the runner says so and starts a new one,
 /// so a later runner SIGKILL still leaves nothing.
 fn guard_killed_then_runner(mode: &str) {
@@ -311,18 +334,7 @@ fn guard_killed_then_runner(mode: &str) {
         return;
     };
     let h = Harness::new(&format!("contain-guard-{mode}"));
-    // Escapes only where the mode can see them.
-    let routes: &[&str] = if mode == "cgroup" { ALL_ROUTES } else { &[] };
-    let file = if routes.is_empty() {
-        h.topology(
-            "topology g {\n  group a {\n    run \"@PROBE@ --spawn 'sleep 600'\"\n    processes 3\n  }\n}\n",
-        )
-    } else {
-        routes_topology(&h, routes)
-    };
-    let mut up = h.up(&file, &args);
-    wait_escaped(&h, &mut up, routes);
-    up.wait_count("ready", if routes.is_empty() { 3 } else { routes.len() });
+    let (_, _, mut up) = up_with_visible_escapes(&h, mode, &args);
     let guard = guard_of(up.pid).expect("the runner has a guard child");
     // SAFETY: the guard is a child of the runner this test started.
     unsafe { libc::kill(guard, libc::SIGKILL) };
@@ -357,17 +369,7 @@ fn runner_and_guard_killed_together(mode: &str) {
         return;
     };
     let h = Harness::new(&format!("contain-both-{mode}"));
-    let routes: &[&str] = if mode == "cgroup" { ALL_ROUTES } else { &[] };
-    let file = if routes.is_empty() {
-        h.topology(
-            "topology g {\n  group a {\n    run \"@PROBE@ --spawn 'sleep 600'\"\n    processes 3\n  }\n}\n",
-        )
-    } else {
-        routes_topology(&h, routes)
-    };
-    let mut up = h.up(&file, &args);
-    wait_escaped(&h, &mut up, routes);
-    up.wait_count("ready", if routes.is_empty() { 3 } else { routes.len() });
+    let (file, routes, mut up) = up_with_visible_escapes(&h, mode, &args);
     let guard = guard_of(up.pid).expect("the runner has a guard child");
     // Together: both are stopped first, so neither can act on the
     // other's death (as with `pkill -9 flowrun` when neither runs between
