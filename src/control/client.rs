@@ -9,6 +9,12 @@ use std::path::Path;
 /// Longest line accepted from a server (a `ps` of 100,000 processes fits).
 const MAX_REPLY_LINE: u64 = 64 * 1024 * 1024;
 
+/// How long a runner may take to answer the hello. A live runner answers
+/// at once; one that is stopped (a paused topology, a SIGSTOP) never does,
+/// and a client must not wait for it forever. Later answers have no bound
+/// of their own: a `restart` or `down` lasts as long as its drains.
+pub const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug)]
 pub enum ClientError {
     /// Connecting, reading or writing failed.
@@ -59,6 +65,7 @@ impl Client {
     pub fn connect(socket: &Path) -> Result<(Client, ServerInfo), ClientError> {
         let (name, _dir) = super::paths::socket_name(socket)?;
         let stream = UnixStream::connect(name)?;
+        stream.set_read_timeout(Some(HELLO_TIMEOUT))?;
         let reader = BufReader::new(stream.try_clone()?);
         let mut c = Client {
             writer: stream,
@@ -74,9 +81,22 @@ impl Client {
         // without reading: the hello may fail with EPIPE, yet its answer
         // is there to read.
         let first = c.recv();
+        if let Err(ClientError::Io(e)) = &first {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
+                return Err(ClientError::Protocol(format!(
+                    "the runner did not answer within {}s: it may be stopped \
+                     (a paused topology resumes with `fg` or `kill -CONT`)",
+                    HELLO_TIMEOUT.as_secs()
+                )));
+            }
+        }
         if let (Err(e), Err(_) | Ok(ServerMsg::Hello { .. })) = (&sent, &first) {
             return Err(ClientError::Protocol(e.to_string()));
         }
+        c.writer.set_read_timeout(None)?;
         match first? {
             ServerMsg::Hello {
                 protocol,

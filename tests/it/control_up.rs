@@ -788,6 +788,35 @@ topology t {
 }
 
 #[test]
+fn a_stopped_runner_is_reported_not_waited_for_forever() {
+    let c = Ctl::start(
+        "ctlup-stopped",
+        r#"
+topology t {
+  group web {
+    run "@PROBE@"
+  }
+}
+"#,
+    );
+    c.ok(&["ps", c.f()]);
+    // SAFETY: the runner this test started (only it, not its group).
+    unsafe { libc::kill(c.up.pid, libc::SIGSTOP) };
+    let t = Instant::now();
+    let (code, out, err) = c.run(&["ps", c.f()]);
+    // SAFETY: as above.
+    unsafe { libc::kill(c.up.pid, libc::SIGCONT) };
+    assert_eq!(code, 2, "the socket could not be reached: {out}{err}");
+    assert!(
+        err.contains("did not answer within") && err.contains("stopped"),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    // Continued, it answers again.
+    c.ok(&["ps", c.f()]);
+}
+
+#[test]
 fn a_client_killed_mid_stream_leaves_the_runner_serving() {
     let c = Ctl::start(
         "ctlup-killed",
