@@ -250,7 +250,11 @@ pub fn up(plan: Plan, opts: UpOptions) -> i32 {
     // is refused here, before it could take the live run's processes for
     // leftovers of a dead one.
     let claimed = match serve::claim(&opts.file) {
-        Ok(c) => c,
+        Ok(serve::Claim::Served(c)) => Some(c),
+        Ok(serve::Claim::Without(msg)) => {
+            eprintln!("flowrun: no control socket for this run ({msg}); `flowrun ps` and the other commands cannot reach it");
+            None
+        }
         Err(msg) => {
             eprintln!("flowrun: {msg}");
             return 1;
@@ -333,7 +337,7 @@ async fn run(
     setup: Setup,
     nofile: libc::rlimit,
     start: Instant,
-    claimed: crate::control::server::Claimed,
+    claimed: Option<crate::control::server::Claimed>,
 ) -> (i32, Option<guard::Guard>, Option<runrecord::RunRecord>) {
     let Setup {
         cgroup: run_cgroup,
@@ -388,24 +392,27 @@ async fn run(
     }
     // The control plane (docs/control.md): calls become driver messages,
     // events and output fill its rings.
-    let (server, logs_ring) = match serve::start(claimed, &plan) {
-        Ok(ctl) => {
-            events.feed_to(ctl.link.events.clone());
-            let mut calls = ctl.calls;
-            let to_driver = tx.clone();
-            tokio::spawn(async move {
-                while let Some(m) = calls.recv().await {
-                    if to_driver.send(driver::Msg::Control(m)).is_err() {
-                        break;
+    let (server, logs_ring) = match claimed.map(|c| serve::start(c, &plan)) {
+        None => (None, None),
+        Some(started) => match started {
+            Ok(ctl) => {
+                events.feed_to(ctl.link.events.clone());
+                let mut calls = ctl.calls;
+                let to_driver = tx.clone();
+                tokio::spawn(async move {
+                    while let Some(m) = calls.recv().await {
+                        if to_driver.send(driver::Msg::Control(m)).is_err() {
+                            break;
+                        }
                     }
-                }
-            });
-            (Some(ctl.server), Some(ctl.link.logs))
-        }
-        Err(msg) => {
-            eprintln!("flowrun: the control plane is not available: {msg}");
-            (None, None)
-        }
+                });
+                (Some(ctl.server), Some(ctl.link.logs))
+            }
+            Err(msg) => {
+                eprintln!("flowrun: the control plane is not available: {msg}");
+                (None, None)
+            }
+        },
     };
     if let Some(ino) = run_cgroup.as_ref().and_then(|c| c.inotify_fd()) {
         watch_cgroups(ino, tx.clone());

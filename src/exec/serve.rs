@@ -4,8 +4,8 @@
 //!
 //! The wiring, in the OS layer's terms:
 //!
-//! 1. before the runtime starts: `let claimed = serve::claim(&file)?;`
-//!    (a second runner of the same file is refused here);
+//! 1. before the runtime starts: `serve::claim(&file)` (a second runner
+//!    of the same file is refused here; elsewhere `up` may run without);
 //! 2. inside it: `let ctl = serve::start(claimed, &plan)?;` then hand
 //!    `ctl.link.logs` to the relay ([`super::logs::LogSink`]) and
 //!    `ctl.link.events` to the event sink
@@ -27,13 +27,31 @@ use std::collections::HashMap;
 use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
 
+/// What claiming the control socket gave.
+pub enum Claim {
+    Served(Claimed),
+    /// No control plane for this run (the runtime directory is not a
+    /// private directory of ours, the socket cannot be bound, …): the
+    /// topology still runs, as it does without a run record.
+    Without(String),
+}
+
 /// Claim the control socket of topology file `file` in the runtime
 /// directory (plain system calls: before or after the runtime starts).
-pub fn claim(file: &Path) -> Result<Claimed, String> {
+/// `Err` only when a live runner of the same file holds it: a second `up`
+/// of a running file is refused.
+pub fn claim(file: &Path) -> Result<Claim, String> {
     let canonical = file
         .canonicalize()
         .map_err(|e| format!("{}: {e}", file.display()))?;
-    server::claim(&paths::runtime_dir(), &canonical)
+    let dir = paths::runtime_dir();
+    match server::claim(&dir, &canonical) {
+        Ok(c) => Ok(Claim::Served(c)),
+        Err(msg) => match paths::Endpoint::new(&dir, &canonical) {
+            Ok(ep) if paths::is_alive(&ep.lock) => Err(msg),
+            _ => Ok(Claim::Without(msg)),
+        },
+    }
 }
 
 /// The running control plane.

@@ -788,6 +788,35 @@ topology t {
 }
 
 #[test]
+fn a_runtime_directory_that_is_not_ours_runs_the_topology_without_a_socket() {
+    let h = Harness::new("ctlup-notours");
+    let dir = h.path("xdg/flowrun");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let file = h.topology(
+        r#"
+topology t {
+  group web {
+    run "@PROBE@"
+  }
+}
+"#,
+    );
+    let mut up = h.up(&file, &[]);
+    up.wait_for("ready");
+    let err = up.stderr_text();
+    assert!(err.contains("no control socket for this run"), "{err}");
+    let socks = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "sock"))
+        .count();
+    assert_eq!(socks, 0, "no socket in a directory others can write");
+    up.signal_group(libc::SIGINT);
+    assert_eq!(up.exit_code(), 0, "{}", up.stderr_text());
+}
+
+#[test]
 fn a_stopped_runner_is_reported_not_waited_for_forever() {
     let c = Ctl::start(
         "ctlup-stopped",
