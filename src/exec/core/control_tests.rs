@@ -445,9 +445,7 @@ fn wait_answers_ready_or_failed() {
             timeout_ms: None,
         },
     );
-    let p = w.refer("db", 0);
-    let gen = w.gen("db", 0);
-    w.send(Msg::ReadyTimedOut { p, gen });
+    w.advance(1_000);
     assert_eq!(code_of(&w.answers(1)[0]), Some(ErrorCode::Failed));
     answered_once(&w, &[1]);
 }

@@ -92,13 +92,6 @@ pub enum Msg {
         p: Ref,
         gen: u64,
     },
-    /// The ready check can no longer pass in time. (The core arms the
-    /// `within` timer itself, so that a pause shifts it; this is the same
-    /// verdict reached elsewhere.)
-    ReadyTimedOut {
-        p: Ref,
-        gen: u64,
-    },
     /// The runner was continued (SIGCONT) after a pause.
     Resumed,
     /// A control call (`control::ToCore::Call`): answered exactly once by
@@ -729,7 +722,6 @@ impl Core {
                     }
                 }
             }
-            Msg::ReadyTimedOut { p, gen } => self.ready_timed_out(p, gen),
             Msg::Resumed => self.resume(),
             Msg::Control { id, request } => self.on_control(id, request),
             Msg::Refused { uid, pid } => self.emit(Event::Refused { uid, pid }),

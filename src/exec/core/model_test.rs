@@ -486,12 +486,10 @@ impl Episode {
                 if live.is_empty() {
                     Vec::new()
                 } else {
+                    // (A ready check that times out is the core's own
+                    // `within` timer, fired by the clock steps.)
                     let (p, gen) = *self.rng.pick(&live);
-                    if self.rng.chance(90) {
-                        self.w.send(Msg::Ready { p, gen })
-                    } else {
-                        self.w.send(Msg::ReadyTimedOut { p, gen })
-                    }
+                    self.w.send(Msg::Ready { p, gen })
                 }
             }
             90..=91 => {

@@ -261,9 +261,8 @@ fn after_ready_waits_for_the_ready_result() {
 #[test]
 fn a_ready_timeout_fails_the_group() {
     let mut w = World::new("topology t {\n group db {\n run \"db\"\n ready when tcp \"127.0.0.1:1\" within 1s\n }\n}\n");
-    let p = w.refer("db", 0);
-    let gen = w.gen("db", 0);
-    let fx = w.send(Msg::ReadyTimedOut { p, gen });
+    assert!(World::events(&w.advance(999)).is_empty());
+    let fx = w.advance(1);
     assert_eq!(World::events(&fx), ["failed", "draining", "stopping"]);
 }
 
