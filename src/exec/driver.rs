@@ -30,13 +30,12 @@ use super::guard::Guard;
 use super::logs::{self, ReaderCfg};
 use super::ready::{self, Check, NotifyDir};
 use super::reap::{self, Status, Waiters};
-use super::spawn::{self, Inherited, SpawnSpec};
+use super::spawn::{self, Inherited};
 use super::UpOptions;
 use crate::ast::{Probe, ProcessGroupMode, StopTarget};
 use crate::model::Sig;
 use crate::plan::{Placeholders, Plan};
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -200,7 +199,8 @@ struct Live {
     /// Kept until the incarnation is released (its socket lives there).
     _notify: Option<NotifyDir>,
     registered: bool,
-    exec_err: Option<OwnedFd>,
+    /// Where and why it failed before it could exec, read at spawn.
+    failed: ExecError,
 }
 
 pub struct Driver {
@@ -215,6 +215,8 @@ pub struct Driver {
     by_pid: HashMap<i32, Ref>,
     /// Spawns the core asked for, not yet attempted.
     spawns: VecDeque<(Ref, u64)>,
+    /// The last `PATH` search, reused within one burst of starts.
+    seen: Option<spawn::Resolved>,
     readers: Vec<JoinHandle<()>>,
     poll_armed: bool,
     code: Option<i32>,
@@ -278,6 +280,7 @@ impl Driver {
             live: HashMap::new(),
             by_pid: HashMap::new(),
             spawns: VecDeque::new(),
+            seen: None,
             readers: Vec::new(),
             poll_armed: false,
             code: None,
@@ -391,8 +394,7 @@ impl Driver {
             return None;
         }
         l.leader_alive = false;
-        let failed = l.exec_err.take().and_then(|fd| spawn::exec_error(&fd));
-        Some((p, l.gen, failed))
+        Some((p, l.gen, l.failed.take()))
     }
 
     fn on_exit(&mut self, p: Ref, gen: u64, status: Status, failed: ExecError) {
@@ -666,6 +668,9 @@ impl Driver {
             };
             self.feed(core::Msg::Spawned { p, gen, outcome }, Instant::now());
         }
+        if self.spawns.is_empty() {
+            self.seen = None;
+        }
     }
 
     fn spawn(&mut self, p: Ref, gen: u64) -> Outcome {
@@ -741,24 +746,28 @@ impl Driver {
             }
         }
         let own = def.process_group == ProcessGroupMode::Own;
-        let sspec = SpawnSpec {
-            argv: &spec.argv,
-            env: &env,
-            cwd: &cwd,
+        let how = spawn::How {
             own_group: own,
             die_with_parent: def.die_with_parent,
-            capture: true,
             cgroup: cgroup.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
         };
-        let spawned = match spawn::spawn_service(&sspec, self.ctx.inherited) {
-            Ok(sp) => sp,
-            Err(e) if spawn::is_backpressure(&e) => return Outcome::Busy(e.to_string()),
-            Err(e) => {
-                return Outcome::Failed(format!(
+        let cannot = |e: std::io::Error| {
+            if spawn::is_backpressure(&e) {
+                Outcome::Busy(e.to_string())
+            } else {
+                Outcome::Failed(format!(
                     "{who}: spawn failed: cannot execute {} ({e})",
                     spec.argv.first().map_or("", |s| s.as_str())
                 ))
             }
+        };
+        let cmd = match spawn::Prepared::new(&spec.argv, &env, &cwd) {
+            Ok(c) => c,
+            Err(e) => return cannot(e),
+        };
+        let spawned = match spawn::start(&cmd, &mut self.seen, &how, self.ctx.inherited) {
+            Ok(sp) => sp,
+            Err(e) => return cannot(e),
         };
         let pid = spawned.pid;
         if def.die_with_parent {
@@ -792,7 +801,11 @@ impl Driver {
                 log_ready,
                 log_file: super::logfile::sink(&self.ctx.opts.base_dir, spec.log.as_ref()),
             };
-            self.readers.retain(|h| !h.is_finished());
+            // Forget finished relays now and then, not at every spawn (a
+            // burst of N spawns would scan N²/2 handles).
+            if self.readers.len() >= 2 * self.live.len() + 16 {
+                self.readers.retain(|h| !h.is_finished());
+            }
             let sink = self.ctx.logs.as_ref().map(|store| {
                 let process = crate::control::ring::ProcKey {
                     group: def.name.node.clone(),
@@ -856,7 +869,7 @@ impl Driver {
                 check,
                 _notify: notify_dir,
                 registered: def.die_with_parent,
-                exec_err: spawned.exec_err,
+                failed: spawned.failed,
             },
         );
         Outcome::Started { pid }

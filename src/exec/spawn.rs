@@ -52,10 +52,9 @@ pub struct Spawned {
     pub pid: i32,
     /// The runner's (non-blocking) read end of the output pipe.
     pub output: Option<OwnedFd>,
-    /// [`spawn_service`] only: holds 4 bytes (an errno) if the child
-    /// could not change directory or exec; EOF once it has exec'd. Read it
-    /// after the child is reaped, with [`exec_error`].
-    pub exec_err: Option<OwnedFd>,
+    /// [`start`] only: where and why the child failed before it could
+    /// exec (it exited with 127), or `None` if it exec'd.
+    pub failed: Option<(ExecStage, i32)>,
 }
 
 /// The `RLIMIT_NOFILE` flowrun inherited; children get it back.
@@ -86,10 +85,10 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: just created.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // Only the runner's read end is non-blocking.
-    // SAFETY: fcntl on an fd we own.
+    // SAFETY: fcntl on an fd we own (a new pipe end's status flags are
+    // just O_RDONLY).
     unsafe {
-        let fl = libc::fcntl(fds[0], libc::F_GETFL);
-        libc::fcntl(fds[0], libc::F_SETFL, fl | libc::O_NONBLOCK);
+        libc::fcntl(fds[0], libc::F_SETFL, libc::O_RDONLY | libc::O_NONBLOCK);
         // A larger pipe means fewer wake-ups per byte for chatty children
         // (4x fewer reads and context switches than the 64 KiB default).
         // Best effort: past the user's pipe-user-pages limit it fails and
@@ -148,7 +147,7 @@ pub fn spawn(spec: &SpawnSpec<'_>, inh: Inherited) -> io::Result<Spawned> {
     Ok(Spawned {
         pid,
         output,
-        exec_err: None,
+        failed: None,
     })
 }
 
@@ -217,10 +216,10 @@ pub enum ExecStage {
     Exec = 2,
 }
 
-/// What a [`spawn_service`] child reported before exiting (it could not
-/// set up stdio, chdir or exec), or `None` if it exec'd. Call after it was
-/// reaped.
-pub fn exec_error(fd: &OwnedFd) -> Option<(ExecStage, i32)> {
+/// What a [`start`] child reported before exiting (it could not set up
+/// stdio, chdir or exec), or `None` if it exec'd. Read once the clone has
+/// returned.
+fn exec_error(fd: &OwnedFd) -> Option<(ExecStage, i32)> {
     let mut buf = [0u8; 5];
     // SAFETY: reading into a local buffer from an fd we own.
     let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), 5) };
@@ -240,51 +239,150 @@ fn cstring(b: &[u8]) -> io::Result<CString> {
     CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument"))
 }
 
-/// The program to exec: as given when it contains a `/`, else searched in
-/// the child's `PATH` (its env override, or the runner's).
-fn resolve_program(program: &str, env: &[(String, String)]) -> io::Result<CString> {
-    if program.contains('/') {
-        return cstring(program.as_bytes());
-    }
-    let path = env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| std::ffi::OsString::from(v))
-        .or_else(|| std::env::var_os("PATH"))
-        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(program);
-        if let Ok(meta) = std::fs::metadata(&candidate) {
-            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
-                return cstring(candidate.as_os_str().as_bytes());
-            }
-        }
-    }
-    Err(io::Error::from_raw_os_error(libc::ENOENT))
+/// The runner's own environment as `K=V` strings, with each key's
+/// length, built once: nothing in the runner changes its environment after
+/// start.
+fn runner_env() -> &'static [(CString, usize)] {
+    static ENV: std::sync::OnceLock<Vec<(CString, usize)>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
+                kv.extend_from_slice(k.as_bytes());
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                Some((CString::new(kv).ok()?, k.len()))
+            })
+            .collect()
+    })
 }
 
-/// The runner's environment with `env` added (later entries win), as
-/// `K=V` strings.
-fn environment(env: &[(String, String)]) -> io::Result<Vec<CString>> {
-    let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
+/// The runner's environment with `env` added (later entries win): the
+/// process's own `K=V` strings, and which of the runner's it replaces.
+fn environment(env: &[(String, String)]) -> io::Result<(Vec<CString>, Vec<usize>)> {
+    let mut own: Vec<(&str, &str)> = Vec::with_capacity(env.len());
     for (k, v) in env {
-        match vars
-            .iter_mut()
-            .find(|(vk, _)| vk.as_bytes() == k.as_bytes())
-        {
-            Some(slot) => slot.1 = v.into(),
-            None => vars.push((k.into(), v.into())),
+        match own.iter_mut().find(|(ok, _)| *ok == k) {
+            Some(slot) => slot.1 = v,
+            None => own.push((k, v)),
         }
     }
-    vars.iter()
-        .map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            cstring(&kv)
+    let replaced = runner_env()
+        .iter()
+        .enumerate()
+        .filter(|(_, (kv, klen))| {
+            let key = &kv.as_bytes()[..*klen];
+            own.iter().any(|(k, _)| k.as_bytes() == key)
         })
-        .collect()
+        .map(|(i, _)| i)
+        .collect();
+    let own = own
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
+        .collect::<io::Result<_>>()?;
+    Ok((own, replaced))
+}
+
+/// What `execve` needs for one start of a service process: its arguments,
+/// environment and directory as C strings. The environment is the
+/// runner's (built once, shared by every start) with the process's own
+/// variables in place of those they replace. The program is searched in
+/// `PATH` at each start ([`Prepared::program`]), as a shell would.
+pub struct Prepared {
+    program: String,
+    /// The `PATH` the search uses: the process's, else the runner's.
+    path: std::ffi::OsString,
+    args: Vec<CString>,
+    /// The process's own variables, `K=V`.
+    vars: Vec<CString>,
+    /// Indices of the runner's variables that `vars` replace (ascending).
+    replaced: Vec<usize>,
+    cwd: CString,
+}
+
+impl Prepared {
+    pub fn new(argv: &[String], env: &[(String, String)], cwd: &Path) -> io::Result<Prepared> {
+        let Some(program) = argv.first() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+        };
+        let path = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| std::ffi::OsString::from(v))
+            .or_else(|| std::env::var_os("PATH"))
+            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        let (vars, replaced) = environment(env)?;
+        Ok(Prepared {
+            program: program.clone(),
+            path,
+            args: argv
+                .iter()
+                .map(|a| cstring(a.as_bytes()))
+                .collect::<io::Result<_>>()?,
+            vars,
+            replaced,
+            cwd: cstring(cwd.as_os_str().as_bytes())?,
+        })
+    }
+
+    /// The `envp` array: pointers into the runner's and this process's
+    /// strings, NULL-terminated.
+    fn envp(&self) -> Vec<*const libc::c_char> {
+        let runner = runner_env();
+        let mut envp = Vec::with_capacity(runner.len() + self.vars.len() + 1);
+        let mut skip = self.replaced.iter().peekable();
+        for (i, (kv, _)) in runner.iter().enumerate() {
+            if skip.next_if_eq(&&i).is_none() {
+                envp.push(kv.as_ptr());
+            }
+        }
+        envp.extend(self.vars.iter().map(|v| v.as_ptr()));
+        envp.push(std::ptr::null());
+        envp
+    }
+
+    /// The program's path for this start: as written when it contains a
+    /// `/`, else the first executable file of that name in `PATH`. A burst
+    /// of starts of one program searches once: `seen` remembers the last
+    /// search (program, `PATH`, result), and a remembered result is used
+    /// while it is still an executable file.
+    pub fn program(&self, seen: &mut Option<Resolved>) -> io::Result<CString> {
+        if self.program.contains('/') {
+            return cstring(self.program.as_bytes());
+        }
+        if let Some(r) = seen {
+            if r.program == self.program && r.path == self.path && executable(&r.found) {
+                return Ok(r.found.clone());
+            }
+        }
+        for dir in std::env::split_paths(&self.path) {
+            let candidate = dir.join(&self.program);
+            let found = cstring(candidate.as_os_str().as_bytes())?;
+            if executable(&found) {
+                *seen = Some(Resolved {
+                    program: self.program.clone(),
+                    path: self.path.clone(),
+                    found: found.clone(),
+                });
+                return Ok(found);
+            }
+        }
+        Err(io::Error::from_raw_os_error(libc::ENOENT))
+    }
+}
+
+/// The last `PATH` search of [`Prepared::program`].
+pub struct Resolved {
+    program: String,
+    path: std::ffi::OsString,
+    found: CString,
+}
+
+/// Whether `path` is a regular file someone may execute.
+fn executable(path: &CString) -> bool {
+    std::fs::metadata(std::ffi::OsStr::from_bytes(path.to_bytes()))
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn dev_null() -> io::Result<i32> {
@@ -296,95 +394,121 @@ fn dev_null() -> io::Result<i32> {
 }
 
 /// Start a service process, relaying its stdout and stderr through one
+/// pipe: [`start`] with a [`Prepared`] built for this one start.
+pub fn spawn_service(spec: &SpawnSpec<'_>, inh: Inherited) -> io::Result<Spawned> {
+    let cmd = Prepared::new(spec.argv, spec.env, spec.cwd)?;
+    let how = How {
+        own_group: spec.own_group,
+        die_with_parent: spec.die_with_parent,
+        cgroup: spec.cgroup,
+    };
+    start(&cmd, &mut None, &how, inh)
+}
+
+/// How [`start`] starts a service, besides its [`Prepared`] command.
+pub struct How {
+    /// Lead a new process group (`process-group own`).
+    pub own_group: bool,
+    pub die_with_parent: bool,
+    /// A cgroup directory to be born in (`CLONE_INTO_CGROUP`); `None`: the
+    /// runner's cgroup.
+    pub cgroup: Option<RawFd>,
+}
+
+thread_local! {
+    /// The stack a child runs on until it execs, reused: the calling
+    /// thread is suspended while the child uses it (`CLONE_VFORK`), so one
+    /// stack per spawning thread is enough.
+    static CHILD_STACK_BUF: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(vec![0u8; CHILD_STACK]);
+}
+
+/// Start a service process, relaying its stdout and stderr through one
 /// pipe. Everything the child needs is computed before the clone; the child
 /// makes only raw async-signal-safe calls (see `child_setup`). All
 /// signals are blocked around the clone so no handler of the runner ever
 /// runs in the child; the child resets every disposition, then empties its
-/// mask. Chdir/exec failures are reported through [`Spawned::exec_err`].
-pub fn spawn_service(spec: &SpawnSpec<'_>, inh: Inherited) -> io::Result<Spawned> {
-    let Some(program) = spec.argv.first() else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
-    };
-    let prog = resolve_program(program, spec.env)?;
-    let args: Vec<CString> = spec
-        .argv
-        .iter()
-        .map(|a| cstring(a.as_bytes()))
-        .collect::<io::Result<_>>()?;
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+/// mask. A child that could not set up stdio, chdir or exec wrote why to a
+/// close-on-exec pipe before exiting; when the clone returns, the child has
+/// exec'd or exited (vfork semantics), so the pipe is read at once
+/// ([`Spawned::failed`]) and closed.
+pub fn start(
+    cmd: &Prepared,
+    seen: &mut Option<Resolved>,
+    how: &How,
+    inh: Inherited,
+) -> io::Result<Spawned> {
+    let prog = cmd.program(seen)?;
+    let mut argv: Vec<*const libc::c_char> = cmd.args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
-    let vars = environment(spec.env)?;
-    let mut envp: Vec<*const libc::c_char> = vars.iter().map(|a| a.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    let cwd = cstring(spec.cwd.as_os_str().as_bytes())?;
+    let envp = cmd.envp();
     let null = dev_null()?;
     let (out_r, out_w) = pipe()?;
     let mut efds = [0i32; 2];
-    // SAFETY: valid array; both ends owned right after.
-    if unsafe { libc::pipe2(efds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    // SAFETY: valid array; both ends owned right after. Non-blocking: the
+    // runner reads it once without waiting; the child's 5 bytes always fit.
+    if unsafe { libc::pipe2(efds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: just created.
     let (err_r, err_w) = unsafe { (OwnedFd::from_raw_fd(efds[0]), OwnedFd::from_raw_fd(efds[1])) };
-    // SAFETY: fcntl on an fd we own.
-    unsafe {
-        let fl = libc::fcntl(efds[0], libc::F_GETFL);
-        libc::fcntl(efds[0], libc::F_SETFL, fl | libc::O_NONBLOCK);
-    }
     let plan = ChildPlan {
         prog: prog.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
-        cwd: cwd.as_ptr(),
+        cwd: cmd.cwd.as_ptr(),
         null,
         out: out_w.as_raw_fd(),
         err: err_w.as_raw_fd(),
-        own_group: spec.own_group,
-        pdeath: spec.die_with_parent,
+        own_group: how.own_group,
+        pdeath: how.die_with_parent,
         nofile: inh.nofile,
         parent: inh.runner_pid,
     };
-    // SAFETY: signals are blocked around the clone and restored in the
-    // parent; the child runs only `child_main`, which makes raw syscalls on
-    // the pointers above. They stay alive: this thread is suspended until
-    // the child has exec'd or exited.
-    let pid = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        // vfork semantics on a stack of its own (what posix_spawn does):
-        // no page tables are copied and no page is copied on write; this
-        // thread resumes once the child has exec'd or exited.
-        let mut stack = vec![0u8; CHILD_STACK];
-        let arg = (&plan as *const ChildPlan).cast_mut().cast();
-        let (pid, e) = match spec.cgroup {
-            Some(cg) => clone3_into(&mut stack, cg, arg),
-            None => {
-                let top = stack.as_mut_ptr().add(CHILD_STACK - 64);
-                let top = top.sub(top as usize % 16);
-                let pid = libc::clone(
-                    child_entry,
-                    top.cast(),
-                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-                    arg,
-                );
-                (pid, io::Error::last_os_error())
+    let cloned = CHILD_STACK_BUF.with(|stack| {
+        let mut stack = stack.borrow_mut();
+        // SAFETY: signals are blocked around the clone and restored in the
+        // parent; the child runs only `child_main`, which makes raw
+        // syscalls on the pointers above. They, and the stack, stay alive:
+        // this thread is suspended until the child has exec'd or exited.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            // vfork semantics on a stack of its own (what posix_spawn does):
+            // no page tables are copied and no page is copied on write; this
+            // thread resumes once the child has exec'd or exited.
+            let arg = (&plan as *const ChildPlan).cast_mut().cast();
+            let (pid, e) = match how.cgroup {
+                Some(cg) => clone3_into(&mut stack, cg, arg),
+                None => {
+                    let top = stack.as_mut_ptr().add(CHILD_STACK - 64);
+                    let top = top.sub(top as usize % 16);
+                    let pid = libc::clone(
+                        child_entry,
+                        top.cast(),
+                        libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                        arg,
+                    );
+                    (pid, io::Error::last_os_error())
+                }
+            };
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            if pid < 0 {
+                Err(e)
+            } else {
+                Ok(pid)
             }
-        };
-        drop(stack);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        if pid < 0 {
-            return Err(e);
         }
-        pid
-    };
+    });
+    let pid = cloned?;
     drop(out_w);
     drop(err_w);
     Ok(Spawned {
         pid,
         output: Some(out_r),
-        exec_err: Some(err_r),
+        failed: exec_error(&err_r),
     })
 }
 
@@ -522,20 +646,65 @@ unsafe fn child_main(p: &ChildPlan) -> ! {
 mod tests {
     use super::*;
 
+    fn resolve(program: &str, env: &[(String, String)]) -> io::Result<CString> {
+        let argv = [program.to_string()];
+        Prepared::new(&argv, env, Path::new("/"))?.program(&mut None)
+    }
+
     #[test]
     fn programs_are_found_in_the_childs_path() {
-        let p = resolve_program("sh", &[]).unwrap();
+        let p = resolve("sh", &[]).unwrap();
         assert!(p.to_bytes().ends_with(b"/sh"), "{p:?}");
         // The group's PATH wins over the runner's.
         let env = [("PATH".to_string(), "/nonexistent-dir".to_string())];
-        let e = resolve_program("sh", &env).unwrap_err();
+        let e = resolve("sh", &env).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
         // A path is taken as written (relative to the child's cwd).
+        assert_eq!(resolve("./bin/x", &env).unwrap().to_bytes(), b"./bin/x");
+        assert!(resolve("a\0b/c", &[]).is_err());
+    }
+
+    #[test]
+    fn a_remembered_search_is_reused_only_for_the_same_program_and_path() {
+        let dir = std::env::temp_dir().join(format!("flowrun-spawn-seen-{}", std::process::id()));
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let tool = |d: &Path| {
+            let f = d.join("tool");
+            std::fs::write(&f, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+            f
+        };
+        let in_b = tool(&b);
+        let path = format!("{}:{}", a.display(), b.display());
+        let argv = ["tool".to_string()];
+        let cmd = Prepared::new(&argv, &[("PATH".into(), path)], Path::new("/")).unwrap();
+        let mut seen = None;
         assert_eq!(
-            resolve_program("./bin/x", &env).unwrap().to_bytes(),
-            b"./bin/x"
+            cmd.program(&mut seen).unwrap().to_bytes(),
+            in_b.as_os_str().as_bytes()
         );
-        assert!(resolve_program("a\0b/c", &[]).is_err());
+        // Another PATH searches again.
+        let other = Prepared::new(
+            &argv,
+            &[("PATH".into(), a.display().to_string())],
+            Path::new("/"),
+        )
+        .unwrap();
+        assert!(other.program(&mut seen).is_err());
+        // Gone from where it was found: searched again, not reused.
+        let in_a = tool(&a);
+        assert_eq!(
+            cmd.program(&mut seen).unwrap().to_bytes(),
+            in_b.as_os_str().as_bytes()
+        );
+        std::fs::remove_file(&in_b).unwrap();
+        assert_eq!(
+            cmd.program(&mut seen).unwrap().to_bytes(),
+            in_a.as_os_str().as_bytes()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -545,8 +714,14 @@ mod tests {
             ("FLOWRUN_SPAWN_TEST_A".to_string(), "2".to_string()),
             ("PATH".to_string(), "/x".to_string()),
         ];
-        let vars = environment(&env).unwrap();
-        let vars: Vec<&[u8]> = vars.iter().map(|v| v.to_bytes()).collect();
+        let cmd = Prepared::new(&["true".to_string()], &env, Path::new("/")).unwrap();
+        let envp = cmd.envp();
+        assert!(envp.last().unwrap().is_null());
+        let vars: Vec<&[u8]> = envp[..envp.len() - 1]
+            .iter()
+            // SAFETY: non-null pointers into `cmd`'s and the runner's strings.
+            .map(|&p| unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes())
+            .collect();
         assert_eq!(
             vars.iter()
                 .filter(|v| v.starts_with(b"FLOWRUN_SPAWN_TEST_A="))

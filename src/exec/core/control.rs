@@ -360,13 +360,13 @@ impl Core {
                 plan.processes.iter().filter(|p| p.group == gid).collect();
             let n = specs.len();
             let old = self.slots[s].procs.len();
-            self.slots[s].def = plan.topology.groups[gid].clone();
+            self.slots[s].def = Arc::new(plan.topology.groups[gid].clone());
             self.slots[s].fingerprint = fingerprint(&plan, gid);
             // The processes that stay get the new plan's spec (their
             // `{processes}` and FLOWRUN_PROCESSES changed): it applies at
             // their next start.
             for (pr, spec) in self.slots[s].procs.iter_mut().zip(&specs) {
-                pr.spec = (*spec).clone();
+                pr.spec = Arc::new((*spec).clone());
             }
             for spec in specs.iter().skip(old) {
                 // A generation no earlier incarnation of this index used.
@@ -393,7 +393,7 @@ impl Core {
                     last_exit: None,
                     leaving: false,
                     exec_failed: None,
-                    spec: (*spec).clone(),
+                    spec: Arc::new((*spec).clone()),
                 });
                 let p = (s, slot.procs.len() - 1);
                 acted.push(spec.id.clone());

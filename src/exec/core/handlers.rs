@@ -332,7 +332,7 @@ impl Core {
                 Some(s) if self.slots[s].fingerprint == fp => {
                     // Unchanged, but its `after` edges now use the new
                     // plan's ids: dependencies stay by name.
-                    self.slots[s].def = g.clone();
+                    self.slots[s].def = Arc::new(g.clone());
                     kept.push(s);
                     new_cur.push(s);
                 }

@@ -42,6 +42,7 @@ use crate::model::{Group, GroupId, Sig, Step};
 use crate::plan::{Plan, ProcessSpec};
 use signals::{Cause, Drain, Verdict};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A process: its group's slot (slots only grow; a reload adds new ones)
@@ -257,7 +258,9 @@ struct Proc {
     sent: u64,
     /// This incarnation's chdir or exec failed ([`Msg::ExecFailed`]).
     exec_failed: Option<String>,
-    spec: ProcessSpec,
+    /// Shared with the driver, which keys what it prepared for a spawn by
+    /// this pointer (a scale or reload puts a new one here).
+    spec: Arc<ProcessSpec>,
     /// Incarnations started (`ps` shows all but the first as restarts).
     starts: u32,
     /// How the previous incarnation ended (kept across a restart).
@@ -267,7 +270,8 @@ struct Proc {
 }
 
 struct Slot {
-    def: Group,
+    /// Shared with the driver (as `Proc::spec`).
+    def: Arc<Group>,
     fingerprint: String,
     procs: Vec<Proc>,
     started: bool,
@@ -495,14 +499,14 @@ impl Core {
                 started_at: self.now,
                 sent: 0,
                 exec_failed: None,
-                spec: spec.clone(),
+                spec: Arc::new(spec.clone()),
                 starts: 0,
                 last_exit: None,
                 leaving: false,
             })
             .collect();
         self.slots.push(Slot {
-            def: g.clone(),
+            def: Arc::new(g.clone()),
             fingerprint: fingerprint(plan, gid),
             procs,
             started: false,
@@ -585,7 +589,7 @@ impl Core {
     }
 
     /// The definition of slot `s`'s group.
-    pub fn group(&self, s: usize) -> Option<&Group> {
+    pub fn group(&self, s: usize) -> Option<&Arc<Group>> {
         self.slots.get(s).map(|g| &g.def)
     }
 
@@ -607,7 +611,7 @@ impl Core {
     }
 
     /// What process `p` runs.
-    pub fn spec(&self, p: Ref) -> Option<&ProcessSpec> {
+    pub fn spec(&self, p: Ref) -> Option<&Arc<ProcessSpec>> {
         Some(&self.slots.get(p.0)?.procs.get(p.1)?.spec)
     }
 
