@@ -3,7 +3,9 @@
 //! grandchild, a `setpgid` grandchild, a double-fork daemon, a chain of 8
 //! nested `setsid` descendants, a process an `exec` ready check started —
 //! within 1 s of `kill -9` of the runner, mid-start and mid-drain too, and
-//! at a normal exit. The guard cannot be lost silently, a dead run's
+//! at a normal exit. What an `exec` check leaves in its own process group
+//! goes with the runner in both modes, and checks that come and go leave
+//! no registration with the guard. The guard cannot be lost silently, a dead run's
 //! leftovers are killed by the next `up` of the same file, and a stopped
 //! guard never blocks the runner.
 //!
