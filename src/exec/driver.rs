@@ -359,7 +359,7 @@ impl Driver {
                 // Before anything else: unregister the ready checks'
                 // process groups these reaps emptied (ready.rs).
                 if let Some(g) = &mut self.ctx.guard {
-                    g.sweep_checks();
+                    g.sweep_checks(Some(&self.ctx.waiters));
                 }
                 for (p, gen, status, failed) in exits {
                     self.on_exit(p, gen, status, failed);

@@ -268,16 +268,24 @@ impl Guard {
     /// spawned: a group can only empty when its last member is reaped,
     /// and its id cannot be reused before (see ready.rs). The removals go
     /// out with the next [`Guard::flush`], before any later registration.
-    pub fn sweep_checks(&mut self) {
+    ///
+    /// `waiters`: the reaper's waiters; a group whose leader is still
+    /// there is not reaped yet, so it has a member and is not probed (one
+    /// `kill(-pgid, 0)` per check that outlived its leader, not per check).
+    /// `None` (a reaper that bypasses the waiters): probe every group.
+    pub fn sweep_checks(&mut self, waiters: Option<&super::reap::Waiters>) {
         if self.checks.is_empty() {
             return;
         }
+        let waiting = waiters.and_then(|w| w.lock().ok());
         let empty: Vec<i32> = self
             .checks
             .iter()
             .copied()
+            .filter(|g| !waiting.as_ref().is_some_and(|w| w.contains_key(g)))
             .filter(|&g| !super::reap::group_alive(g))
             .collect();
+        drop(waiting);
         for g in empty {
             self.checks.remove(&g);
             self.remove_group(g);
@@ -507,11 +515,11 @@ mod tests {
         g.flush();
         // The leader has exited (or soon does) but is not reaped: a member.
         std::thread::sleep(std::time::Duration::from_millis(50));
-        g.sweep_checks();
+        g.sweep_checks(None);
         g.flush();
         assert_eq!(replayed(&path).0, HashSet::from([pgid]));
         let _ = leader.wait();
-        g.sweep_checks();
+        g.sweep_checks(None);
         g.flush();
         assert_eq!(
             replayed(&path).0,
@@ -519,7 +527,7 @@ mod tests {
             "unregistered while a member was left"
         );
         let _ = member.wait();
-        g.sweep_checks();
+        g.sweep_checks(None);
         g.flush();
         let (now, text) = replayed(&path);
         assert!(now.is_empty(), "{text}");
@@ -538,7 +546,7 @@ mod tests {
             g.add_check_group(c.id() as i32);
             g.flush();
             let _ = c.wait();
-            g.sweep_checks();
+            g.sweep_checks(None);
             g.flush();
         }
         let (now, text) = replayed(&path);
@@ -546,6 +554,32 @@ mod tests {
         assert_eq!(text.lines().filter(|l| l.starts_with("g ")).count(), 200);
         assert_eq!(text.lines().filter(|l| l.starts_with("G ")).count(), 200);
         assert!(g.checks.is_empty() && g.groups.is_empty());
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// A group whose leader still awaits its status (it is in the
+    /// reaper's waiters, so unreaped: a member) is not probed; once the
+    /// reaper took the leader, the group is probed and, empty, unregistered.
+    #[test]
+    fn a_check_group_whose_leader_awaits_its_status_is_not_probed() {
+        let (path, f) = log_file("waiters");
+        let mut g = detached(f);
+        let mut leader = spawn_in_group("true", &[], 0);
+        let pgid = leader.id() as i32;
+        let waiters = super::super::reap::Waiters::default();
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        waiters.lock().expect("waiters").insert(pgid, tx);
+        g.add_check_group(pgid);
+        let _ = leader.wait();
+        // Still listed: trusted to be unreaped (here it is not, so a probe
+        // would have found the group empty).
+        g.sweep_checks(Some(&waiters));
+        g.flush();
+        assert_eq!(replayed(&path).0, HashSet::from([pgid]));
+        waiters.lock().expect("waiters").remove(&pgid);
+        g.sweep_checks(Some(&waiters));
+        g.flush();
+        assert!(replayed(&path).0.is_empty());
         let _ = std::fs::remove_file(path);
     }
 

@@ -481,9 +481,10 @@ async fn run(
                 libc::waitpid(pid, &mut st, 0);
             }
             // A ready check's process group this reap emptied is
-            // unregistered at once (ready.rs).
+            // unregistered at once (ready.rs; this waitpid bypasses the
+            // waiters, so every group is probed).
             if let Some(g) = &mut ctx.guard {
-                g.sweep_checks();
+                g.sweep_checks(None);
             }
         }
     }

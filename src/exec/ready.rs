@@ -23,12 +23,14 @@
 //!   has a member, and its members are the check's descendants, which
 //!   the runner (a subreaper) adopts and reaps once the leader is gone: the
 //!   group can only empty at one of the runner's reaps, each followed by a
-//!   sweep. (Only a member whose parent left the group and is still alive
-//!   — it did `setpgid` back into it — is reaped by someone else; then the
-//!   registration lingers until the next sweep after a reap, as a
-//!   service's group is checked only when it is next polled.) The exit
-//!   sweep of `up` sweeps the checks after every child it reaps, so the
-//!   guard is never left a registration of an empty group.
+//!   sweep. (Only a member whose parent is outside the group and alive —
+//!   a process that joined the group with `setpgid` — is reaped by
+//!   someone else; then the registration lingers until the next sweep.)
+//!   A sweep probes (`kill(-pgid, 0)`) only the groups whose leader the
+//!   reaper has taken: an unreaped leader is a member. The exit sweep of
+//!   `up` sweeps the checks after every child it reaps, and sends the
+//!   removals before the output is flushed, so the guard is not left a
+//!   registration of an empty group.
 //!
 //! An abandoned check (its incarnation was released) is SIGKILLed with its
 //! process group when its task is dropped, but only while its leader is
@@ -290,8 +292,9 @@ async fn exec_once(
     if driver.send(super::driver::Msg::ExecCheck(req)).is_err() {
         return false;
     }
-    // Dropped here (the check abandoned) the answer, if it came, kills
-    // the group (`Running`'s drop).
+    // If this task is dropped while it waits (the check was abandoned),
+    // an answer already sent is dropped with the channel and kills the
+    // group (`Running`'s drop).
     let Ok(mut running) = answer.await else {
         return false;
     };
