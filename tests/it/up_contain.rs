@@ -849,7 +849,10 @@ fn check_groups_after_sigkill_process_group() {
     check_groups_after_sigkill("process-group");
 }
 
-/// The same with the runner as PID 1 of a new PID namespace.
+/// The same with the runner as PID 1 of a new PID namespace (with
+/// process groups). The namespace ends with its PID 1, which kills the
+/// rest, so this shows that checks work under a PID-1 runner rather than
+/// the guard's part.
 #[test]
 fn check_groups_after_runner_sigkill_as_pid1_process_group() {
     let test = "check_groups_after_runner_sigkill_as_pid1_process_group";
