@@ -63,6 +63,9 @@ pub enum Msg {
     },
     /// The guard process died (its pidfd fired): start a new one.
     GuardLost,
+    /// An `exec` ready check asks to be spawned (ready.rs: spawned,
+    /// and its process group registered with the guard, in this step).
+    ExecCheck(ready::ExecSpawn),
     /// A control-plane call or refusal (docs/control.md).
     Control(crate::control::ToCore),
 }
@@ -356,6 +359,11 @@ impl Driver {
                         None => orphan = true,
                     }
                 }
+                // Before anything else: unregister the ready checks'
+                // process groups these reaps emptied (ready.rs).
+                if let Some(g) = &mut self.ctx.guard {
+                    g.sweep_checks(Some(&self.ctx.waiters));
+                }
                 for (p, gen, status, failed) in exits {
                     self.on_exit(p, gen, status, failed);
                 }
@@ -375,6 +383,9 @@ impl Driver {
                 if let Some(g) = &mut self.ctx.guard {
                     g.respawn(&self.ctx.events, &self.tx);
                 }
+            }
+            Msg::ExecCheck(req) => {
+                ready::spawn_check(req, &self.ctx.waiters, self.ctx.guard.as_mut());
             }
             Msg::Control(m) => {
                 let msg = self.calls.accept(m);
@@ -833,7 +844,7 @@ impl Driver {
                     argv: shell_words::split(&expand(c)).unwrap_or_default(),
                     env: env.clone(),
                     cwd: cwd.clone(),
-                    waiters: self.ctx.waiters.clone(),
+                    driver: self.tx.clone(),
                     inherited: self.ctx.inherited,
                     cgroup: ready_cgroup,
                 }),

@@ -12,6 +12,12 @@
 //! - with process groups the runner tells it every process group
 //!   (`g PGID`) and lone process (`p PID`) it creates, and when one is gone
 //!   (`G PGID` / `P PID`); the guard SIGKILLs what is still registered.
+//!   That includes the process group of every `exec` ready check, from
+//!   its spawn until a driver step finds it empty right after reaping
+//!   ([`Guard::add_check_group`], [`Guard::sweep_checks`]; the order is
+//!   argued in ready.rs). A process group is counted per registration, so
+//!   two owners of one pgid (a stale one and a live one) never unregister
+//!   each other's.
 //!
 //! The guard cannot be lost silently: the runner watches it with a pidfd
 //! and, if it dies, emits `guard-restarted` and starts a new one with the
@@ -23,7 +29,7 @@
 //! group, so Ctrl+C cannot take it down before the runner. The pipe's
 //! write end is close-on-exec, so children never hold it open.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -44,7 +50,11 @@ pub struct Guard {
     /// step, [`Guard::flush`]); a registration is queued at once, after
     /// them, so the guard always sees removals and additions in order.
     removals: String,
-    groups: HashSet<i32>,
+    /// Registered process groups, with how many owners registered each.
+    groups: HashMap<i32, u32>,
+    /// The `exec` ready checks' process groups among them, until found
+    /// empty.
+    checks: HashSet<i32>,
     pids: HashSet<i32>,
     /// The run's cgroup: registrations are not needed.
     cgroup: Option<PathBuf>,
@@ -100,7 +110,8 @@ impl Guard {
             pipe: Some(pipe),
             queue: Vec::new(),
             removals: String::new(),
-            groups: HashSet::new(),
+            groups: HashMap::new(),
+            checks: HashSet::new(),
             pids: HashSet::new(),
             cgroup,
             record,
@@ -163,7 +174,7 @@ impl Guard {
         self.removals.clear();
         self.queue.clear();
         let mut all = String::new();
-        for g in &self.groups {
+        for g in self.groups.keys() {
             all.push_str(&format!("g {g}\n"));
         }
         for p in &self.pids {
@@ -217,7 +228,12 @@ impl Guard {
     /// guard before anything of it can outlive the runner. (With a cgroup
     /// the guard needs none.)
     pub fn add_group(&mut self, pgid: i32) {
-        if self.cgroup.is_none() && self.groups.insert(pgid) {
+        if self.cgroup.is_some() {
+            return;
+        }
+        let owners = self.groups.entry(pgid).or_insert(0);
+        *owners += 1;
+        if *owners == 1 {
             self.send(&format!("g {pgid}\n"));
         }
     }
@@ -228,8 +244,51 @@ impl Guard {
     }
     pub fn remove_group(&mut self, pgid: i32) {
         use std::fmt::Write as _;
-        if self.groups.remove(&pgid) {
+        let Some(owners) = self.groups.get_mut(&pgid) else {
+            return;
+        };
+        *owners -= 1;
+        if *owners == 0 {
+            self.groups.remove(&pgid);
             let _ = writeln!(self.removals, "G {pgid}");
+        }
+    }
+
+    /// An `exec` ready check's process group, just spawned (its leader is
+    /// unreaped): registered at once, until [`Guard::sweep_checks`] finds
+    /// it empty.
+    pub fn add_check_group(&mut self, pgid: i32) {
+        if self.cgroup.is_none() && self.checks.insert(pgid) {
+            self.add_group(pgid);
+        }
+    }
+
+    /// Unregister every check's process group that has no member left (a
+    /// zombie counts). Call it right after reaping, before anything is
+    /// spawned: a group can only empty when its last member is reaped,
+    /// and its id cannot be reused before (see ready.rs). The removals go
+    /// out with the next [`Guard::flush`], before any later registration.
+    ///
+    /// `waiters`: the reaper's waiters; a group whose leader is still
+    /// there is not reaped yet, so it has a member and is not probed (one
+    /// `kill(-pgid, 0)` per check that outlived its leader, not per check).
+    /// `None` (a reaper that bypasses the waiters): probe every group.
+    pub fn sweep_checks(&mut self, waiters: Option<&super::reap::Waiters>) {
+        if self.checks.is_empty() {
+            return;
+        }
+        let waiting = waiters.and_then(|w| w.lock().ok());
+        let empty: Vec<i32> = self
+            .checks
+            .iter()
+            .copied()
+            .filter(|g| !waiting.as_ref().is_some_and(|w| w.contains_key(g)))
+            .filter(|&g| !super::reap::group_alive(g))
+            .collect();
+        drop(waiting);
+        for g in empty {
+            self.checks.remove(&g);
+            self.remove_group(g);
         }
     }
     pub fn remove_pid(&mut self, pid: i32) {
@@ -372,5 +431,168 @@ mod tests {
         }
         assert_eq!(g, HashSet::from([12]));
         assert_eq!(p, HashSet::from([11]));
+    }
+
+    /// A guard without a process: its registrations go only to `record`,
+    /// the log the next run replays (and the pipe would carry).
+    fn detached(record: File) -> Guard {
+        Guard {
+            pid: 0,
+            pidfd: None,
+            pipe: None,
+            queue: Vec::new(),
+            removals: String::new(),
+            groups: HashMap::new(),
+            checks: HashSet::new(),
+            pids: HashSet::new(),
+            cgroup: None,
+            record: Some(record),
+        }
+    }
+
+    /// What the guard (or the next run) would hold after the log so far.
+    fn replayed(path: &Path) -> (HashSet<i32>, String) {
+        let text = std::fs::read_to_string(path).expect("record");
+        let (mut g, mut p) = (HashSet::new(), HashSet::new());
+        for l in text.lines() {
+            apply(l, &mut g, &mut p);
+        }
+        assert!(p.is_empty(), "{text}");
+        (g, text)
+    }
+
+    fn log_file(name: &str) -> (PathBuf, File) {
+        let path =
+            std::env::temp_dir().join(format!("flowrun-guard-test-{name}-{}", std::process::id()));
+        let f = File::create(&path).expect("log");
+        (path, f)
+    }
+
+    fn spawn_in_group(prog: &str, args: &[&str], pgid: i32) -> std::process::Child {
+        Command::new(prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .process_group(pgid)
+            .spawn()
+            .expect("spawn")
+    }
+
+    #[test]
+    fn a_group_registered_twice_stays_until_both_owners_remove_it() {
+        let (path, f) = log_file("owners");
+        let mut g = detached(f);
+        g.add_group(4242);
+        g.add_group(4242);
+        g.flush();
+        g.remove_group(4242);
+        g.flush();
+        let (now, text) = replayed(&path);
+        assert_eq!(now, HashSet::from([4242]), "{text}");
+        assert_eq!(text, "g 4242\n", "one line per change of the set");
+        g.remove_group(4242);
+        g.remove_group(4242); // a third removal changes nothing
+        g.flush();
+        let (now, text) = replayed(&path);
+        assert!(now.is_empty(), "{text}");
+        assert_eq!(text, "g 4242\nG 4242\n");
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// A check's group stays registered while it has a member — its
+    /// leader's zombie, then a process left in it after the leader was
+    /// reaped — and is unregistered by the first sweep after its last
+    /// member is reaped.
+    #[test]
+    fn a_check_group_is_unregistered_once_empty_not_before() {
+        let (path, f) = log_file("check");
+        let mut g = detached(f);
+        let mut leader = spawn_in_group("true", &[], 0);
+        let pgid = leader.id() as i32;
+        // A process left in the check's group (all ours, so this test
+        // reaps every member itself).
+        let mut member = spawn_in_group("sleep", &["0.3"], pgid);
+        g.add_check_group(pgid);
+        g.flush();
+        // The leader has exited (or soon does) but is not reaped: a member.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        g.sweep_checks(None);
+        g.flush();
+        assert_eq!(replayed(&path).0, HashSet::from([pgid]));
+        let _ = leader.wait();
+        g.sweep_checks(None);
+        g.flush();
+        assert_eq!(
+            replayed(&path).0,
+            HashSet::from([pgid]),
+            "unregistered while a member was left"
+        );
+        let _ = member.wait();
+        g.sweep_checks(None);
+        g.flush();
+        let (now, text) = replayed(&path);
+        assert!(now.is_empty(), "{text}");
+        assert!(g.checks.is_empty() && g.groups.is_empty());
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// 200 checks come and go: no registration is left behind, and every
+    /// one was made (one `g` and one `G` line each).
+    #[test]
+    fn checks_that_come_and_go_leave_no_registration() {
+        let (path, f) = log_file("churn");
+        let mut g = detached(f);
+        for _ in 0..200 {
+            let mut c = spawn_in_group("true", &[], 0);
+            g.add_check_group(c.id() as i32);
+            g.flush();
+            let _ = c.wait();
+            g.sweep_checks(None);
+            g.flush();
+        }
+        let (now, text) = replayed(&path);
+        assert!(now.is_empty(), "left registered: {now:?}");
+        assert_eq!(text.lines().filter(|l| l.starts_with("g ")).count(), 200);
+        assert_eq!(text.lines().filter(|l| l.starts_with("G ")).count(), 200);
+        assert!(g.checks.is_empty() && g.groups.is_empty());
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// A group whose leader still awaits its status (it is in the
+    /// reaper's waiters, so unreaped: a member) is not probed; once the
+    /// reaper took the leader, the group is probed and, empty, unregistered.
+    #[test]
+    fn a_check_group_whose_leader_awaits_its_status_is_not_probed() {
+        let (path, f) = log_file("waiters");
+        let mut g = detached(f);
+        let mut leader = spawn_in_group("true", &[], 0);
+        let pgid = leader.id() as i32;
+        let waiters = super::super::reap::Waiters::default();
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        waiters.lock().expect("waiters").insert(pgid, tx);
+        g.add_check_group(pgid);
+        let _ = leader.wait();
+        // Still listed: trusted to be unreaped (here it is not, so a probe
+        // would have found the group empty).
+        g.sweep_checks(Some(&waiters));
+        g.flush();
+        assert_eq!(replayed(&path).0, HashSet::from([pgid]));
+        waiters.lock().expect("waiters").remove(&pgid);
+        g.sweep_checks(Some(&waiters));
+        g.flush();
+        assert!(replayed(&path).0.is_empty());
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// With a cgroup the guard needs no registrations, and keeps none.
+    #[test]
+    fn cgroup_guards_keep_no_check_groups() {
+        let (path, f) = log_file("cgroup");
+        let mut g = detached(f);
+        g.cgroup = Some(PathBuf::from("/nonexistent"));
+        g.add_check_group(4243);
+        g.flush();
+        assert!(g.checks.is_empty() && g.groups.is_empty());
+        assert!(replayed(&path).1.is_empty());
+        let _ = std::fs::remove_file(path);
     }
 }

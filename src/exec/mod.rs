@@ -480,7 +480,16 @@ async fn run(
                 let mut st = 0;
                 libc::waitpid(pid, &mut st, 0);
             }
+            // A ready check's process group this reap emptied is
+            // unregistered at once (ready.rs; this waitpid bypasses the
+            // waiters, so every group is probed).
+            if let Some(g) = &mut ctx.guard {
+                g.sweep_checks(None);
+            }
         }
+    }
+    if let Some(g) = &mut ctx.guard {
+        g.flush();
     }
     if let Some(c) = &mut ctx.cgroup {
         let _ = c.remove();

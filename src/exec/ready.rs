@@ -1,13 +1,50 @@
 //! Ready checks (`ready when …`), one async task per process incarnation.
 //! `log` is matched by the output relay; the others poll here, every
 //! `every`, until they pass. The caller bounds them with `within`.
+//!
+//! An `exec` check leads a process group of its own, and whatever it
+//! starts in that group must not outlive the runner. Its task does not
+//! spawn it: it asks the driver ([`ExecSpawn`], a message on the driver's
+//! channel), and the driver, in one step of its own, spawns the check,
+//! registers the leader's status waiter and registers the process group
+//! with the guard ([`spawn_check`], `Guard::add_check_group`). Spawning,
+//! reaping and guard registrations all happen in driver steps on the
+//! runtime's one thread, so:
+//!
+//! - the group is registered before the check's leader can be reaped (as
+//!   for a service, the `g PGID` line is written right after the spawn);
+//! - it stays registered while the group has a member, the leader's
+//!   zombie included; checks' leftovers are not killed when the check
+//!   ends (as in a cgroup, where they stay in the group's `ready/`
+//!   cgroup), only at the run's end or by the guard;
+//! - it is unregistered in the first driver step that finds the group
+//!   empty, right after that step's reaps (`Guard::sweep_checks`), before
+//!   anything is spawned. A process group's id cannot be reused while it
+//!   has a member, and its members are the check's descendants, which
+//!   the runner (a subreaper) adopts and reaps once the leader is gone: the
+//!   group can only empty at one of the runner's reaps, each followed by a
+//!   sweep. (Only a member whose parent is outside the group and alive —
+//!   a process that joined the group with `setpgid` — is reaped by
+//!   someone else; then the registration lingers until the next sweep.)
+//!   A sweep probes (`kill(-pgid, 0)`) only the groups whose leader the
+//!   reaper has taken: an unreaped leader is a member. The exit sweep of
+//!   `up` sweeps the checks after every child it reaps, and sends the
+//!   removals before the output is flushed, so the guard is not left a
+//!   registration of an empty group.
+//!
+//! An abandoned check (its incarnation was released) is SIGKILLed with its
+//! process group when its task is dropped, but only while its leader is
+//! unreaped: its status has not arrived ([`Running`]).
 
+use super::guard::Guard;
 use super::reap::{Status, Waiters};
 use super::spawn::{self, Inherited, SpawnSpec};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixDatagram};
+use tokio::sync::{mpsc, oneshot};
 
 pub enum Check {
     Tcp(String),
@@ -16,10 +53,11 @@ pub enum Check {
         argv: Vec<String>,
         env: Vec<(String, String)>,
         cwd: PathBuf,
-        waiters: Waiters,
+        /// The driver's channel: it spawns the check ([`ExecSpawn`]).
+        driver: mpsc::UnboundedSender<super::driver::Msg>,
         inherited: Inherited,
         /// The group's ready cgroup (`cgroup.procs`, see cgroup.rs).
-        cgroup: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+        cgroup: Option<Arc<std::os::fd::OwnedFd>>,
     },
     File(PathBuf),
     Notify(UnixDatagram, Sender),
@@ -55,6 +93,25 @@ pub async fn passed(check: Check, every: Duration) {
     let every = every.max(Duration::from_millis(10));
     match check {
         Check::Notify(sock, from) => notify(sock, from).await,
+        Check::Exec {
+            argv,
+            env,
+            cwd,
+            driver,
+            inherited,
+            cgroup,
+        } => {
+            let spec = Arc::new(ExecSpec {
+                argv,
+                env,
+                cwd,
+                inherited,
+                cgroup,
+            });
+            while !exec_once(&spec, &driver).await {
+                tokio::time::sleep(every).await;
+            }
+        }
         check => loop {
             if attempt(&check, every).await {
                 return;
@@ -76,19 +133,7 @@ async fn attempt(check: &Check, every: Duration) -> bool {
             Ok(Some(200..=299))
         ),
         Check::File(p) => p.exists(),
-        Check::Exec {
-            argv,
-            env,
-            cwd,
-            waiters,
-            inherited,
-            cgroup,
-        } => {
-            use std::os::fd::AsRawFd;
-            let cg = cgroup.as_ref().map(|f| f.as_raw_fd());
-            exec_once(argv, env, cwd, waiters, *inherited, cg).await
-        }
-        Check::Notify(..) => false,
+        Check::Exec { .. } | Check::Notify(..) => false,
     }
 }
 
@@ -142,48 +187,118 @@ pub fn parse_status_line(buf: &[u8]) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
-/// Kills an exec check's process group if the check is abandoned.
-struct KillOnDrop(Option<i32>);
-impl Drop for KillOnDrop {
+/// What an `exec` check runs.
+pub struct ExecSpec {
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
+    inherited: Inherited,
+    /// The group's ready cgroup (`cgroup.procs`, see cgroup.rs).
+    cgroup: Option<Arc<std::os::fd::OwnedFd>>,
+}
+
+/// An `exec` check's request to the driver: spawn it now, register its
+/// process group with the guard, and answer with the running check
+/// ([`spawn_check`]). No answer (the reply is dropped): it could not be
+/// spawned.
+pub struct ExecSpawn {
+    spec: Arc<ExecSpec>,
+    reply: oneshot::Sender<Running>,
+}
+
+impl std::fmt::Debug for ExecSpawn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecSpawn")
+            .field("argv", &self.spec.argv)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A spawned check: its leader (which leads its process group) and the
+/// status the reaper sends when it reaps it. Dropped before that status
+/// arrived — the check was abandoned, or its task was gone before the
+/// driver's answer reached it — it SIGKILLs the process group.
+pub struct Running {
+    pid: i32,
+    status: oneshot::Receiver<Status>,
+}
+
+impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            // SAFETY: the group was created by this spawn and has not been
-            // reaped yet (the waiter still holds its status).
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        // Nothing yet (`Empty`): the leader is unreaped, since the reaper
+        // sends the status in the very step that reaps it, on this thread.
+        // So `pid` is still our process group's id. (`Closed`: the status
+        // was taken, or will never come; either way, no signal.)
+        let unreaped = matches!(
+            self.status.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        );
+        if unreaped && self.pid > 1 {
+            // SAFETY: a process group this check created, its leader not
+            // reaped yet (see above); never 0, 1 or -1.
+            unsafe { libc::kill(-self.pid, libc::SIGKILL) };
         }
     }
 }
 
-async fn exec_once(
-    argv: &[String],
-    env: &[(String, String)],
-    cwd: &std::path::Path,
-    waiters: &Waiters,
-    inherited: Inherited,
-    cgroup: Option<std::os::fd::RawFd>,
-) -> bool {
+/// Carry out an [`ExecSpawn`], in a driver step: spawn the check as the
+/// leader of its own process group, register its status waiter, register
+/// the group with the guard (unregistered by `Guard::sweep_checks` once
+/// empty), then answer. Nothing reaps between the spawn and the
+/// registrations: the reaper runs in driver steps too.
+pub fn spawn_check(req: ExecSpawn, waiters: &Waiters, guard: Option<&mut Guard>) {
+    use std::os::fd::AsRawFd;
+    if req.reply.is_closed() {
+        return; // abandoned while the request waited
+    }
+    let s = &req.spec;
     let spec = SpawnSpec {
-        argv,
-        env,
-        cwd,
+        argv: &s.argv,
+        env: &s.env,
+        cwd: &s.cwd,
         own_group: true,
         die_with_parent: true,
         capture: false,
-        cgroup,
+        cgroup: s.cgroup.as_ref().map(|f| f.as_raw_fd()),
     };
-    // Spawn and register the waiter with no await in between: the reaper
-    // runs on this same thread and cannot see the exit before we are
-    // registered.
-    let Ok(child) = spawn::spawn(&spec, inherited) else {
-        return false;
+    let Ok(child) = spawn::spawn(&spec, s.inherited) else {
+        return;
     };
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (tx, status) = oneshot::channel();
     if let Ok(mut w) = waiters.lock() {
         w.insert(child.pid, tx);
     }
-    let mut guard = KillOnDrop(Some(child.pid));
-    let status = rx.await;
-    guard.0 = None;
+    if let Some(g) = guard {
+        g.add_check_group(child.pid);
+    }
+    // If the task is gone by now, the returned `Running` is dropped here
+    // and kills the group (its leader is unreaped).
+    let _ = req.reply.send(Running {
+        pid: child.pid,
+        status,
+    });
+}
+
+/// One run of the check: whether it exited 0.
+async fn exec_once(
+    spec: &Arc<ExecSpec>,
+    driver: &mpsc::UnboundedSender<super::driver::Msg>,
+) -> bool {
+    let (reply, answer) = oneshot::channel();
+    let req = ExecSpawn {
+        spec: spec.clone(),
+        reply,
+    };
+    if driver.send(super::driver::Msg::ExecCheck(req)).is_err() {
+        return false;
+    }
+    // If this task is dropped while it waits (the check was abandoned),
+    // an answer already sent is dropped with the channel and kills the
+    // group (`Running`'s drop).
+    let Ok(mut running) = answer.await else {
+        return false;
+    };
+    let status = (&mut running.status).await;
     matches!(status, Ok(Status::Code(0)))
 }
 

@@ -3,7 +3,9 @@
 //! grandchild, a `setpgid` grandchild, a double-fork daemon, a chain of 8
 //! nested `setsid` descendants, a process an `exec` ready check started —
 //! within 1 s of `kill -9` of the runner, mid-start and mid-drain too, and
-//! at a normal exit. The guard cannot be lost silently, a dead run's
+//! at a normal exit. What an `exec` check leaves in its own process group
+//! goes with the runner in both modes, and checks that come and go leave
+//! no registration with the guard. The guard cannot be lost silently, a dead run's
 //! leftovers are killed by the next `up` of the same file, and a stopped
 //! guard never blocks the runner.
 //!
@@ -726,4 +728,231 @@ topology again {
         assert_eq!(e["code"], 3, "every run ends with its own exit code: {e}");
     }
     assert_eq!(code, 1, "stderr:\n{}", up.stderr_text());
+}
+
+/// An `exec` ready check that keeps a process in its own process group
+/// (a plain `&`, no `setsid`), then touches `$1`: with `$2` = `done` it
+/// exits 0 (the check passes, its leftover stays), else it keeps running.
+const CHECK_KEEPS: &str = "FLOWRUN_ROUTE=checkgroup sleep 600 &\ntouch \"$1\"\n[ \"$2\" = done ] && exit 0\nexec sleep 600\n";
+
+/// Two groups whose `exec` checks each leave a process in the check's
+/// process group: `done` (check passed, leader reaped) and `pending` (the
+/// check still runs). Returns the topology's file.
+fn check_group_topology(h: &Harness) -> std::path::PathBuf {
+    h.write("keeps.sh", CHECK_KEEPS);
+    h.topology(
+        "topology keeps {\n  group done {\n    run \"sleep 600\"\n    ready when exec \"sh @DIR@/keeps.sh @DIR@/r-done done\" every 100ms within 60s\n  }\n  group pending {\n    run \"sleep 600\"\n    ready when exec \"sh @DIR@/keeps.sh @DIR@/r-pending pending\" every 100ms within 60s\n  }\n}\n",
+    )
+}
+
+/// Both checks' leftovers are in place, and `done` is ready.
+fn wait_check_groups(h: &Harness, up: &mut Up) {
+    wait_escaped(h, up, &["done", "pending"]);
+    up.wait_event("ready of done", EVENT_TIMEOUT, |e| {
+        e["event"] == "ready" && process(e).starts_with("done")
+    });
+    let kept = route_pids(h)
+        .into_iter()
+        .filter(|(r, _)| r == "checkgroup")
+        .count();
+    assert_eq!(
+        kept,
+        2,
+        "the checks' leftovers: {}",
+        describe(&survivors(&h.marker))
+    );
+}
+
+/// What an `exec` ready check leaves in its own process group — after
+/// the check passed, or while it still runs — is gone within 1 s of a
+/// runner SIGKILL, also when the guard was SIGKILLed and restarted first
+/// (with process groups, the guard has the check's group); when both die
+/// together, the next `up` of the file reports and kills it.
+fn check_groups_after_sigkill(mode: &str) {
+    let test = "check_groups_after_sigkill";
+    let Some(args) = mode_args(mode, test) else {
+        return;
+    };
+    for kill in ["runner", "guard", "both"] {
+        let h = Harness::new(&format!("contain-checkgroup-{mode}-{kill}"));
+        let file = check_group_topology(&h);
+        let mut up = h.up(&file, &args);
+        wait_check_groups(&h, &mut up);
+        let guard = guard_of(up.pid).expect("the runner has a guard child");
+        if kill == "both" {
+            // SAFETY: the runner and guard this test started.
+            unsafe {
+                libc::kill(up.pid, libc::SIGSTOP);
+                libc::kill(guard, libc::SIGSTOP);
+                libc::kill(guard, libc::SIGKILL);
+                libc::kill(up.pid, libc::SIGKILL);
+            }
+            up.wait_exit(Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(300));
+            let before: Vec<i32> = route_pids(&h)
+                .into_iter()
+                .filter(|(r, _)| r == "checkgroup")
+                .map(|(_, p)| p)
+                .collect();
+            assert_eq!(before.len(), 2, "the checks' leftovers should survive both");
+            for r in ["done", "pending"] {
+                let _ = std::fs::remove_file(h.path(&format!("r-{r}")));
+            }
+            let mut next = h.up(&file, &args);
+            next.wait_for("starting");
+            let reported: Vec<i64> = next
+                .events_named("leftover")
+                .iter()
+                .filter_map(|e| e["pid"].as_i64())
+                .collect();
+            for p in &before {
+                assert!(
+                    reported.contains(&i64::from(*p)),
+                    "{mode}: leftover {} not reported: {reported:?}",
+                    describe(&[*p])
+                );
+            }
+            let ok = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+                before.iter().all(|&p| is_dead(p))
+            });
+            assert!(ok, "{mode}: leftovers still alive: {}", describe(&before));
+            next.signal_group(libc::SIGINT);
+            assert_eq!(next.exit_code(), 0, "stderr:\n{}", next.stderr_text());
+            let rest = survivors(&h.marker);
+            assert!(rest.is_empty(), "left: {}", describe(&rest));
+            eprintln!("measured: {mode}: an exec check's process group, runner and guard SIGKILL together: killed by the next `up`");
+            continue;
+        }
+        if kill == "guard" {
+            // SAFETY: the guard of the runner this test started.
+            unsafe { libc::kill(guard, libc::SIGKILL) };
+            up.wait_for("guard-restarted");
+        }
+        up.signal(libc::SIGKILL);
+        let killed_at = Instant::now();
+        up.wait_exit(Duration::from_secs(5));
+        nothing_left_within_1s(
+            &h,
+            killed_at,
+            &format!("{mode}: an exec check's process group, {kill} SIGKILL first"),
+        );
+    }
+}
+
+#[test]
+fn check_groups_after_sigkill_cgroup() {
+    check_groups_after_sigkill("cgroup");
+}
+
+#[test]
+fn check_groups_after_sigkill_process_group() {
+    check_groups_after_sigkill("process-group");
+}
+
+/// The same with the runner as PID 1 of a new PID namespace (with
+/// process groups). The namespace ends with its PID 1, which kills the
+/// rest, so this shows that checks work under a PID-1 runner rather than
+/// the guard's part.
+#[test]
+fn check_groups_after_runner_sigkill_as_pid1_process_group() {
+    let test = "check_groups_after_runner_sigkill_as_pid1_process_group";
+    let ok = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED {test}: unshare --pid --fork --mount-proc is not permitted here");
+        return;
+    }
+    let h = Harness::new("contain-checkgroup-pid1");
+    let file = check_group_topology(&h);
+    let file_s = file.to_string_lossy().into_owned();
+    let mut up = h.spawn(&[
+        "unshare",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        FLOWRUN,
+        "up",
+        &file_s,
+        "--log-format",
+        "json",
+        "--containment",
+        "process-group",
+    ]);
+    wait_check_groups(&h, &mut up);
+    let runner = children_of(up.pid)
+        .into_iter()
+        .find(|&p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.starts_with(FLOWRUN.as_bytes()))
+        })
+        .expect("the runner under unshare");
+    // SAFETY: the runner this test started (through unshare).
+    unsafe { libc::kill(runner, libc::SIGKILL) };
+    let killed_at = Instant::now();
+    up.wait_exit(Duration::from_secs(5));
+    nothing_left_within_1s(
+        &h,
+        killed_at,
+        "process-group, runner as PID 1: an exec check's process group, runner SIGKILL",
+    );
+}
+
+/// The registrations as the run record logs them (what the guard was
+/// sent): the process groups registered now, and the log's text.
+fn recorded_groups(h: &Harness, runner: i32) -> (std::collections::HashSet<i32>, String) {
+    let dir = h.path("xdg/flowrun");
+    let suffix = format!(".{runner}");
+    let text = std::fs::read_dir(&dir)
+        .expect("run record directory")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(&suffix) && e.path().is_file())
+        .and_then(|e| std::fs::read_to_string(e.path()).ok())
+        .expect("the run record");
+    let (mut groups, mut pids) = Default::default();
+    for l in text.lines() {
+        flowrun::exec::guard::apply(l, &mut groups, &mut pids);
+    }
+    (groups, text)
+}
+
+/// 200 `exec` checks come and go (each leaves a short `sleep` in its
+/// process group, so most groups outlive their leader): every check's
+/// group was registered with the guard, and none is left registered —
+/// only the service's own group is.
+#[test]
+fn checks_that_come_and_go_leave_no_registration_process_group() {
+    let h = Harness::new("contain-checkchurn");
+    h.write(
+        "churn.sh",
+        "sleep 0.05 &\necho x >> \"@DIR@/n\"\n[ \"$(wc -l < \"@DIR@/n\")\" -ge 200 ]\n",
+    );
+    let file = h.topology(
+        "topology churn {\n  group svc {\n    run \"sleep 600\"\n    ready when exec \"sh @DIR@/churn.sh\" every 10ms within 120s\n  }\n}\n",
+    );
+    let mut up = h.up(&file, &["--containment", "process-group"]);
+    let started = up.wait_for("started");
+    let svc = started["pid"].as_i64().expect("pid") as i32;
+    up.wait_event("ready", Duration::from_secs(120), |e| e["event"] == "ready");
+    let ok = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        recorded_groups(&h, up.pid).0 == std::collections::HashSet::from([svc])
+    });
+    let (groups, text) = recorded_groups(&h, up.pid);
+    assert!(ok, "registered: {groups:?}, the service is {svc}");
+    let checks = std::fs::read_to_string(h.path("n")).map_or(0, |n| n.lines().count());
+    let added = text.lines().filter(|l| l.starts_with("g ")).count();
+    let removed = text.lines().filter(|l| l.starts_with("G ")).count();
+    eprintln!("measured: {checks} checks; {added} registrations, {removed} removals");
+    assert!(checks >= 200, "{checks} checks ran");
+    assert_eq!(
+        added,
+        checks + 1,
+        "one registration per check, plus the service"
+    );
+    assert_eq!(removed, checks, "one removal per check");
+    up.signal_group(libc::SIGINT);
+    assert_eq!(up.exit_code(), 0, "stderr:\n{}", up.stderr_text());
+    let rest = survivors(&h.marker);
+    assert!(rest.is_empty(), "left: {}", describe(&rest));
 }
