@@ -158,20 +158,50 @@ pub fn kill_dir(dir: &Path) -> io::Result<()> {
         .write_all(b"1")
 }
 
+/// The first bytes of a small kernfs file, in one `read` (these files are
+/// generated whole at each read; no `stat`, no growing buffer). With
+/// `dir`, `path` is relative to that directory (a shorter lookup).
+fn head<'b>(dir: Option<&OwnedFd>, path: &Path, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::openat(
+        dir.map(AsRawFd::as_raw_fd),
+        path,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    // SAFETY: just opened, owned here.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let n = nix::unistd::read(fd.as_raw_fd(), buf).ok()?;
+    Some(&buf[..n])
+}
+
+/// `populated` of a `cgroup.events` (its first line); a missing cgroup is
+/// empty.
+fn populated_at(dir: Option<&OwnedFd>, events: &Path) -> bool {
+    let mut buf = [0u8; 32];
+    head(dir, events, &mut buf).is_some_and(|t| t.starts_with(b"populated 1"))
+}
+
+/// `usage_usec` of a `cpu.stat` (its first line; descendants included).
+fn usage_at(dir: Option<&OwnedFd>, stat: &Path) -> Option<u64> {
+    let mut buf = [0u8; 64];
+    let t = head(dir, stat, &mut buf)?;
+    let line = t.split(|&b| b == b'\n').next()?;
+    std::str::from_utf8(line.strip_prefix(b"usage_usec ")?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// `populated` of a cgroup's `cgroup.events`; a missing cgroup is empty.
 pub fn populated(dir: &Path) -> bool {
-    match fs::read_to_string(dir.join("cgroup.events")) {
-        Ok(t) => t.lines().any(|l| l == "populated 1"),
-        Err(_) => false,
-    }
+    populated_at(None, &dir.join("cgroup.events"))
 }
 
 /// `usage_usec` of a cgroup's `cpu.stat` (its descendants included).
 pub fn cpu_usec(dir: &Path) -> Option<u64> {
-    let t = fs::read_to_string(dir.join("cpu.stat")).ok()?;
-    t.lines()
-        .find_map(|l| l.strip_prefix("usage_usec "))
-        .and_then(|v| v.trim().parse().ok())
+    usage_at(None, &dir.join("cpu.stat"))
 }
 
 /// Every pid in a cgroup and its descendants.
@@ -216,9 +246,18 @@ pub fn kill_and_remove(dir: &Path, within: std::time::Duration) -> bool {
     remove_tree(dir).is_ok() || !dir.exists()
 }
 
+/// One group's cgroup.
+struct GroupDir {
+    path: PathBuf,
+    name: String,
+    fd: OwnedFd,
+}
+
 /// One process's cgroup.
 struct Leaf {
     path: PathBuf,
+    /// Its name in its group's cgroup (`INDEX` or `INDEX.N`).
+    rel: PathBuf,
     /// `usage_usec` when the current incarnation was spawned.
     cpu_at_spawn: u64,
     /// `cgroup.kill` was written to it: the next incarnation gets a new
@@ -234,10 +273,66 @@ pub struct RunCgroup {
     /// The hierarchy's mount point.
     mount: PathBuf,
     /// Slot → (cgroup, group name).
-    groups: HashMap<usize, (PathBuf, String)>,
+    /// Slot → the group's cgroup, open (leaves are opened and read
+    /// relative to it).
+    groups: HashMap<usize, GroupDir>,
     leaves: HashMap<(usize, usize), Leaf>,
     ready: HashMap<usize, OwnedFd>,
-    inotify: Option<nix::sys::inotify::Inotify>,
+    inotify: Option<std::sync::Arc<nix::sys::inotify::Inotify>>,
+    /// Makes the cgroups of queued spawns ahead of them.
+    maker: Option<Maker>,
+    /// Cgroups the maker made (and watches) that no spawn used yet.
+    made: std::collections::HashSet<PathBuf>,
+    /// Cgroups handed to the maker that no spawn used yet (removed at exit).
+    asked: std::collections::HashSet<PathBuf>,
+}
+
+/// A thread that creates process cgroups (`mkdir`, and the inotify watch
+/// of their `cgroup.events`) for spawns that are queued, so that a burst of
+/// N starts does not pay N `mkdir`s on the runner's main thread: creating
+/// a cgroup costs more than the rest of a spawn (kernfs files, per-CPU
+/// statistics). It never holds a descriptor of what it made (every
+/// descriptor the runner holds is copied into each child it starts), and a
+/// spawn whose cgroup is not made yet makes it itself (`mkdir` of an
+/// existing cgroup is harmless).
+struct Maker {
+    tx: std::sync::mpsc::Sender<PathBuf>,
+    made: std::sync::mpsc::Receiver<PathBuf>,
+}
+
+impl Maker {
+    fn start(inotify: Option<std::sync::Arc<nix::sys::inotify::Inotify>>) -> Option<Maker> {
+        let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+        let (made_tx, made) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("flowrun-cgroups".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                for path in rx {
+                    if make_leaf(&path, inotify.as_deref()).is_ok() && made_tx.send(path).is_err() {
+                        return;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Maker { tx, made })
+    }
+}
+
+/// Create a process's cgroup (it may exist) and watch its `cgroup.events`.
+fn make_leaf(path: &Path, inotify: Option<&nix::sys::inotify::Inotify>) -> io::Result<()> {
+    match fs::create_dir(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(ino) = inotify {
+        let _ = ino.add_watch(
+            &path.join("cgroup.events"),
+            nix::sys::inotify::AddWatchFlags::IN_MODIFY,
+        );
+    }
+    Ok(())
 }
 
 impl RunCgroup {
@@ -250,14 +345,18 @@ impl RunCgroup {
         let inotify = nix::sys::inotify::Inotify::init(
             nix::sys::inotify::InitFlags::IN_NONBLOCK | nix::sys::inotify::InitFlags::IN_CLOEXEC,
         )
-        .ok();
+        .ok()
+        .map(std::sync::Arc::new);
         Ok(RunCgroup {
             path,
             mount,
             groups: HashMap::new(),
             leaves: HashMap::new(),
             ready: HashMap::new(),
+            maker: Maker::start(inotify.clone()),
             inotify,
+            made: std::collections::HashSet::new(),
+            asked: std::collections::HashSet::new(),
         })
     }
 
@@ -268,18 +367,25 @@ impl RunCgroup {
         self.inotify.as_ref()?.as_fd().try_clone_to_owned().ok()
     }
 
-    fn group_dir(&mut self, slot: usize, name: &str) -> io::Result<PathBuf> {
-        if let Some((p, _)) = self.groups.get(&slot) {
-            return Ok(p.clone());
+    fn group_dir(&mut self, slot: usize, name: &str) -> io::Result<&GroupDir> {
+        if !self.groups.contains_key(&slot) {
+            let path = self.path.join(format!("{slot}-{}", sanitize(name)));
+            match fs::create_dir(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            let fd = open_dir(&path)?;
+            self.groups.insert(
+                slot,
+                GroupDir {
+                    path,
+                    name: name.to_string(),
+                    fd,
+                },
+            );
         }
-        let p = self.path.join(format!("{slot}-{}", sanitize(name)));
-        match fs::create_dir(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        self.groups.insert(slot, (p.clone(), name.to_string()));
-        Ok(p)
+        Ok(&self.groups[&slot])
     }
 
     /// The cgroup of process `index` of the group in `slot`, created (and
@@ -305,41 +411,70 @@ impl RunCgroup {
         }
         let fresh = !self.leaves.contains_key(&(slot, index));
         if fresh {
-            let g = self.group_dir(slot, name)?;
-            let path = if made == 0 {
-                g.join(index.to_string())
-            } else {
-                g.join(format!("{index}.{made}"))
-            };
-            match fs::create_dir(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
+            let rel = leaf_name(index, made);
+            let path = self.group_dir(slot, name)?.path.join(&rel);
+            if let Some(m) = &self.maker {
+                self.made.extend(m.made.try_iter());
             }
-            if let Some(ino) = &self.inotify {
-                let _ = ino.add_watch(
-                    &path.join("cgroup.events"),
-                    nix::sys::inotify::AddWatchFlags::IN_MODIFY,
-                );
+            self.asked.remove(&path);
+            if !self.made.remove(&path) {
+                make_leaf(&path, self.inotify.as_deref())?;
             }
             self.leaves.insert(
                 (slot, index),
                 Leaf {
                     path,
+                    rel,
                     cpu_at_spawn: 0,
                     killed: std::cell::Cell::new(false),
                     made: made + 1,
                 },
             );
         }
-        let leaf = self.leaves.get_mut(&(slot, index)).expect("just inserted");
-        // A new cgroup has used no CPU yet.
-        leaf.cpu_at_spawn = if fresh {
+        let cpu_at_spawn = if fresh {
+            // A new cgroup has used no CPU yet.
             0
         } else {
-            cpu_usec(&leaf.path).unwrap_or(0)
+            self.leaf_usage(slot, index).unwrap_or(0)
         };
-        open_dir(&leaf.path)
+        let gfd = &self.groups[&slot].fd;
+        let leaf = self.leaves.get_mut(&(slot, index)).expect("just inserted");
+        leaf.cpu_at_spawn = cpu_at_spawn;
+        let fd = nix::fcntl::openat(
+            Some(gfd.as_raw_fd()),
+            &leaf.rel,
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        // SAFETY: just opened, owned here.
+        Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+    }
+
+    /// `usage_usec` of a process's cgroup.
+    fn leaf_usage(&self, slot: usize, index: usize) -> Option<u64> {
+        let l = self.leaf(slot, index)?;
+        usage_at(Some(&self.groups.get(&slot)?.fd), &l.rel.join("cpu.stat"))
+    }
+
+    /// A spawn of process `index` is queued: have its cgroup made ahead,
+    /// if it will need a new one ([`RunCgroup::proc_fd`]).
+    pub fn prepare(&mut self, slot: usize, name: &str, index: usize) {
+        let made = match self.leaves.get(&(slot, index)) {
+            None => 0,
+            Some(old) if old.killed.get() => old.made,
+            Some(_) => return,
+        };
+        let Ok(g) = self.group_dir(slot, name) else {
+            return;
+        };
+        let path = g.path.join(leaf_name(index, made));
+        if let Some(m) = &self.maker {
+            if m.tx.send(path.clone()).is_ok() {
+                self.asked.insert(path);
+            }
+        }
     }
 
     /// The cgroup the group's `exec` ready checks join: an open
@@ -347,7 +482,7 @@ impl RunCgroup {
     pub fn ready_procs(&mut self, slot: usize, name: &str) -> io::Result<std::sync::Arc<OwnedFd>> {
         if !self.ready.contains_key(&slot) {
             let g = self.group_dir(slot, name)?;
-            let path = g.join("ready");
+            let path = g.path.join("ready");
             match fs::create_dir(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -369,7 +504,10 @@ impl RunCgroup {
 
     /// Whether any process of this process's cgroup is left.
     pub fn populated(&self, slot: usize, index: usize) -> bool {
-        self.leaf(slot, index).is_some_and(|l| populated(&l.path))
+        let (Some(l), Some(g)) = (self.leaf(slot, index), self.groups.get(&slot)) else {
+            return false;
+        };
+        populated_at(Some(&g.fd), &l.rel.join("cgroup.events"))
     }
 
     /// SIGKILL everything in this process's cgroup.
@@ -434,9 +572,8 @@ impl RunCgroup {
 
     /// CPU time of the current incarnation so far, in milliseconds.
     pub fn cpu_ms(&self, slot: usize, index: usize) -> Option<u64> {
-        let l = self.leaf(slot, index)?;
-        let now = cpu_usec(&l.path)?;
-        Some(now.saturating_sub(l.cpu_at_spawn) / 1000)
+        let now = self.leaf_usage(slot, index)?;
+        Some(now.saturating_sub(self.leaf(slot, index)?.cpu_at_spawn) / 1000)
     }
 
     /// CPU time of every group so far (all incarnations and ready checks),
@@ -445,7 +582,7 @@ impl RunCgroup {
         let mut v: Vec<(usize, String, u64)> = self
             .groups
             .iter()
-            .filter_map(|(s, (p, n))| Some((*s, n.clone(), cpu_usec(p)? / 1000)))
+            .filter_map(|(s, g)| Some((*s, g.name.clone(), cpu_usec(&g.path)? / 1000)))
             .collect();
         v.sort_unstable();
         v.into_iter().map(|(_, n, ms)| (n, ms)).collect()
@@ -473,13 +610,42 @@ impl RunCgroup {
         }
     }
 
-    /// Remove the tree (after [`RunCgroup::sweep`]).
+    /// Remove the tree (after [`RunCgroup::sweep`]): the cgroups it made,
+    /// deepest first, each with one `rmdir`; then whatever is left (a
+    /// cgroup a process made inside its own), by listing.
     pub fn remove(&mut self) -> io::Result<()> {
-        self.leaves.clear();
         self.ready.clear();
         self.inotify = None;
-        remove_tree(&self.path)
+        // Stop the maker first: nothing is made behind the removal.
+        if let Some(m) = self.maker.take() {
+            drop(m.tx);
+            for _ in m.made.iter() {}
+        }
+        for (_, leaf) in self.leaves.drain() {
+            let _ = fs::remove_dir(&leaf.path);
+        }
+        for path in self.asked.drain() {
+            let _ = fs::remove_dir(path);
+        }
+        for g in std::mem::take(&mut self.groups).into_values() {
+            let _ = fs::remove_dir(g.path.join("ready"));
+            let _ = fs::remove_dir(g.path);
+        }
+        match fs::remove_dir(&self.path) {
+            Ok(()) => Ok(()),
+            Err(_) => remove_tree(&self.path),
+        }
     }
+}
+
+/// A process cgroup's name in its group's: `INDEX`, then `INDEX.N` after N
+/// killed ones.
+fn leaf_name(index: usize, made: u32) -> PathBuf {
+    PathBuf::from(if made == 0 {
+        index.to_string()
+    } else {
+        format!("{index}.{made}")
+    })
 }
 
 fn open_dir(p: &Path) -> io::Result<OwnedFd> {

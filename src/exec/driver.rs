@@ -520,7 +520,12 @@ impl Driver {
 
     fn apply(&mut self, e: Effect) {
         match e {
-            Effect::Spawn { p, gen } => self.spawns.push_back((p, gen)),
+            Effect::Spawn { p, gen } => {
+                if let (Some(c), Some(def)) = (self.ctx.cgroup.as_mut(), self.core.group(p.0)) {
+                    c.prepare(p.0, &def.name.node, p.1);
+                }
+                self.spawns.push_back((p, gen));
+            }
             Effect::Signal {
                 p,
                 gen,
