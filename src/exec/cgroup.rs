@@ -23,6 +23,12 @@
 //! (`usage_usec`), which every non-root cgroup has even with no controller
 //! enabled. The tree is removed at exit.
 //!
+//! Creating a cgroup costs more than the rest of a spawn (kernfs files,
+//! per-CPU statistics), so the cgroups of queued spawns are made ahead on
+//! a thread of their own ([`RunCgroup::prepare`]); a spawn that gets there
+//! first makes its own. Leaves are opened and read relative to their
+//! group's directory, and each kernfs file is read with one `read`.
+//!
 //! The hierarchy is found in `/proc/self/mountinfo` (filesystem type
 //! `cgroup2`), the runner's own cgroup in `/proc/self/cgroup` (`0::PATH`).
 
