@@ -206,6 +206,22 @@ struct Live {
     failed: ExecError,
 }
 
+/// A spawn made ready by [`Driver::stage`], started by the lanes, and
+/// completed by [`Driver::finish`].
+struct Staged {
+    p: Ref,
+    gen: u64,
+    def: std::sync::Arc<crate::model::Group>,
+    spec: std::sync::Arc<crate::plan::ProcessSpec>,
+    cwd: PathBuf,
+    env: Vec<(String, String)>,
+    notify: Option<(NotifyDir, tokio::net::UnixDatagram)>,
+    /// Held open until the start returned (the child is born inside).
+    cgroup: Option<std::os::fd::OwnedFd>,
+    ready_cgroup: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    job: Option<spawn::Job>,
+}
+
 pub struct Driver {
     core: Core,
     /// Control calls the core has not answered yet.
@@ -220,6 +236,9 @@ pub struct Driver {
     spawns: VecDeque<(Ref, u64)>,
     /// The last `PATH` search, reused within one burst of starts.
     seen: Option<spawn::Resolved>,
+    /// Threads that start services beside this one (made at the first
+    /// burst of more than one start).
+    lanes: Option<spawn::Lanes>,
     readers: Vec<JoinHandle<()>>,
     poll_armed: bool,
     code: Option<i32>,
@@ -284,6 +303,7 @@ impl Driver {
             by_pid: HashMap::new(),
             spawns: VecDeque::new(),
             seen: None,
+            lanes: None,
             readers: Vec::new(),
             poll_armed: false,
             code: None,
@@ -668,30 +688,74 @@ impl Driver {
 
     // ----- spawning -------------------------------------------------------------
 
-    /// Attempt at most [`SPAWN_BATCH`] queued spawns; a drain cancels the
-    /// ones not attempted yet.
+    /// Attempt at most [`SPAWN_BATCH`] queued spawns, up to
+    /// [`spawn::LANES`] at once ([`spawn::Lanes`]); a drain cancels the
+    /// ones not started yet.
     fn spawn_batch(&mut self) {
         let mut budget = SPAWN_BATCH;
         while budget > 0 && !self.core.done() {
-            let Some((p, gen)) = self.spawns.pop_front() else {
-                break;
-            };
-            let outcome = if self.core.draining() {
-                Outcome::Cancelled
-            } else {
+            let mut staged = Vec::new();
+            while staged.len() < spawn::LANES && budget > 0 && !self.core.done() {
+                let Some((p, gen)) = self.spawns.pop_front() else {
+                    break;
+                };
+                if self.core.draining() {
+                    let outcome = Outcome::Cancelled;
+                    self.feed(core::Msg::Spawned { p, gen, outcome }, Instant::now());
+                    continue;
+                }
                 budget -= 1;
-                self.spawn(p, gen)
+                match self.stage(p, gen) {
+                    Ok(st) => staged.push(st),
+                    Err(outcome) => {
+                        self.feed(core::Msg::Spawned { p, gen, outcome }, Instant::now())
+                    }
+                }
+            }
+            if staged.is_empty() {
+                if self.spawns.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            // A failure fed above may have begun a drain: no start after it.
+            if self.core.draining() || self.core.done() {
+                for st in staged {
+                    let (p, gen) = (st.p, st.gen);
+                    let outcome = Outcome::Cancelled;
+                    self.feed(core::Msg::Spawned { p, gen, outcome }, Instant::now());
+                }
+                continue;
+            }
+            let results = if staged.len() == 1 {
+                let j = staged[0].job.take().expect("staged with a job");
+                vec![spawn::start_job(&j)]
+            } else {
+                let jobs = staged
+                    .iter_mut()
+                    .map(|st| st.job.take().expect("staged with a job"))
+                    .collect();
+                self.lanes
+                    .get_or_insert_with(spawn::Lanes::new)
+                    .start_all(jobs)
             };
-            self.feed(core::Msg::Spawned { p, gen, outcome }, Instant::now());
+            for (st, res) in staged.into_iter().zip(results) {
+                let (p, gen) = (st.p, st.gen);
+                let outcome = self.finish(st, res);
+                self.feed(core::Msg::Spawned { p, gen, outcome }, Instant::now());
+            }
         }
         if self.spawns.is_empty() {
             self.seen = None;
         }
     }
 
-    fn spawn(&mut self, p: Ref, gen: u64) -> Outcome {
+    /// Everything a start needs, made ready on this thread: checks of the
+    /// ready probe, the cgroup, the notify socket, the command and its
+    /// program's path. `Err`: the outcome, without a start.
+    fn stage(&mut self, p: Ref, gen: u64) -> Result<Staged, Outcome> {
         let (Some(def), Some(spec)) = (self.core.group(p.0), self.core.spec(p)) else {
-            return Outcome::Cancelled;
+            return Err(Outcome::Cancelled);
         };
         let (def, spec) = (def.clone(), spec.clone());
         let (s, i) = p;
@@ -715,13 +779,19 @@ impl Driver {
                     if let Err(e) = regex::Regex::new(&expand(re)) {
                         let e = e.to_string();
                         let why = e.lines().last().unwrap_or("").trim_start_matches("error: ");
-                        return Outcome::Failed(format!("{who}: invalid ready log regex: {why}"));
+                        return Err(Outcome::Failed(format!(
+                            "{who}: invalid ready log regex: {why}"
+                        )));
                     }
                 }
                 Probe::Exec(c) => match shell_words::split(&expand(c)) {
                     Ok(w) if !w.is_empty() => {}
-                    Ok(_) => return Outcome::Failed(format!("{who}: empty ready exec command")),
-                    Err(e) => return Outcome::Failed(format!("{who}: ready exec command: {e}")),
+                    Ok(_) => {
+                        return Err(Outcome::Failed(format!("{who}: empty ready exec command")))
+                    }
+                    Err(e) => {
+                        return Err(Outcome::Failed(format!("{who}: ready exec command: {e}")))
+                    }
                 },
                 _ => {}
             }
@@ -736,7 +806,11 @@ impl Driver {
                         .then(|| c.ready_procs(s, &def.name.node).ok())
                         .flatten(),
                 ),
-                Err(e) => return Outcome::Failed(format!("{who}: cannot create its cgroup: {e}")),
+                Err(e) => {
+                    return Err(Outcome::Failed(format!(
+                        "{who}: cannot create its cgroup: {e}"
+                    )))
+                }
             },
             None => (None, None),
         };
@@ -757,7 +831,9 @@ impl Driver {
                     notify = Some((dir, sock));
                 }
                 Err(e) => {
-                    return Outcome::Failed(format!("{who}: cannot create notify socket: {e}"))
+                    return Err(Outcome::Failed(format!(
+                        "{who}: cannot create notify socket: {e}"
+                    )))
                 }
             }
         }
@@ -777,13 +853,65 @@ impl Driver {
                 ))
             }
         };
-        let cmd = match spawn::Prepared::new(&spec.argv, &env, &cwd) {
-            Ok(c) => c,
-            Err(e) => return cannot(e),
+        let cmd = spawn::Prepared::new(&spec.argv, &env, &cwd).map_err(cannot)?;
+        let prog = cmd.program(&mut self.seen).map_err(cannot)?;
+        Ok(Staged {
+            p,
+            gen,
+            def,
+            spec,
+            cwd,
+            env,
+            notify,
+            cgroup,
+            ready_cgroup,
+            job: Some(spawn::Job {
+                cmd,
+                prog,
+                how,
+                inh: self.ctx.inherited,
+            }),
+        })
+    }
+
+    /// After a start: register with the guard, relay the output, run the
+    /// ready check, and record the incarnation.
+    fn finish(&mut self, st: Staged, res: std::io::Result<spawn::Spawned>) -> Outcome {
+        let Staged {
+            p,
+            gen,
+            def,
+            spec,
+            cwd,
+            env,
+            notify,
+            cgroup,
+            ready_cgroup,
+            ..
+        } = st;
+        let (s, i) = p;
+        let who = spec.id.clone();
+        let processes = self.core.group_len(s) as u32;
+        let expand = |text: &str| {
+            Placeholders {
+                group: &def.name.node,
+                index: spec.index,
+                processes,
+                coroutines: def.coroutines,
+                port: spec.port,
+            }
+            .expand(text)
         };
-        let spawned = match spawn::start(&cmd, &mut self.seen, &how, self.ctx.inherited) {
+        let own = def.process_group == ProcessGroupMode::Own;
+        let spawned = match res {
             Ok(sp) => sp,
-            Err(e) => return cannot(e),
+            Err(e) if spawn::is_backpressure(&e) => return Outcome::Busy(e.to_string()),
+            Err(e) => {
+                return Outcome::Failed(format!(
+                    "{who}: spawn failed: cannot execute {} ({e})",
+                    spec.argv.first().map_or("", |s| s.as_str())
+                ))
+            }
         };
         let pid = spawned.pid;
         if def.die_with_parent {

@@ -406,6 +406,7 @@ pub fn spawn_service(spec: &SpawnSpec<'_>, inh: Inherited) -> io::Result<Spawned
 }
 
 /// How [`start`] starts a service, besides its [`Prepared`] command.
+#[derive(Clone, Copy)]
 pub struct How {
     /// Lead a new process group (`process-group own`).
     pub own_group: bool,
@@ -439,6 +440,16 @@ pub fn start(
     inh: Inherited,
 ) -> io::Result<Spawned> {
     let prog = cmd.program(seen)?;
+    start_resolved(cmd, &prog, how, inh)
+}
+
+/// [`start`] with the program's path already found.
+fn start_resolved(
+    cmd: &Prepared,
+    prog: &CString,
+    how: &How,
+    inh: Inherited,
+) -> io::Result<Spawned> {
     let mut argv: Vec<*const libc::c_char> = cmd.args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let envp = cmd.envp();
@@ -510,6 +521,112 @@ pub fn start(
         output: Some(out_r),
         failed: exec_error(&err_r),
     })
+}
+
+/// One service start for [`Lanes`]: what [`start`] takes, the program's
+/// path already found.
+pub struct Job {
+    pub cmd: Prepared,
+    pub prog: CString,
+    pub how: How,
+    pub inh: Inherited,
+}
+
+/// [`start`] of a [`Job`], on the calling thread.
+pub fn start_job(job: &Job) -> io::Result<Spawned> {
+    start_resolved(&job.cmd, &job.prog, &job.how, job.inh)
+}
+
+/// How many starts [`Lanes::start_all`] runs at once.
+pub const LANES: usize = 3;
+
+/// Starts services on several threads at once. A `CLONE_VFORK` clone
+/// suspends only the calling thread until the child has exec'd; on one
+/// thread, a burst of N starts waits N times for a child to be scheduled
+/// and reach `execve`, serially (on a busy machine, each wait is a
+/// scheduler slice). Lanes overlap those waits. The extra threads block
+/// every signal, live as long as the runner (a child's death signal fires
+/// when the *thread* that started it exits), never reap, and run only
+/// while the calling thread waits for the whole batch: a reap on the
+/// runner's thread cannot race a start.
+pub struct Lanes {
+    jobs: Vec<std::sync::mpsc::Sender<(usize, Job)>>,
+    done: std::sync::mpsc::Receiver<(usize, Job, io::Result<Spawned>)>,
+}
+
+impl Lanes {
+    /// `LANES - 1` threads (the caller is a lane too); fewer if a thread
+    /// cannot be made.
+    pub fn new() -> Lanes {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let mut jobs = Vec::new();
+        for n in 1..LANES {
+            let (tx, rx) = std::sync::mpsc::channel::<(usize, Job)>();
+            let done_tx = done_tx.clone();
+            let made = std::thread::Builder::new()
+                .name(format!("flowrun-spawn-{n}"))
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    // SAFETY: a local, fully initialised signal set.
+                    unsafe {
+                        let mut all: libc::sigset_t = std::mem::zeroed();
+                        libc::sigfillset(&mut all);
+                        libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+                    }
+                    for (k, job) in rx {
+                        let res = start_resolved(&job.cmd, &job.prog, &job.how, job.inh);
+                        if done_tx.send((k, job, res)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            if made.is_ok() {
+                jobs.push(tx);
+            }
+        }
+        Lanes { jobs, done }
+    }
+
+    /// Start every job, at most [`LANES`] at once (the first on this
+    /// thread); the results in the jobs' order.
+    pub fn start_all(&self, jobs: Vec<Job>) -> Vec<io::Result<Spawned>> {
+        let n = jobs.len();
+        let mut out: Vec<Option<io::Result<Spawned>>> = (0..n).map(|_| None).collect();
+        let mut mine = Vec::new();
+        let mut sent = 0;
+        for (k, job) in jobs.into_iter().enumerate() {
+            // Job k goes to lane k % LANES; lane 0 is this thread.
+            let lane = k % (self.jobs.len() + 1);
+            if lane == 0 {
+                mine.push((k, job));
+            } else if let Err(std::sync::mpsc::SendError((k, job))) =
+                self.jobs[lane - 1].send((k, job))
+            {
+                mine.push((k, job));
+            } else {
+                sent += 1;
+            }
+        }
+        for (k, job) in mine {
+            out[k] = Some(start_resolved(&job.cmd, &job.prog, &job.how, job.inh));
+        }
+        for _ in 0..sent {
+            match self.done.recv() {
+                Ok((k, _, res)) => out[k] = Some(res),
+                Err(_) => break,
+            }
+        }
+        // A lane that is gone took its job with it.
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(io::Error::other("spawn lane lost"))))
+            .collect()
+    }
+}
+
+impl Default for Lanes {
+    fn default() -> Self {
+        Lanes::new()
+    }
 }
 
 /// The kernel's `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
