@@ -42,11 +42,19 @@
 //! (an unbalanced bracket, an unterminated string, an f-string that nests
 //! its own quote, a stray backslash, a bare `\r`, a form feed at a line
 //! start, an unexpected indent, a block with no body, a byte order mark)
-//! is one chunk whose words are every identifier-like run of its text, so
-//! it is parsed whole or not at all. And a reduced parse that has a syntax
-//! error is thrown away for a parse of the whole file.
+//! is parsed whole; its last chunk, from where the lexer gave up, has for
+//! words every identifier-like run of its text. A reduced parse that has a
+//! syntax error is thrown away for a parse of the whole file.
 //! tests/it/pysrc.rs compares both ways on every fixture and example, and
 //! on generated programs.
+//!
+//! The one case left: a syntax error the lexer cannot see (`x = = 1`,
+//! `def f(a b):`) in a chunk that is left out. Python refuses to run such
+//! a file; tree-sitter's error recovery over the whole file may then read
+//! the statements around the error differently (it can fold good
+//! statements into its error node), while the reduced parse reads the
+//! relevant statements as written. Knowing that a left-out chunk parses
+//! would take parsing it.
 
 use super::syntax::RULE_TOKENS;
 use std::collections::HashSet;
@@ -113,7 +121,7 @@ pub fn relevant(scans: &[&Scan], whole: &[bool]) -> Vec<Vec<bool>> {
     let mut inside: Vec<Vec<bool>> = scans
         .iter()
         .zip(whole)
-        .map(|(s, &w)| s.chunks.iter().map(|c| w || c.seed).collect())
+        .map(|(s, &w)| s.chunks.iter().map(|c| w || !s.exact || c.seed).collect())
         .collect();
     let mut counted: Vec<Vec<bool>> = scans.iter().map(|s| vec![false; s.chunks.len()]).collect();
     let mut active: Vec<Vec<Vec<bool>>> = scans
@@ -567,6 +575,26 @@ mod tests {
         ] {
             assert!(!scan(text).exact, "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_syntax_error_in_what_is_kept_means_a_whole_parse() {
+        use crate::pysrc::syntax::{parse, parse_chunks};
+        let text = "print(x y)\n\ndef f():\n    return g(1)\n";
+        let s = scan(text);
+        assert_eq!(s.chunks.len(), 2);
+        let whole = parse(text);
+        let m = parse_chunks(text, &s, &[true, false]);
+        let spans = |m: &crate::pysrc::syntax::Module| -> Vec<_> {
+            m.calls.iter().map(|c| (c.callee.clone(), c.span)).collect()
+        };
+        assert_eq!(spans(&m), spans(&whole));
+        assert!(m.by_name.contains_key("f"));
+        // Without the error, the left-out chunk is not read.
+        let text = "print(x, y)\n\ndef f():\n    return g(1)\n";
+        let m = parse_chunks(text, &scan(text), &[true, false]);
+        assert_eq!(m.calls.len(), 1);
+        assert!(m.funcs.is_empty());
     }
 
     #[test]

@@ -706,6 +706,15 @@ fn parsing_only_the_chunks_that_matter_never_changes_a_finding() {
         "m{M}.{F}()\n",
         "def {F}():\n    import m{M}\n    m{M}.{G}()\n",
     ];
+    // Now and then, a syntax error the pre-scan sees (the file is then
+    // parsed whole): an indent with no block, a block with no body, an
+    // unclosed bracket or string.
+    const BROKEN: &[&str] = &[
+        "if {F}\n    {G}()\n",
+        "def {F}():\n",
+        "y = ({F}(1,\n",
+        "s = 'abc\n",
+    ];
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut next = move |n: usize| {
         seed ^= seed << 13;
@@ -734,7 +743,12 @@ fn parsing_only_the_chunks_that_matter_never_changes_a_finding() {
                 header
             });
             for n in 0..(3 + next(14)) {
-                let chunk = CHUNKS[next(CHUNKS.len())]
+                let chunk = if next(60) == 0 {
+                    BROKEN[next(BROKEN.len())]
+                } else {
+                    CHUNKS[next(CHUNKS.len())]
+                };
+                let chunk = chunk
                     .replace("{F}", NAMES[next(NAMES.len())])
                     .replace("{G}", NAMES[next(NAMES.len())])
                     .replace("{M}", &(1 + next(2)).to_string())
@@ -757,7 +771,7 @@ fn parsing_only_the_chunks_that_matter_never_changes_a_finding() {
     std::fs::remove_dir_all(&dir).unwrap();
     // The comparison means something: rules fired, and chunks were left out.
     assert!(findings > 50, "{findings} findings");
-    assert!(dropped > 50, "{dropped} files parsed in part");
+    assert!(dropped > 30, "{dropped} files parsed in part");
 }
 
 /// A shell script that changes directory before starting Python
