@@ -4,7 +4,9 @@
 //! Most of a worker's code is ordinary computation no rule looks at. A
 //! cheap lexer ([`scan`]) splits a file into *chunks* — its top-level
 //! statements, each with its decorators, its `else`/`elif`/`except`/
-//! `finally` clauses, and the blank and comment lines after it — and
+//! `finally` clauses, and the blank and comment lines after it; a
+//! top-level class is split further into its `class` line and each
+//! statement of its body (a method, with its decorators) — and
 //! records for each chunk the identifiers its code names, the names it
 //! defines (`def NAME`, `class NAME`, anywhere inside it) and the words of
 //! its import statements. [`relevant`] then decides, across every file the
@@ -24,6 +26,9 @@
 //!   function a relevant call resolves to — including `self.NAME`, which
 //!   takes the first method of that name, and a name defined twice — must
 //!   resolve to the same function);
+//! - the `class` line of a relevant statement of its body (and a class
+//!   kept for itself keeps the first statement of its body, so that it
+//!   parses);
 //! - an import statement of a relevant chunk that holds a rule token or
 //!   names a defined relevant name defines all its words (an alias such as
 //!   `from os import kill as k` makes `k(…)` a rule's call).
@@ -66,6 +71,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 pub struct Chunk {
     pub start: usize,
     pub end: usize,
+    /// For a statement of a top-level class's body, the chunk of the
+    /// class line (parsed whenever this one is).
+    pub parent: Option<usize>,
     /// Holds a rule token or `import`: relevant whatever else holds.
     seed: bool,
     /// Hashes of the identifiers its code names (sorted, distinct).
@@ -148,6 +156,13 @@ pub fn relevant(scans: &[&Scan], whole: &[bool]) -> Vec<Vec<bool>> {
                 if !inside[f][k] {
                     continue;
                 }
+                if let Some(p) = c.parent {
+                    // The class line goes with any statement of its body.
+                    if !inside[f][p] {
+                        inside[f][p] = true;
+                        changed = true;
+                    }
+                }
                 if !counted[f][k] {
                     counted[f][k] = true;
                     changed = true;
@@ -166,6 +181,24 @@ pub fn relevant(scans: &[&Scan], whole: &[bool]) -> Vec<Vec<bool>> {
             }
         }
         if !changed {
+            // A class kept without any statement of its body keeps the
+            // first one (a class needs a body to parse).
+            for (f, s) in scans.iter().enumerate() {
+                for (k, c) in s.chunks.iter().enumerate() {
+                    if let Some(p) = c.parent {
+                        if inside[f][p]
+                            && k == p + 1
+                            && !s.chunks[k..]
+                                .iter()
+                                .zip(&inside[f][k..])
+                                .take_while(|(c, _)| c.parent == Some(p))
+                                .any(|(_, &i)| i)
+                        {
+                            inside[f][k] = true;
+                        }
+                    }
+                }
+            }
             return inside;
         }
     }
@@ -311,6 +344,12 @@ fn lex(b: &[u8], chunks: &mut Vec<Chunk>) -> Option<()> {
     let mut ll_words = 0usize;
     let mut ll_import = false;
     let mut at_line_start = true;
+    // The current top-level statement is a class (its `class` line), the
+    // indentation of its body's statements, and whether the body
+    // statement so far is decorators only.
+    let mut class_at: Option<usize> = None;
+    let mut body_indent: Option<(usize, usize)> = None;
+    let mut body_decorating = false;
     let mut i = 0usize;
     while i < n {
         if at_line_start {
@@ -328,11 +367,53 @@ fn lex(b: &[u8], chunks: &mut Vec<Chunk>) -> Option<()> {
                     None | Some(b'\n' | b'#') => {}
                     Some(b'\r') if b.get(i + indent + 1) == Some(&b'\n') => {}
                     Some(b'\r' | b'\x0c') => return None,
-                    Some(_) if indent > 0 => {
-                        if !opened {
+                    Some(&c) if indent > 0 => {
+                        let ind = &b[i..i + indent];
+                        let body = body_indent.map(|(s, e)| &b[s..e]);
+                        if class_at.is_some() && (body.is_none() || body == Some(ind)) {
+                            // A statement of a top-level class's body: a
+                            // chunk of its own, under the class line's.
+                            if body.is_none() {
+                                if !opened {
+                                    return None;
+                                }
+                                body_indent = Some((i, i + indent));
+                            } else if block_pending {
+                                return None;
+                            }
+                            block_pending = false;
+                            let at = i + indent;
+                            let word_end =
+                                at + b[at..].iter().take_while(|&&c| word_byte(c)).count();
+                            let clause = matches!(
+                                &b[at..word_end],
+                                b"else" | b"elif" | b"except" | b"finally"
+                            );
+                            if clause && !opened {
+                                return None;
+                            }
+                            if !clause && !body_decorating {
+                                let parent = match cur.parent {
+                                    Some(p) => p,
+                                    None => chunks.len(),
+                                };
+                                cur.end = i;
+                                chunks.push(std::mem::take(&mut cur));
+                                cur.start = i;
+                                cur.parent = Some(parent);
+                                ll_words = 0;
+                                opened = false;
+                            }
+                            body_decorating = c == b'@';
+                        } else if class_at.is_some() && !body.is_some_and(|p| ind.starts_with(p)) {
+                            // Less indented than the class body: unsure.
                             return None;
+                        } else {
+                            if !opened {
+                                return None;
+                            }
+                            block_pending = false;
                         }
-                        block_pending = false;
                     }
                     Some(&c) => {
                         if block_pending {
@@ -350,6 +431,12 @@ fn lex(b: &[u8], chunks: &mut Vec<Chunk>) -> Option<()> {
                             cur.start = i;
                             ll_words = 0;
                             opened = false;
+                            class_at = None;
+                            body_indent = None;
+                            body_decorating = false;
+                        }
+                        if &b[i..word_end] == b"class" {
+                            class_at = Some(i);
                         }
                         decorating = c == b'@';
                         has_code = true;
@@ -553,9 +640,36 @@ mod tests {
                 "if a:",
                 "try:",
                 "class C(B):",
+                "    def m(self): pass",
                 "x = f\"{a['k']}\""
             ]
         );
+    }
+
+    #[test]
+    fn splits_a_class_body_into_its_statements() {
+        let text = "@dataclass\nclass C(B):\n    \"\"\"Doc.\"\"\"\n    # c\n    limit = 3\n\n    @property\n    def a(self):\n        return 1\n\n    try:\n        x = 1\n    except E:\n        pass\n\n    class Inner:\n        def b(self):\n            pass\n\n\tx = 1\n";
+        let s = scan(&text.replace("\tx = 1\n", "x = 1\n"));
+        assert!(s.exact);
+        let parents: Vec<Option<usize>> = s.chunks.iter().map(|c| c.parent).collect();
+        assert_eq!(
+            parents,
+            [None, Some(0), Some(0), Some(0), Some(0), Some(0), None]
+        );
+        // A class kept for itself keeps one statement of its body.
+        let keep = relevant(&[&scan("class Quiet(threading.Thread):\n    def a(self):\n        pass\n\n    def b(self):\n        pass\n")], &[false]);
+        assert_eq!(keep[0], [true, true, false]);
+        // A method kept keeps its class line, not its siblings.
+        let keep = relevant(
+            &[&scan(
+                "class W:\n    def a(self):\n        print(1)\n\n    def b(self):\n        pass\n",
+            )],
+            &[false],
+        );
+        assert_eq!(keep[0], [true, true, false]);
+        // Indented less than the body, or mixed: unsure.
+        assert!(!scan("class A:\n        def a(self):\n            pass\n    x = 1\n").exact);
+        assert!(!scan("class A:\n    def a(self):\n\n    def b(self):\n        pass\n").exact);
     }
 
     #[test]

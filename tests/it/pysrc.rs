@@ -680,6 +680,8 @@ fn parsing_only_the_chunks_that_matter_never_changes_a_finding() {
         "def {F}():\n    sys.stderr.write('x')\n",
         "def {F}():\n    lock.acquire()\n    {G}()\n",
         "class E{N}:\n    def {F}(self):\n        print('x', flush=True)\n",
+        "@decorate\nclass W{N}(threading.Thread):\n    \"\"\"Doc.\"\"\"\n    limit = {F}()\n\n    @property\n    def {F}(self):\n        return {G}()\n\n    def {G}(self):\n        sys.stdout.flush()\n\n    try:\n        x = 1\n    except E:\n        pass\n\n    class Inner:\n        def {F}(self):\n            self.{G}()\n\n    def start(self):\n        for i in range(3):\n            self.{F}()\n",
+        "class Q{N}:\n    def {F}(self, signum, frame):\n        {G}()\n\n    def {G}(self):\n        return 2\n",
         "def {F}(signum, frame):\n    self.{G}()\n",
         // Plain code.
         "def {F}(a, b=2):\n    return {G}(a) + b\n",
@@ -723,6 +725,7 @@ fn parsing_only_the_chunks_that_matter_never_changes_a_finding() {
         (seed % n as u64) as usize
     };
     let dir = std::env::temp_dir().join(format!("flowrun-pysrc-chunks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let dir_s = dir.display().to_string();
     let topologies = [
