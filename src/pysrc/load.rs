@@ -17,6 +17,10 @@
 //! once every program is loaded, such a file that imports a file that
 //! matters is parsed after all, and the rest are marked
 //! [`PyFile::inert`] (the rules see only their imports, parsed or not).
+//! Of the other files only the chunks that can matter are parsed
+//! ([`chunks`]), decided over every file read before the parallel pass; a
+//! file read after it (an import the line scan missed) is parsed whole,
+//! and at the end a file whose chunks that matter grew is parsed again.
 //!
 //! What cannot be found becomes one FR500 note on the group's `run`/`sh`.
 
