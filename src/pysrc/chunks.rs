@@ -264,8 +264,10 @@ fn mark_tokens(bytes: &[u8], chunks: &mut [Chunk]) {
         let k = chunk_of(at);
         let c = &mut chunks[k];
         c.seed = true;
-        for line in &mut c.imports {
-            if line.start <= at && at < line.end {
+        // Import lines are in order and do not overlap.
+        let l = c.imports.partition_point(|l| l.start <= at);
+        if let Some(line) = l.checked_sub(1).and_then(|l| c.imports.get_mut(l)) {
+            if at < line.end {
                 line.token = true;
             }
         }
@@ -709,6 +711,87 @@ mod tests {
         let m = parse_chunks(text, &scan(text), &[true, false]);
         assert_eq!(m.calls.len(), 1);
         assert!(m.funcs.is_empty());
+    }
+
+    /// Token soup: the lexer and a parse of any choice of chunks return,
+    /// the chunks cover the text in order, and every recorded span lies
+    /// inside the text on character boundaries.
+    #[test]
+    fn never_panics_on_token_soup() {
+        use crate::pysrc::syntax::parse_chunks;
+        let toks = [
+            "def ",
+            "class ",
+            "import ",
+            "from ",
+            "@d\n",
+            "(",
+            ")",
+            "[",
+            "]",
+            ":",
+            "\n",
+            "\n",
+            "    ",
+            "\t",
+            "x",
+            "print(1)",
+            "signal.signal(s, h)",
+            "'",
+            "\"",
+            "'''",
+            "f\"{",
+            "}",
+            "rb'",
+            "#",
+            " # flowrun: allow FR501",
+            "\\",
+            "\\\n",
+            "\r\n",
+            "\r",
+            "é",
+            "日",
+            "else:",
+            "except:",
+            "self.",
+            "join()",
+            "=",
+            ",",
+            "lambda: ",
+            "\x0c",
+            "\u{feff}",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..3000 {
+            let mut text = String::new();
+            for _ in 0..(next() % 50) {
+                text.push_str(toks[(next() % toks.len() as u64) as usize]);
+            }
+            let s = scan(&text);
+            let mut end = 0;
+            for c in &s.chunks {
+                assert!(c.start == end && c.end >= c.start, "{text:?}");
+                assert!(text.is_char_boundary(c.start), "{text:?}");
+                end = c.end;
+            }
+            assert_eq!(end, text.len(), "{text:?}");
+            let keep: Vec<bool> = s.chunks.iter().map(|_| next() % 2 == 0).collect();
+            let m = parse_chunks(&text, &s, &keep);
+            let ok = |sp: crate::source::Span| {
+                sp.start <= sp.end
+                    && sp.end <= text.len()
+                    && text.is_char_boundary(sp.start)
+                    && text.is_char_boundary(sp.end)
+            };
+            assert!(m.calls.iter().all(|c| ok(c.span)), "{text:?}");
+            assert!(m.funcs.iter().all(|f| ok(f.span)), "{text:?}");
+        }
     }
 
     #[test]
