@@ -40,8 +40,10 @@
 //! resolve into relevant chunks; an irrelevant chunk names nothing
 //! relevant, so the only steps it adds to the master walk are calls that
 //! no rule reports and functions that call nothing relevant. Dropping it
-//! removes those steps and leaves the order of the others alone. Words are
-//! compared by a 64-bit hash: a collision only makes more chunks relevant.
+//! removes those steps and leaves the order of the others alone (a program
+//! whose master walk reaches its bound of a million steps may be cut at a
+//! later step). Words are compared by a 64-bit hash: a collision only
+//! makes more chunks relevant.
 //!
 //! The lexer is exact or gives up: a file it cannot split with certainty
 //! (an unbalanced bracket, an unterminated string, an f-string that nests
