@@ -707,6 +707,9 @@ fn parsing_only_the_chunks_that_matter_never_changes_a_finding() {
         "from m{M} import {F}\n",
         "m{M}.{F}()\n",
         "def {F}():\n    import m{M}\n    m{M}.{G}()\n",
+        // An import the loader's line scan misses: read after the parallel
+        // pass, parsed whole, and what it calls or defines parsed again.
+        "if {F}: import m{M}\n",
     ];
     // Now and then, a syntax error the pre-scan sees (the file is then
     // parsed whole): an indent with no block, a block with no body, an
@@ -775,6 +778,32 @@ fn parsing_only_the_chunks_that_matter_never_changes_a_finding() {
     // The comparison means something: rules fired, and chunks were left out.
     assert!(findings > 50, "{findings} findings");
     assert!(dropped > 30, "{dropped} files parsed in part");
+}
+
+/// A module the loader's line scan misses (`if True: import late`) is read
+/// after the parallel pass: it is parsed whole, and a chunk of an earlier
+/// file that calls into it (a loop calling `late.emit()`, which prints)
+/// turns out to matter and is parsed again.
+#[test]
+fn a_module_read_late_makes_more_chunks_matter() {
+    let dir = std::env::temp_dir().join(format!("flowrun-pysrc-late-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = [
+        ("main.py", "import signal\nif True: import late\n\n\ndef on_term(signum, frame):\n    print('bye', flush=True)\n\n\nsignal.signal(signal.SIGTERM, on_term)\nfor i in range(3):\n    late.emit()\n"),
+        ("late.py", "def emit():\n    print('tick')\n"),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let text = "# t\ntopology t {\n  group w {\n    run \"python3 main.py\"\n  }\n}\n";
+    let (fast, slow, _) = both_ways(&dir.display().to_string(), text);
+    assert_eq!(fast, slow);
+    assert!(
+        fast.contains("\"FR506\"") && fast.contains("late.py"),
+        "{fast}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A shell script that changes directory before starting Python
