@@ -17,9 +17,14 @@
 //! once every program is loaded, such a file that imports a file that
 //! matters is parsed after all, and the rest are marked
 //! [`PyFile::inert`] (the rules see only their imports, parsed or not).
+//! Of the other files only the chunks that can matter are parsed
+//! ([`chunks`]), decided over every file read before the parallel pass; a
+//! file read after it (an import the line scan missed) is parsed whole,
+//! and at the end a file whose chunks that matter grew is parsed again.
 //!
 //! What cannot be found becomes one FR500 note on the group's `run`/`sh`.
 
+use super::chunks::{self, Scan};
 use super::launch::{self, Entry, Found};
 use super::syntax::{self, Module};
 use crate::diagnostic::{Diagnostic, Label};
@@ -98,14 +103,24 @@ struct Loader {
     /// Parse files as they are read (after the parallel pass); before it,
     /// files are only read and their imports scanned.
     parse_now: bool,
-    /// Which files have been parsed (fully, or imports only).
-    parsed: Vec<bool>,
-    /// Skip the parser for files with no rule token whose imports can be
-    /// read exactly without it ([`LoadOptions::skip_inert`]).
-    skip_inert: bool,
-    /// Per file: holds no rule token; only its imports were read.
+    /// Per file: how much of it has been parsed.
+    read: Vec<Read>,
+    options: LoadOptions,
+    /// Per file: holds no rule token.
     token_free: Vec<bool>,
-    reduced: Vec<bool>,
+    /// Per file: its chunks ([`LoadOptions::skip_chunks`]).
+    scans: Vec<Option<Scan>>,
+}
+
+/// How much of a file has been parsed.
+#[derive(Clone, Debug, PartialEq)]
+enum Read {
+    Not,
+    /// Only its imports, without the parser ([`syntax::imports_only`]).
+    Imports,
+    /// The chunks marked `true` ([`chunks`]).
+    Chunks(Vec<bool>),
+    Whole,
 }
 
 /// How to load.
@@ -116,24 +131,34 @@ pub struct LoadOptions {
     /// after all when it imports a file that matters). Never changes a
     /// finding (tests/it/pysrc.rs compares both ways); on by default.
     pub skip_inert: bool,
+    /// Parse only the top-level statements of a file that can matter to a
+    /// rule, decided across all the files loaded ([`chunks`]). Never
+    /// changes a finding (tests/it/pysrc.rs compares both ways); on by
+    /// default.
+    pub skip_chunks: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { skip_inert: true }
+        LoadOptions {
+            skip_inert: true,
+            skip_chunks: true,
+        }
     }
 }
 
-/// Read one file's facts: whether it holds no rule token, whether only
-/// its imports were read, and the module.
-fn analyse(text: &str, skip_inert: bool) -> (bool, bool, Module) {
+/// What a first look at a file finds: whether it holds no rule token, its
+/// imports when they can be read without the parser (and the file may be
+/// read so), and its chunks.
+fn look(text: &str, options: LoadOptions) -> (bool, Option<Module>, Option<Scan>) {
     let token_free = syntax::is_inert(text);
-    if skip_inert && token_free {
-        if let Some(m) = syntax::imports_only(text) {
-            return (true, true, m);
-        }
-    }
-    (token_free, false, syntax::parse(text))
+    let imports = if options.skip_inert && token_free {
+        syntax::imports_only(text)
+    } else {
+        None
+    };
+    let scan = options.skip_chunks.then(|| chunks::scan(text));
+    (token_free, imports, scan)
 }
 
 /// Load the Python programs of every group of `model`. `dir` is the
@@ -148,10 +173,10 @@ pub fn load_with(dir: &Path, model: &Topology, options: LoadOptions) -> Loaded {
         out: Loaded::default(),
         by_path: HashMap::new(),
         parse_now: false,
-        parsed: Vec::new(),
-        skip_inert: options.skip_inert,
+        read: Vec::new(),
+        options,
         token_free: Vec::new(),
-        reduced: Vec::new(),
+        scans: Vec::new(),
     };
     // Groups whose entry was found: read their files first (imports found
     // by a line scan), parse everything in parallel, then resolve imports
@@ -341,14 +366,19 @@ impl Loader {
         }
         let bytes = std::fs::read(&key).ok()?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        let (token_free, reduced, module) = if self.parse_now {
-            analyse(&text, self.skip_inert)
+        // Read after the parallel pass: parsed whole (or its imports only).
+        let (token_free, read, module, scan) = if self.parse_now {
+            let (token_free, imports, scan) = look(&text, self.options);
+            match imports {
+                Some(m) => (token_free, Read::Imports, m, scan),
+                None => (token_free, Read::Whole, syntax::parse(&text), scan),
+            }
         } else {
-            (false, false, Module::default())
+            (false, Read::Not, Module::default(), None)
         };
-        self.parsed.push(self.parse_now);
+        self.read.push(read);
         self.token_free.push(token_free);
-        self.reduced.push(reduced);
+        self.scans.push(scan);
         let shown = path.strip_prefix(".").unwrap_or(path);
         let source = Arc::new(SourceFile::new(display(shown), text));
         self.out.files.push(PyFile {
@@ -386,21 +416,66 @@ impl Loader {
         }
     }
 
-    /// Parse every file read so far and not parsed yet, on every core
-    /// (only the imports of a file no rule can use, when they can be read
-    /// without the parser).
+    /// Parse every file read so far and not parsed yet, on every core:
+    /// only the imports of a file no rule can use, when they can be read
+    /// without the parser; only the chunks that can matter of the others
+    /// (decided over all of them at once).
     fn parse_all(&mut self) {
         let todo: Vec<usize> = (0..self.out.files.len())
-            .filter(|&i| !self.parsed[i])
+            .filter(|&i| self.read[i] == Read::Not)
             .collect();
         let files = &self.out.files;
-        let skip = self.skip_inert;
-        let done = on_every_core(&todo, |i| analyse(&files[i].source.text, skip));
-        for (i, (token_free, reduced, m)) in done {
-            self.out.files[i].module = m;
-            self.parsed[i] = true;
+        let options = self.options;
+        let looked = on_every_core(&todo, |i| look(&files[i].source.text, options));
+        for (i, (token_free, imports, scan)) in looked {
             self.token_free[i] = token_free;
-            self.reduced[i] = reduced;
+            self.scans[i] = scan;
+            if let Some(m) = imports {
+                self.out.files[i].module = m;
+                self.read[i] = Read::Imports;
+            }
+        }
+        let keep = self.relevant();
+        let todo: Vec<usize> = (0..self.out.files.len())
+            .filter(|&i| self.read[i] == Read::Not)
+            .collect();
+        self.parse_some(&todo, &keep);
+    }
+
+    /// Which chunks of each file can matter (`None` for a file without
+    /// chunks: [`LoadOptions::skip_chunks`] is off).
+    fn relevant(&self) -> Vec<Option<Vec<bool>>> {
+        let with: Vec<usize> = (0..self.scans.len())
+            .filter(|&i| self.scans[i].is_some())
+            .collect();
+        let scans: Vec<&Scan> = with
+            .iter()
+            .filter_map(|&i| self.scans[i].as_ref())
+            .collect();
+        let whole: Vec<bool> = with.iter().map(|&i| self.read[i] == Read::Whole).collect();
+        let mut out = vec![None; self.scans.len()];
+        for (i, k) in with.into_iter().zip(chunks::relevant(&scans, &whole)) {
+            out[i] = Some(k);
+        }
+        out
+    }
+
+    /// Parse `todo` on every core: the chunks `keep` marks, or whole.
+    fn parse_some(&mut self, todo: &[usize], keep: &[Option<Vec<bool>>]) {
+        let files = &self.out.files;
+        let scans = &self.scans;
+        let parsed = on_every_core(todo, |i| {
+            let text = &files[i].source.text;
+            match (&scans[i], &keep[i]) {
+                (Some(scan), Some(k)) => {
+                    (syntax::parse_chunks(text, scan, k), Read::Chunks(k.clone()))
+                }
+                _ => (syntax::parse(text), Read::Whole),
+            }
+        });
+        for (i, (m, read)) in parsed {
+            self.out.files[i].module = m;
+            self.read[i] = read;
         }
     }
 
@@ -408,7 +483,9 @@ impl Loader {
     /// and no local module their imports name — the module, or one under
     /// it (`import a` reaches `a.b.f()`) — in any program is a file that
     /// matters (a function of theirs could call into it). Then parse the
-    /// files whose imports alone were read but that turn out to matter.
+    /// files whose imports alone were read but that turn out to matter,
+    /// and parse again the files whose chunks that matter grew with the
+    /// files read after the parallel pass.
     fn settle_inert(&mut self) {
         let mut deps: Vec<Vec<usize>> = vec![Vec::new(); self.out.files.len()];
         for prog in &self.out.programs {
@@ -452,15 +529,15 @@ impl Loader {
                 break;
             }
         }
+        let keep = self.relevant();
         let todo: Vec<usize> = (0..inert.len())
-            .filter(|&f| self.reduced[f] && !inert[f])
+            .filter(|&f| match (&self.read[f], &keep[f]) {
+                (Read::Imports, _) => !inert[f],
+                (Read::Chunks(had), Some(k)) => had.iter().zip(k).any(|(&h, &k)| k && !h),
+                _ => false,
+            })
             .collect();
-        let files = &self.out.files;
-        let parsed = on_every_core(&todo, |i| syntax::parse(&files[i].source.text));
-        for (i, m) in parsed {
-            self.out.files[i].module = m;
-            self.reduced[i] = false;
-        }
+        self.parse_some(&todo, &keep);
         for (file, inert) in self.out.files.iter_mut().zip(inert) {
             file.inert = inert;
         }

@@ -12,6 +12,9 @@
 //!   once with [`syntax`]. What cannot be found is one FR500 note.
 //! - [`syntax`] (pure) parses a file with tree-sitter-python into facts:
 //!   imports, calls, functions, `# flowrun: allow` comments.
+//! - [`chunks`] (pure) splits files into top-level statements with a cheap
+//!   lexer and decides, across the files of a run, which ones can matter
+//!   to a rule: only those are parsed.
 //! - [`program`] (pure) walks what the master process executes, in order.
 //! - `rules/` (pure): one file per rule, like `check/`.
 //!
@@ -21,6 +24,7 @@
 //! patch in a settings module, the `run` line in the topology) carry that
 //! file in [`Label::file`](crate::diagnostic::Label).
 
+pub mod chunks;
 pub mod launch;
 pub mod load;
 pub mod program;

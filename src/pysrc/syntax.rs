@@ -7,6 +7,7 @@
 //! the imports, the calls (callee as a dotted name, arguments with their
 //! text and spans), and the `# flowrun: allow` comments.
 
+use super::chunks::skip_string;
 use crate::source::Span;
 use std::collections::HashMap;
 use tree_sitter::{Node, Parser};
@@ -132,6 +133,61 @@ impl Module {
 /// Parse one file's text. Never fails: unparsable text yields no facts.
 /// Each thread keeps one parser and reuses it.
 pub fn parse(text: &str) -> Module {
+    parse_ranges(text, &[]).0
+}
+
+/// Parse only the chunks of `text` that `keep` marks (see [`chunks`]),
+/// with the same facts and spans the whole parse has for them. A file
+/// whose reduced parse has a syntax error is parsed whole.
+///
+/// [`chunks`]: super::chunks
+pub fn parse_chunks(text: &str, scan: &super::chunks::Scan, keep: &[bool]) -> Module {
+    if keep.iter().all(|&k| k) {
+        return parse(text);
+    }
+    let bytes = text.as_bytes();
+    let mut ranges: Vec<tree_sitter::Range> = Vec::new();
+    // Row of `counted`, the last offset whose row is known.
+    let (mut row, mut counted) = (0usize, 0usize);
+    let mut point = |at: usize| {
+        row += memchr::memchr_iter(b'\n', &bytes[counted..at]).count();
+        counted = at;
+        let line_start = memchr::memrchr(b'\n', &bytes[..at]).map_or(0, |i| i + 1);
+        tree_sitter::Point::new(row, at - line_start)
+    };
+    for (c, _) in scan.chunks.iter().zip(keep).filter(|(_, &k)| k) {
+        match ranges.last_mut() {
+            Some(r) if r.end_byte == c.start => {
+                r.end_byte = c.end;
+                r.end_point = point(c.end);
+            }
+            _ => {
+                let start_point = point(c.start);
+                let end_point = point(c.end);
+                ranges.push(tree_sitter::Range {
+                    start_byte: c.start,
+                    end_byte: c.end,
+                    start_point,
+                    end_point,
+                });
+            }
+        }
+    }
+    if ranges.is_empty() {
+        return Module {
+            len: text.len(),
+            ..Module::default()
+        };
+    }
+    match parse_ranges(text, &ranges) {
+        (m, false) => m,
+        (_, true) => parse(text),
+    }
+}
+
+/// Parse `text` (only `ranges`, unless empty); the facts, and whether the
+/// tree has a syntax error.
+fn parse_ranges(text: &str, ranges: &[tree_sitter::Range]) -> (Module, bool) {
     thread_local! {
         static PARSER: std::cell::RefCell<Option<Parser>> = const { std::cell::RefCell::new(None) };
     }
@@ -148,17 +204,23 @@ pub fn parse(text: &str) -> Module {
                 .ok()?;
             *slot = Some(parser);
         }
-        slot.as_mut()?.parse(text, None)
+        let parser = slot.as_mut()?;
+        parser.set_included_ranges(ranges).ok()?;
+        parser.parse(text, None)
     });
     let Some(tree) = tree else {
-        return module;
+        return (module, !ranges.is_empty());
     };
+    let root = tree.root_node();
+    if !ranges.is_empty() && root.has_error() {
+        return (module, true);
+    }
     Walker {
         text,
         m: &mut module,
     }
-    .walk(tree.root_node());
-    module
+    .walk(root);
+    (module, false)
 }
 
 /// Every name a rule (or an allow comment) can match on, as it must appear
@@ -348,54 +410,6 @@ pub fn imports_only(text: &str) -> Option<Module> {
         }
     }
     Some(module)
-}
-
-/// Skip a string literal whose opening quote is at `i`; the index after
-/// its closing quote. `None` for what the lexer cannot be sure of: an
-/// unterminated string, a newline in a one-line string, an f-string whose
-/// replacement field holds a quote of its own kind (Python 3.12 nesting).
-fn skip_string(bytes: &[u8], i: usize, fstring: bool) -> Option<usize> {
-    let q = bytes[i];
-    let triple = bytes.get(i + 1) == Some(&q) && bytes.get(i + 2) == Some(&q);
-    let mut j = if triple { i + 3 } else { i + 1 };
-    if !triple && bytes.get(i + 1) == Some(&q) {
-        return Some(i + 2); // ""
-    }
-    let mut braces = 0usize;
-    while j < bytes.len() {
-        let c = bytes[j];
-        if c == b'\\' {
-            j += 2;
-            continue;
-        }
-        if fstring {
-            if c == b'{' {
-                if bytes.get(j + 1) == Some(&b'{') && braces == 0 {
-                    j += 2;
-                    continue;
-                }
-                braces += 1;
-            } else if c == b'}' && braces > 0 {
-                braces -= 1;
-            }
-        }
-        if c == b'\n' && !triple {
-            return None;
-        }
-        if c == q {
-            if braces > 0 {
-                return None;
-            }
-            if !triple {
-                return Some(j + 1);
-            }
-            if bytes.get(j + 1) == Some(&q) && bytes.get(j + 2) == Some(&q) {
-                return Some(j + 3);
-            }
-        }
-        j += 1;
-    }
-    None
 }
 
 const KEYWORDS: &[&str] = &[

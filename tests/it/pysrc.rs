@@ -544,27 +544,53 @@ fn shebang_scripts_and_sh_commands_are_found() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Lint with and without skipping the parser for inert files (no rule
-/// token; imports read without the parser): every output the same.
+/// Lint with every shortcut of the loader on (skip the parser for inert
+/// files, whose imports are read without it; parse only the chunks that
+/// can matter), then with each alone, then with none: every output the
+/// same. The outputs with all on and all off, and what was loaded with all
+/// on.
 fn both_ways(dir: &str, text: &str) -> (String, String, pysrc::Loaded) {
     let path = format!("{dir}/worker.pf");
     let c = compile(SourceFile::new(path.clone(), text), None);
     let model = c.model.as_ref().expect("compiles");
     let topo = std::sync::Arc::new(c.source.clone());
-    let run = |skip_inert: bool| {
+    let run = |skip_inert: bool, skip_chunks: bool| {
         let loaded = pysrc::load::load_with(
             Path::new(dir),
             model,
-            pysrc::load::LoadOptions { skip_inert },
+            pysrc::load::LoadOptions {
+                skip_inert,
+                skip_chunks,
+            },
         );
         let (notes, files) = pysrc::check(&topo, &loaded);
         let mut top = c.clone();
         top.diagnostics.extend(notes);
         let all: Vec<Compiled> = std::iter::once(top).chain(files).collect();
-        (render::json(&all) + &render::sarif(&all, &[]), loaded)
+        let human: String = all
+            .iter()
+            .filter(|c| !c.diagnostics.is_empty())
+            .map(|c| render::human(&c.source, &c.diagnostics, 100, false))
+            .collect();
+        let out = [
+            human,
+            render::short(&all),
+            render::json(&all),
+            render::sarif(&all, &[]),
+            render::github(&all),
+        ]
+        .join("\n");
+        (out, loaded)
     };
-    let (fast, loaded) = run(true);
-    let (slow, _) = run(false);
+    let (fast, loaded) = run(true, true);
+    let (slow, _) = run(false, false);
+    for (skip_inert, skip_chunks) in [(true, false), (false, true)] {
+        let (one, _) = run(skip_inert, skip_chunks);
+        assert_eq!(
+            one, slow,
+            "skip_inert {skip_inert}, skip_chunks {skip_chunks}"
+        );
+    }
     (fast, slow, loaded)
 }
 
@@ -613,6 +639,170 @@ fn skipping_inert_files_never_changes_a_finding() {
     };
     assert!(!by_name("relay.py").inert && !by_name("relay.py").module.funcs.is_empty());
     assert!(by_name("util.py").inert && by_name("util.py").module.funcs.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Generated programs: a worker and two modules made of random top-level
+/// statements — handlers and their registrations, blocking calls, output,
+/// children, `except KeyboardInterrupt:`, allow comments, next to plain
+/// helpers, classes, decorators, nested defs, strings holding `def`,
+/// backslash continuations, `if __name__ == "__main__":` blocks, imports
+/// and aliases across the files — all calling each other by a few shared
+/// names. Parsing only the chunks that matter gives every output the full
+/// parse gives, under topologies that make every rule able to fire.
+#[test]
+fn parsing_only_the_chunks_that_matter_never_changes_a_finding() {
+    const NAMES: &[&str] = &[
+        "work",
+        "helper",
+        "stop",
+        "on_term",
+        "flush_out",
+        "run",
+        "loop",
+    ];
+    const CHUNKS: &[&str] = &[
+        // Chunks that hold what rules look for.
+        "def {F}(signum, frame):\n    {G}()\n",
+        "signal.signal(signal.SIGTERM, {F})\n",
+        "signal.signal(signal.SIGINT, lambda s, f: {F}())\n",
+        "def {F}():\n    t.join()\n",
+        "def {F}():\n    print('bye', flush=True)\n",
+        "for i in range(3):\n    print(i)\n    {F}()\n",
+        "while True:\n    sys.stdout.write('x')\n",
+        "def {F}():\n    p.terminate()\n",
+        "p = subprocess.Popen(['sleep', '9'])\n",
+        "try:\n    {F}()\nexcept KeyboardInterrupt:\n    {G}()\n",
+        "t = threading.Thread(target={F})\nt.start()\n",
+        "def {F}():\n    time.sleep(1)\n",
+        "x = {F}()  # flowrun: allow FR501 because \"only a test\"\n",
+        "def {F}(self):\n    logging.info('x')\n",
+        "def {F}():\n    sys.stderr.write('x')\n",
+        "def {F}():\n    lock.acquire()\n    {G}()\n",
+        "class E{N}:\n    def {F}(self):\n        print('x', flush=True)\n",
+        "@decorate\nclass W{N}(threading.Thread):\n    \"\"\"Doc.\"\"\"\n    limit = {F}()\n\n    @property\n    def {F}(self):\n        return {G}()\n\n    def {G}(self):\n        sys.stdout.flush()\n\n    try:\n        x = 1\n    except E:\n        pass\n\n    class Inner:\n        def {F}(self):\n            self.{G}()\n\n    def start(self):\n        for i in range(3):\n            self.{F}()\n",
+        "class Q{N}:\n    def {F}(self, signum, frame):\n        {G}()\n\n    def {G}(self):\n        return 2\n",
+        "def {F}(signum, frame):\n    self.{G}()\n",
+        // Plain code.
+        "def {F}(a, b=2):\n    return {G}(a) + b\n",
+        "@decorate\n@decorate.more(1,\n    2)\ndef {F}():\n    {G}()\n",
+        "class C{N}:\n    def {F}(self):\n        self.{G}()\n\n    def {G}(self):\n        return 1\n",
+        "class D{N}(object):\n    limit = 3\n\n    @staticmethod\n    def {F}():\n        return {G}()\n",
+        "s = \"\"\"\ndef {F}():\n    pass\n\"\"\"\n",
+        "s = '''\nclass {F}:\n'''\n",
+        "total = {F}(1) + \\\n    {G}(2)\n",
+        "if __name__ == \"__main__\":\n    {F}()\n",
+        "def {F}():\n    def inner():\n        {G}()\n    return inner()\n",
+        "{F}()\n",
+        "values = [\n    {F}(x)\n# a comment at column 0 inside brackets\n    for x in range(3)\n]\n",
+        "if x:\n    pass\n# between clauses\nelif y:\n    {F}()\nelse:\n    {G}()\n",
+        "# a comment\n\n",
+        "msg = f\"{{F}()} and {x!r:>{width}}\"\n",
+        "data = {'def': 1, \"class\": [2, 3]}  # def {F}():\n",
+        "async def {F}():\n    await {G}()\n",
+        "with open('f') as fh, ctx({F}):\n    {G}(fh)\n",
+        // Imports and aliases across the files.
+        "import m{M}\n",
+        "from m{M} import {F} as {G}\n",
+        "from m{M} import {F}\n",
+        "m{M}.{F}()\n",
+        "def {F}():\n    import m{M}\n    m{M}.{G}()\n",
+        // An import the loader's line scan misses: read after the parallel
+        // pass, parsed whole, and what it calls or defines parsed again.
+        "if {F}: import m{M}\n",
+    ];
+    // Now and then, a syntax error the pre-scan sees (the file is then
+    // parsed whole): an indent with no block, a block with no body, an
+    // unclosed bracket or string.
+    const BROKEN: &[&str] = &[
+        "if {F}\n    {G}()\n",
+        "def {F}():\n",
+        "y = ({F}(1,\n",
+        "s = 'abc\n",
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let dir = std::env::temp_dir().join(format!("flowrun-pysrc-chunks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_s = dir.display().to_string();
+    let topologies = [
+        "# t\ntopology t {\n  group w {\n    run \"python3 main.py\"\n  }\n}\n",
+        "# t\ntopology t {\n  group w {\n    run \"python3 main.py\"\n    stop SIGINT drain 2s to group\n  }\n}\n",
+        "# t\ntopology t {\n  group w {\n    run \"python3 main.py\"\n    stop SIGTERM drain 2s to group\n  }\n}\n",
+    ];
+    let (mut findings, mut dropped) = (0, 0);
+    for round in 0..150 {
+        for (name, header) in [
+            ("main.py", "from gevent import monkey\nmonkey.patch_all()\nimport signal, threading, subprocess, time, logging, sys\nimport m1\n"),
+            ("m1.py", "import os\n"),
+            ("m2.py", ""),
+        ] {
+            let mut text = String::from(if round % 5 == 4 && name == "main.py" {
+                "import signal, threading, subprocess, time, logging, sys\nimport m1\n"
+            } else {
+                header
+            });
+            for n in 0..(3 + next(14)) {
+                let chunk = if next(60) == 0 {
+                    BROKEN[next(BROKEN.len())]
+                } else {
+                    CHUNKS[next(CHUNKS.len())]
+                };
+                let chunk = chunk
+                    .replace("{F}", NAMES[next(NAMES.len())])
+                    .replace("{G}", NAMES[next(NAMES.len())])
+                    .replace("{M}", &(1 + next(2)).to_string())
+                    .replace("{N}", &n.to_string());
+                text.push_str(&chunk);
+                text.push_str(["", "\n", "\n\n", "# after\n"][next(4)]);
+            }
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        let topo = topologies[round % topologies.len()];
+        let (fast, slow, loaded) = both_ways(&dir_s, topo);
+        assert_eq!(fast, slow, "round {round}");
+        findings += fast.matches("[FR50").count();
+        dropped += loaded
+            .files
+            .iter()
+            .filter(|f| f.module.calls.len() < pysrc::syntax::parse(&f.source.text).calls.len())
+            .count();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    // The comparison means something: rules fired, and chunks were left out.
+    assert!(findings > 50, "{findings} findings");
+    assert!(dropped > 30, "{dropped} files parsed in part");
+}
+
+/// A module the loader's line scan misses (`if True: import late`) is read
+/// after the parallel pass: it is parsed whole, and a chunk of an earlier
+/// file that calls into it (a loop calling `late.emit()`, which prints)
+/// turns out to matter and is parsed again.
+#[test]
+fn a_module_read_late_makes_more_chunks_matter() {
+    let dir = std::env::temp_dir().join(format!("flowrun-pysrc-late-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = [
+        ("main.py", "import signal\nif True: import late\n\n\ndef on_term(signum, frame):\n    print('bye', flush=True)\n\n\nsignal.signal(signal.SIGTERM, on_term)\nfor i in range(3):\n    late.emit()\n"),
+        ("late.py", "def emit():\n    print('tick')\n"),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let text = "# t\ntopology t {\n  group w {\n    run \"python3 main.py\"\n  }\n}\n";
+    let (fast, slow, _) = both_ways(&dir.display().to_string(), text);
+    assert_eq!(fast, slow);
+    assert!(
+        fast.contains("\"FR506\"") && fast.contains("late.py"),
+        "{fast}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
