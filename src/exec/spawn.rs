@@ -17,12 +17,14 @@
 //! (1–64) to its default action, restore the inherited `RLIMIT_NOFILE`,
 //! mark every descriptor above 2 close-on-exec, (for `die-with-parent`)
 //! arm `PR_SET_PDEATHSIG` and check the parent is still the runner, and
-//! last empty the signal mask. All spawns happen on the runner's main
-//! thread (the current-thread runtime's only thread), which lives as long
-//! as the runner, so the death signal cannot fire early (it fires when the
-//! forking *thread* exits, not the process).
-//! Reaping happens on that same thread, so std's own `waitpid` after a
-//! failed exec never races the reaper (a blind `waitpid(-1)` would steal it).
+//! last empty the signal mask. Spawns happen on the runner's main thread
+//! (the current-thread runtime's thread) and, for bursts, on the
+//! spawn lanes ([`Lanes`]); all of them live as long as the runner, so the
+//! death signal cannot fire early (it fires when the forking *thread*
+//! exits, not the process).
+//! Reaping happens on the main thread, never while lanes run (it waits
+//! for their whole batch), so std's own `waitpid` after a failed exec never
+//! races the reaper (a blind `waitpid(-1)` would steal it).
 
 use std::ffi::CString;
 use std::io;
