@@ -302,21 +302,38 @@ pub struct RunCgroup {
 /// spawn whose cgroup is not made yet makes it itself (`mkdir` of an
 /// existing cgroup is harmless).
 struct Maker {
-    tx: std::sync::mpsc::Sender<PathBuf>,
+    tx: std::sync::mpsc::Sender<Work>,
     made: std::sync::mpsc::Receiver<PathBuf>,
+}
+
+/// What the maker thread does.
+enum Work {
+    /// Create a process cgroup (and watch it).
+    Make(PathBuf),
+    /// Remove a process cgroup that is done with (it must be empty).
+    Remove(PathBuf),
 }
 
 impl Maker {
     fn start(inotify: Option<std::sync::Arc<nix::sys::inotify::Inotify>>) -> Option<Maker> {
-        let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+        let (tx, rx) = std::sync::mpsc::channel::<Work>();
         let (made_tx, made) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("flowrun-cgroups".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                for path in rx {
-                    if make_leaf(&path, inotify.as_deref()).is_ok() && made_tx.send(path).is_err() {
-                        return;
+                for work in rx {
+                    match work {
+                        Work::Make(path) => {
+                            if make_leaf(&path, inotify.as_deref()).is_ok()
+                                && made_tx.send(path).is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Work::Remove(path) => {
+                            let _ = fs::remove_dir(path);
+                        }
                     }
                 }
             })
@@ -477,7 +494,7 @@ impl RunCgroup {
         };
         let path = g.path.join(leaf_name(index, made));
         if let Some(m) = &self.maker {
-            if m.tx.send(path.clone()).is_ok() {
+            if m.tx.send(Work::Make(path.clone())).is_ok() {
                 self.asked.insert(path);
             }
         }
@@ -506,6 +523,27 @@ impl RunCgroup {
 
     fn leaf(&self, slot: usize, index: usize) -> Option<&Leaf> {
         self.leaves.get(&(slot, index))
+    }
+
+    /// Process `index` is down and will not start again (the run is
+    /// draining): its cgroup is removed now, off this thread, instead of
+    /// at exit.
+    pub fn retire(&mut self, slot: usize, index: usize) {
+        let Some(leaf) = self.leaves.remove(&(slot, index)) else {
+            return;
+        };
+        match &self.maker {
+            Some(m) => {
+                if let Err(std::sync::mpsc::SendError(Work::Remove(path))) =
+                    m.tx.send(Work::Remove(leaf.path))
+                {
+                    let _ = fs::remove_dir(path);
+                }
+            }
+            None => {
+                let _ = fs::remove_dir(&leaf.path);
+            }
+        }
     }
 
     /// Whether any process of this process's cgroup is left.

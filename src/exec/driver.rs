@@ -657,7 +657,14 @@ impl Driver {
                 }
             }
         }
-        self.cpu_ms = self.ctx.cgroup.as_ref().and_then(|c| c.cpu_ms(p.0, p.1));
+        self.cpu_ms = None;
+        if let Some(c) = self.ctx.cgroup.as_mut() {
+            self.cpu_ms = c.cpu_ms(p.0, p.1);
+            // Nothing starts once a drain began: its cgroup can go now.
+            if self.core.draining() {
+                c.retire(p.0, p.1);
+            }
+        }
     }
 
     fn send_all(&self, sig: i32) {
