@@ -26,7 +26,9 @@
 //! Creating a cgroup costs more than the rest of a spawn (kernfs files,
 //! per-CPU statistics), so the cgroups of queued spawns are made ahead on
 //! a thread of their own ([`RunCgroup::prepare`]); a spawn that gets there
-//! first makes its own. Leaves are opened and read relative to their
+//! first makes its own. During a drain nothing starts again, so each
+//! process's cgroup is removed by that thread as soon as the process is
+//! down ([`RunCgroup::retire`]). Leaves are opened and read relative to their
 //! group's directory, and each kernfs file is read with one `read`.
 //!
 //! The hierarchy is found in `/proc/self/mountinfo` (filesystem type
