@@ -39,7 +39,7 @@ use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// How often a group whose leader is gone is checked for emptiness
@@ -195,7 +195,7 @@ struct Live {
     pgid: Option<i32>,
     leader_alive: bool,
     group_alive: bool,
-    done_tx: Option<watch::Sender<bool>>,
+    done_tx: Option<tokio::sync::oneshot::Sender<()>>,
     check: Option<JoinHandle<()>>,
     /// Kept until the incarnation is released (its socket lives there).
     _notify: Option<NotifyDir>,
@@ -606,7 +606,7 @@ impl Driver {
             self.by_pid.remove(&l.pid);
         }
         if let Some(tx) = l.done_tx.take() {
-            let _ = tx.send(true);
+            let _ = tx.send(());
         }
         if let Some(h) = l.check.take() {
             h.abort();
@@ -770,7 +770,7 @@ impl Driver {
                 }
             }
         }
-        let (done_tx, done_rx) = watch::channel(false);
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
 
         // Output relay.
         let mut log_ready = None;
