@@ -18,9 +18,12 @@
 
 use regex::Regex;
 use std::cell::RefCell;
+use std::future::Future;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
@@ -238,7 +241,7 @@ pub fn relay_to(
     fd: OwnedFd,
     mut cfg: ReaderCfg,
     sink: Option<LogSink>,
-) -> impl std::future::Future<Output = ()> + Send {
+) -> impl Future<Output = ()> + Send {
     async move {
         // SAFETY: the fd is owned by the AsyncFd for its whole life and is
         // closed only when it is dropped.
@@ -249,14 +252,28 @@ pub fn relay_to(
         let mut gone_at: Option<tokio::time::Instant> = None;
         loop {
             let ready = match gone_at {
-                None => tokio::select! {
-                    r = afd.readable() => r,
-                    _ = &mut cfg.done => {
-                        // Sent, or the supervisor is gone: the group is gone.
-                        gone_at = Some(tokio::time::Instant::now());
-                        continue;
+                None => {
+                    // Polled by hand rather than through `readable()` and
+                    // `select!`: the waiting task then carries no future
+                    // state for it (the fd keeps the task's waker).
+                    let (fd, done) = (&afd, &mut cfg.done);
+                    let woke = std::future::poll_fn(move |cx| {
+                        // Sent, or the supervisor is gone: the group is gone
+                        // (checked first, as a busy pipe must not hide it).
+                        if Pin::new(&mut *done).poll(cx).is_ready() {
+                            return Poll::Ready(None);
+                        }
+                        fd.poll_read_ready(cx).map(Some)
+                    })
+                    .await;
+                    match woke {
+                        Some(r) => r,
+                        None => {
+                            gone_at = Some(tokio::time::Instant::now());
+                            continue;
+                        }
                     }
-                },
+                }
                 Some(t) => {
                     if t.elapsed() >= LINGER {
                         break;
