@@ -487,7 +487,9 @@ impl EventFeed {
     pub fn push<I: IntoIterator<Item = String>>(&self, events: I) {
         {
             let mut ring = self.lock();
-            for e in events {
+            for mut e in events {
+                // Kept for the feed's whole bound (1 MiB): no spare capacity.
+                e.shrink_to_fit();
                 let size = event_cost(e.len());
                 ring.push(e, size);
             }

@@ -38,7 +38,7 @@ use crate::plan::{Placeholders, Plan};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// How often a group whose leader is gone is checked for emptiness
@@ -197,7 +197,7 @@ struct Live {
     pgid: Option<i32>,
     leader_alive: bool,
     group_alive: bool,
-    done_tx: Option<watch::Sender<bool>>,
+    done_tx: Option<tokio::sync::oneshot::Sender<()>>,
     check: Option<JoinHandle<()>>,
     /// Kept until the incarnation is released (its socket lives there).
     _notify: Option<NotifyDir>,
@@ -644,7 +644,7 @@ impl Driver {
             self.by_pid.remove(&l.pid);
         }
         if let Some(tx) = l.done_tx.take() {
-            let _ = tx.send(true);
+            let _ = tx.send(());
         }
         if let Some(h) = l.check.take() {
             h.abort();
@@ -930,7 +930,7 @@ impl Driver {
                 }
             }
         }
-        let (done_tx, done_rx) = watch::channel(false);
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
 
         // Output relay.
         let mut log_ready = None;

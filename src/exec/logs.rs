@@ -18,12 +18,15 @@
 
 use regex::Regex;
 use std::cell::RefCell;
+use std::future::Future;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 /// Longest relayed line; longer ones are split into pieces of this size.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -133,8 +136,10 @@ pub struct ReaderCfg {
     pub prefix: Vec<u8>,
     pub timestamps: bool,
     pub out: mpsc::Sender<Vec<u8>>,
-    /// Becomes `true` when the process group is gone.
-    pub done: watch::Receiver<bool>,
+    /// Completes when the process group is gone (sent, or its sender
+    /// dropped: the supervisor is gone). A oneshot (about 80 bytes) rather
+    /// than a watch channel (about 350): there is one per process.
+    pub done: oneshot::Receiver<()>,
     /// `ready when log`: called once, on the first matching line.
     pub log_ready: Option<(Regex, Box<dyn FnOnce() + Send>)>,
     /// `log file`: every line is also written here, unprefixed, by the
@@ -224,91 +229,127 @@ pub async fn relay(fd: OwnedFd, cfg: ReaderCfg) {
 }
 
 /// [`relay`], also pushing every line to `sink` when there is one.
-pub async fn relay_to(fd: OwnedFd, mut cfg: ReaderCfg, sink: Option<LogSink>) {
-    // SAFETY: the fd is owned by the AsyncFd for its whole life and is
-    // closed only when it is dropped.
-    let Ok(afd) = (unsafe { AsyncFd::register(fd) }) else {
-        return;
-    };
-    let mut split = LineSplitter::new(MAX_LINE);
-    let mut gone_at: Option<tokio::time::Instant> = None;
-    loop {
-        let group_gone = *cfg.done.borrow();
-        if group_gone && gone_at.is_none() {
-            gone_at = Some(tokio::time::Instant::now());
-        }
-        if gone_at.is_some_and(|t| t.elapsed() >= LINGER) {
-            break;
-        }
-        let ready = if let Some(t) = gone_at {
-            // Whatever still writes is not the process (it has exited and
-            // its group is empty): an escaped grandchild. Stop after a
-            // quiet period, or LINGER at most.
-            let wait = QUIET.min(LINGER.saturating_sub(t.elapsed()));
-            match tokio::time::timeout(wait, afd.readable()).await {
-                Ok(r) => r,
-                Err(_) => break,
-            }
-        } else {
-            tokio::select! {
-                r = afd.readable() => r,
-                c = cfg.done.changed() => {
-                    if c.is_err() {
-                        // The supervisor is gone: treat as "group gone".
-                        let (tx, rx) = watch::channel(true);
-                        drop(tx);
-                        cfg.done = rx;
-                    }
-                    continue;
-                }
-            }
+///
+/// The task lives as long as its process, idle nearly always: what it
+/// carries while waiting is kept small (one per process). The waits that
+/// only a busy or ending pipe needs (a full writer channel, the log file's
+/// writer, the linger timer, the end) are boxed and allocated only then,
+/// and the arguments are kept once (an `async fn` would keep a second
+/// copy of them).
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn relay_to(
+    fd: OwnedFd,
+    mut cfg: ReaderCfg,
+    sink: Option<LogSink>,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        // SAFETY: the fd is owned by the AsyncFd for its whole life and is
+        // closed only when it is dropped.
+        let Ok(afd) = (unsafe { AsyncFd::register(fd) }) else {
+            return;
         };
-        let Ok(mut guard) = ready else { break };
-        let res = guard.try_io(|inner| {
-            SCRATCH.with(|s| {
-                let mut s = s.borrow_mut();
-                // SAFETY: reading into a buffer we own, of its length.
-                let n = unsafe {
-                    libc::read(inner.get_ref().as_raw_fd(), s.as_mut_ptr().cast(), s.len())
-                };
-                if n < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let n = n as usize;
-                if n > 0 {
-                    let (batch, file) = match &sink {
-                        None => lines_to_records(&mut split, &s[..n], &mut cfg, |_| {}),
-                        Some(sink) => {
-                            let (mut bytes, mut ends) = (Vec::with_capacity(n), Vec::new());
-                            let b = lines_to_records(&mut split, &s[..n], &mut cfg, |l| {
-                                bytes.extend_from_slice(l);
-                                ends.push(bytes.len());
-                            });
-                            sink.push(&bytes, &ends);
-                            b
+        let mut split = LineSplitter::new(MAX_LINE);
+        let mut gone_at: Option<tokio::time::Instant> = None;
+        loop {
+            let ready = match gone_at {
+                None => {
+                    // Polled by hand rather than through `readable()` and
+                    // `select!`: the waiting task then carries no future
+                    // state for it (the fd keeps the task's waker).
+                    let (fd, done) = (&afd, &mut cfg.done);
+                    let woke = std::future::poll_fn(move |cx| {
+                        // Sent, or the supervisor is gone: the group is gone
+                        // (checked first, as a busy pipe must not hide it).
+                        if Pin::new(&mut *done).poll(cx).is_ready() {
+                            return Poll::Ready(None);
                         }
+                        fd.poll_read_ready(cx).map(Some)
+                    })
+                    .await;
+                    match woke {
+                        Some(r) => r,
+                        None => {
+                            gone_at = Some(tokio::time::Instant::now());
+                            continue;
+                        }
+                    }
+                }
+                Some(t) => {
+                    if t.elapsed() >= LINGER {
+                        break;
+                    }
+                    // Whatever still writes is not the process (it has exited
+                    // and its group is empty): an escaped grandchild. Stop
+                    // after a quiet period, or LINGER at most.
+                    let wait = QUIET.min(LINGER.saturating_sub(t.elapsed()));
+                    match Box::pin(tokio::time::timeout(wait, afd.readable())).await {
+                        Ok(r) => r,
+                        Err(_) => break,
+                    }
+                }
+            };
+            let Ok(mut guard) = ready else { break };
+            let res = guard.try_io(|inner| {
+                SCRATCH.with(|s| {
+                    let mut s = s.borrow_mut();
+                    // SAFETY: reading into a buffer we own, of its length.
+                    let n = unsafe {
+                        libc::read(inner.get_ref().as_raw_fd(), s.as_mut_ptr().cast(), s.len())
                     };
-                    Ok((n, batch, file))
-                } else {
-                    Ok((0, Vec::new(), None))
+                    if n < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let n = n as usize;
+                    if n > 0 {
+                        let (batch, file) = match &sink {
+                            None => lines_to_records(&mut split, &s[..n], &mut cfg, |_| {}),
+                            Some(sink) => {
+                                let (mut bytes, mut ends) = (Vec::with_capacity(n), Vec::new());
+                                let b = lines_to_records(&mut split, &s[..n], &mut cfg, |l| {
+                                    bytes.extend_from_slice(l);
+                                    ends.push(bytes.len());
+                                });
+                                sink.push(&bytes, &ends);
+                                b
+                            }
+                        };
+                        Ok((n, batch, file))
+                    } else {
+                        Ok((0, Vec::new(), None))
+                    }
+                })
+            });
+            match res {
+                Ok(Ok((0, _, _))) => break,
+                Ok(Ok((_, batch, file))) => {
+                    if !batch.is_empty() {
+                        // A gone writer is not an error: the pipe is drained anyway.
+                        send(&cfg.out, batch).await;
+                    }
+                    if let (Some(sink), Some(file)) = (&cfg.log_file, file) {
+                        Box::pin(super::logfile::write(sink, file)).await;
+                    }
                 }
-            })
-        });
-        match res {
-            Ok(Ok((0, _, _))) => break,
-            Ok(Ok((_, batch, file))) => {
-                if !batch.is_empty() && cfg.out.send(batch).await.is_err() {
-                    // The writer is gone; keep draining the pipe anyway.
-                }
-                if let (Some(sink), Some(file)) = (&cfg.log_file, file) {
-                    super::logfile::write(sink, file).await;
-                }
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(Err(_)) => break,
+                Err(_would_block) => {}
             }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Ok(Err(_)) => break,
-            Err(_would_block) => {}
         }
+        Box::pin(finish(split, cfg, sink)).await;
     }
+}
+
+/// Hand a batch to the writer; when its channel is full (a slow stdout),
+/// wait for room in a boxed future. `Err`: the writer is gone.
+async fn send(out: &mpsc::Sender<Vec<u8>>, batch: Vec<u8>) {
+    if let Err(mpsc::error::TrySendError::Full(batch)) = out.try_send(batch) {
+        let _ = Box::pin(out.send(batch)).await;
+    }
+}
+
+/// The end of a relay: the last partial line to stdout, the ring and the
+/// log file, then every line of this pipe is in the file.
+async fn finish(mut split: LineSplitter, mut cfg: ReaderCfg, sink: Option<LogSink>) {
     let mut batch = Vec::new();
     let ts = cfg.timestamps.then(timestamp);
     let mut tail = Vec::new();
@@ -519,7 +560,7 @@ mod tests {
             index: 0,
         };
         let (tx, mut rx) = mpsc::channel(16);
-        let (_done_tx, done) = watch::channel(false);
+        let (_done_tx, done) = oneshot::channel();
         let cfg = ReaderCfg {
             prefix: prefix("api.0", 0, false),
             timestamps: false,

@@ -19,6 +19,13 @@
 //! bounded by its ladder). Large groups start in batches of 128 spawns, with the signal
 //! and exit drivers polled in between.
 //!
+//! An idle runner holds little: the heap freed by parsing, checking and
+//! planning is given back to the system before the runtime starts and again
+//! at its first idle moment (`malloc_trim`), and what each process costs
+//! while it runs quietly is kept small (its relay task, [`logs`]; its
+//! event lines, kept without spare capacity). The binary is linked
+//! position-dependent (`build.rs`), so its relocated data stays shared.
+//!
 //! Signal streams for INT, TERM, HUP, QUIT, USR1, USR2, TSTP and every
 //! handled signal are registered before the first spawn (a reload that
 //! adds a handler registers its signal then); whether SIGHUP is a terminal
@@ -225,6 +232,16 @@ fn prepare(opts: &UpOptions) -> Result<(Setup, Option<guard::Guard>), (String, i
     ))
 }
 
+/// Return the free memory at the top of the heap and the free pages inside
+/// it to the system (glibc's `malloc_trim`; elsewhere a no-op).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory malloc holds free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Run the plan until it finishes or is drained; returns the exit status.
 /// Must be called before any tokio runtime or thread exists.
 pub fn up(plan: Plan, opts: UpOptions) -> i32 {
@@ -267,8 +284,19 @@ pub fn up(plan: Plan, opts: UpOptions) -> i32 {
             return code;
         }
     };
+    // Parsing, checking and planning are over: glibc keeps what they
+    // freed unless asked to give it back.
+    trim_heap();
+    // And once more when the runtime first has nothing to do: the first
+    // spawns' temporaries are freed too (one atomic load per park after).
+    let first_park = std::sync::atomic::AtomicBool::new(true);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(move || {
+            if first_park.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                trim_heap();
+            }
+        })
         .build()
     {
         Ok(rt) => rt,
