@@ -206,6 +206,35 @@ struct Live {
     failed: ExecError,
 }
 
+/// The placeholders of one process of a group of `processes`.
+fn placeholders<'a>(
+    def: &'a crate::model::Group,
+    spec: &crate::plan::ProcessSpec,
+    processes: u32,
+) -> Placeholders<'a> {
+    Placeholders {
+        group: &def.name.node,
+        index: spec.index,
+        processes,
+        coroutines: def.coroutines,
+        port: spec.port,
+    }
+}
+
+/// A start that did not happen: retried later when the system is short
+/// of processes or descriptors, else the group's failure.
+fn start_failed(spec: &crate::plan::ProcessSpec, e: std::io::Error) -> Outcome {
+    if spawn::is_backpressure(&e) {
+        Outcome::Busy(e.to_string())
+    } else {
+        Outcome::Failed(format!(
+            "{}: spawn failed: cannot execute {} ({e})",
+            spec.id,
+            spec.argv.first().map_or("", |s| s.as_str())
+        ))
+    }
+}
+
 /// A spawn made ready by [`Driver::stage`], started by the lanes, and
 /// completed by [`Driver::finish`].
 struct Staged {
@@ -768,16 +797,7 @@ impl Driver {
         let (s, i) = p;
         let who = spec.id.clone();
         let processes = self.core.group_len(s) as u32;
-        let expand = |text: &str| {
-            Placeholders {
-                group: &def.name.node,
-                index: spec.index,
-                processes,
-                coroutines: def.coroutines,
-                port: spec.port,
-            }
-            .expand(text)
-        };
+        let expand = |text: &str| placeholders(&def, &spec, processes).expand(text);
         // A `log` regex that does not compile or an `exec` command that
         // does not split into words would never pass: fail instead.
         if let Some(rc) = &def.ready {
@@ -850,16 +870,7 @@ impl Driver {
             die_with_parent: def.die_with_parent,
             cgroup: cgroup.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
         };
-        let cannot = |e: std::io::Error| {
-            if spawn::is_backpressure(&e) {
-                Outcome::Busy(e.to_string())
-            } else {
-                Outcome::Failed(format!(
-                    "{who}: spawn failed: cannot execute {} ({e})",
-                    spec.argv.first().map_or("", |s| s.as_str())
-                ))
-            }
-        };
+        let cannot = |e| start_failed(&spec, e);
         let cmd = spawn::Prepared::new(&spec.argv, &env, &cwd).map_err(cannot)?;
         let prog = cmd.program(&mut self.seen).map_err(cannot)?;
         Ok(Staged {
@@ -899,26 +910,11 @@ impl Driver {
         let (s, i) = p;
         let who = spec.id.clone();
         let processes = self.core.group_len(s) as u32;
-        let expand = |text: &str| {
-            Placeholders {
-                group: &def.name.node,
-                index: spec.index,
-                processes,
-                coroutines: def.coroutines,
-                port: spec.port,
-            }
-            .expand(text)
-        };
+        let expand = |text: &str| placeholders(&def, &spec, processes).expand(text);
         let own = def.process_group == ProcessGroupMode::Own;
         let spawned = match res {
             Ok(sp) => sp,
-            Err(e) if spawn::is_backpressure(&e) => return Outcome::Busy(e.to_string()),
-            Err(e) => {
-                return Outcome::Failed(format!(
-                    "{who}: spawn failed: cannot execute {} ({e})",
-                    spec.argv.first().map_or("", |s| s.as_str())
-                ))
-            }
+            Err(e) => return start_failed(&spec, e),
         };
         let pid = spawned.pid;
         if def.die_with_parent {
