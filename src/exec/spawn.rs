@@ -54,7 +54,7 @@ pub struct Spawned {
     pub pid: i32,
     /// The runner's (non-blocking) read end of the output pipe.
     pub output: Option<OwnedFd>,
-    /// [`start`] only: where and why the child failed before it could
+    /// [`start_job`] only: where and why the child failed before it could
     /// exec (it exited with 127), or `None` if it exec'd.
     pub failed: Option<(ExecStage, i32)>,
 }
@@ -218,7 +218,7 @@ pub enum ExecStage {
     Exec = 2,
 }
 
-/// What a [`start`] child reported before exiting (it could not set up
+/// What a [`start_job`] child reported before exiting (it could not set up
 /// stdio, chdir or exec), or `None` if it exec'd. Read once the clone has
 /// returned.
 fn exec_error(fd: &OwnedFd) -> Option<(ExecStage, i32)> {
@@ -396,18 +396,19 @@ fn dev_null() -> io::Result<i32> {
 }
 
 /// Start a service process, relaying its stdout and stderr through one
-/// pipe: [`start`] with a [`Prepared`] built for this one start.
+/// pipe: [`start_job`] with a [`Prepared`] built for this one start.
 pub fn spawn_service(spec: &SpawnSpec<'_>, inh: Inherited) -> io::Result<Spawned> {
     let cmd = Prepared::new(spec.argv, spec.env, spec.cwd)?;
+    let prog = cmd.program(&mut None)?;
     let how = How {
         own_group: spec.own_group,
         die_with_parent: spec.die_with_parent,
         cgroup: spec.cgroup,
     };
-    start(&cmd, &mut None, &how, inh)
+    start_resolved(&cmd, &prog, &how, inh)
 }
 
-/// How [`start`] starts a service, besides its [`Prepared`] command.
+/// How [`start_job`] starts a service, besides its [`Prepared`] command.
 #[derive(Clone, Copy)]
 pub struct How {
     /// Lead a new process group (`process-group own`).
@@ -435,17 +436,6 @@ thread_local! {
 /// close-on-exec pipe before exiting; when the clone returns, the child has
 /// exec'd or exited (vfork semantics), so the pipe is read at once
 /// ([`Spawned::failed`]) and closed.
-pub fn start(
-    cmd: &Prepared,
-    seen: &mut Option<Resolved>,
-    how: &How,
-    inh: Inherited,
-) -> io::Result<Spawned> {
-    let prog = cmd.program(seen)?;
-    start_resolved(cmd, &prog, how, inh)
-}
-
-/// [`start`] with the program's path already found.
 fn start_resolved(
     cmd: &Prepared,
     prog: &CString,
@@ -525,8 +515,8 @@ fn start_resolved(
     })
 }
 
-/// One service start for [`Lanes`]: what [`start`] takes, the program's
-/// path already found.
+/// One service start (on this thread, [`start_job`], or on [`Lanes`]): a
+/// [`Prepared`] command, its program's path already found.
 pub struct Job {
     pub cmd: Prepared,
     pub prog: CString,
@@ -534,7 +524,7 @@ pub struct Job {
     pub inh: Inherited,
 }
 
-/// [`start`] of a [`Job`], on the calling thread.
+/// Start a [`Job`] on the calling thread.
 pub fn start_job(job: &Job) -> io::Result<Spawned> {
     start_resolved(&job.cmd, &job.prog, &job.how, job.inh)
 }
