@@ -14,9 +14,13 @@
 //! Services are born inside their process's cgroup (`clone3` with
 //! `CLONE_INTO_CGROUP`, spawn.rs), ready checks join theirs between fork
 //! and exec, so nothing they start can be outside it, whatever its session
-//! or process group. A process is down when its cgroup's `cgroup.events`
-//! says `populated 0`; the files are watched with inotify (the kernel
-//! notifies on every change), never polled. SIGKILL of a process's whole
+//! or process group. A process is down when its cgroup is empty: when its
+//! leader is reaped, its `cgroup.events` says `populated 0`, or `rmdir`
+//! of the cgroup succeeds (during a drain, see below). A cgroup that still
+//! has members then is watched with inotify (the kernel notifies on every
+//! change of `cgroup.events`), never polled; only those are watched, since
+//! every watch costs at creation and the inotify instance's close waits
+//! for the kernel to free all the watches it ever had. SIGKILL of a process's whole
 //! tree is a write to `cgroup.kill`, which also catches processes forking
 //! at that moment. The guard holds the run's `cgroup.kill`, so a runner
 //! SIGKILL reaches everything. CPU time comes from `cpu.stat`
@@ -26,9 +30,11 @@
 //! Creating a cgroup costs more than the rest of a spawn (kernfs files,
 //! per-CPU statistics), so the cgroups of queued spawns are made ahead on
 //! a thread of their own ([`RunCgroup::prepare`]); a spawn that gets there
-//! first makes its own. During a drain nothing starts again, so each
-//! process's cgroup is removed by that thread as soon as the process is
-//! down ([`RunCgroup::retire`]). Leaves are opened and read relative to their
+//! first makes its own. During a drain nothing starts again, so the same
+//! thread reads each reaped leader's CPU time and removes its cgroup, and
+//! that `rmdir` is the emptiness check ([`RunCgroup::finish`]): the
+//! runner's main thread, which signals and reaps, does no kernfs work for
+//! a process that stops cleanly. Leaves are opened and read relative to their
 //! group's directory, and each kernfs file is read with one `read`.
 //!
 //! The hierarchy is found in `/proc/self/mountinfo` (filesystem type
@@ -273,6 +279,8 @@ struct Leaf {
     killed: std::cell::Cell<bool>,
     /// Cgroups this process had (the next one is named `INDEX.N`).
     made: u32,
+    /// Its `cgroup.events` is watched (see [`RunCgroup::watch`]).
+    watched: bool,
 }
 
 /// The run's cgroup tree and the inotify instance watching it.
@@ -286,7 +294,7 @@ pub struct RunCgroup {
     groups: HashMap<usize, GroupDir>,
     leaves: HashMap<(usize, usize), Leaf>,
     ready: HashMap<usize, OwnedFd>,
-    inotify: Option<std::sync::Arc<nix::sys::inotify::Inotify>>,
+    inotify: Option<nix::sys::inotify::Inotify>,
     /// Makes the cgroups of queued spawns ahead of them.
     maker: Option<Maker>,
     /// Cgroups the maker made (and watches) that no spawn used yet.
@@ -295,11 +303,12 @@ pub struct RunCgroup {
     asked: std::collections::HashSet<PathBuf>,
 }
 
-/// A thread that creates process cgroups (`mkdir`, and the inotify watch
-/// of their `cgroup.events`) for spawns that are queued, so that a burst of
-/// N starts does not pay N `mkdir`s on the runner's main thread: creating
-/// a cgroup costs more than the rest of a spawn (kernfs files, per-CPU
-/// statistics). It never holds a descriptor of what it made (every
+/// A thread that creates process cgroups (`mkdir`) for spawns that are
+/// queued, so that a burst of N starts does not pay N `mkdir`s on the
+/// runner's main thread: creating a cgroup costs more than the rest of a
+/// spawn (kernfs files, per-CPU statistics); and, during a drain, reads
+/// and removes the cgroups of reaped leaders ([`RunCgroup::finish`]).
+/// It never holds a descriptor of what it made (every
 /// descriptor the runner holds is copied into each child it starts), and a
 /// spawn whose cgroup is not made yet makes it itself (`mkdir` of an
 /// existing cgroup is harmless).
@@ -310,14 +319,31 @@ struct Maker {
 
 /// What the maker thread does.
 enum Work {
-    /// Create a process cgroup (and watch it).
+    /// Create a process cgroup.
     Make(PathBuf),
     /// Remove a process cgroup that is done with (it must be empty).
     Remove(PathBuf),
+    /// Read a process cgroup's CPU time, then remove it; tell `reply`
+    /// which happened (see [`RunCgroup::finish`]).
+    Finish {
+        path: PathBuf,
+        cpu_at_spawn: u64,
+        reply: Box<dyn FnOnce(Finished) + Send>,
+    },
+}
+
+/// How [`RunCgroup::finish`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// The cgroup was empty and is removed; the incarnation's CPU time in
+    /// milliseconds, when it could be read.
+    Removed(Option<u64>),
+    /// Something is still in it (`rmdir` said EBUSY): it stays.
+    Populated,
 }
 
 impl Maker {
-    fn start(inotify: Option<std::sync::Arc<nix::sys::inotify::Inotify>>) -> Option<Maker> {
+    fn start() -> Option<Maker> {
         let (tx, rx) = std::sync::mpsc::channel::<Work>();
         let (made_tx, made) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -327,15 +353,18 @@ impl Maker {
                 for work in rx {
                     match work {
                         Work::Make(path) => {
-                            if make_leaf(&path, inotify.as_deref()).is_ok()
-                                && made_tx.send(path).is_err()
-                            {
+                            if make_leaf(&path).is_ok() && made_tx.send(path).is_err() {
                                 return;
                             }
                         }
                         Work::Remove(path) => {
                             let _ = fs::remove_dir(path);
                         }
+                        Work::Finish {
+                            path,
+                            cpu_at_spawn,
+                            reply,
+                        } => reply(finish_leaf(&path, cpu_at_spawn)),
                     }
                 }
             })
@@ -344,20 +373,26 @@ impl Maker {
     }
 }
 
-/// Create a process's cgroup (it may exist) and watch its `cgroup.events`.
-fn make_leaf(path: &Path, inotify: Option<&nix::sys::inotify::Inotify>) -> io::Result<()> {
+/// Create a process's cgroup (it may exist). It is not watched: see
+/// [`RunCgroup::watch`].
+fn make_leaf(path: &Path) -> io::Result<()> {
     match fs::create_dir(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
-    if let Some(ino) = inotify {
-        let _ = ino.add_watch(
-            &path.join("cgroup.events"),
-            nix::sys::inotify::AddWatchFlags::IN_MODIFY,
-        );
+}
+
+/// Read a process cgroup's CPU time, then remove it. `rmdir` is also the
+/// emptiness check: it fails with EBUSY while anything is in the cgroup
+/// (the kernel's own test), so no `cgroup.events` read is needed.
+fn finish_leaf(path: &Path, cpu_at_spawn: u64) -> Finished {
+    let usage = usage_at(None, &path.join("cpu.stat"));
+    match fs::remove_dir(path) {
+        Ok(()) => Finished::Removed(usage.map(|u| u.saturating_sub(cpu_at_spawn) / 1000)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Finished::Removed(None),
+        Err(_) => Finished::Populated,
     }
-    Ok(())
 }
 
 impl RunCgroup {
@@ -370,15 +405,14 @@ impl RunCgroup {
         let inotify = nix::sys::inotify::Inotify::init(
             nix::sys::inotify::InitFlags::IN_NONBLOCK | nix::sys::inotify::InitFlags::IN_CLOEXEC,
         )
-        .ok()
-        .map(std::sync::Arc::new);
+        .ok();
         Ok(RunCgroup {
             path,
             mount,
             groups: HashMap::new(),
             leaves: HashMap::new(),
             ready: HashMap::new(),
-            maker: Maker::start(inotify.clone()),
+            maker: Maker::start(),
             inotify,
             made: std::collections::HashSet::new(),
             asked: std::collections::HashSet::new(),
@@ -443,7 +477,7 @@ impl RunCgroup {
             }
             self.asked.remove(&path);
             if !self.made.remove(&path) {
-                make_leaf(&path, self.inotify.as_deref())?;
+                make_leaf(&path)?;
             }
             self.leaves.insert(
                 (slot, index),
@@ -453,6 +487,7 @@ impl RunCgroup {
                     cpu_at_spawn: 0,
                     killed: std::cell::Cell::new(false),
                     made: made + 1,
+                    watched: false,
                 },
             );
         }
@@ -546,6 +581,58 @@ impl RunCgroup {
                 let _ = fs::remove_dir(&leaf.path);
             }
         }
+    }
+
+    /// Watch this process's `cgroup.events` from now on (once its leader
+    /// is gone and something is left in it): its emptying then arrives
+    /// through [`RunCgroup::inotify_fd`]. Only such cgroups are watched:
+    /// an inotify watch costs at creation, and the instance's close waits
+    /// for the kernel to free every watch it ever had. The caller reads
+    /// [`RunCgroup::populated`] again after this, so an emptying between
+    /// its first read and the watch is not missed.
+    /// Returns whether the watch is new.
+    pub fn watch(&mut self, slot: usize, index: usize) -> bool {
+        let (Some(ino), Some(l)) = (&self.inotify, self.leaves.get_mut(&(slot, index))) else {
+            return false;
+        };
+        if l.watched {
+            return false;
+        }
+        l.watched = ino
+            .add_watch(
+                &l.path.join("cgroup.events"),
+                nix::sys::inotify::AddWatchFlags::IN_MODIFY,
+            )
+            .is_ok();
+        l.watched
+    }
+
+    /// Process `index`'s leader is reaped and nothing will start in its
+    /// cgroup again (the run is draining): on the maker thread, read the
+    /// incarnation's CPU time and remove the cgroup, then call `reply`
+    /// there. Returns false (and `reply` is dropped) when there is no such
+    /// thread or cgroup: the caller checks [`RunCgroup::populated`]
+    /// itself. After [`Finished::Removed`], call [`RunCgroup::forget`].
+    pub fn finish(
+        &self,
+        slot: usize,
+        index: usize,
+        reply: Box<dyn FnOnce(Finished) + Send>,
+    ) -> bool {
+        let (Some(m), Some(l)) = (&self.maker, self.leaves.get(&(slot, index))) else {
+            return false;
+        };
+        m.tx.send(Work::Finish {
+            path: l.path.clone(),
+            cpu_at_spawn: l.cpu_at_spawn,
+            reply,
+        })
+        .is_ok()
+    }
+
+    /// The cgroup of process `index` was removed by [`RunCgroup::finish`].
+    pub fn forget(&mut self, slot: usize, index: usize) {
+        self.leaves.remove(&(slot, index));
     }
 
     /// Whether any process of this process's cgroup is left.

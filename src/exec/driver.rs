@@ -56,6 +56,13 @@ pub enum Msg {
     Child,
     /// A group whose leader is gone may be empty now.
     PollGroups,
+    /// The cgroup thread read and removed (or found still populated) the
+    /// cgroup of a reaped leader (`RunCgroup::finish`).
+    Finished {
+        p: Ref,
+        gen: u64,
+        outcome: super::cgroup::Finished,
+    },
     Timer(u64),
     Ready {
         p: Ref,
@@ -204,6 +211,11 @@ struct Live {
     registered: bool,
     /// Where and why it failed before it could exec, read at spawn.
     failed: ExecError,
+    /// Its leader's exit, reaped while its cgroup is being read and
+    /// removed (`Msg::Finished` completes it).
+    exit: Option<(Status, ExecError)>,
+    /// The incarnation's CPU time, read when its cgroup was removed.
+    cpu_ms: Option<u64>,
 }
 
 /// The placeholders of one process of a group of `processes`.
@@ -426,6 +438,7 @@ impl Driver {
                 self.poll_armed = false;
                 self.check_groups();
             }
+            Msg::Finished { p, gen, outcome } => self.finished(p, gen, outcome),
             Msg::Timer(id) => self.feed(core::Msg::Timer(id), Instant::now()),
             Msg::Ready { p, gen } => self.feed(core::Msg::Ready { p, gen }, Instant::now()),
             Msg::GuardLost => {
@@ -458,7 +471,51 @@ impl Driver {
     }
 
     fn on_exit(&mut self, p: Ref, gen: u64, status: Status, failed: ExecError) {
+        // Draining with cgroups: the cgroup thread reads the CPU time and
+        // removes the cgroup, which tells whether it is empty; the exit
+        // is handled when it answers (`finished`).
+        if self.core.draining() {
+            if let Some(c) = &self.ctx.cgroup {
+                let tx = self.tx.clone();
+                let reply = Box::new(move |outcome| {
+                    let _ = tx.send(Msg::Finished { p, gen, outcome });
+                });
+                if c.finish(p.0, p.1, reply) {
+                    if let Some(l) = self.live.get_mut(&p) {
+                        l.exit = Some((status, failed));
+                    }
+                    return;
+                }
+            }
+        }
         let empty = self.group_empty(p);
+        self.exited(p, gen, status, failed, empty);
+    }
+
+    /// The cgroup thread is done with a reaped leader's cgroup.
+    fn finished(&mut self, p: Ref, gen: u64, outcome: super::cgroup::Finished) {
+        let Some(l) = self.live.get_mut(&p).filter(|l| l.gen == gen) else {
+            return;
+        };
+        let Some((status, failed)) = l.exit.take() else {
+            return;
+        };
+        let empty = match outcome {
+            super::cgroup::Finished::Removed(cpu_ms) => {
+                l.group_alive = false;
+                l.cpu_ms = cpu_ms;
+                if let Some(c) = self.ctx.cgroup.as_mut() {
+                    c.forget(p.0, p.1);
+                }
+                true
+            }
+            super::cgroup::Finished::Populated => self.group_empty(p),
+        };
+        self.exited(p, gen, status, failed, empty);
+    }
+
+    /// Tell the core a leader exited, and whether its group is empty.
+    fn exited(&mut self, p: Ref, gen: u64, status: Status, failed: ExecError, empty: bool) {
         let now = Instant::now();
         if let Some((stage, errno)) = failed {
             let reason = self.exec_reason(p, stage, errno);
@@ -501,7 +558,13 @@ impl Driver {
     /// Whether the group (or cgroup) of `p`, whose leader is reaped, is
     /// empty; remembers it when it is.
     fn group_empty(&mut self, p: Ref) -> bool {
-        let in_cgroup = self.ctx.cgroup.as_ref().map(|c| c.populated(p.0, p.1));
+        // A cgroup with members left is watched from now on; read again
+        // once watched, so that an emptying just before is not missed.
+        let in_cgroup = self
+            .ctx
+            .cgroup
+            .as_mut()
+            .map(|c| c.populated(p.0, p.1) && (!c.watch(p.0, p.1) || c.populated(p.0, p.1)));
         let Some(l) = self.live.get_mut(&p) else {
             return true;
         };
@@ -519,7 +582,7 @@ impl Driver {
         let mut waiting: Vec<(Ref, u64)> = self
             .live
             .iter()
-            .filter(|(_, l)| !l.leader_alive && l.group_alive)
+            .filter(|(_, l)| !l.leader_alive && l.group_alive && l.exit.is_none())
             .map(|(p, l)| (*p, l.gen))
             .collect();
         waiting.sort_unstable();
@@ -686,9 +749,11 @@ impl Driver {
                 }
             }
         }
-        self.cpu_ms = None;
+        self.cpu_ms = l.cpu_ms;
         if let Some(c) = self.ctx.cgroup.as_mut() {
-            self.cpu_ms = c.cpu_ms(p.0, p.1);
+            if self.cpu_ms.is_none() {
+                self.cpu_ms = c.cpu_ms(p.0, p.1);
+            }
             // Nothing starts once a drain began: its cgroup can go now.
             if self.core.draining() {
                 c.retire(p.0, p.1);
@@ -1017,6 +1082,8 @@ impl Driver {
                 _notify: notify_dir,
                 registered: def.die_with_parent,
                 failed: spawned.failed,
+                exit: None,
+                cpu_ms: None,
             },
         );
         Outcome::Started { pid }

@@ -956,3 +956,89 @@ fn checks_that_come_and_go_leave_no_registration_process_group() {
     let rest = survivors(&h.marker);
     assert!(rest.is_empty(), "left: {}", describe(&rest));
 }
+
+/// A member left in a process's group (cgroup) when its leader is gone
+/// is waited for, and its end noticed at once: during a drain (`to group`:
+/// the member ends by itself 1 s after its SIGTERM), and while the
+/// topology runs (the leader ends by itself; the member is killed as a
+/// leftover). A missed end would hold `up` until the drain's 20 s
+/// deadline. (The orphaned member's SIGCHLD reaches the runner, a child
+/// subreaper; in cgroup mode a member's cgroup is also watched.)
+fn lingering_member_is_waited_for(mode: &str) {
+    let Some(args) = mode_args(mode, "lingering_member_is_waited_for") else {
+        return;
+    };
+    let h = Harness::new(&format!("contain-linger-{mode}"));
+    let file = h.topology(
+        r#"
+topology linger {
+  shutdown within 60s
+  group alone {
+    sh "(trap '' TERM; exec sleep 600) & sleep 0.3"
+    restart never
+  }
+  group member {
+    sh "(trap 'sleep 1; exit 0' TERM; while :; do sleep 0.1; done) & exec sleep 600"
+    stop SIGTERM drain 20s to group
+  }
+}
+"#,
+    );
+    let mut up = h.up(&file, &args);
+    // `alone.0` ends by itself; its member is killed, and the process is
+    // down (the `stopped` event) well before any deadline.
+    up.wait_event("alone.0 stopped", Duration::from_secs(10), |e| {
+        e["event"] == "stopped" && process(e) == "alone.0"
+    });
+    let killed = up.events_named("killed");
+    assert!(
+        killed
+            .iter()
+            .any(|e| process(e) == "alone.0" && e["reason"] == "leftovers"),
+        "{mode}: {killed:?}"
+    );
+    up.wait_count("ready", 2);
+    let drain_at = Instant::now();
+    up.signal(libc::SIGTERM);
+    let status = up.wait_exit(Duration::from_secs(10));
+    let took = drain_at.elapsed();
+    assert!(status.success(), "{mode}: {status:?}\n{}", up.stderr_text());
+    // The member outlived its leader by about a second, and `up` waited
+    // for it, but not for the deadline.
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(8),
+        "{mode}: drain took {took:?}\n{}",
+        up.stderr_text()
+    );
+    let events = up.events();
+    let pos = |name: &str| {
+        events
+            .iter()
+            .position(|e| e["event"] == name && process(e) == "member.0")
+    };
+    assert!(
+        pos("exited") < pos("stopped") && pos("exited").is_some(),
+        "{mode}: {events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["event"] == "killed" && process(e) == "member.0"),
+        "{mode}: the member was killed instead of waited for"
+    );
+    if mode == "cgroup" {
+        let stopped = up.events_named("stopped");
+        assert!(stopped.iter().all(|e| e["cpu_ms"].is_u64()), "{stopped:?}");
+    }
+    assert!(survivors(&h.marker).is_empty(), "{mode}: processes left");
+}
+
+#[test]
+fn lingering_member_is_waited_for_cgroup() {
+    lingering_member_is_waited_for("cgroup");
+}
+
+#[test]
+fn lingering_member_is_waited_for_process_group() {
+    lingering_member_is_waited_for("process-group");
+}
