@@ -8,7 +8,8 @@
 
 use super::LogFormat;
 use crate::control::ring::EventFeed;
-use serde_json::Value;
+use serde_json::ser::{CompactFormatter, Formatter};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -167,131 +168,152 @@ impl Event {
         }
     }
 
-    /// The event-specific fields, in documented order.
-    fn fields(&self) -> Vec<(&'static str, Value)> {
-        let s = |v: &str| Value::String(v.to_string());
-        let opt_s = |v: Option<&str>| v.map_or(Value::Null, s);
+    /// Append this event's JSON object (no newline) to `out`: `event`, `t`,
+    /// the process fields, then the event's own fields in documented order.
+    ///
+    /// Written straight into `out`, no `serde_json::Value` in between:
+    /// strings through serde_json's own escaper, numbers through its
+    /// formatter, so the bytes are exactly what serializing the object
+    /// with serde_json gives.
+    pub fn write_json(&self, t: f64, out: &mut Vec<u8>) {
+        let mut o = JsonObject(out);
+        // Event names are lower-case words and dashes: nothing to escape.
+        o.0.extend_from_slice(b"{\"event\":\"");
+        o.0.extend_from_slice(self.name().as_bytes());
+        o.0.extend_from_slice(b"\",\"t\":");
+        // Seconds rounded to microseconds; a non-finite time is written as 0.
+        let t = (t * 1_000_000.0).round() / 1_000_000.0;
+        if t.is_finite() {
+            let _ = CompactFormatter.write_f64(o.0, t);
+        } else {
+            o.0.push(b'0');
+        }
+        if let Some(w) = self.who() {
+            o.str("process", &w.process);
+            o.str("group", &w.group);
+            o.u64("index", w.index.into());
+        }
         match self {
             Event::Starting {
                 topology,
                 groups,
                 processes,
                 containment,
-            } => vec![
-                ("topology", s(topology)),
-                ("groups", (*groups).into()),
-                ("processes", (*processes).into()),
-                ("containment", s(containment)),
-            ],
+            } => {
+                o.str("topology", topology);
+                o.u64("groups", *groups as u64);
+                o.u64("processes", *processes as u64);
+                o.str("containment", containment);
+            }
             Event::Leftover { pid, command } => {
-                vec![("pid", (*pid).into()), ("command", s(command))]
+                o.i64("pid", (*pid).into());
+                o.str("command", command);
             }
             Event::GuardRestarted { old_pid, pid } => {
-                vec![("old_pid", (*old_pid).into()), ("pid", (*pid).into())]
+                o.i64("old_pid", (*old_pid).into());
+                o.i64("pid", (*pid).into());
             }
-            Event::Stopped { cpu_ms, .. } => match cpu_ms {
-                Some(ms) => vec![("cpu_ms", (*ms).into())],
-                None => vec![],
-            },
-            Event::Started { pid, .. } => vec![("pid", (*pid).into())],
-            Event::Ready { .. } | Event::Reloading => vec![],
+            Event::Started { pid, .. } => o.i64("pid", (*pid).into()),
+            Event::Ready { .. } | Event::Reloading => {}
             Event::Exited {
                 pid,
                 code,
                 signal,
                 expected,
                 ..
-            } => vec![
-                ("pid", (*pid).into()),
-                ("code", code.map_or(Value::Null, Value::from)),
-                ("signal", opt_s(*signal)),
-                ("expected", (*expected).into()),
-            ],
+            } => {
+                o.i64("pid", (*pid).into());
+                match code {
+                    Some(c) => o.i64("code", (*c).into()),
+                    None => o.null("code"),
+                }
+                match signal {
+                    Some(s) => o.str("signal", s),
+                    None => o.null("signal"),
+                }
+                o.key("expected");
+                o.0.extend_from_slice(if *expected { b"true" } else { b"false" });
+            }
             Event::Restarting { in_ms, attempt, .. } => {
-                vec![("in_ms", (*in_ms).into()), ("attempt", (*attempt).into())]
+                o.u64("in_ms", *in_ms);
+                o.u64("attempt", (*attempt).into());
             }
-            Event::Failed { group, reason } => vec![("group", s(group)), ("reason", s(reason))],
-            Event::Signal { signal } | Event::Escalating { signal } => vec![("signal", s(signal))],
-            Event::Draining { reason } | Event::OutputStopped { reason } => {
-                vec![("reason", s(reason))]
+            Event::Failed { group, reason } => {
+                o.str("group", group);
+                o.str("reason", reason);
             }
+            Event::Signal { signal } | Event::Escalating { signal } => o.str("signal", signal),
+            Event::Draining { reason } | Event::OutputStopped { reason } => o.str("reason", reason),
             Event::Stopping {
                 signal,
                 step,
                 target,
                 ..
-            } => vec![
-                ("signal", s(signal)),
-                ("step", (*step).into()),
-                ("target", s(target)),
-            ],
-            Event::Killed { reason, .. } => vec![("reason", s(reason))],
-            Event::Reloaded { changed, handlers } => vec![
-                (
-                    "changed",
-                    Value::Array(changed.iter().map(|c| s(c)).collect()),
-                ),
-                (
-                    "handlers",
-                    Value::Array(handlers.iter().map(|c| s(c)).collect()),
-                ),
-            ],
+            } => {
+                o.str("signal", signal);
+                o.u64("step", *step as u64);
+                o.str("target", target);
+            }
+            Event::Killed { reason, .. } => o.str("reason", reason),
+            Event::Stopped { cpu_ms, .. } => {
+                if let Some(ms) = cpu_ms {
+                    o.u64("cpu_ms", *ms);
+                }
+            }
+            Event::Reloaded { changed, handlers } => {
+                o.strings("changed", changed);
+                o.strings("handlers", handlers);
+            }
             Event::SpawnRetry {
                 error,
                 attempt,
                 in_ms,
                 ..
-            } => vec![
-                ("error", s(error)),
-                ("attempt", (*attempt).into()),
-                ("in_ms", (*in_ms).into()),
-            ],
-            Event::ReloadRejected { errors } => vec![(
-                "errors",
-                Value::Array(errors.iter().map(|c| s(c)).collect()),
-            )],
-            Event::Refused { uid, pid } => vec![
-                ("uid", (*uid).into()),
-                ("pid", pid.map_or(Value::Null, Value::from)),
-            ],
-            Event::Exit { code, cpu_ms } => {
-                let mut v = vec![("code", (*code).into())];
-                if let Some(groups) = cpu_ms {
-                    let m: serde_json::Map<String, Value> = groups
-                        .iter()
-                        .map(|(g, ms)| (g.clone(), (*ms).into()))
-                        .collect();
-                    v.push(("cpu_ms", Value::Object(m)));
+            } => {
+                o.str("error", error);
+                o.u64("attempt", (*attempt).into());
+                o.u64("in_ms", *in_ms);
+            }
+            Event::ReloadRejected { errors } => o.strings("errors", errors),
+            Event::Refused { uid, pid } => {
+                o.u64("uid", (*uid).into());
+                match pid {
+                    Some(p) => o.i64("pid", (*p).into()),
+                    None => o.null("pid"),
                 }
-                v
+            }
+            Event::Exit { code, cpu_ms } => {
+                o.i64("code", (*code).into());
+                if let Some(groups) = cpu_ms {
+                    // A JSON object as serde_json's map builds it: keys
+                    // sorted, a repeated key keeps its last value.
+                    let groups: BTreeMap<&str, u64> =
+                        groups.iter().map(|(g, ms)| (g.as_str(), *ms)).collect();
+                    o.key("cpu_ms");
+                    o.0.push(b'{');
+                    for (i, (g, ms)) in groups.into_iter().enumerate() {
+                        if i > 0 {
+                            o.0.push(b',');
+                        }
+                        o.string(g);
+                        o.0.push(b':');
+                        let _ = CompactFormatter.write_u64(o.0, ms);
+                    }
+                    o.0.push(b'}');
+                }
             }
         }
+        o.0.push(b'}');
     }
 
-    /// One JSON object (no newline): `event`, `t`, process fields, then the
-    /// event's own fields.
+    /// One JSON object (no newline): see [`write_json`](Event::write_json).
     pub fn json(&self, t: f64) -> String {
-        let mut out = String::with_capacity(128);
-        out.push_str("{\"event\":");
-        out.push_str(&Value::from(self.name()).to_string());
-        out.push_str(",\"t\":");
-        let t = (t * 1_000_000.0).round() / 1_000_000.0;
-        out.push_str(&serde_json::Number::from_f64(t).map_or("0".into(), |n| n.to_string()));
-        let mut fields = Vec::new();
-        if let Some(w) = self.who() {
-            fields.push(("process", Value::from(w.process.as_str())));
-            fields.push(("group", Value::from(w.group.as_str())));
-            fields.push(("index", Value::from(w.index)));
-        }
-        fields.extend(self.fields());
-        for (k, v) in fields {
-            out.push_str(",\"");
-            out.push_str(k);
-            out.push_str("\":");
-            out.push_str(&v.to_string());
-        }
-        out.push('}');
-        out
+        let mut out = Vec::with_capacity(160);
+        self.write_json(t, &mut out);
+        // write_json appends only `&str` text, ASCII and serde_json's
+        // output (always UTF-8): the lossy branch is never taken.
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
     /// The human line (no newline): `flowrun | api.0 started pid 4242`.
@@ -446,6 +468,57 @@ pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The members of a JSON object being written into a byte buffer, each
+/// after a comma (the object's first member, `event`, is written by hand).
+/// Writes into a `Vec` cannot fail: their `io::Result`s are dropped.
+struct JsonObject<'a>(&'a mut Vec<u8>);
+
+impl JsonObject<'_> {
+    /// `,"k":` (member names are literals that need no escaping).
+    fn key(&mut self, k: &str) {
+        self.0.extend_from_slice(b",\"");
+        self.0.extend_from_slice(k.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+
+    /// A JSON string, escaped by serde_json.
+    fn string(&mut self, v: &str) {
+        let _ = serde_json::to_writer(&mut *self.0, v);
+    }
+
+    fn str(&mut self, k: &str, v: &str) {
+        self.key(k);
+        self.string(v);
+    }
+
+    fn strings(&mut self, k: &str, vs: &[String]) {
+        self.key(k);
+        self.0.push(b'[');
+        for (i, v) in vs.iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            self.string(v);
+        }
+        self.0.push(b']');
+    }
+
+    fn u64(&mut self, k: &str, v: u64) {
+        self.key(k);
+        let _ = CompactFormatter.write_u64(self.0, v);
+    }
+
+    fn i64(&mut self, k: &str, v: i64) {
+        self.key(k);
+        let _ = CompactFormatter.write_i64(self.0, v);
+    }
+
+    fn null(&mut self, k: &str) {
+        self.key(k);
+        self.0.extend_from_slice(b"null");
+    }
+}
+
 /// CPU time as the one duration formatter writes it.
 fn cpu_text(ms: u64) -> String {
     crate::check::fmt_duration(std::time::Duration::from_millis(ms))
@@ -521,24 +594,29 @@ impl EventSink {
         let _ = self.feed.set(feed);
     }
 
+    /// Queue one event for the next flush. Its JSON object is built once:
+    /// with `--log-format json` and a feed, the stderr line and the feed
+    /// get the same text (the same `t`); without a feed it is written
+    /// straight into the pending buffer.
     pub fn emit(&self, ev: Event) {
-        if self.feed.get().is_some() {
-            let json = ev.json(self.start.elapsed().as_secs_f64());
+        let t = self.start.elapsed().as_secs_f64();
+        let json = self.feed.get().map(|_| ev.json(t));
+        let human = (self.format == LogFormat::Human).then(|| ev.human());
+        let full = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            match (&human, &json) {
+                (Some(line), _) | (None, Some(line)) => pending.extend_from_slice(line.as_bytes()),
+                (None, None) => ev.write_json(t, &mut pending),
+            }
+            pending.push(b'\n');
+            pending.len() >= FLUSH_AT
+        };
+        if let Some(json) = json {
             self.feed_pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(json);
         }
-        let mut line = match self.format {
-            LogFormat::Human => ev.human(),
-            LogFormat::Json => ev.json(self.start.elapsed().as_secs_f64()),
-        };
-        line.push('\n');
-        let full = {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.extend_from_slice(line.as_bytes());
-            pending.len() >= FLUSH_AT
-        };
         if full {
             self.flush();
         }
@@ -573,11 +651,140 @@ impl Drop for EventSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
-    /// A human-format sink writing to `tx`, without its thread.
-    fn human_sink(tx: mpsc::Sender<Vec<u8>>) -> EventSink {
+    /// The event-specific fields, in documented order.
+    fn old_fields(ev: &Event) -> Vec<(&'static str, Value)> {
+        let s = |v: &str| Value::String(v.to_string());
+        let opt_s = |v: Option<&str>| v.map_or(Value::Null, s);
+        match ev {
+            Event::Starting {
+                topology,
+                groups,
+                processes,
+                containment,
+            } => vec![
+                ("topology", s(topology)),
+                ("groups", (*groups).into()),
+                ("processes", (*processes).into()),
+                ("containment", s(containment)),
+            ],
+            Event::Leftover { pid, command } => {
+                vec![("pid", (*pid).into()), ("command", s(command))]
+            }
+            Event::GuardRestarted { old_pid, pid } => {
+                vec![("old_pid", (*old_pid).into()), ("pid", (*pid).into())]
+            }
+            Event::Stopped { cpu_ms, .. } => match cpu_ms {
+                Some(ms) => vec![("cpu_ms", (*ms).into())],
+                None => vec![],
+            },
+            Event::Started { pid, .. } => vec![("pid", (*pid).into())],
+            Event::Ready { .. } | Event::Reloading => vec![],
+            Event::Exited {
+                pid,
+                code,
+                signal,
+                expected,
+                ..
+            } => vec![
+                ("pid", (*pid).into()),
+                ("code", code.map_or(Value::Null, Value::from)),
+                ("signal", opt_s(*signal)),
+                ("expected", (*expected).into()),
+            ],
+            Event::Restarting { in_ms, attempt, .. } => {
+                vec![("in_ms", (*in_ms).into()), ("attempt", (*attempt).into())]
+            }
+            Event::Failed { group, reason } => vec![("group", s(group)), ("reason", s(reason))],
+            Event::Signal { signal } | Event::Escalating { signal } => vec![("signal", s(signal))],
+            Event::Draining { reason } | Event::OutputStopped { reason } => {
+                vec![("reason", s(reason))]
+            }
+            Event::Stopping {
+                signal,
+                step,
+                target,
+                ..
+            } => vec![
+                ("signal", s(signal)),
+                ("step", (*step).into()),
+                ("target", s(target)),
+            ],
+            Event::Killed { reason, .. } => vec![("reason", s(reason))],
+            Event::Reloaded { changed, handlers } => vec![
+                (
+                    "changed",
+                    Value::Array(changed.iter().map(|c| s(c)).collect()),
+                ),
+                (
+                    "handlers",
+                    Value::Array(handlers.iter().map(|c| s(c)).collect()),
+                ),
+            ],
+            Event::SpawnRetry {
+                error,
+                attempt,
+                in_ms,
+                ..
+            } => vec![
+                ("error", s(error)),
+                ("attempt", (*attempt).into()),
+                ("in_ms", (*in_ms).into()),
+            ],
+            Event::ReloadRejected { errors } => vec![(
+                "errors",
+                Value::Array(errors.iter().map(|c| s(c)).collect()),
+            )],
+            Event::Refused { uid, pid } => vec![
+                ("uid", (*uid).into()),
+                ("pid", pid.map_or(Value::Null, Value::from)),
+            ],
+            Event::Exit { code, cpu_ms } => {
+                let mut v = vec![("code", (*code).into())];
+                if let Some(groups) = cpu_ms {
+                    let m: serde_json::Map<String, Value> = groups
+                        .iter()
+                        .map(|(g, ms)| (g.clone(), (*ms).into()))
+                        .collect();
+                    v.push(("cpu_ms", Value::Object(m)));
+                }
+                v
+            }
+        }
+    }
+
+    /// The Value-based builder `json` replaced, kept as the oracle: one
+    /// JSON object (no newline): `event`, `t`, process fields, then the
+    /// event's own fields.
+    fn old_json(ev: &Event, t: f64) -> String {
+        let mut out = String::with_capacity(128);
+        out.push_str("{\"event\":");
+        out.push_str(&Value::from(ev.name()).to_string());
+        out.push_str(",\"t\":");
+        let t = (t * 1_000_000.0).round() / 1_000_000.0;
+        out.push_str(&serde_json::Number::from_f64(t).map_or("0".into(), |n| n.to_string()));
+        let mut fields = Vec::new();
+        if let Some(w) = ev.who() {
+            fields.push(("process", Value::from(w.process.as_str())));
+            fields.push(("group", Value::from(w.group.as_str())));
+            fields.push(("index", Value::from(w.index)));
+        }
+        fields.extend(old_fields(ev));
+        for (k, v) in fields {
+            out.push_str(",\"");
+            out.push_str(k);
+            out.push_str("\":");
+            out.push_str(&v.to_string());
+        }
+        out.push('}');
+        out
+    }
+
+    /// A sink writing to `tx`, without its thread.
+    fn sink(format: LogFormat, tx: mpsc::Sender<Vec<u8>>) -> EventSink {
         EventSink {
-            format: LogFormat::Human,
+            format,
             start: Instant::now(),
             tx,
             pending: Arc::new(Mutex::new(Vec::new())),
@@ -589,7 +796,7 @@ mod tests {
     #[test]
     fn a_feed_gets_each_event_as_json_at_the_flush() {
         let (tx, rx) = mpsc::channel();
-        let sink = human_sink(tx);
+        let sink = sink(LogFormat::Human, tx);
         sink.emit(Event::Reloading); // before the feed: stderr only
         let feed = Arc::new(EventFeed::new(1 << 16));
         sink.clone().feed_to(feed.clone());
@@ -625,7 +832,7 @@ mod tests {
     #[test]
     fn events_are_batched_until_a_flush_and_a_drop_flushes() {
         let (tx, rx) = mpsc::channel();
-        let sink = human_sink(tx);
+        let sink = sink(LogFormat::Human, tx);
         let clone = sink.clone();
         sink.emit(Event::Exit {
             code: 0,
@@ -767,5 +974,399 @@ mod tests {
             "flowrun | output stopped: cannot write to stdout: File too large (os error 27); \
              children's output is dropped"
         );
+    }
+
+    /// Quotes, a backslash, a slash, the short escapes, other control
+    /// characters (`\u0001`, `\u001f`), DEL (not escaped) and non-ASCII.
+    const ODD: &str = "q\"b\\s/\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f} é✓😀";
+
+    fn odd_who() -> Who {
+        Who {
+            process: format!("{ODD}.3"),
+            group: ODD.into(),
+            index: 3,
+        }
+    }
+
+    /// One event per variant (some twice), each with the object
+    /// docs/events.md describes for it at t = 12.345678.
+    fn samples() -> Vec<(Event, Value)> {
+        use serde_json::json;
+        let t = 12.345678;
+        let p = json!({"process": format!("{ODD}.3"), "group": ODD, "index": 3});
+        let with = |event: &str, fields: Value| {
+            let mut o = json!({"event": event, "t": t});
+            for (k, v) in fields.as_object().unwrap() {
+                o[k] = v.clone();
+            }
+            o
+        };
+        let proc = |event: &str, fields: Value| {
+            let mut o = with(event, p.clone());
+            for (k, v) in fields.as_object().unwrap() {
+                o[k] = v.clone();
+            }
+            o
+        };
+        vec![
+            (
+                Event::Starting {
+                    topology: ODD.into(),
+                    groups: 2,
+                    processes: 500,
+                    containment: "process-group",
+                },
+                with(
+                    "starting",
+                    json!({"topology": ODD, "groups": 2, "processes": 500, "containment": "process-group"}),
+                ),
+            ),
+            (
+                Event::Leftover {
+                    pid: 77,
+                    command: ODD.into(),
+                },
+                with("leftover", json!({"pid": 77, "command": ODD})),
+            ),
+            (
+                Event::GuardRestarted {
+                    old_pid: 1,
+                    pid: i32::MAX,
+                },
+                with("guard-restarted", json!({"old_pid": 1, "pid": i32::MAX})),
+            ),
+            (
+                Event::Started {
+                    who: odd_who(),
+                    pid: 4242,
+                },
+                proc("started", json!({"pid": 4242})),
+            ),
+            (Event::Ready { who: odd_who() }, proc("ready", json!({}))),
+            (
+                Event::Exited {
+                    who: odd_who(),
+                    pid: 5,
+                    code: Some(-1),
+                    signal: None,
+                    expected: false,
+                },
+                proc(
+                    "exited",
+                    json!({"pid": 5, "code": -1, "signal": null, "expected": false}),
+                ),
+            ),
+            (
+                Event::Exited {
+                    who: odd_who(),
+                    pid: 5,
+                    code: None,
+                    signal: Some("SIGKILL"),
+                    expected: true,
+                },
+                proc(
+                    "exited",
+                    json!({"pid": 5, "code": null, "signal": "SIGKILL", "expected": true}),
+                ),
+            ),
+            (
+                Event::Restarting {
+                    who: odd_who(),
+                    in_ms: u64::MAX,
+                    attempt: 9,
+                },
+                proc("restarting", json!({"in_ms": u64::MAX, "attempt": 9})),
+            ),
+            (
+                Event::Failed {
+                    group: ODD.into(),
+                    reason: ODD.into(),
+                },
+                with("failed", json!({"group": ODD, "reason": ODD})),
+            ),
+            (
+                Event::Signal { signal: "SIGINT" },
+                with("signal", json!({"signal": "SIGINT"})),
+            ),
+            (
+                Event::Draining { reason: ODD.into() },
+                with("draining", json!({"reason": ODD})),
+            ),
+            (
+                Event::Stopping {
+                    who: odd_who(),
+                    signal: "SIGTERM",
+                    step: 1,
+                    target: "group",
+                },
+                proc(
+                    "stopping",
+                    json!({"signal": "SIGTERM", "step": 1, "target": "group"}),
+                ),
+            ),
+            (
+                Event::Killed {
+                    who: odd_who(),
+                    reason: "deadline",
+                },
+                proc("killed", json!({"reason": "deadline"})),
+            ),
+            (
+                Event::Stopped {
+                    who: odd_who(),
+                    cpu_ms: None,
+                },
+                proc("stopped", json!({})),
+            ),
+            (
+                Event::Stopped {
+                    who: odd_who(),
+                    cpu_ms: Some(120),
+                },
+                proc("stopped", json!({"cpu_ms": 120})),
+            ),
+            (
+                Event::Escalating { signal: "SIGINT" },
+                with("escalating", json!({"signal": "SIGINT"})),
+            ),
+            (Event::Reloading, with("reloading", json!({}))),
+            (
+                Event::Reloaded {
+                    changed: vec![],
+                    handlers: vec![],
+                },
+                with("reloaded", json!({"changed": [], "handlers": []})),
+            ),
+            (
+                Event::Reloaded {
+                    changed: vec![ODD.into(), "b".into()],
+                    handlers: vec!["SIGUSR1".into()],
+                },
+                with(
+                    "reloaded",
+                    json!({"changed": [ODD, "b"], "handlers": ["SIGUSR1"]}),
+                ),
+            ),
+            (
+                Event::SpawnRetry {
+                    who: odd_who(),
+                    error: ODD.into(),
+                    attempt: 2,
+                    in_ms: 100,
+                },
+                proc(
+                    "spawn-retry",
+                    json!({"error": ODD, "attempt": 2, "in_ms": 100}),
+                ),
+            ),
+            (
+                Event::ReloadRejected { errors: vec![] },
+                with("reload-rejected", json!({"errors": []})),
+            ),
+            (
+                Event::ReloadRejected {
+                    errors: vec![ODD.into(), String::new()],
+                },
+                with("reload-rejected", json!({"errors": [ODD, ""]})),
+            ),
+            (
+                Event::OutputStopped { reason: ODD.into() },
+                with("output-stopped", json!({"reason": ODD})),
+            ),
+            (
+                Event::Refused { uid: 0, pid: None },
+                with("refused", json!({"uid": 0, "pid": null})),
+            ),
+            (
+                Event::Refused {
+                    uid: u32::MAX,
+                    pid: Some(i32::MIN),
+                },
+                with("refused", json!({"uid": u32::MAX, "pid": i32::MIN})),
+            ),
+            (
+                Event::Exit {
+                    code: 0,
+                    cpu_ms: None,
+                },
+                with("exit", json!({"code": 0})),
+            ),
+            (
+                Event::Exit {
+                    code: 143,
+                    cpu_ms: Some(vec![]),
+                },
+                with("exit", json!({"code": 143, "cpu_ms": {}})),
+            ),
+            (
+                Event::Exit {
+                    code: 1,
+                    // Not in order, and a repeated name: the object has
+                    // the names sorted, the last value of a repeated one.
+                    cpu_ms: Some(vec![
+                        ("web".into(), 7),
+                        (ODD.into(), 3),
+                        ("api".into(), 1),
+                        ("web".into(), 8),
+                    ]),
+                },
+                with(
+                    "exit",
+                    json!({"code": 1, "cpu_ms": {"web": 8, ODD: 3, "api": 1}}),
+                ),
+            ),
+        ]
+    }
+
+    /// Which variant `e` is; a new variant does not compile until it is
+    /// listed here, and then `samples` must cover it.
+    fn variant(e: &Event) -> usize {
+        match e {
+            Event::Starting { .. } => 0,
+            Event::Leftover { .. } => 1,
+            Event::GuardRestarted { .. } => 2,
+            Event::Started { .. } => 3,
+            Event::Ready { .. } => 4,
+            Event::Exited { .. } => 5,
+            Event::Restarting { .. } => 6,
+            Event::Failed { .. } => 7,
+            Event::Signal { .. } => 8,
+            Event::Draining { .. } => 9,
+            Event::Stopping { .. } => 10,
+            Event::Killed { .. } => 11,
+            Event::Stopped { .. } => 12,
+            Event::Escalating { .. } => 13,
+            Event::Reloading => 14,
+            Event::Reloaded { .. } => 15,
+            Event::SpawnRetry { .. } => 16,
+            Event::ReloadRejected { .. } => 17,
+            Event::OutputStopped { .. } => 18,
+            Event::Refused { .. } => 19,
+            Event::Exit { .. } => 20,
+        }
+    }
+    const VARIANTS: usize = 21;
+
+    #[test]
+    fn json_is_the_documented_object_and_what_the_value_builder_wrote() {
+        let samples = samples();
+        let covered: std::collections::BTreeSet<usize> =
+            samples.iter().map(|(e, _)| variant(e)).collect();
+        assert_eq!(covered.len(), VARIANTS, "every variant has a sample");
+        for (e, want) in &samples {
+            let got = e.json(12.345678);
+            assert_eq!(got, old_json(e, 12.345678), "byte for byte: {e:?}");
+            let parsed: Value =
+                serde_json::from_str(&got).unwrap_or_else(|err| panic!("{err}: {got}"));
+            assert_eq!(&parsed, want, "{got}");
+            let mut buf = b"before".to_vec();
+            e.write_json(12.345678, &mut buf);
+            assert_eq!(buf, [b"before", got.as_bytes()].concat(), "appends");
+        }
+    }
+
+    #[test]
+    fn json_escapes_as_serde_json_does() {
+        // Written out, independent of serde_json: the short escapes, \u00XX
+        // in lower-case hex for other controls, DEL and non-ASCII as is.
+        let e = Event::Failed {
+            group: "g".into(),
+            reason: ODD.into(),
+        };
+        assert_eq!(
+            e.json(0.25),
+            "{\"event\":\"failed\",\"t\":0.25,\"group\":\"g\",\"reason\":\
+             \"q\\\"b\\\\s/\\n\\r\\t\\b\\f\\u0001\\u001f\u{7f} é✓😀\"}"
+        );
+        // Every character up to U+07FF, and some further ones.
+        let chars = (0u32..0x800)
+            .chain([0xfffd, 0xffff, 0x1_0000, 0x1f600, 0x10_ffff])
+            .filter_map(char::from_u32);
+        for c in chars {
+            let e = Event::Draining {
+                reason: format!("a{c}b{c}"),
+            };
+            assert_eq!(e.json(1.0), old_json(&e, 1.0), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn json_time_is_written_as_before() {
+        let mut ts = vec![
+            0.0,
+            -0.0,
+            1e-7,
+            4.9e-7,
+            5e-7,
+            0.1 + 0.2,
+            1e21,
+            1e300,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            -3.5,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        ts.extend((0..40_000).map(|i| f64::from(i) * 0.000_731));
+        ts.extend((0..20_000).map(|i| f64::from(i) * 1.37e-7));
+        ts.extend((-9..=22).map(|k| 10f64.powi(k) * 1.234_567_891));
+        for t in ts {
+            assert_eq!(
+                Event::Reloading.json(t),
+                old_json(&Event::Reloading, t),
+                "t = {t:e}"
+            );
+        }
+        assert_eq!(
+            Event::Reloading.json(f64::NAN),
+            r#"{"event":"reloading","t":0}"#
+        );
+    }
+
+    #[test]
+    fn json_lines_on_stderr_and_the_feed_are_the_same_text() {
+        let (tx, rx) = mpsc::channel();
+        let sink = sink(LogFormat::Json, tx);
+        let feed = Arc::new(EventFeed::new(1 << 16));
+        sink.feed_to(feed.clone());
+        for (e, _) in samples() {
+            sink.emit(e);
+        }
+        sink.flush();
+        let fed: Vec<String> = feed
+            .read(feed.start(), 100)
+            .items
+            .into_iter()
+            .map(|(_, j)| j)
+            .collect();
+        let text: String = rx
+            .try_iter()
+            .map(|b| String::from_utf8(b).unwrap())
+            .collect();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines, fed);
+        assert_eq!(lines.len(), samples().len());
+    }
+
+    #[test]
+    fn json_lines_without_a_feed() {
+        let (tx, rx) = mpsc::channel();
+        let sink = sink(LogFormat::Json, tx);
+        let samples = samples();
+        for (e, _) in &samples {
+            sink.emit(e.clone());
+        }
+        sink.flush();
+        let text = String::from_utf8(rx.try_recv().unwrap()).unwrap();
+        assert!(text.ends_with('\n'));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), samples.len());
+        for (line, (_, want)) in lines.iter().zip(&samples) {
+            let mut got: Value = serde_json::from_str(line).unwrap();
+            assert!(got["t"].as_f64().is_some_and(|t| t >= 0.0), "{line}");
+            got["t"] = want["t"].clone();
+            assert_eq!(&got, want, "{line}");
+        }
     }
 }
