@@ -264,7 +264,9 @@ pub fn kill_and_remove(dir: &Path, within: std::time::Duration) -> bool {
 struct GroupDir {
     path: PathBuf,
     name: String,
-    fd: OwnedFd,
+    /// Shared with the maker thread's [`Work::Finish`] (no new
+    /// descriptor).
+    fd: std::sync::Arc<OwnedFd>,
 }
 
 /// One process's cgroup.
@@ -326,7 +328,8 @@ enum Work {
     /// Read a process cgroup's CPU time, then remove it; tell `reply`
     /// which happened (see [`RunCgroup::finish`]).
     Finish {
-        path: PathBuf,
+        group: std::sync::Arc<OwnedFd>,
+        rel: PathBuf,
         cpu_at_spawn: u64,
         reply: Box<dyn FnOnce(Finished) + Send>,
     },
@@ -361,10 +364,11 @@ impl Maker {
                             let _ = fs::remove_dir(path);
                         }
                         Work::Finish {
-                            path,
+                            group,
+                            rel,
                             cpu_at_spawn,
                             reply,
-                        } => reply(finish_leaf(&path, cpu_at_spawn)),
+                        } => reply(finish_leaf(&group, &rel, cpu_at_spawn)),
                     }
                 }
             })
@@ -386,11 +390,16 @@ fn make_leaf(path: &Path) -> io::Result<()> {
 /// Read a process cgroup's CPU time, then remove it. `rmdir` is also the
 /// emptiness check: it fails with EBUSY while anything is in the cgroup
 /// (the kernel's own test), so no `cgroup.events` read is needed.
-fn finish_leaf(path: &Path, cpu_at_spawn: u64) -> Finished {
-    let usage = usage_at(None, &path.join("cpu.stat"));
-    match fs::remove_dir(path) {
+/// `rel` is its name in its group's cgroup, `group`.
+fn finish_leaf(group: &OwnedFd, rel: &Path, cpu_at_spawn: u64) -> Finished {
+    let usage = usage_at(Some(group), &rel.join("cpu.stat"));
+    match nix::unistd::unlinkat(
+        Some(group.as_raw_fd()),
+        rel,
+        nix::unistd::UnlinkatFlags::RemoveDir,
+    ) {
         Ok(()) => Finished::Removed(usage.map(|u| u.saturating_sub(cpu_at_spawn) / 1000)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Finished::Removed(None),
+        Err(nix::errno::Errno::ENOENT) => Finished::Removed(None),
         Err(_) => Finished::Populated,
     }
 }
@@ -440,7 +449,7 @@ impl RunCgroup {
                 GroupDir {
                     path,
                     name: name.to_string(),
-                    fd,
+                    fd: std::sync::Arc::new(fd),
                 },
             );
         }
@@ -619,11 +628,16 @@ impl RunCgroup {
         index: usize,
         reply: Box<dyn FnOnce(Finished) + Send>,
     ) -> bool {
-        let (Some(m), Some(l)) = (&self.maker, self.leaves.get(&(slot, index))) else {
+        let (Some(m), Some(l), Some(g)) = (
+            &self.maker,
+            self.leaves.get(&(slot, index)),
+            self.groups.get(&slot),
+        ) else {
             return false;
         };
         m.tx.send(Work::Finish {
-            path: l.path.clone(),
+            group: g.fd.clone(),
+            rel: l.rel.clone(),
             cpu_at_spawn: l.cpu_at_spawn,
             reply,
         })
