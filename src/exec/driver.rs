@@ -46,6 +46,11 @@ use tokio::task::JoinHandle;
 const GROUP_POLL: Duration = Duration::from_millis(20);
 /// Processes spawned between two looks at the message queue.
 pub const SPAWN_BATCH: usize = 128;
+/// A step that sends many ladder signals (a drain of N processes) reaps
+/// the children that exited meanwhile after every this many, instead of
+/// only once all are sent: their cgroups are then read and removed (on the
+/// cgroup thread) while the rest are still being signalled.
+const REAP_EVERY: usize = 32;
 
 #[derive(Debug)]
 pub enum Msg {
@@ -282,6 +287,10 @@ pub struct Driver {
     lanes: Option<spawn::Lanes>,
     readers: Vec<JoinHandle<()>>,
     poll_armed: bool,
+    /// Ladder signals sent so far, and whether exited children may be
+    /// reaped after one (see [`REAP_EVERY`]).
+    signalled: usize,
+    may_reap: bool,
     code: Option<i32>,
     /// CPU time of the incarnation just released, for its `stopped` event.
     cpu_ms: Option<u64>,
@@ -347,6 +356,8 @@ impl Driver {
             lanes: None,
             readers: Vec::new(),
             poll_armed: false,
+            signalled: 0,
+            may_reap: true,
             code: None,
             cpu_ms: None,
             notify_seq: 0,
@@ -643,7 +654,17 @@ impl Driver {
                 gen,
                 sig,
                 target,
-            } => self.signal(p, gen, sig, target),
+            } => {
+                self.signal(p, gen, sig, target);
+                self.signalled += 1;
+                if self.signalled % REAP_EVERY == 0 && self.may_reap {
+                    // Not within a spawn batch (no reap races a start),
+                    // nor within this reap.
+                    self.may_reap = false;
+                    self.handle(Msg::Child);
+                    self.may_reap = true;
+                }
+            }
             Effect::Kill { p, gen } => self.kill(p, gen),
             Effect::Arm { id, after } => self.after(after, Msg::Timer(id)),
             Effect::Release { p, gen } => self.release(p, gen),
@@ -793,6 +814,8 @@ impl Driver {
     /// [`spawn::LANES`] at once ([`spawn::Lanes`]); a drain cancels the
     /// ones not started yet.
     fn spawn_batch(&mut self) {
+        // No reap while a batch runs (see `REAP_EVERY`).
+        let may_reap = std::mem::replace(&mut self.may_reap, false);
         let mut budget = SPAWN_BATCH;
         while budget > 0 && !self.core.done() {
             let mut staged = Vec::new();
@@ -849,6 +872,7 @@ impl Driver {
         if self.spawns.is_empty() {
             self.seen = None;
         }
+        self.may_reap = may_reap;
     }
 
     /// Everything a start needs, made ready on this thread: checks of the
