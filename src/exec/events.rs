@@ -546,15 +546,39 @@ pub struct EventSink {
 /// Flush when this much is pending, whatever the supervisor is doing.
 const FLUSH_AT: usize = 64 * 1024;
 
+/// The stderr writer thread of [`EventSink::start`].
+pub struct EventWriter {
+    handle: std::thread::JoinHandle<()>,
+    done: mpsc::Receiver<()>,
+}
+
+impl EventWriter {
+    /// Wait up to `grace` for the thread to write what it has and end
+    /// (every sink dropped); whether it did. A stderr nobody reads keeps
+    /// it (and is left behind: the process is about to exit).
+    pub fn finish_within(self, grace: std::time::Duration) -> bool {
+        match self.done.recv_timeout(grace) {
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            _ => {
+                let _ = self.handle.join();
+                true
+            }
+        }
+    }
+}
+
 impl EventSink {
-    /// Start the stderr writer thread. Join the handle after dropping every
-    /// sink to flush.
-    pub fn start(format: LogFormat, start: Instant) -> (EventSink, std::thread::JoinHandle<()>) {
+    /// Start the stderr writer thread. Wait for it
+    /// ([`EventWriter::finish_within`]) after dropping every sink to flush.
+    pub fn start(format: LogFormat, start: Instant) -> (EventSink, EventWriter) {
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let (done_tx, done) = mpsc::channel::<()>();
         let handle = std::thread::Builder::new()
             .name("flowrun-events".into())
             .stack_size(64 * 1024)
             .spawn(move || {
+                // Dropped when the thread ends: wakes `finish_within`.
+                let _done = done_tx;
                 let mut err = std::io::stderr().lock();
                 let mut broken = false;
                 let mut buf = Vec::new();
@@ -574,6 +598,7 @@ impl EventSink {
                 }
             })
             .expect("cannot start the event writer thread");
+        let writer = EventWriter { handle, done };
         (
             EventSink {
                 format,
@@ -583,7 +608,7 @@ impl EventSink {
                 feed: Arc::default(),
                 feed_pending: Arc::default(),
             },
-            handle,
+            writer,
         )
     }
 

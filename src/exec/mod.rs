@@ -621,12 +621,6 @@ async fn run(
     }
     drop(events);
     // The closing events: a stderr nobody reads gets a short grace.
-    let grace = std::time::Instant::now() + EVENTS_GRACE;
-    while !events_thread.is_finished() && std::time::Instant::now() < grace {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    if events_thread.is_finished() {
-        let _ = events_thread.join();
-    }
+    events_thread.finish_within(EVENTS_GRACE);
     (code, guard, record)
 }
