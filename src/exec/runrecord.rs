@@ -184,6 +184,16 @@ fn parse(file: &Path) -> Option<(i32, Dead)> {
     Some((pid, d))
 }
 
+/// `KEY.PID`: a [`key`] (hexadecimal) and a pid.
+fn is_record_name(name: &str) -> bool {
+    name.split_once('.').is_some_and(|(k, pid)| {
+        !k.is_empty()
+            && k.bytes().all(|b| b.is_ascii_hexdigit())
+            && !pid.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
 fn runner_alive(pid: i32, start: u64) -> bool {
     start_time(pid) == Some(start)
 }
@@ -195,15 +205,16 @@ pub fn reap_dead_runs(dir: &Path, key: &str) -> Vec<(i32, String)> {
     let Ok(rd) = fs::read_dir(dir) else {
         return killed;
     };
-    let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+    // Only records are read: the directory also holds other runs' notify
+    // directories and the control plane's sockets and locks.
+    let mut entries: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| is_record_name(n))
+        .collect();
     entries.sort();
-    for path in entries {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
-            continue;
-        };
-        if name.ends_with(".d") {
-            continue;
-        }
+    for name in entries {
+        let path = dir.join(&name);
         let Some((pid, dead)) = parse(&path) else {
             continue;
         };
@@ -269,6 +280,22 @@ fn kill_leftovers(dead: &Dead) -> Vec<(i32, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_records_are_read() {
+        let k = key(Path::new("/tmp/t.pf"));
+        assert!(is_record_name(&format!("{k}.4242")));
+        for other in [
+            format!("{k}.4242.d"),
+            format!("t-{k}.sock"),
+            format!("t-{k}.lock"),
+            format!("{k}."),
+            ".4242".to_string(),
+            format!("{k}.42x"),
+        ] {
+            assert!(!is_record_name(&other), "{other}");
+        }
+    }
 
     #[test]
     fn keys_are_stable_and_distinct() {
