@@ -272,7 +272,7 @@ struct Proc {
 struct Slot {
     /// Shared with the driver (as `Proc::spec`).
     def: Arc<Group>,
-    fingerprint: String,
+    fingerprint: u64,
     procs: Vec<Proc>,
     started: bool,
     /// `drain G`, or retired by a reload: stays down.
@@ -403,9 +403,12 @@ pub struct Core {
 pub type Scale = Box<dyn FnMut(&Plan, &[(String, u32)]) -> Result<Plan, Vec<String>>>;
 
 /// A group's resolved definition, independent of its position in the file:
-/// the group with `after` edges by name, and every process's spec without
-/// its group index. Equal fingerprints mean a reload keeps the group.
-pub fn fingerprint(plan: &Plan, gid: GroupId) -> String {
+/// a hash of the group's JSON with `after` edges by name, and of every
+/// process's spec without its group index. Equal fingerprints mean a
+/// reload keeps the group. (Computed for every group at start: the specs
+/// are written straight into the hasher, without a `Value` or a string.)
+pub fn fingerprint(plan: &Plan, gid: GroupId) -> u64 {
+    use std::hash::Hasher;
     let g = &plan.topology.groups[gid];
     let mut v = serde_json::to_value(g).unwrap_or_default();
     if let Some(after) = v.get_mut("after").and_then(|a| a.as_array_mut()) {
@@ -418,15 +421,26 @@ pub fn fingerprint(plan: &Plan, gid: GroupId) -> String {
             a["group"] = name.into();
         }
     }
-    let mut out = v.to_string();
+    // The default hasher's keys are fixed: equal input, equal hash, for
+    // as long as a run lasts (fingerprints are never stored).
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(v.to_string().as_bytes());
+    let mut buf = Vec::new();
     for p in plan.processes.iter().filter(|p| p.group == gid) {
-        let mut pv = serde_json::to_value(p).unwrap_or_default();
-        if let Some(o) = pv.as_object_mut() {
-            o.remove("group");
+        buf.clear();
+        if serde_json::to_writer(&mut buf, p).is_err() {
+            continue;
         }
-        out.push_str(&pv.to_string());
+        // `{"group":N,` comes first (the field order of `ProcessSpec`):
+        // the rest is the spec without its group index.
+        let rest = buf
+            .strip_prefix(b"{\"group\":")
+            .and_then(|r| r.iter().position(|&b| b == b',').map(|i| &r[i + 1..]))
+            .unwrap_or(&buf);
+        h.write_usize(rest.len());
+        h.write(rest);
     }
-    out
+    h.finish()
 }
 
 fn bit(sig: Sig) -> u64 {
@@ -443,12 +457,22 @@ fn status_text(st: Status) -> String {
 impl Core {
     /// A core for `plan`; `handle` nothing until [`Core::start`].
     pub fn new(plan: Plan, reload: Reload, env: Env, now: Instant) -> Core {
-        let mut core = Core {
-            plan: plan.clone(),
+        let slots: Vec<Slot> = (0..plan.topology.groups.len())
+            .map(|gid| Core::slot(&plan, gid, now))
+            .collect();
+        let caught = plan
+            .topology
+            .handlers
+            .iter()
+            .map(|h| h.signal.node)
+            .collect();
+        Core {
+            cur: (0..slots.len()).collect(),
+            slots,
+            caught,
+            plan,
             reload,
             env,
-            slots: Vec::new(),
-            cur: Vec::new(),
             mode: Mode::Running,
             code: None,
             escalated: false,
@@ -457,27 +481,23 @@ impl Core {
             queue: VecDeque::new(),
             timers: HashMap::new(),
             next_id: 1,
-            caught: Vec::new(),
             stop_waits: Vec::new(),
             ended: None,
             now,
             out: Vec::new(),
             calls: Vec::new(),
             scale: None,
-        };
-        core.cur = (0..plan.topology.groups.len())
-            .map(|gid| core.add_slot(&plan, gid))
-            .collect();
-        core.caught = plan
-            .topology
-            .handlers
-            .iter()
-            .map(|h| h.signal.node)
-            .collect();
-        core
+        }
     }
 
     fn add_slot(&mut self, plan: &Plan, gid: GroupId) -> usize {
+        let slot = Core::slot(plan, gid, self.now);
+        self.slots.push(slot);
+        self.slots.len() - 1
+    }
+
+    /// A slot for group `gid` of `plan`, its processes idle.
+    fn slot(plan: &Plan, gid: GroupId, now: Instant) -> Slot {
         let g = &plan.topology.groups[gid];
         let procs = plan
             .processes
@@ -496,7 +516,7 @@ impl Core {
                 ever_ready: false,
                 attempts: 0,
                 window: Window::default(),
-                started_at: self.now,
+                started_at: now,
                 sent: 0,
                 exec_failed: None,
                 spec: Arc::new(spec.clone()),
@@ -505,7 +525,7 @@ impl Core {
                 leaving: false,
             })
             .collect();
-        self.slots.push(Slot {
+        Slot {
             def: Arc::new(g.clone()),
             fingerprint: fingerprint(plan, gid),
             procs,
@@ -517,8 +537,7 @@ impl Core {
             ctl_hold: false,
             kept: false,
             kept_because: None,
-        });
-        self.slots.len() - 1
+        }
     }
 
     /// Begin: the `starting` event and the first spawns.
