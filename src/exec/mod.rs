@@ -13,8 +13,10 @@
 //! that lives as long as the runner (`PR_SET_PDEATHSIG` is safe) and the
 //! reaper (`waitpid(-1)` on SIGCHLD, [`reap`]) never races a spawn. Two
 //! plain threads own stdout ([`logs`]) and stderr ([`events`]). Nothing
-//! polls while idle: with cgroups a process's end is an inotify event on
-//! its `cgroup.events`; without, the only periodic timer runs while a
+//! polls while idle: with cgroups a process's end is its leader's reap
+//! (a reaped orphan's too: the runner is a subreaper) and, while something
+//! outlives the leader, an inotify event on its `cgroup.events`; without,
+//! the only periodic timer runs while a
 //! process group whose leader has exited is waited for (every 20 ms,
 //! bounded by its ladder). Large groups start in batches of 128 spawns, with the signal
 //! and exit drivers polled in between.
