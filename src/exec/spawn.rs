@@ -529,8 +529,13 @@ pub fn start_job(job: &Job) -> io::Result<Spawned> {
     start_resolved(&job.cmd, &job.prog, &job.how, job.inh)
 }
 
-/// How many starts [`Lanes::start_all`] runs at once.
-pub const LANES: usize = 3;
+/// How many starts [`Lanes::start_all`] runs at once. Measured at N=500
+/// on 2 CPUs (`bench/run --scenarios start,start-loaded`): beside two
+/// busy loops, 1, 2, 3 and 6 lanes started in about 1,290, 650-740,
+/// 450-600 and 380-480 ms; on a quiet machine, in 350-375, 285-295,
+/// 280-325 and 310-355 ms (the busier the CPUs, the longer each child
+/// waits to be scheduled, and the more waits must overlap).
+pub const LANES: usize = 6;
 
 /// Starts services on several threads at once. A `CLONE_VFORK` clone
 /// suspends only the calling thread until the child has exec'd; on one
