@@ -387,12 +387,18 @@ fn executable(path: &CString) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// `/dev/null`, opened once and kept: every child's stdin. Only a
+/// success is kept: a first open that fails (EMFILE while a burst of
+/// starts holds many descriptors) returns its own error, which is retried
+/// like any other shortage, instead of failing every later start.
 fn dev_null() -> io::Result<i32> {
-    static NULL: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
-    NULL.get_or_init(|| std::fs::File::open("/dev/null").ok().map(OwnedFd::from))
-        .as_ref()
-        .map(|f| f.as_raw_fd())
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+    static NULL: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+    if let Some(f) = NULL.get() {
+        return Ok(f.as_raw_fd());
+    }
+    let f = OwnedFd::from(std::fs::File::open("/dev/null")?);
+    // Two lanes may race here: the loser's descriptor is closed.
+    Ok(NULL.get_or_init(|| f).as_raw_fd())
 }
 
 /// Start a service process, relaying its stdout and stderr through one
