@@ -923,9 +923,13 @@ impl Driver {
                         .flatten(),
                 ),
                 Err(e) => {
-                    return Err(Outcome::Failed(format!(
-                        "{who}: cannot create its cgroup: {e}"
-                    )))
+                    let why = format!("{who}: cannot create its cgroup: {e}");
+                    // Out of descriptors while a batch holds many: retried.
+                    return Err(if spawn::is_backpressure(&e) {
+                        Outcome::Busy(why)
+                    } else {
+                        Outcome::Failed(why)
+                    });
                 }
             },
             None => (None, None),
@@ -947,9 +951,12 @@ impl Driver {
                     notify = Some((dir, sock));
                 }
                 Err(e) => {
-                    return Err(Outcome::Failed(format!(
-                        "{who}: cannot create notify socket: {e}"
-                    )))
+                    let why = format!("{who}: cannot create notify socket: {e}");
+                    return Err(if spawn::is_backpressure(&e) {
+                        Outcome::Busy(why)
+                    } else {
+                        Outcome::Failed(why)
+                    });
                 }
             }
         }
