@@ -331,8 +331,39 @@ enum Work {
         group: std::sync::Arc<OwnedFd>,
         rel: PathBuf,
         cpu_at_spawn: u64,
-        reply: Box<dyn FnOnce(Finished) + Send>,
+        reply: Reply,
     },
+}
+
+/// The answer to a [`RunCgroup::finish`], given exactly once: if the
+/// maker thread is gone before it answered (the queued work is dropped),
+/// the answer is [`Finished::Populated`], so the caller looks for itself
+/// and no exit is left unanswered.
+pub struct Reply(Option<Box<dyn FnOnce(Finished) + Send>>);
+
+impl Reply {
+    pub fn new(f: impl FnOnce(Finished) + Send + 'static) -> Reply {
+        Reply(Some(Box::new(f)))
+    }
+
+    fn send(mut self, outcome: Finished) {
+        if let Some(f) = self.0.take() {
+            f(outcome);
+        }
+    }
+
+    /// Never answer (the work was not queued: the caller does it itself).
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Finished::Populated);
+        }
+    }
 }
 
 /// How [`RunCgroup::finish`] ended.
@@ -368,7 +399,7 @@ impl Maker {
                             rel,
                             cpu_at_spawn,
                             reply,
-                        } => reply(finish_leaf(&group, &rel, cpu_at_spawn)),
+                        } => reply.send(finish_leaf(&group, &rel, cpu_at_spawn)),
                     }
                 }
             })
@@ -619,29 +650,34 @@ impl RunCgroup {
     /// Process `index`'s leader is reaped and nothing will start in its
     /// cgroup again (the run is draining): on the maker thread, read the
     /// incarnation's CPU time and remove the cgroup, then call `reply`
-    /// there. Returns false (and `reply` is dropped) when there is no such
-    /// thread or cgroup: the caller checks [`RunCgroup::populated`]
-    /// itself. After [`Finished::Removed`], call [`RunCgroup::forget`].
-    pub fn finish(
-        &self,
-        slot: usize,
-        index: usize,
-        reply: Box<dyn FnOnce(Finished) + Send>,
-    ) -> bool {
+    /// there. Returns false (and `reply` is never called) when there is
+    /// no such thread or cgroup: the caller checks
+    /// [`RunCgroup::populated`] itself. After [`Finished::Removed`], call
+    /// [`RunCgroup::forget`].
+    pub fn finish(&self, slot: usize, index: usize, reply: Reply) -> bool {
         let (Some(m), Some(l), Some(g)) = (
             &self.maker,
             self.leaves.get(&(slot, index)),
             self.groups.get(&slot),
         ) else {
+            reply.disarm();
             return false;
         };
-        m.tx.send(Work::Finish {
+        let work = Work::Finish {
             group: g.fd.clone(),
             rel: l.rel.clone(),
             cpu_at_spawn: l.cpu_at_spawn,
             reply,
-        })
-        .is_ok()
+        };
+        match m.tx.send(work) {
+            Ok(()) => true,
+            Err(std::sync::mpsc::SendError(work)) => {
+                if let Work::Finish { reply, .. } = work {
+                    reply.disarm();
+                }
+                false
+            }
+        }
     }
 
     /// The cgroup of process `index` was removed by [`RunCgroup::finish`].
@@ -887,18 +923,105 @@ mod tests {
         let want = run.member_line(0, 0).unwrap();
         let born_inside = line.lines().any(|l| l == want);
         let seen = run.populated(0, 0);
+        // Watched once (a second call adds nothing); its emptying then
+        // makes the inotify descriptor readable.
+        let (first, again) = (run.watch(0, 0), run.watch(0, 0));
+        let ino = run.inotify_fd().expect("an inotify descriptor");
         run.kill(0, 0);
         let mut st = 0;
         // SAFETY: our own child.
         unsafe { libc::waitpid(child.pid, &mut st, 0) };
         let killed = libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL;
+        let mut pfd = libc::pollfd {
+            fd: ino.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let noticed = unsafe { libc::poll(&mut pfd, 1, 5000) } == 1;
+        let empty_now = !run.populated(0, 0);
         run.sweep(|| {});
         let path = run.path.clone();
         run.remove().expect("remove the tree");
         assert!(seen, "a live member, but not populated");
+        assert!(first && !again, "watch: {first} then {again}");
+        assert!(noticed && empty_now, "the emptying was not notified");
         assert!(born_inside, "{line:?} lacks {want:?}");
         assert!(killed, "status {st:#x}");
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn finish_removes_an_empty_cgroup_and_leaves_a_populated_one() {
+        let parent = match find_parent(&format!("flowrun-unit-probe-f{}", std::process::id())) {
+            Ok(p) => p,
+            Err(why) => {
+                eprintln!("SKIPPED: {why}");
+                return;
+            }
+        };
+        let name = format!("flowrun-unit-f{}", std::process::id());
+        let mut run = RunCgroup::create(&parent, &name).expect("create the run cgroup");
+        let _empty = run.proc_fd(0, "g", 0).expect("leaf 0");
+        let fd = run.proc_fd(0, "g", 1).expect("leaf 1");
+        let argv = ["sleep".to_string(), "600".to_string()];
+        let spec = super::super::spawn::SpawnSpec {
+            argv: &argv,
+            env: &[],
+            cwd: Path::new("/"),
+            own_group: true,
+            die_with_parent: true,
+            capture: false,
+            cgroup: Some(fd.as_raw_fd()),
+        };
+        let inh = super::super::spawn::Inherited {
+            nofile: libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 1024,
+            },
+            runner_pid: std::process::id() as i32,
+        };
+        let child = super::super::spawn::spawn_service(&spec, inh).expect("spawn");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let answers: Vec<_> = [0, 1]
+            .into_iter()
+            .map(|i| {
+                let tx = tx.clone();
+                let queued = run.finish(0, i, Reply::new(move |o| tx.send((i, o)).unwrap()));
+                let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+                (queued, got)
+            })
+            .collect();
+        let leaf0 = run.path.join("0-g/0");
+        run.kill(0, 1);
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(child.pid, &mut 0, 0) };
+        run.sweep(|| {});
+        run.remove().expect("remove the tree");
+        assert!(
+            matches!(answers[0], (true, Ok((0, Finished::Removed(Some(_)))))),
+            "{:?}",
+            answers[0]
+        );
+        assert!(!leaf0.exists());
+        assert!(
+            matches!(answers[1], (true, Ok((1, Finished::Populated)))),
+            "{:?}",
+            answers[1]
+        );
+    }
+
+    #[test]
+    fn a_reply_is_given_once_populated_if_dropped_and_never_if_disarmed() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reply =
+            |tx: std::sync::mpsc::Sender<Finished>| Reply::new(move |o| tx.send(o).unwrap());
+        reply(tx.clone()).send(Finished::Removed(Some(3)));
+        drop(reply(tx.clone()));
+        reply(tx.clone()).disarm();
+        drop(tx);
+        let got: Vec<Finished> = rx.iter().collect();
+        assert_eq!(got, [Finished::Removed(Some(3)), Finished::Populated]);
     }
 
     #[test]

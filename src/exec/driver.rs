@@ -488,7 +488,7 @@ impl Driver {
         if self.core.draining() {
             if let Some(c) = &self.ctx.cgroup {
                 let tx = self.tx.clone();
-                let reply = Box::new(move |outcome| {
+                let reply = super::cgroup::Reply::new(move |outcome| {
                     let _ = tx.send(Msg::Finished { p, gen, outcome });
                 });
                 if c.finish(p.0, p.1, reply) {
