@@ -38,7 +38,7 @@ use super::policy::{self, Window};
 use super::reap::Status;
 use crate::ast::{AfterState, FinishWhen, ProcessGroupMode, StopTarget, Timeout};
 use crate::control::protocol::{ControlError, Reply, Request};
-use crate::model::{Group, GroupId, Sig, Step};
+use crate::model::{Group, GroupId, LadderStep, Sig, Step};
 use crate::plan::{Plan, ProcessSpec};
 use signals::{Cause, Drain, Verdict};
 use std::collections::{HashMap, VecDeque};
@@ -289,6 +289,11 @@ struct Slot {
     /// Kept because `flowrun stop` stopped this slot's group (a dependent
     /// stopped with it); `flowrun start` of that group starts it too.
     kept_because: Option<usize>,
+    /// During a drain: when the drain last walked this slot, every process
+    /// was stopping, killed or down. Nothing leaves those states for one a
+    /// drain acts on while draining (no spawn, no restart, no handler), so
+    /// the slot is not walked again at every later message.
+    settled: bool,
 }
 
 impl Slot {
@@ -537,6 +542,7 @@ impl Core {
             ctl_hold: false,
             kept: false,
             kept_because: None,
+            settled: false,
         }
     }
 
@@ -1213,7 +1219,7 @@ impl Core {
     /// Send ladder step `step` (or SIGKILL past the last one).
     fn send_step(&mut self, p: Ref, step: usize) {
         let slot = &self.slots[p.0];
-        let stop = slot.def.stop.clone();
+        let stop = &slot.def.stop;
         let pr = &slot.procs[p.1];
         let (gen, pid, leader) = match pr.state {
             PState::Running { gen, pid, .. } => (gen, pid, true),
@@ -1222,12 +1228,17 @@ impl Core {
             } => (gen, pid, leader),
             _ => return,
         };
-        let Some(ls) = stop.steps.get(step) else {
+        let Some(&LadderStep {
+            signal,
+            drain: wait,
+            ..
+        }) = stop.steps.get(step)
+        else {
             self.kill_proc(p, "deadline");
             return;
         };
         let who = pr.who.clone();
-        let already = pr.sent & bit(ls.signal) != 0;
+        let already = pr.sent & bit(signal) != 0;
         let target = if !leader {
             StopTarget::Group
         } else {
@@ -1240,12 +1251,12 @@ impl Core {
             self.out.push(Effect::Signal {
                 p,
                 gen,
-                sig: ls.signal,
+                sig: signal,
                 target,
             });
             self.emit(Event::Stopping {
                 who,
-                signal: ls.signal.name(),
+                signal: signal.name(),
                 step,
                 target: match target {
                     StopTarget::Group if !shared => "group",
@@ -1253,7 +1264,7 @@ impl Core {
                 },
             });
         }
-        let deadline = match ls.drain {
+        let deadline = match wait {
             Timeout::Finite(d) if self.paused.is_some() => Deadline::Paused {
                 left: d + DEADLINE_GRACE,
             },
@@ -1267,7 +1278,7 @@ impl Core {
             Timeout::Forever => Deadline::Never,
         };
         let pr = &mut self.slots[p.0].procs[p.1];
-        pr.sent |= bit(ls.signal);
+        pr.sent |= bit(signal);
         pr.state = PState::Stopping {
             gen,
             pid,
@@ -1555,14 +1566,39 @@ impl Core {
                     .any(|&d| self.cur.get(d).is_some_and(|&ds| self.slots[ds].alive()))
             });
             if !blocked {
-                self.stop_slots(&[s]);
+                self.drain_slot(s);
             }
         }
-        let retired: Vec<usize> = (0..self.slots.len()).filter(|&s| !planned[s]).collect();
-        self.stop_slots(&retired);
+        let retired = planned.iter().enumerate().filter(|(_, &p)| !p);
+        for s in retired.map(|(s, _)| s).collect::<Vec<_>>() {
+            self.drain_slot(s);
+        }
         if self.slots.iter().all(|g| !g.alive()) {
             self.finish();
         }
+    }
+
+    /// Stop what a drain must stop in slot `s`, unless it is settled: a
+    /// drain of N processes then walks each slot once per message only
+    /// until it is settled, not N times N.
+    fn drain_slot(&mut self, s: usize) {
+        let settled = |g: &Slot| {
+            g.procs.iter().all(|p| {
+                matches!(
+                    p.state,
+                    PState::Stopping { .. } | PState::Killed { .. } | PState::Down
+                )
+            })
+        };
+        if self.slots[s].settled {
+            debug_assert!(
+                settled(&self.slots[s]),
+                "a settled slot moved during a drain"
+            );
+            return;
+        }
+        self.stop_slots(&[s]);
+        self.slots[s].settled = settled(&self.slots[s]);
     }
 }
 
