@@ -321,30 +321,46 @@ impl Event {
     /// so one event is one line (a rejected reload's errors follow on
     /// lines of their own).
     pub fn human(&self) -> String {
+        let mut out = Vec::with_capacity(64);
+        self.write_human(&mut out);
+        // Only `&str` text and numbers are written.
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+
+    /// [`human`](Event::human), appended to `out`: written in place, with
+    /// no string per part (events are written at every start and stop).
+    pub fn write_human(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
         let e = escape_controls;
-        let body = match self {
+        out.extend_from_slice(b"flowrun | ");
+        // `write!` into a Vec cannot fail.
+        macro_rules! w {
+            ($($arg:tt)*) => {{
+                let _ = write!(out, $($arg)*);
+            }};
+        }
+        match self {
             Event::Starting {
                 topology,
                 groups,
                 processes,
                 containment,
-            } => format!(
+            } => w!(
                 "starting topology {}: {}, {} ({containment} containment)",
                 e(topology),
                 crate::plural(*groups, "group"),
                 crate::plural(*processes, "process")
             ),
-            Event::Leftover { pid, command } => {
-                format!(
-                    "killed pid {pid} left by a dead run of this topology: {}",
-                    e(command)
-                )
-            }
+            Event::Leftover { pid, command } => w!(
+                "killed pid {pid} left by a dead run of this topology: {}",
+                e(command)
+            ),
             Event::GuardRestarted { old_pid, pid } => {
-                format!("guard pid {old_pid} died; restarted as pid {pid}")
+                w!("guard pid {old_pid} died; restarted as pid {pid}")
             }
-            Event::Started { who, pid } => format!("{} started pid {pid}", e(&who.process)),
-            Event::Ready { who } => format!("{} ready", e(&who.process)),
+            Event::Started { who, pid } => w!("{} started pid {pid}", e(&who.process)),
+            Event::Ready { who } => w!("{} ready", e(&who.process)),
             Event::Exited {
                 who,
                 pid,
@@ -352,47 +368,45 @@ impl Event {
                 signal,
                 expected,
             } => {
-                let how = match (code, signal) {
-                    (Some(c), _) => format!("code {c}"),
-                    (None, Some(s)) => format!("signal {s}"),
-                    (None, None) => "status unknown".to_string(),
-                };
-                let exp = if *expected { " (expected)" } else { "" };
-                format!("{} exited pid {pid} {how}{exp}", e(&who.process))
+                w!("{} exited pid {pid} ", e(&who.process));
+                match (code, signal) {
+                    (Some(c), _) => w!("code {c}"),
+                    (None, Some(s)) => w!("signal {s}"),
+                    (None, None) => w!("status unknown"),
+                }
+                if *expected {
+                    w!(" (expected)");
+                }
             }
             Event::Restarting {
                 who,
                 in_ms,
                 attempt,
-            } => {
-                format!(
-                    "{} restarting in {in_ms}ms (attempt {attempt})",
-                    e(&who.process)
-                )
-            }
-            Event::Failed { group, reason } => {
-                format!("group {} failed: {}", e(group), e(reason))
-            }
-            Event::Signal { signal } => format!("received {signal}"),
-            Event::Draining { reason } => format!("draining ({})", e(reason)),
+            } => w!(
+                "{} restarting in {in_ms}ms (attempt {attempt})",
+                e(&who.process)
+            ),
+            Event::Failed { group, reason } => w!("group {} failed: {}", e(group), e(reason)),
+            Event::Signal { signal } => w!("received {signal}"),
+            Event::Draining { reason } => w!("draining ({})", e(reason)),
             Event::Stopping {
                 who,
                 signal,
                 step,
                 target,
-            } => format!(
+            } => w!(
                 "{} stopping: {signal} to {target} (step {step})",
                 e(&who.process)
             ),
-            Event::Killed { who, reason } => format!("{} killed ({reason})", e(&who.process)),
+            Event::Killed { who, reason } => w!("{} killed ({reason})", e(&who.process)),
             Event::Stopped { who, cpu_ms } => match cpu_ms {
-                Some(ms) => format!("{} stopped (cpu {})", e(&who.process), cpu_text(*ms)),
-                None => format!("{} stopped", e(&who.process)),
+                Some(ms) => w!("{} stopped (cpu {})", e(&who.process), cpu_text(*ms)),
+                None => w!("{} stopped", e(&who.process)),
             },
             Event::Escalating { signal } => {
-                format!("escalating on repeated {signal}: killing everything")
+                w!("escalating on repeated {signal}: killing everything")
             }
-            Event::Reloading => "reloading".to_string(),
+            Event::Reloading => w!("reloading"),
             Event::Reloaded { changed, handlers } => {
                 let mut parts = Vec::new();
                 if !changed.is_empty() {
@@ -403,9 +417,9 @@ impl Event {
                     parts.push(format!("handlers {}", handlers.join(", ")));
                 }
                 if parts.is_empty() {
-                    "reloaded: nothing changed".to_string()
+                    w!("reloaded: nothing changed")
                 } else {
-                    format!("reloaded: {}", parts.join("; "))
+                    w!("reloaded: {}", parts.join("; "))
                 }
             }
             Event::SpawnRetry {
@@ -413,28 +427,24 @@ impl Event {
                 error,
                 attempt,
                 in_ms,
-            } => format!(
+            } => w!(
                 "{} cannot spawn yet ({}): retry {attempt} in {in_ms}ms",
                 e(&who.process),
                 e(error)
             ),
             Event::ReloadRejected { errors } => {
-                let mut s = format!("reload rejected ({})", crate::plural(errors.len(), "error"));
+                w!("reload rejected ({})", crate::plural(errors.len(), "error"));
                 for err in errors {
-                    s.push_str("\nflowrun |   ");
-                    s.push_str(&e(err));
+                    w!("\nflowrun |   {}", e(err));
                 }
-                s
             }
-            Event::OutputStopped { reason } => {
-                format!(
-                    "output stopped: {}; children's output is dropped",
-                    e(reason)
-                )
-            }
+            Event::OutputStopped { reason } => w!(
+                "output stopped: {}; children's output is dropped",
+                e(reason)
+            ),
             Event::Refused { uid, pid } => match pid {
-                Some(pid) => format!("refused a control connection from uid {uid} (pid {pid})"),
-                None => format!("refused a control connection from uid {uid}"),
+                Some(pid) => w!("refused a control connection from uid {uid} (pid {pid})"),
+                None => w!("refused a control connection from uid {uid}"),
             },
             Event::Exit { code, cpu_ms } => match cpu_ms {
                 Some(groups) if !groups.is_empty() => {
@@ -442,12 +452,11 @@ impl Event {
                         .iter()
                         .map(|(g, ms)| format!("{} {}", e(g), cpu_text(*ms)))
                         .collect();
-                    format!("exit {code} (cpu: {})", per.join(", "))
+                    w!("exit {code} (cpu: {})", per.join(", "))
                 }
-                _ => format!("exit {code}"),
+                _ => w!("exit {code}"),
             },
-        };
-        format!("flowrun | {body}")
+        }
     }
 }
 
@@ -626,12 +635,12 @@ impl EventSink {
     pub fn emit(&self, ev: Event) {
         let t = self.start.elapsed().as_secs_f64();
         let json = self.feed.get().map(|_| ev.json(t));
-        let human = (self.format == LogFormat::Human).then(|| ev.human());
         let full = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            match (&human, &json) {
-                (Some(line), _) | (None, Some(line)) => pending.extend_from_slice(line.as_bytes()),
-                (None, None) => ev.write_json(t, &mut pending),
+            match (self.format, &json) {
+                (LogFormat::Human, _) => ev.write_human(&mut pending),
+                (_, Some(line)) => pending.extend_from_slice(line.as_bytes()),
+                (_, None) => ev.write_json(t, &mut pending),
             }
             pending.push(b'\n');
             pending.len() >= FLUSH_AT
