@@ -400,7 +400,14 @@ impl Driver {
         self.flush();
         let late = self.core.late(Instant::now());
         let code = self.code.unwrap_or(0);
-        (code, self.ctx, std::mem::take(&mut self.readers), late)
+        let Driver {
+            core, ctx, readers, ..
+        } = self;
+        // The core's per-process state is not freed piece by piece at the
+        // end of a stop: `up` is the last thing the process does, and its
+        // exit returns the memory at once.
+        std::mem::forget(core);
+        (code, ctx, readers, late)
     }
 
     /// End of a step: hand the batched events and guard removals on.

@@ -444,6 +444,11 @@ async fn run(
         Some(started) => match started {
             Ok(ctl) => {
                 events.feed_to(ctl.link.events.clone());
+                // The rings (every kept output line and event) are never
+                // freed: they live until the process exits, which returns
+                // their memory at once instead of line by line at the end
+                // of a stop.
+                std::mem::forget((ctl.link.events.clone(), ctl.link.logs.clone()));
                 let mut calls = ctl.calls;
                 let to_driver = tx.clone();
                 tokio::spawn(async move {
