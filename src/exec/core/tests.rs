@@ -171,6 +171,33 @@ fn second_signal_during_a_failure_drain_escalates_keeping_the_code() {
 }
 
 #[test]
+fn a_spawn_in_flight_when_a_drain_begins_is_stopped_once_it_starts() {
+    // web.1's restart is in flight (queued by the OS layer) when SIGINT
+    // arrives; the drain stops web.0 at once, and web.1 as soon as its
+    // spawn reports it started, after a message that changed nothing for
+    // it (web.0's exit).
+    let text = "topology t {\n group web {\n run \"web\"\n processes 2\n restart always backoff 10ms..10ms\n stop SIGTERM drain 1s\n }\n}\n";
+    let mut w = World::new(text);
+    w.exit("web", 1, fail(1));
+    w.defer = true;
+    w.advance(10);
+    assert_eq!(w.deferred.len(), 1);
+    let fx = w.signal(Sig::INT);
+    assert_eq!(World::signals_to(&fx, w.refer("web", 0)), [Sig::TERM]);
+    let fx = w.exit("web", 0, OK);
+    assert_eq!(World::signals_to(&fx, w.refer("web", 1)), []);
+    let fx = w.answer(Outcome::Started { pid: 4242 });
+    assert_eq!(
+        World::signals_to(&fx, w.refer("web", 1)),
+        [Sig::TERM],
+        "{fx:?}"
+    );
+    let fx = w.exit("web", 1, OK);
+    assert!(fx.contains(&Effect::Exit(0)), "{fx:?}");
+    assert!(w.core.done());
+}
+
+#[test]
 fn a_failure_during_a_finish_drain_keeps_the_finish_status() {
     // `svc`'s restart is in flight (queued by the OS layer) when `job`
     // ends and the finish drain begins; the spawn then fails. Reported,
