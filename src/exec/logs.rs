@@ -12,9 +12,12 @@
 //! error once, stops writing and keeps draining. At the end, flushing is
 //! bounded by [`FLUSH_LIMIT`] (a stdout nobody reads cannot hold `up`).
 //!
-//! With a [`LogSink`] ([`relay_to`]), a reader also pushes every line of a
-//! read, without its prefix, to the process's control-plane ring: one
-//! push (one lock, one wake of the followers) per read.
+//! With a [`LogSink`] ([`relay_to`]), a reader also copies every line of a
+//! read, without its prefix, into the process's control-plane ring: it
+//! locks that ring (only that one: each ring has its own lock) once per
+//! read, copies each line into it as the splitter finds it (no
+//! intermediate buffer), and wakes the followers once per read. A `ready
+//! when log` match is acted on after the lock is released.
 
 use regex::Regex;
 use std::cell::RefCell;
@@ -27,6 +30,8 @@ use std::task::Poll;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::control::ring::LogWriter;
 
 /// Longest relayed line; longer ones are split into pieces of this size.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -197,30 +202,12 @@ impl BufPool {
 /// Batches of the readers, handed back by the stdout writer.
 static POOL: BufPool = BufPool::new(4, 2 * READ_SIZE);
 
-/// Where a reader copies its lines for `flowrun logs`: the process's ring.
+/// Where a reader copies its lines for `flowrun logs`: the process's ring
+/// (the relay looks it up once, as a [`LogWriter`]).
 #[derive(Clone, Debug)]
 pub struct LogSink {
     pub store: std::sync::Arc<crate::control::ring::LogStore>,
     pub process: crate::control::ring::ProcKey,
-}
-
-impl LogSink {
-    /// The lines of `bytes`, line `i` ending at `ends[i]`: one copy into
-    /// the ring, no allocation per line.
-    fn push(&self, bytes: &[u8], ends: &[usize]) {
-        if ends.is_empty() {
-            return;
-        }
-        let mut from = 0;
-        self.store.push(
-            &self.process,
-            ends.iter().map(|&end| {
-                let line = &bytes[from..end];
-                from = end;
-                line
-            }),
-        );
-    }
 }
 
 /// Relay one pipe until EOF (or quiet after the group is gone).
@@ -248,6 +235,8 @@ pub fn relay_to(
         let Ok(afd) = (unsafe { AsyncFd::register(fd) }) else {
             return;
         };
+        // The ring itself, looked up once (and smaller to carry).
+        let ring = sink.map(|s| s.store.writer(&s.process));
         let mut split = LineSplitter::new(MAX_LINE);
         let mut gone_at: Option<tokio::time::Instant> = None;
         loop {
@@ -301,18 +290,21 @@ pub fn relay_to(
                     }
                     let n = n as usize;
                     if n > 0 {
-                        let (batch, file) = match &sink {
-                            None => lines_to_records(&mut split, &s[..n], &mut cfg, |_| {}),
-                            Some(sink) => {
-                                let (mut bytes, mut ends) = (Vec::with_capacity(n), Vec::new());
-                                let b = lines_to_records(&mut split, &s[..n], &mut cfg, |l| {
-                                    bytes.extend_from_slice(l);
-                                    ends.push(bytes.len());
-                                });
-                                sink.push(&bytes, &ends);
-                                b
-                            }
+                        let data = &s[..n];
+                        let (batch, file, matched) = match &ring {
+                            None => lines_to_records(&mut split, data, &cfg, |_| {}),
+                            // The ring locked once for the read, each line
+                            // copied into it as the splitter finds it.
+                            Some(w) => w.push_with(|r| {
+                                lines_to_records(&mut split, data, &cfg, |l| r.push(l))
+                            }),
                         };
+                        // Outside the ring's lock.
+                        if matched {
+                            if let Some((_, fire)) = cfg.log_ready.take() {
+                                fire();
+                            }
+                        }
                         Ok((n, batch, file))
                     } else {
                         Ok((0, Vec::new(), None))
@@ -335,7 +327,7 @@ pub fn relay_to(
                 Err(_would_block) => {}
             }
         }
-        Box::pin(finish(split, cfg, sink)).await;
+        Box::pin(finish(split, cfg, ring)).await;
     }
 }
 
@@ -349,19 +341,14 @@ async fn send(out: &mpsc::Sender<Vec<u8>>, batch: Vec<u8>) {
 
 /// The end of a relay: the last partial line to stdout, the ring and the
 /// log file, then every line of this pipe is in the file.
-async fn finish(mut split: LineSplitter, mut cfg: ReaderCfg, sink: Option<LogSink>) {
+async fn finish(mut split: LineSplitter, mut cfg: ReaderCfg, ring: Option<LogWriter>) {
     let mut batch = Vec::new();
     let ts = cfg.timestamps.then(timestamp);
     let mut tail = Vec::new();
     split.finish(&mut |line| tail.push(line.to_vec()));
     let mut file_tail = Vec::new();
-    if let Some(sink) = &sink {
-        let (mut bytes, mut ends) = (Vec::new(), Vec::new());
-        for l in &tail {
-            bytes.extend_from_slice(l);
-            ends.push(bytes.len());
-        }
-        sink.push(&bytes, &ends);
+    if let Some(w) = &ring {
+        w.push_with(|r| tail.iter().for_each(|l| r.push(l)));
     }
     for line in tail {
         check_log(&mut cfg, &line);
@@ -398,15 +385,16 @@ fn push_record(batch: &mut Vec<u8>, ts: Option<&str>, prefix: &[u8], line: &[u8]
     batch.push(b'\n');
 }
 
-/// The prefixed records of one read for stdout, and (with `log file`) its
-/// lines unprefixed for the file; each line (without prefix) is also
-/// handed to `also` (a no-op without a ring sink: compiled away).
+/// The prefixed records of one read for stdout, (with `log file`) its
+/// lines unprefixed for the file, and whether a line matched the `ready
+/// when log` pattern (the caller fires it); each line (without prefix) is
+/// also handed to `also` (a no-op without a ring sink: compiled away).
 fn lines_to_records(
     split: &mut LineSplitter,
     data: &[u8],
-    cfg: &mut ReaderCfg,
+    cfg: &ReaderCfg,
     mut also: impl FnMut(&[u8]),
-) -> (Vec<u8>, Option<Vec<u8>>) {
+) -> (Vec<u8>, Option<Vec<u8>>, bool) {
     let ts = cfg.timestamps.then(timestamp);
     let mut batch = POOL.take(data.len() + data.len() / 4 + cfg.prefix.len());
     let prefix = &cfg.prefix;
@@ -429,12 +417,7 @@ fn lines_to_records(
         }
         also(line);
     });
-    if matched {
-        if let Some((_, fire)) = cfg.log_ready.take() {
-            fire();
-        }
-    }
-    (batch, file_buf)
+    (batch, file_buf, matched)
 }
 
 /// The longest the relayed output may take to reach stdout once every
