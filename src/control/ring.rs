@@ -610,6 +610,7 @@ pub struct LinePusher<'a> {
 
 impl LinePusher<'_> {
     /// Append one line (without its newline).
+    #[inline]
     pub fn push(&mut self, line: &[u8]) {
         self.ring.push(self.t, line);
         self.pushed = true;

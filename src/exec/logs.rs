@@ -59,7 +59,19 @@ impl LineSplitter {
     }
 
     /// Feed bytes; `emit` gets every complete line or full-size piece.
-    pub fn push(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
+    pub fn push(&mut self, data: &[u8], emit: &mut impl FnMut(&[u8])) {
+        self.feed::<false>(data, emit)
+    }
+
+    /// As [`LineSplitter::push`], but `emit` gets each line or piece with a
+    /// `\n` after it: for a line that lies whole in `data`, the slice of
+    /// `data` up to and with its newline (so a relay copies a record's text
+    /// in one go).
+    pub fn push_terminated(&mut self, data: &[u8], emit: &mut impl FnMut(&[u8])) {
+        self.feed::<true>(data, emit)
+    }
+
+    fn feed<const NL: bool>(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
         while !data.is_empty() {
             if std::mem::take(&mut self.after_piece) && data[0] == b'\n' {
                 data = &data[1..];
@@ -69,10 +81,12 @@ impl LineSplitter {
             let window = &data[..data.len().min(room)];
             match memchr::memchr(b'\n', window) {
                 Some(nl) => {
+                    // With NL, up to and with the newline.
+                    let end = nl + usize::from(NL);
                     if self.buf.is_empty() {
-                        emit(&window[..nl]);
+                        emit(&window[..end]);
                     } else {
-                        self.buf.extend_from_slice(&window[..nl]);
+                        self.buf.extend_from_slice(&window[..end]);
                         emit(&self.buf);
                         self.buf.clear();
                     }
@@ -83,6 +97,9 @@ impl LineSplitter {
                     data = &data[window.len()..];
                     if self.buf.len() == self.max {
                         // A piece of an over-long line.
+                        if NL {
+                            self.buf.push(b'\n');
+                        }
                         emit(&self.buf);
                         self.buf.clear();
                         self.after_piece = true;
@@ -90,7 +107,7 @@ impl LineSplitter {
                 }
             }
         }
-        if self.buf.capacity() > self.max && self.buf.is_empty() {
+        if self.buf.capacity() > self.max + 1 && self.buf.is_empty() {
             self.buf = Vec::new();
         }
     }
@@ -404,16 +421,21 @@ fn lines_to_records(
         .log_file
         .as_ref()
         .map(|_| super::logfile::POOL.take(data.len() + 64));
-    split.push(data, &mut |line| {
+    split.push_terminated(data, &mut |record| {
+        // The line and its newline, copied together.
+        let line = &record[..record.len() - 1];
         if !matched {
             if let Some(re) = re {
                 matched = re.is_match(&String::from_utf8_lossy(line));
             }
         }
-        push_record(&mut batch, ts.as_deref(), prefix, line);
+        if let Some(ts) = &ts {
+            batch.extend_from_slice(ts.as_bytes());
+        }
+        batch.extend_from_slice(prefix);
+        batch.extend_from_slice(record);
         if let Some(f) = file_buf.as_mut() {
-            f.extend_from_slice(line);
-            f.push(b'\n');
+            f.extend_from_slice(record);
         }
         also(line);
     });
@@ -513,6 +535,34 @@ mod tests {
         // A newline right after a full piece ends the line (no empty line).
         assert_eq!(run(4, &[b"abcd", b"\nxy\n"]), ["abcd", "xy"]);
         assert_eq!(run(4, &[b"abcdefgh\n"]), ["abcd", "efgh"]);
+    }
+
+    #[test]
+    fn terminated_lines_are_the_same_lines_with_a_newline() {
+        let inputs: [&[u8]; 5] = [
+            b"ab\ncd\n\nlast",
+            b"abcdefghij\nxy\n",
+            b"abcd\nabcdefgh\n\n\n",
+            b"\n\nno newline at all but long",
+            b"",
+        ];
+        for input in inputs {
+            for max in [1, 3, 4, 64] {
+                for chunk in 1..=input.len().max(1) {
+                    let (mut a, mut b) = (LineSplitter::new(max), LineSplitter::new(max));
+                    let (mut plain, mut terminated) = (Vec::new(), Vec::new());
+                    for c in input.chunks(chunk) {
+                        a.push(c, &mut |l| plain.push(l.to_vec()));
+                        b.push_terminated(c, &mut |l| terminated.push(l.to_vec()));
+                    }
+                    a.finish(&mut |l| plain.push(l.to_vec()));
+                    b.finish(&mut |l| terminated.push([l, b"\n"].concat()));
+                    let want: Vec<Vec<u8>> =
+                        plain.iter().map(|l| [l, &b"\n"[..]].concat()).collect();
+                    assert_eq!(terminated, want, "{input:?} max {max} chunk {chunk}");
+                }
+            }
+        }
     }
 
     #[test]
