@@ -243,7 +243,7 @@ const MIN_TEXT: usize = 256;
 /// absolute start) per line. A push is at most two copies and no
 /// allocation (but while the buffer doubles up to the bound); the oldest
 /// lines are evicted, before the new line goes in, by dropping their index
-/// entries and moving the buffer's start, so the text never moves. Same
+/// entries and moving the buffer's start once, so the text never moves. Same
 /// sequence numbers and bound as [`Ring`].
 #[derive(Debug)]
 struct LineRing {
@@ -312,22 +312,25 @@ impl LineRing {
     }
 
     /// Drop the oldest lines, as few as needed for `cost` more bytes to
-    /// fit the bound, or all of them: their index entries in one go and
-    /// their text by moving the buffer's start once.
+    /// fit the bound, or all of them: their index entries one by one (a
+    /// line usually makes room for one), their text at once by moving the
+    /// buffer's start.
     fn evict(&mut self, cost: usize) {
-        let (mut k, mut text, mut freed) = (0, 0, 0);
-        while k < self.lines.len() && self.bytes - freed + cost > self.max_bytes {
-            let (a, b) = self.span(k);
+        let (mut k, mut text) = (0, 0);
+        let text_end = self.text_end();
+        while self.bytes + cost > self.max_bytes {
+            let Some((_, a)) = self.lines.pop_front() else {
+                break;
+            };
+            let b = self.lines.front().map_or(text_end, |l| l.1);
             let len = (b - a) as usize;
             text += len;
-            freed += line_cost(len);
+            self.bytes -= line_cost(len);
             k += 1;
         }
-        self.lines.drain(..k);
         self.text.consume(text);
         self.text_first += text as u64;
-        self.bytes -= freed;
-        self.first += k as u64;
+        self.first += k;
     }
 
     fn line(&self, k: usize) -> LogLine {
