@@ -158,12 +158,15 @@ fn event_cost(len: usize) -> usize {
 }
 
 /// The bytes of a [`LineRing`]'s lines, oldest first, in a circular
-/// buffer: they start at `start` and may wrap around the end of `buf`.
-/// Appending is at most two copies; dropping the oldest bytes only moves
-/// `start`.
+/// buffer of `cap` bytes: they start at `start` and may wrap around its
+/// end. Appending is at most two copies; dropping the oldest bytes only
+/// moves `start`. The buffer is allocated at its full size but filled (and
+/// so faulted in) only as it is first written: `buf.len()` is how far it
+/// ever was, and a new buffer is never zeroed.
 #[derive(Debug, Default)]
 struct ByteRing {
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
+    cap: usize,
     /// Index in `buf` of the oldest byte (0 when empty).
     start: usize,
     len: usize,
@@ -171,7 +174,7 @@ struct ByteRing {
 
 impl ByteRing {
     fn capacity(&self) -> usize {
-        self.buf.len()
+        self.cap
     }
 
     fn len(&self) -> usize {
@@ -182,22 +185,22 @@ impl ByteRing {
     /// most the capacity).
     fn phys(&self, i: usize) -> usize {
         let p = self.start + i;
-        if p >= self.buf.len() {
-            p - self.buf.len()
+        if p >= self.cap {
+            p - self.cap
         } else {
             p
         }
     }
 
     /// The `n` bytes from `from` places after the oldest on: the slice up
-    /// to the end of `buf`, then the wrapped part (often empty).
+    /// to the end of the buffer, then the wrapped part (often empty).
     fn slices(&self, from: usize, n: usize) -> (&[u8], &[u8]) {
         debug_assert!(from + n <= self.len);
         if n == 0 {
             return (&[], &[]);
         }
         let p = self.phys(from);
-        let head = n.min(self.buf.len() - p);
+        let head = n.min(self.cap - p);
         (&self.buf[p..p + head], &self.buf[..n - head])
     }
 
@@ -212,24 +215,36 @@ impl ByteRing {
     /// unwrapped.
     fn resize(&mut self, cap: usize) {
         debug_assert!(cap >= self.len);
-        let mut buf = vec![0u8; cap].into_boxed_slice();
+        let mut buf = Vec::with_capacity(cap);
         let (a, b) = self.slices(0, self.len);
-        buf[..a.len()].copy_from_slice(a);
-        buf[a.len()..self.len].copy_from_slice(b);
+        buf.extend_from_slice(a);
+        buf.extend_from_slice(b);
         self.buf = buf;
+        self.cap = cap;
         self.start = 0;
+    }
+
+    /// Write `data` at `at`, which is at most `buf.len()` (every byte
+    /// before the end of the kept ones was written once), within `cap`.
+    fn write_at(&mut self, at: usize, data: &[u8]) {
+        debug_assert!(at <= self.buf.len() && at + data.len() <= self.cap);
+        let old = (self.buf.len() - at).min(data.len());
+        self.buf[at..at + old].copy_from_slice(&data[..old]);
+        self.buf.extend_from_slice(&data[old..]);
     }
 
     /// Append `data`, for which the caller made room.
     fn extend(&mut self, data: &[u8]) {
-        debug_assert!(self.len + data.len() <= self.buf.len());
+        debug_assert!(self.len + data.len() <= self.cap);
         if data.is_empty() {
             return;
         }
         let w = self.phys(self.len);
-        let head = data.len().min(self.buf.len() - w);
-        self.buf[w..w + head].copy_from_slice(&data[..head]);
-        self.buf[..data.len() - head].copy_from_slice(&data[head..]);
+        let head = data.len().min(self.cap - w);
+        self.write_at(w, &data[..head]);
+        if head < data.len() {
+            self.write_at(0, &data[head..]);
+        }
         self.len += data.len();
     }
 }
