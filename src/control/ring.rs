@@ -183,6 +183,7 @@ impl ByteRing {
 
     /// Index in `buf` of the byte `i` places after the oldest (`i` at
     /// most the capacity).
+    #[inline]
     fn phys(&self, i: usize) -> usize {
         let p = self.start + i;
         if p >= self.cap {
@@ -226,14 +227,18 @@ impl ByteRing {
 
     /// Write `data` at `at`, which is at most `buf.len()` (every byte
     /// before the end of the kept ones was written once), within `cap`.
+    #[inline]
     fn write_at(&mut self, at: usize, data: &[u8]) {
         debug_assert!(at <= self.buf.len() && at + data.len() <= self.cap);
         let old = (self.buf.len() - at).min(data.len());
         self.buf[at..at + old].copy_from_slice(&data[..old]);
-        self.buf.extend_from_slice(&data[old..]);
+        if old < data.len() {
+            self.buf.extend_from_slice(&data[old..]);
+        }
     }
 
     /// Append `data`, for which the caller made room.
+    #[inline]
     fn extend(&mut self, data: &[u8]) {
         debug_assert!(self.len + data.len() <= self.cap);
         if data.is_empty() {
@@ -301,6 +306,7 @@ impl LineRing {
         (start, end)
     }
 
+    #[inline]
     fn push(&mut self, t: f64, line: &[u8]) {
         let cost = line_cost(line.len());
         if self.bytes + cost > self.max_bytes {
@@ -315,7 +321,7 @@ impl LineRing {
                 .max(MIN_TEXT)
                 .min(self.max_bytes.max(need));
             self.text.resize(cap);
-        } else if self.text.capacity() > self.max_bytes.max(need) {
+        } else if self.text.capacity() > self.max_bytes && self.text.capacity() > need {
             // The buffer grew past the bound for a line larger than it;
             // that line is gone: back to the bound (or this line).
             self.text.resize(self.max_bytes.max(need));
