@@ -40,6 +40,33 @@ pub const QUIET: Duration = Duration::from_millis(200);
 /// The longest a pipe is read after its process group is gone.
 pub const LINGER: Duration = Duration::from_secs(2);
 
+/// Finds newlines: with AVX2, through a searcher made once per read (the
+/// relay searches once per line, and lines are short: the generic
+/// `memchr::memchr` would pick its implementation and set it up per call).
+#[derive(Clone, Copy)]
+struct Newlines {
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<memchr::arch::x86_64::avx2::memchr::One>,
+}
+
+impl Newlines {
+    fn new() -> Newlines {
+        Newlines {
+            #[cfg(target_arch = "x86_64")]
+            avx2: memchr::arch::x86_64::avx2::memchr::One::new(b'\n'),
+        }
+    }
+
+    #[inline]
+    fn find(&self, haystack: &[u8]) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(one) = &self.avx2 {
+            return one.find(haystack);
+        }
+        memchr::memchr(b'\n', haystack)
+    }
+}
+
 /// Splits a byte stream into lines of at most `max` bytes (without `\n`).
 pub struct LineSplitter {
     buf: Vec<u8>,
@@ -72,6 +99,8 @@ impl LineSplitter {
     }
 
     fn feed<const NL: bool>(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
+        // Made per call, not kept: an idle relay carries no searcher.
+        let newlines = Newlines::new();
         while !data.is_empty() {
             if std::mem::take(&mut self.after_piece) && data[0] == b'\n' {
                 data = &data[1..];
@@ -79,7 +108,7 @@ impl LineSplitter {
             }
             let room = self.max - self.buf.len();
             let window = &data[..data.len().min(room)];
-            match memchr::memchr(b'\n', window) {
+            match newlines.find(window) {
                 Some(nl) => {
                     // With NL, up to and with the newline.
                     let end = nl + usize::from(NL);
