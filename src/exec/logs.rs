@@ -275,14 +275,14 @@ pub fn relay_to(
     mut cfg: ReaderCfg,
     sink: Option<LogSink>,
 ) -> impl Future<Output = ()> + Send {
+    // The ring itself, looked up once (and smaller to carry than the sink).
+    let ring = sink.map(|s| s.store.writer(&s.process));
     async move {
         // SAFETY: the fd is owned by the AsyncFd for its whole life and is
         // closed only when it is dropped.
         let Ok(afd) = (unsafe { AsyncFd::register(fd) }) else {
             return;
         };
-        // The ring itself, looked up once (and smaller to carry).
-        let ring = sink.map(|s| s.store.writer(&s.process));
         let mut split = LineSplitter::new(MAX_LINE);
         let mut gone_at: Option<tokio::time::Instant> = None;
         loop {
