@@ -260,7 +260,7 @@ const MIN_TEXT: usize = 256;
 
 /// One process's output lines, stored compactly: their bytes back to
 /// back in one circular buffer ([`ByteRing`]), and an index of (time,
-/// absolute start) per line. A push is at most two copies and no
+/// absolute end) per line. A push is at most two copies and no
 /// allocation (but while the buffer doubles up to the bound); the oldest
 /// lines are evicted, before the new line goes in, by dropping their index
 /// entries and moving the buffer's start once, so the text never moves. Same
@@ -271,7 +271,8 @@ struct LineRing {
     /// pushed.
     text: ByteRing,
     text_first: u64,
-    /// (time, absolute start) of each kept line; `lines[0]` has `seq`
+    /// (time, absolute end) of each kept line (its start is the end of
+    /// the one before, or `text_first`); `lines[0]` has `seq`
     /// `first`.
     lines: VecDeque<(f64, u64)>,
     first: u64,
@@ -301,8 +302,11 @@ impl LineRing {
 
     /// Byte range (absolute) of line `k` of the index.
     fn span(&self, k: usize) -> (u64, u64) {
-        let start = self.lines[k].1;
-        let end = self.lines.get(k + 1).map_or(self.text_end(), |l| l.1);
+        let start = match k {
+            0 => self.text_first,
+            _ => self.lines[k - 1].1,
+        };
+        let end = self.lines[k].1;
         (start, end)
     }
 
@@ -326,9 +330,8 @@ impl LineRing {
             // that line is gone: back to the bound (or this line).
             self.text.resize(self.max_bytes.max(need));
         }
-        let start = self.text_end();
         self.text.extend(line);
-        self.lines.push_back((t, start));
+        self.lines.push_back((t, self.text_end()));
         self.bytes += cost;
     }
 
@@ -338,13 +341,11 @@ impl LineRing {
     /// buffer's start.
     fn evict(&mut self, cost: usize) {
         let (mut k, mut text) = (0, 0);
-        let text_end = self.text_end();
         while self.bytes + cost > self.max_bytes {
-            let Some((_, a)) = self.lines.pop_front() else {
+            let Some((_, end)) = self.lines.pop_front() else {
                 break;
             };
-            let b = self.lines.front().map_or(text_end, |l| l.1);
-            let len = (b - a) as usize;
+            let len = (end - self.text_first) as usize - text;
             text += len;
             self.bytes -= line_cost(len);
             k += 1;
