@@ -318,13 +318,7 @@ impl LineRing {
         }
         let need = self.text.len() + line.len();
         if need > self.text.capacity() {
-            // Grow by doubling, but never past the bound (or this line,
-            // when it alone is larger).
-            let cap = (self.text.capacity() * 2)
-                .max(need)
-                .max(MIN_TEXT)
-                .min(self.max_bytes.max(need));
-            self.text.resize(cap);
+            self.text.resize(self.grown(need));
         } else if self.text.capacity() > self.max_bytes && self.text.capacity() > need {
             // The buffer grew past the bound for a line larger than it;
             // that line is gone: back to the bound (or this line).
@@ -333,6 +327,24 @@ impl LineRing {
         self.text.extend(line);
         self.lines.push_back((t, self.text_end()));
         self.bytes += cost;
+    }
+
+    /// The text buffer's next capacity, for `need` bytes: double, but
+    /// not much past what a full ring of lines as long as the ones so far
+    /// holds (the bound less their index share: with lines of 60 bytes,
+    /// two thirds of it), and by a quarter at least (lines that grow
+    /// longer); never past the bound (or this line, when it alone is
+    /// larger).
+    fn grown(&self, need: usize) -> usize {
+        let cap = self.text.capacity();
+        let avg = need / (self.lines.len() + 1);
+        let full = (self.max_bytes / line_cost(avg) + 1).saturating_mul(avg.max(1));
+        (cap.saturating_mul(2))
+            .min(full.saturating_add(full / 8))
+            .max(cap + cap / 4)
+            .max(need)
+            .max(MIN_TEXT)
+            .min(self.max_bytes.max(need))
     }
 
     /// Drop the oldest lines, as few as needed for `cost` more bytes to
@@ -1024,6 +1036,25 @@ mod tests {
         assert_eq!(line_texts(&r, 0), ["after"]);
         assert_eq!(r.read(0, 10).missed, 2);
         assert_eq!(r.text.capacity(), 100, "back within the bound");
+    }
+
+    #[test]
+    fn a_full_ring_of_short_lines_takes_little_more_than_their_text() {
+        let mut r = LineRing::new(DEFAULT_RING_BYTES);
+        for i in 0..10_000u32 {
+            r.push(0.0, format!("{i:0>60}").as_bytes());
+        }
+        // About two thirds of the bound is text: the buffer is not the
+        // whole bound.
+        let (text, cap) = (r.text.len(), r.text.capacity());
+        assert!(cap <= text + text / 4, "{cap} bytes for {text} of text");
+        // Longer lines: it grows, still within the bound.
+        for i in 0..2_000u32 {
+            r.push(0.0, format!("{i:0>600}").as_bytes());
+            assert!(r.text.capacity() <= DEFAULT_RING_BYTES);
+        }
+        assert!(r.text.len() > cap);
+        assert_eq!(line_texts(&r, r.end() - 1), [format!("{:0>600}", 1999)]);
     }
 
     /// The ring's contract, spelled out the simplest way.
