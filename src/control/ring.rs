@@ -12,10 +12,15 @@
 //! [`LogStore`] holds one ring per process and [`EventFeed`] one ring of
 //! event lines; both can be pushed to from any thread and wake followers
 //! through a `tokio::sync::watch` counter (one wake-up per push call, so a
-//! writer pushes batches).
+//! writer pushes batches). A process's output lines are kept in a
+//! `LineRing`: their bytes in one circular buffer, beside an index of
+//! where each starts, so pushing a line is at most two copies and
+//! evicting old ones only moves offsets. Each process's ring has its own
+//! lock; the relay of a process holds a [`LogWriter`] to it and pushes a
+//! whole read's lines under one lock ([`LogWriter::push_with`]).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
@@ -152,17 +157,122 @@ fn event_cost(len: usize) -> usize {
     len + 2 * std::mem::size_of::<(String, usize)>()
 }
 
+/// The bytes of a [`LineRing`]'s lines, oldest first, in a circular
+/// buffer of `cap` bytes: they start at `start` and may wrap around its
+/// end. Appending is at most two copies; dropping the oldest bytes only
+/// moves `start`. The buffer is allocated at its full size but filled (and
+/// so faulted in) only as it is first written: `buf.len()` is how far it
+/// ever was, and a new buffer is never zeroed.
+#[derive(Debug, Default)]
+struct ByteRing {
+    buf: Vec<u8>,
+    cap: usize,
+    /// Index in `buf` of the oldest byte (0 when empty).
+    start: usize,
+    len: usize,
+}
+
+impl ByteRing {
+    fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Index in `buf` of the byte `i` places after the oldest (`i` at
+    /// most the capacity).
+    #[inline]
+    fn phys(&self, i: usize) -> usize {
+        let p = self.start + i;
+        if p >= self.cap {
+            p - self.cap
+        } else {
+            p
+        }
+    }
+
+    /// The `n` bytes from `from` places after the oldest on: the slice up
+    /// to the end of the buffer, then the wrapped part (often empty).
+    fn slices(&self, from: usize, n: usize) -> (&[u8], &[u8]) {
+        debug_assert!(from + n <= self.len);
+        if n == 0 {
+            return (&[], &[]);
+        }
+        let p = self.phys(from);
+        let head = n.min(self.cap - p);
+        (&self.buf[p..p + head], &self.buf[..n - head])
+    }
+
+    /// Forget the oldest `n` bytes.
+    fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len);
+        self.len -= n;
+        self.start = if self.len == 0 { 0 } else { self.phys(n) };
+    }
+
+    /// Move the bytes to a new buffer of `cap` (at least `len`) bytes,
+    /// unwrapped.
+    fn resize(&mut self, cap: usize) {
+        debug_assert!(cap >= self.len);
+        let mut buf = Vec::with_capacity(cap);
+        let (a, b) = self.slices(0, self.len);
+        buf.extend_from_slice(a);
+        buf.extend_from_slice(b);
+        self.buf = buf;
+        self.cap = cap;
+        self.start = 0;
+    }
+
+    /// Write `data` at `at`, which is at most `buf.len()` (every byte
+    /// before the end of the kept ones was written once), within `cap`.
+    #[inline]
+    fn write_at(&mut self, at: usize, data: &[u8]) {
+        debug_assert!(at <= self.buf.len() && at + data.len() <= self.cap);
+        let old = (self.buf.len() - at).min(data.len());
+        self.buf[at..at + old].copy_from_slice(&data[..old]);
+        if old < data.len() {
+            self.buf.extend_from_slice(&data[old..]);
+        }
+    }
+
+    /// Append `data`, for which the caller made room.
+    #[inline]
+    fn extend(&mut self, data: &[u8]) {
+        debug_assert!(self.len + data.len() <= self.cap);
+        if data.is_empty() {
+            return;
+        }
+        let w = self.phys(self.len);
+        let head = data.len().min(self.cap - w);
+        self.write_at(w, &data[..head]);
+        if head < data.len() {
+            self.write_at(0, &data[head..]);
+        }
+        self.len += data.len();
+    }
+}
+
+/// The smallest text buffer a ring allocates (unless its bound is
+/// smaller), so a ring that starts filling does not reallocate per line.
+const MIN_TEXT: usize = 256;
+
 /// One process's output lines, stored compactly: their bytes back to
-/// back in one buffer, and an index of (time, start) per line, so a
-/// relayed read costs one copy and no allocation per line (the relay's
-/// hot path). Same sequence numbers and bound as [`Ring`].
+/// back in one circular buffer ([`ByteRing`]), and an index of (time,
+/// absolute end) per line. A push is at most two copies and no
+/// allocation (but while the buffer doubles up to the bound); the oldest
+/// lines are evicted, before the new line goes in, by dropping their index
+/// entries and moving the buffer's start once, so the text never moves. Same
+/// sequence numbers and bound as [`Ring`].
 #[derive(Debug)]
 struct LineRing {
-    /// The kept lines' bytes; `text[0]` is byte `text_first` of all ever
+    /// The kept lines' bytes; its oldest is byte `text_first` of all ever
     /// pushed.
-    text: VecDeque<u8>,
+    text: ByteRing,
     text_first: u64,
-    /// (time, absolute start) of each kept line; `lines[0]` has `seq`
+    /// (time, absolute end) of each kept line (its start is the end of
+    /// the one before, or `text_first`); `lines[0]` has `seq`
     /// `first`.
     lines: VecDeque<(f64, u64)>,
     first: u64,
@@ -173,7 +283,7 @@ struct LineRing {
 impl LineRing {
     fn new(max_bytes: usize) -> LineRing {
         LineRing {
-            text: VecDeque::new(),
+            text: ByteRing::default(),
             text_first: 0,
             lines: VecDeque::new(),
             first: 0,
@@ -192,33 +302,69 @@ impl LineRing {
 
     /// Byte range (absolute) of line `k` of the index.
     fn span(&self, k: usize) -> (u64, u64) {
-        let start = self.lines[k].1;
-        let end = self.lines.get(k + 1).map_or(self.text_end(), |l| l.1);
+        let start = match k {
+            0 => self.text_first,
+            _ => self.lines[k - 1].1,
+        };
+        let end = self.lines[k].1;
         (start, end)
     }
 
+    #[inline]
     fn push(&mut self, t: f64, line: &[u8]) {
+        let cost = line_cost(line.len());
+        if self.bytes + cost > self.max_bytes {
+            self.evict(cost);
+        }
         let need = self.text.len() + line.len();
         if need > self.text.capacity() {
-            // Grow by doubling, but never past the bound (plus this line).
-            let cap = (self.text.capacity() * 2)
-                .max(need)
-                .min(self.max_bytes.max(need));
-            self.text.reserve_exact(cap - self.text.len());
+            self.text.resize(self.grown(need));
+        } else if self.text.capacity() > self.max_bytes && self.text.capacity() > need {
+            // The buffer grew past the bound for a line larger than it;
+            // that line is gone: back to the bound (or this line).
+            self.text.resize(self.max_bytes.max(need));
         }
-        let start = self.text_end();
         self.text.extend(line);
-        self.lines.push_back((t, start));
-        self.bytes += line_cost(line.len());
-        while self.bytes > self.max_bytes && self.lines.len() > 1 {
-            let (a, b) = self.span(0);
-            let len = (b - a) as usize;
-            self.lines.pop_front();
-            self.text.drain(..len);
-            self.text_first += len as u64;
+        self.lines.push_back((t, self.text_end()));
+        self.bytes += cost;
+    }
+
+    /// The text buffer's next capacity, for `need` bytes: double, but
+    /// not much past what a full ring of lines as long as the ones so far
+    /// holds (the bound less their index share: with lines of 60 bytes,
+    /// two thirds of it), and by a quarter at least (lines that grow
+    /// longer); never past the bound (or this line, when it alone is
+    /// larger).
+    fn grown(&self, need: usize) -> usize {
+        let cap = self.text.capacity();
+        let avg = need / (self.lines.len() + 1);
+        let full = (self.max_bytes / line_cost(avg) + 1).saturating_mul(avg.max(1));
+        (cap.saturating_mul(2))
+            .min(full.saturating_add(full / 8))
+            .max(cap + cap / 4)
+            .max(need)
+            .max(MIN_TEXT)
+            .min(self.max_bytes.max(need))
+    }
+
+    /// Drop the oldest lines, as few as needed for `cost` more bytes to
+    /// fit the bound, or all of them: their index entries one by one (a
+    /// line usually makes room for one), their text at once by moving the
+    /// buffer's start.
+    fn evict(&mut self, cost: usize) {
+        let (mut k, mut text) = (0, 0);
+        while self.bytes + cost > self.max_bytes {
+            let Some((_, end)) = self.lines.pop_front() else {
+                break;
+            };
+            let len = (end - self.text_first) as usize - text;
+            text += len;
             self.bytes -= line_cost(len);
-            self.first += 1;
+            k += 1;
         }
+        self.text.consume(text);
+        self.text_first += text as u64;
+        self.first += k;
     }
 
     fn line(&self, k: usize) -> LogLine {
@@ -227,7 +373,10 @@ impl LineRing {
             (a - self.text_first) as usize,
             (b - self.text_first) as usize,
         );
-        let bytes: Vec<u8> = self.text.range(a..b).copied().collect();
+        let (head, wrapped) = self.text.slices(a, b - a);
+        let mut bytes = Vec::with_capacity(b - a);
+        bytes.extend_from_slice(head);
+        bytes.extend_from_slice(wrapped);
         LogLine {
             t: self.lines[k].0,
             text: match String::from_utf8(bytes) {
@@ -342,11 +491,23 @@ pub struct LogCursor {
     positions: BTreeMap<ProcKey, u64>,
 }
 
+/// One process's ring, shared between the store's map and the relay that
+/// writes it (a [`LogWriter`]).
+type SharedRing = Arc<Mutex<LineRing>>;
+
+fn lock_ring(ring: &SharedRing) -> MutexGuard<'_, LineRing> {
+    // A panic while holding the lock leaves consistent data (every
+    // mutation is a whole push); keep serving it.
+    ring.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// One output ring per process, shared by the relay (writer) and the
-/// control server (readers).
+/// control server (readers). Each ring has its own lock, so the relays of
+/// different processes never wait for each other; a reader takes the
+/// map's lock, then the rings' one at a time.
 #[derive(Debug)]
 pub struct LogStore {
-    rings: Mutex<BTreeMap<ProcKey, LineRing>>,
+    rings: Mutex<BTreeMap<ProcKey, SharedRing>>,
     max_bytes: usize,
     tick: watch::Sender<u64>,
 }
@@ -361,10 +522,20 @@ impl LogStore {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ProcKey, LineRing>> {
-        // A panic while holding the lock leaves consistent data (every
-        // mutation is a push or pop); keep serving it.
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<ProcKey, SharedRing>> {
+        // As `lock_ring`: only whole insertions.
         self.rings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The ring of `process`, made (empty) if it is not known yet.
+    fn ring(&self, process: &ProcKey) -> SharedRing {
+        let mut rings = self.lock();
+        if let Some(r) = rings.get(process) {
+            return r.clone();
+        }
+        let r = Arc::new(Mutex::new(LineRing::new(self.max_bytes)));
+        rings.insert(process.clone(), r.clone());
+        r
     }
 
     /// Make a process known (an empty ring) so that readers can select it
@@ -373,7 +544,7 @@ impl LogStore {
         let max = self.max_bytes;
         self.lock()
             .entry(process)
-            .or_insert_with(|| LineRing::new(max));
+            .or_insert_with(|| Arc::new(Mutex::new(LineRing::new(max))));
     }
 
     /// Every known process.
@@ -381,24 +552,28 @@ impl LogStore {
         self.lock().keys().cloned().collect()
     }
 
-    /// Append lines of one process (timestamped now) and wake followers once.
+    /// Append lines of one process (timestamped now) and wake followers
+    /// once (if there was a line).
     pub fn push<I, S>(&self, process: &ProcKey, lines: I)
     where
         I: IntoIterator<Item = S>,
         S: AsRef<[u8]>,
     {
-        let t = epoch_secs();
-        {
-            let mut rings = self.lock();
-            let max = self.max_bytes;
-            let ring = rings
-                .entry(process.clone())
-                .or_insert_with(|| LineRing::new(max));
+        let ring = self.ring(process);
+        push_with(self, &ring, |p| {
             for s in lines {
-                ring.push(t, s.as_ref());
+                p.push(s.as_ref());
             }
+        });
+    }
+
+    /// The writing end of the ring of `process` (made if not known yet),
+    /// for a relay: pushing through it takes only that ring's lock.
+    pub fn writer(self: &Arc<Self>, process: &ProcKey) -> LogWriter {
+        LogWriter {
+            ring: self.ring(process),
+            store: self.clone(),
         }
-        self.tick.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// A receiver that changes after every push (for followers).
@@ -415,7 +590,7 @@ impl LogStore {
             .iter()
             .filter(|(k, _)| select.matches(k))
             .map(|(k, r)| {
-                let c = r.cursor_for(tail, since);
+                let c = lock_ring(r).cursor_for(tail, since);
                 (k.clone(), c)
             })
             .collect();
@@ -440,7 +615,7 @@ impl LogStore {
                 break;
             }
             let Some(ring) = rings.get(k) else { continue };
-            let r = ring.read(*pos, max - out.len());
+            let r = lock_ring(ring).read(*pos, max - out.len());
             if r.missed > 0 {
                 out.push(LogItem::Missed {
                     process: k.clone(),
@@ -459,7 +634,63 @@ impl LogStore {
 
     /// Lines counted against the bound of each process (tests, benches).
     pub fn bytes(&self, process: &ProcKey) -> Option<usize> {
-        self.lock().get(process).map(|r| r.bytes)
+        self.lock().get(process).map(|r| lock_ring(r).bytes)
+    }
+}
+
+/// Lines pushed to one ring under one lock, all timestamped alike.
+pub struct LinePusher<'a> {
+    ring: &'a mut LineRing,
+    t: f64,
+    pushed: bool,
+}
+
+impl LinePusher<'_> {
+    /// Append one line (without its newline).
+    #[inline]
+    pub fn push(&mut self, line: &[u8]) {
+        self.ring.push(self.t, line);
+        self.pushed = true;
+    }
+}
+
+/// Lock `ring` once, let `fill` push lines (timestamped now), then wake
+/// the followers of `store` once if it pushed any.
+fn push_with<R>(
+    store: &LogStore,
+    ring: &SharedRing,
+    fill: impl FnOnce(&mut LinePusher<'_>) -> R,
+) -> R {
+    let t = epoch_secs();
+    let (r, pushed) = {
+        let mut ring = lock_ring(ring);
+        let mut p = LinePusher {
+            ring: &mut ring,
+            t,
+            pushed: false,
+        };
+        let r = fill(&mut p);
+        (r, p.pushed)
+    };
+    if pushed {
+        store.tick.send_modify(|n| *n = n.wrapping_add(1));
+    }
+    r
+}
+
+/// The writing end of one process's ring ([`LogStore::writer`]).
+#[derive(Clone, Debug)]
+pub struct LogWriter {
+    store: Arc<LogStore>,
+    ring: SharedRing,
+}
+
+impl LogWriter {
+    /// Lock the ring once and let `fill` push lines (timestamped now);
+    /// then wake the followers once if it pushed any. `fill` must not use
+    /// the store (its lock is not held, this ring's is).
+    pub fn push_with<R>(&self, fill: impl FnOnce(&mut LinePusher<'_>) -> R) -> R {
+        push_with(&self.store, &self.ring, fill)
     }
 }
 
@@ -711,6 +942,233 @@ mod tests {
         let tail = r.read(r.cursor_for(Some(2), None), 10);
         let texts: Vec<&str> = tail.items.iter().map(|(_, l)| l.text.as_str()).collect();
         assert_eq!(texts, ["\u{fffd}\u{fffd}ok", ""]);
+    }
+
+    fn line_texts(r: &LineRing, cursor: u64) -> Vec<String> {
+        r.read(cursor, usize::MAX)
+            .items
+            .into_iter()
+            .map(|(_, l)| l.text)
+            .collect()
+    }
+
+    #[test]
+    fn a_byte_ring_wraps_and_unwraps() {
+        let mut b = ByteRing::default();
+        b.resize(8);
+        b.extend(b"abcdef");
+        b.consume(4);
+        b.extend(b"ghijk");
+        // "efghijk": "ef" and "gh" at the end of the buffer, "ijk" wrapped.
+        assert_eq!((b.start, b.len()), (4, 7));
+        assert_eq!(b.slices(0, 7), (&b"efgh"[..], &b"ijk"[..]));
+        assert_eq!(b.slices(3, 3), (&b"h"[..], &b"ij"[..]));
+        assert_eq!(b.slices(5, 2), (&b"jk"[..], &b""[..]));
+        b.resize(16);
+        assert_eq!((b.start, b.capacity()), (0, 16));
+        assert_eq!(b.slices(0, 7), (&b"efghijk"[..], &b""[..]));
+        b.consume(7);
+        assert_eq!((b.start, b.len()), (0, 0));
+    }
+
+    #[test]
+    fn lines_straddling_the_buffer_end_read_whole() {
+        // Lines of 10 bytes cost 42: 6 fit a bound of 260, whose buffer
+        // stops growing at 256 bytes, so the text soon wraps.
+        let mut r = LineRing::new(260);
+        let mut straddled = 0;
+        for i in 0..200u32 {
+            r.push(f64::from(i), format!("{i:0>10}").as_bytes());
+            assert!(r.text.capacity() <= 256);
+            let (a, b) = r.span(r.lines.len() - 1);
+            let from = (a - r.text_first) as usize;
+            if !r.text.slices(from, (b - a) as usize).1.is_empty() {
+                straddled += 1;
+            }
+            let want: Vec<String> = (i.saturating_sub(5)..=i)
+                .map(|j| format!("{j:0>10}"))
+                .collect();
+            assert_eq!(line_texts(&r, 0), want);
+        }
+        assert!(straddled > 3, "lines did straddle the end: {straddled}");
+    }
+
+    #[test]
+    fn growth_while_wrapped_and_many_evictions_in_one_push() {
+        let mut r = LineRing::new(1000);
+        for i in 0..105u32 {
+            r.push(f64::from(i), format!("{i:0>10}").as_bytes());
+        }
+        // 23 lines of 42: 230 bytes of text in a buffer of 256, from byte
+        // 820 of all pushed (52 of the buffer) on: wrapped.
+        assert_eq!(r.lines.len(), 23);
+        assert_eq!(r.text.capacity(), 256);
+        assert!(r.text.start + r.text.len() > 256, "wrapped");
+        // A 600-byte line evicts 15 lines at once and grows the buffer.
+        let big = vec![b'x'; 600];
+        r.push(105.0, &big);
+        assert_eq!(r.text.capacity(), 8 * 10 + 600);
+        assert_eq!((r.first, r.end()), (97, 106));
+        assert_eq!(r.bytes, 8 * line_cost(10) + line_cost(600));
+        let mut want: Vec<String> = (97..105u32).map(|j| format!("{j:0>10}")).collect();
+        want.push("x".repeat(600));
+        assert_eq!(line_texts(&r, 0), want);
+        assert_eq!(r.read(0, 100).missed, 97);
+        // Filling up again wraps the grown buffer, still within the bound.
+        for i in 106..300u32 {
+            r.push(f64::from(i), format!("{i:0>10}").as_bytes());
+            assert!(r.text.capacity() <= 1000);
+        }
+        let want: Vec<String> = (277..300u32).map(|j| format!("{j:0>10}")).collect();
+        assert_eq!(line_texts(&r, 0), want);
+    }
+
+    #[test]
+    fn a_line_larger_than_the_bound_is_kept_alone_then_the_buffer_shrinks() {
+        let mut r = LineRing::new(100);
+        r.push(0.0, b"small");
+        let big = vec![b'y'; 300];
+        r.push(1.0, &big);
+        assert_eq!((r.first, r.end()), (1, 2));
+        assert_eq!(line_texts(&r, 0), ["y".repeat(300)]);
+        assert_eq!(r.text.capacity(), 300);
+        r.push(2.0, b"after");
+        assert_eq!(line_texts(&r, 0), ["after"]);
+        assert_eq!(r.read(0, 10).missed, 2);
+        assert_eq!(r.text.capacity(), 100, "back within the bound");
+    }
+
+    #[test]
+    fn a_full_ring_of_short_lines_takes_little_more_than_their_text() {
+        let mut r = LineRing::new(DEFAULT_RING_BYTES);
+        for i in 0..10_000u32 {
+            r.push(0.0, format!("{i:0>60}").as_bytes());
+        }
+        // About two thirds of the bound is text: the buffer is not the
+        // whole bound.
+        let (text, cap) = (r.text.len(), r.text.capacity());
+        assert!(cap <= text + text / 4, "{cap} bytes for {text} of text");
+        // Longer lines: it grows, still within the bound.
+        for i in 0..2_000u32 {
+            r.push(0.0, format!("{i:0>600}").as_bytes());
+            assert!(r.text.capacity() <= DEFAULT_RING_BYTES);
+        }
+        assert!(r.text.len() > cap);
+        assert_eq!(line_texts(&r, r.end() - 1), [format!("{:0>600}", 1999)]);
+    }
+
+    /// The ring's contract, spelled out the simplest way.
+    struct Model {
+        lines: VecDeque<(f64, Vec<u8>)>,
+        first: u64,
+        bytes: usize,
+        max: usize,
+    }
+
+    impl Model {
+        fn push(&mut self, t: f64, line: &[u8]) {
+            self.lines.push_back((t, line.to_vec()));
+            self.bytes += line_cost(line.len());
+            while self.bytes > self.max && self.lines.len() > 1 {
+                let (_, l) = self.lines.pop_front().unwrap();
+                self.bytes -= line_cost(l.len());
+                self.first += 1;
+            }
+        }
+
+        fn end(&self) -> u64 {
+            self.first + self.lines.len() as u64
+        }
+
+        fn read(&self, cursor: u64, max: usize) -> Read<LogLine> {
+            let from = cursor.clamp(self.first, self.end());
+            let items: Vec<(u64, LogLine)> = self
+                .lines
+                .iter()
+                .enumerate()
+                .skip((from - self.first) as usize)
+                .take(max)
+                .map(|(i, (t, l))| {
+                    let text = String::from_utf8_lossy(l).into_owned();
+                    (self.first + i as u64, LogLine { t: *t, text })
+                })
+                .collect();
+            Read {
+                missed: from - cursor.min(from),
+                next: from + items.len() as u64,
+                items,
+            }
+        }
+
+        fn cursor_for(&self, tail: Option<u64>, since: Option<f64>) -> u64 {
+            let end = self.end();
+            let from = tail.map_or(self.first, |n| end.saturating_sub(n).max(self.first));
+            (from..end)
+                .find(|&c| since.is_none_or(|s| self.lines[(c - self.first) as usize].0 >= s))
+                .unwrap_or(end)
+        }
+    }
+
+    /// xorshift64*: a fixed-seed generator, enough for test inputs.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+        }
+    }
+
+    #[test]
+    fn a_line_ring_behaves_as_its_model() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for round in 0..300 {
+            let max = rng.below(600) as usize;
+            let mut r = LineRing::new(max);
+            let mut m = Model {
+                lines: VecDeque::new(),
+                first: 0,
+                bytes: 0,
+                max,
+            };
+            let mut t = 0.0;
+            for step in 0..400 {
+                // Mostly short lines, now and then one near or past the
+                // bound; some not UTF-8.
+                let len = match rng.below(20) {
+                    0 => rng.below(2 * max as u64 + 2),
+                    1 => 0,
+                    _ => rng.below(40),
+                } as usize;
+                let line: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+                t += rng.below(3) as f64;
+                r.push(t, &line);
+                m.push(t, &line);
+                let ctx = format!("round {round} step {step} bound {max}");
+                assert_eq!(
+                    (r.first, r.end(), r.bytes),
+                    (m.first, m.end(), m.bytes),
+                    "{ctx}"
+                );
+                assert!(
+                    r.text.capacity() <= max.max(r.text.len()),
+                    "{ctx}: buffer {} past the bound",
+                    r.text.capacity()
+                );
+                let cursor = rng.below(m.end() + 4);
+                let n = rng.below(12) as usize;
+                assert_eq!(r.read(cursor, n), m.read(cursor, n), "{ctx}");
+                let tail = (rng.below(3) > 0).then(|| rng.below(m.end() + 3));
+                let since = (rng.below(2) > 0).then(|| rng.below(t as u64 + 3) as f64);
+                assert_eq!(
+                    r.cursor_for(tail, since),
+                    m.cursor_for(tail, since),
+                    "{ctx}"
+                );
+            }
+        }
     }
 
     #[test]

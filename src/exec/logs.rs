@@ -12,9 +12,12 @@
 //! error once, stops writing and keeps draining. At the end, flushing is
 //! bounded by [`FLUSH_LIMIT`] (a stdout nobody reads cannot hold `up`).
 //!
-//! With a [`LogSink`] ([`relay_to`]), a reader also pushes every line of a
-//! read, without its prefix, to the process's control-plane ring: one
-//! push (one lock, one wake of the followers) per read.
+//! With a [`LogSink`] ([`relay_to`]), a reader also copies every line of a
+//! read, without its prefix, into the process's control-plane ring: it
+//! locks that ring (only that one: each ring has its own lock) once per
+//! read, copies each line into it as the splitter finds it (no
+//! intermediate buffer), and wakes the followers once per read. A `ready
+//! when log` match is acted on after the lock is released.
 
 use regex::Regex;
 use std::cell::RefCell;
@@ -28,12 +31,41 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::control::ring::LogWriter;
+
 /// Longest relayed line; longer ones are split into pieces of this size.
 pub const MAX_LINE: usize = 64 * 1024;
 /// How long a pipe may stay silent after its process group is gone.
 pub const QUIET: Duration = Duration::from_millis(200);
 /// The longest a pipe is read after its process group is gone.
 pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Finds newlines: with AVX2, through a searcher made once per read (the
+/// relay searches once per line, and lines are short: the generic
+/// `memchr::memchr` would pick its implementation and set it up per call).
+#[derive(Clone, Copy)]
+struct Newlines {
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<memchr::arch::x86_64::avx2::memchr::One>,
+}
+
+impl Newlines {
+    fn new() -> Newlines {
+        Newlines {
+            #[cfg(target_arch = "x86_64")]
+            avx2: memchr::arch::x86_64::avx2::memchr::One::new(b'\n'),
+        }
+    }
+
+    #[inline]
+    fn find(&self, haystack: &[u8]) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(one) = &self.avx2 {
+            return one.find(haystack);
+        }
+        memchr::memchr(b'\n', haystack)
+    }
+}
 
 /// Splits a byte stream into lines of at most `max` bytes (without `\n`).
 pub struct LineSplitter {
@@ -54,7 +86,21 @@ impl LineSplitter {
     }
 
     /// Feed bytes; `emit` gets every complete line or full-size piece.
-    pub fn push(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
+    pub fn push(&mut self, data: &[u8], emit: &mut impl FnMut(&[u8])) {
+        self.feed::<false>(data, emit)
+    }
+
+    /// As [`LineSplitter::push`], but `emit` gets each line or piece with a
+    /// `\n` after it: for a line that lies whole in `data`, the slice of
+    /// `data` up to and with its newline (so a relay copies a record's text
+    /// in one go).
+    pub fn push_terminated(&mut self, data: &[u8], emit: &mut impl FnMut(&[u8])) {
+        self.feed::<true>(data, emit)
+    }
+
+    fn feed<const NL: bool>(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
+        // Made per call, not kept: an idle relay carries no searcher.
+        let newlines = Newlines::new();
         while !data.is_empty() {
             if std::mem::take(&mut self.after_piece) && data[0] == b'\n' {
                 data = &data[1..];
@@ -62,12 +108,14 @@ impl LineSplitter {
             }
             let room = self.max - self.buf.len();
             let window = &data[..data.len().min(room)];
-            match memchr::memchr(b'\n', window) {
+            match newlines.find(window) {
                 Some(nl) => {
+                    // With NL, up to and with the newline.
+                    let end = nl + usize::from(NL);
                     if self.buf.is_empty() {
-                        emit(&window[..nl]);
+                        emit(&window[..end]);
                     } else {
-                        self.buf.extend_from_slice(&window[..nl]);
+                        self.buf.extend_from_slice(&window[..end]);
                         emit(&self.buf);
                         self.buf.clear();
                     }
@@ -78,6 +126,9 @@ impl LineSplitter {
                     data = &data[window.len()..];
                     if self.buf.len() == self.max {
                         // A piece of an over-long line.
+                        if NL {
+                            self.buf.push(b'\n');
+                        }
                         emit(&self.buf);
                         self.buf.clear();
                         self.after_piece = true;
@@ -85,7 +136,7 @@ impl LineSplitter {
                 }
             }
         }
-        if self.buf.capacity() > self.max && self.buf.is_empty() {
+        if self.buf.capacity() > self.max + 1 && self.buf.is_empty() {
             self.buf = Vec::new();
         }
     }
@@ -197,30 +248,12 @@ impl BufPool {
 /// Batches of the readers, handed back by the stdout writer.
 static POOL: BufPool = BufPool::new(4, 2 * READ_SIZE);
 
-/// Where a reader copies its lines for `flowrun logs`: the process's ring.
+/// Where a reader copies its lines for `flowrun logs`: the process's ring
+/// (the relay looks it up once, as a [`LogWriter`]).
 #[derive(Clone, Debug)]
 pub struct LogSink {
     pub store: std::sync::Arc<crate::control::ring::LogStore>,
     pub process: crate::control::ring::ProcKey,
-}
-
-impl LogSink {
-    /// The lines of `bytes`, line `i` ending at `ends[i]`: one copy into
-    /// the ring, no allocation per line.
-    fn push(&self, bytes: &[u8], ends: &[usize]) {
-        if ends.is_empty() {
-            return;
-        }
-        let mut from = 0;
-        self.store.push(
-            &self.process,
-            ends.iter().map(|&end| {
-                let line = &bytes[from..end];
-                from = end;
-                line
-            }),
-        );
-    }
 }
 
 /// Relay one pipe until EOF (or quiet after the group is gone).
@@ -242,6 +275,8 @@ pub fn relay_to(
     mut cfg: ReaderCfg,
     sink: Option<LogSink>,
 ) -> impl Future<Output = ()> + Send {
+    // The ring itself, looked up once (and smaller to carry than the sink).
+    let ring = sink.map(|s| s.store.writer(&s.process));
     async move {
         // SAFETY: the fd is owned by the AsyncFd for its whole life and is
         // closed only when it is dropped.
@@ -301,18 +336,21 @@ pub fn relay_to(
                     }
                     let n = n as usize;
                     if n > 0 {
-                        let (batch, file) = match &sink {
-                            None => lines_to_records(&mut split, &s[..n], &mut cfg, |_| {}),
-                            Some(sink) => {
-                                let (mut bytes, mut ends) = (Vec::with_capacity(n), Vec::new());
-                                let b = lines_to_records(&mut split, &s[..n], &mut cfg, |l| {
-                                    bytes.extend_from_slice(l);
-                                    ends.push(bytes.len());
-                                });
-                                sink.push(&bytes, &ends);
-                                b
-                            }
+                        let data = &s[..n];
+                        let (batch, file, matched) = match &ring {
+                            None => lines_to_records(&mut split, data, &cfg, |_| {}),
+                            // The ring locked once for the read, each line
+                            // copied into it as the splitter finds it.
+                            Some(w) => w.push_with(|r| {
+                                lines_to_records(&mut split, data, &cfg, |l| r.push(l))
+                            }),
                         };
+                        // Outside the ring's lock.
+                        if matched {
+                            if let Some((_, fire)) = cfg.log_ready.take() {
+                                fire();
+                            }
+                        }
                         Ok((n, batch, file))
                     } else {
                         Ok((0, Vec::new(), None))
@@ -335,7 +373,7 @@ pub fn relay_to(
                 Err(_would_block) => {}
             }
         }
-        Box::pin(finish(split, cfg, sink)).await;
+        Box::pin(finish(split, cfg, ring)).await;
     }
 }
 
@@ -349,19 +387,14 @@ async fn send(out: &mpsc::Sender<Vec<u8>>, batch: Vec<u8>) {
 
 /// The end of a relay: the last partial line to stdout, the ring and the
 /// log file, then every line of this pipe is in the file.
-async fn finish(mut split: LineSplitter, mut cfg: ReaderCfg, sink: Option<LogSink>) {
+async fn finish(mut split: LineSplitter, mut cfg: ReaderCfg, ring: Option<LogWriter>) {
     let mut batch = Vec::new();
     let ts = cfg.timestamps.then(timestamp);
     let mut tail = Vec::new();
     split.finish(&mut |line| tail.push(line.to_vec()));
     let mut file_tail = Vec::new();
-    if let Some(sink) = &sink {
-        let (mut bytes, mut ends) = (Vec::new(), Vec::new());
-        for l in &tail {
-            bytes.extend_from_slice(l);
-            ends.push(bytes.len());
-        }
-        sink.push(&bytes, &ends);
+    if let Some(w) = &ring {
+        w.push_with(|r| tail.iter().for_each(|l| r.push(l)));
     }
     for line in tail {
         check_log(&mut cfg, &line);
@@ -398,15 +431,16 @@ fn push_record(batch: &mut Vec<u8>, ts: Option<&str>, prefix: &[u8], line: &[u8]
     batch.push(b'\n');
 }
 
-/// The prefixed records of one read for stdout, and (with `log file`) its
-/// lines unprefixed for the file; each line (without prefix) is also
-/// handed to `also` (a no-op without a ring sink: compiled away).
+/// The prefixed records of one read for stdout, (with `log file`) its
+/// lines unprefixed for the file, and whether a line matched the `ready
+/// when log` pattern (the caller fires it); each line (without prefix) is
+/// also handed to `also` (a no-op without a ring sink: compiled away).
 fn lines_to_records(
     split: &mut LineSplitter,
     data: &[u8],
-    cfg: &mut ReaderCfg,
+    cfg: &ReaderCfg,
     mut also: impl FnMut(&[u8]),
-) -> (Vec<u8>, Option<Vec<u8>>) {
+) -> (Vec<u8>, Option<Vec<u8>>, bool) {
     let ts = cfg.timestamps.then(timestamp);
     let mut batch = POOL.take(data.len() + data.len() / 4 + cfg.prefix.len());
     let prefix = &cfg.prefix;
@@ -416,25 +450,25 @@ fn lines_to_records(
         .log_file
         .as_ref()
         .map(|_| super::logfile::POOL.take(data.len() + 64));
-    split.push(data, &mut |line| {
+    split.push_terminated(data, &mut |record| {
+        // The line and its newline, copied together.
+        let line = &record[..record.len() - 1];
         if !matched {
             if let Some(re) = re {
                 matched = re.is_match(&String::from_utf8_lossy(line));
             }
         }
-        push_record(&mut batch, ts.as_deref(), prefix, line);
+        if let Some(ts) = &ts {
+            batch.extend_from_slice(ts.as_bytes());
+        }
+        batch.extend_from_slice(prefix);
+        batch.extend_from_slice(record);
         if let Some(f) = file_buf.as_mut() {
-            f.extend_from_slice(line);
-            f.push(b'\n');
+            f.extend_from_slice(record);
         }
         also(line);
     });
-    if matched {
-        if let Some((_, fire)) = cfg.log_ready.take() {
-            fire();
-        }
-    }
-    (batch, file_buf)
+    (batch, file_buf, matched)
 }
 
 /// The longest the relayed output may take to reach stdout once every
@@ -530,6 +564,34 @@ mod tests {
         // A newline right after a full piece ends the line (no empty line).
         assert_eq!(run(4, &[b"abcd", b"\nxy\n"]), ["abcd", "xy"]);
         assert_eq!(run(4, &[b"abcdefgh\n"]), ["abcd", "efgh"]);
+    }
+
+    #[test]
+    fn terminated_lines_are_the_same_lines_with_a_newline() {
+        let inputs: [&[u8]; 5] = [
+            b"ab\ncd\n\nlast",
+            b"abcdefghij\nxy\n",
+            b"abcd\nabcdefgh\n\n\n",
+            b"\n\nno newline at all but long",
+            b"",
+        ];
+        for input in inputs {
+            for max in [1, 3, 4, 64] {
+                for chunk in 1..=input.len().max(1) {
+                    let (mut a, mut b) = (LineSplitter::new(max), LineSplitter::new(max));
+                    let (mut plain, mut terminated) = (Vec::new(), Vec::new());
+                    for c in input.chunks(chunk) {
+                        a.push(c, &mut |l| plain.push(l.to_vec()));
+                        b.push_terminated(c, &mut |l| terminated.push(l.to_vec()));
+                    }
+                    a.finish(&mut |l| plain.push(l.to_vec()));
+                    b.finish(&mut |l| terminated.push([l, b"\n"].concat()));
+                    let want: Vec<Vec<u8>> =
+                        plain.iter().map(|l| [l, &b"\n"[..]].concat()).collect();
+                    assert_eq!(terminated, want, "{input:?} max {max} chunk {chunk}");
+                }
+            }
+        }
     }
 
     #[test]
