@@ -259,20 +259,22 @@ impl ByteRing {
 const MIN_TEXT: usize = 256;
 
 /// One process's output lines, stored compactly: their bytes back to
-/// back in one circular buffer ([`ByteRing`]), and an index of (time,
-/// absolute end) per line. A push is at most two copies and no
+/// back in one circular buffer ([`ByteRing`]), each followed by its
+/// newline (so the lines of a read, which lie back to back in it with
+/// their newlines, go in with one copy: [`LinePusher::push_run`]), and an
+/// index of (time, absolute end) per line. A push is at most two copies and no
 /// allocation (but while the buffer doubles up to the bound); the oldest
 /// lines are evicted, before the new line goes in, by dropping their index
 /// entries and moving the buffer's start once, so the text never moves. Same
 /// sequence numbers and bound as [`Ring`].
 #[derive(Debug)]
 struct LineRing {
-    /// The kept lines' bytes; its oldest is byte `text_first` of all ever
-    /// pushed.
+    /// The kept lines' bytes, each with a newline after it; its oldest is
+    /// byte `text_first` of all ever pushed.
     text: ByteRing,
     text_first: u64,
-    /// (time, absolute end) of each kept line (its start is the end of
-    /// the one before, or `text_first`); `lines[0]` has `seq`
+    /// (time, absolute end, after its newline) of each kept line (its
+    /// start is the end of the one before, or `text_first`); `lines[0]` has `seq`
     /// `first`.
     lines: VecDeque<(f64, u64)>,
     first: u64,
@@ -316,7 +318,55 @@ impl LineRing {
         if self.bytes + cost > self.max_bytes {
             self.evict(cost);
         }
-        let need = self.text.len() + line.len();
+        self.make_room(line.len() + 1);
+        self.text.extend(line);
+        self.text.extend(b"\n");
+        self.lines.push_back((t, self.text_end()));
+        self.bytes += cost;
+    }
+
+    /// Append the lines of `run`, each with its newline, line `i` ending
+    /// (after its newline) at `ends[i]`: the kept part copied in one go.
+    /// The result is exactly that of pushing the lines one by one: the
+    /// newest lines that fit the bound (at least the last one), with
+    /// every line pushed counted in the sequence numbers.
+    fn push_run(&mut self, t: f64, run: &[u8], ends: &[usize]) {
+        let Some(&last) = ends.last() else { return };
+        debug_assert_eq!(last, run.len());
+        let mut total = 0;
+        let mut prev = 0;
+        for &e in ends {
+            total += line_cost(e - prev - 1);
+            prev = e;
+        }
+        let (mut skip, mut from) = (0, 0);
+        if total > self.max_bytes {
+            // The run alone is past the bound: nothing older stays, and
+            // only its newest lines that fit (at least one) are kept; the
+            // others count as pushed and evicted.
+            self.evict(total);
+            while skip + 1 < ends.len() && total > self.max_bytes {
+                total -= line_cost(ends[skip] - from - 1);
+                from = ends[skip];
+                skip += 1;
+            }
+            self.first += skip as u64;
+        } else if self.bytes + total > self.max_bytes {
+            self.evict(total);
+        }
+        self.make_room(run.len() - from);
+        let base = self.text_end();
+        self.text.extend(&run[from..]);
+        self.lines
+            .extend(ends[skip..].iter().map(|&e| (t, base + (e - from) as u64)));
+        self.bytes += total;
+    }
+
+    /// Make the text buffer hold `more` bytes more: grow it, or shrink it
+    /// back after a line larger than the bound is gone.
+    #[inline]
+    fn make_room(&mut self, more: usize) {
+        let need = self.text.len() + more;
         if need > self.text.capacity() {
             self.text.resize(self.grown(need));
         } else if self.text.capacity() > self.max_bytes && self.text.capacity() > need {
@@ -324,9 +374,6 @@ impl LineRing {
             // that line is gone: back to the bound (or this line).
             self.text.resize(self.max_bytes.max(need));
         }
-        self.text.extend(line);
-        self.lines.push_back((t, self.text_end()));
-        self.bytes += cost;
     }
 
     /// The text buffer's next capacity, for `need` bytes: double, but
@@ -357,9 +404,10 @@ impl LineRing {
             let Some((_, end)) = self.lines.pop_front() else {
                 break;
             };
+            // The line and its newline.
             let len = (end - self.text_first) as usize - text;
             text += len;
-            self.bytes -= line_cost(len);
+            self.bytes -= line_cost(len - 1);
             k += 1;
         }
         self.text.consume(text);
@@ -369,9 +417,10 @@ impl LineRing {
 
     fn line(&self, k: usize) -> LogLine {
         let (a, b) = self.span(k);
+        // Without its newline.
         let (a, b) = (
             (a - self.text_first) as usize,
-            (b - self.text_first) as usize,
+            (b - self.text_first) as usize - 1,
         );
         let (head, wrapped) = self.text.slices(a, b - a);
         let mut bytes = Vec::with_capacity(b - a);
@@ -651,6 +700,16 @@ impl LinePusher<'_> {
     pub fn push(&mut self, line: &[u8]) {
         self.ring.push(self.t, line);
         self.pushed = true;
+    }
+
+    /// Append the lines of `run`, each followed by its newline in it, line
+    /// `i` ending (after its newline) at `ends[i]`, the last at the end of
+    /// `run`: one copy for them all.
+    pub fn push_run(&mut self, run: &[u8], ends: &[usize]) {
+        if !ends.is_empty() {
+            self.ring.push_run(self.t, run, ends);
+            self.pushed = true;
+        }
     }
 }
 
@@ -999,15 +1058,16 @@ mod tests {
         for i in 0..105u32 {
             r.push(f64::from(i), format!("{i:0>10}").as_bytes());
         }
-        // 23 lines of 42: 230 bytes of text in a buffer of 256, from byte
-        // 820 of all pushed (52 of the buffer) on: wrapped.
+        // 23 lines costing 42: 253 bytes of text (each line and its
+        // newline) in a buffer of 256, from byte 902 of all pushed (134
+        // of the buffer) on: wrapped.
         assert_eq!(r.lines.len(), 23);
         assert_eq!(r.text.capacity(), 256);
         assert!(r.text.start + r.text.len() > 256, "wrapped");
         // A 600-byte line evicts 15 lines at once and grows the buffer.
         let big = vec![b'x'; 600];
         r.push(105.0, &big);
-        assert_eq!(r.text.capacity(), 8 * 10 + 600);
+        assert_eq!(r.text.capacity(), 8 * 11 + 601);
         assert_eq!((r.first, r.end()), (97, 106));
         assert_eq!(r.bytes, 8 * line_cost(10) + line_cost(600));
         let mut want: Vec<String> = (97..105u32).map(|j| format!("{j:0>10}")).collect();
@@ -1031,7 +1091,7 @@ mod tests {
         r.push(1.0, &big);
         assert_eq!((r.first, r.end()), (1, 2));
         assert_eq!(line_texts(&r, 0), ["y".repeat(300)]);
-        assert_eq!(r.text.capacity(), 300);
+        assert_eq!(r.text.capacity(), 301, "the line and its newline");
         r.push(2.0, b"after");
         assert_eq!(line_texts(&r, 0), ["after"]);
         assert_eq!(r.read(0, 10).missed, 2);
@@ -1144,8 +1204,26 @@ mod tests {
                 } as usize;
                 let line: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
                 t += rng.below(3) as f64;
-                r.push(t, &line);
-                m.push(t, &line);
+                if rng.below(3) == 0 {
+                    // A run: this line and up to five more (shorter, so
+                    // that several may fit), back to back with newlines.
+                    let mut lines = vec![line];
+                    for _ in 0..rng.below(6) {
+                        let len = rng.below(max as u64 / 3 + 2) as usize;
+                        lines.push((0..len).map(|_| rng.below(256) as u8).collect());
+                    }
+                    let (mut run, mut ends) = (Vec::new(), Vec::new());
+                    for l in &lines {
+                        run.extend_from_slice(l);
+                        run.push(b'\n');
+                        ends.push(run.len());
+                        m.push(t, l);
+                    }
+                    r.push_run(t, &run, &ends);
+                } else {
+                    r.push(t, &line);
+                    m.push(t, &line);
+                }
                 let ctx = format!("round {round} step {step} bound {max}");
                 assert_eq!(
                     (r.first, r.end(), r.bytes),

@@ -15,9 +15,11 @@
 //! With a [`LogSink`] ([`relay_to`]), a reader also copies every line of a
 //! read, without its prefix, into the process's control-plane ring: it
 //! locks that ring (only that one: each ring has its own lock) once per
-//! read, copies each line into it as the splitter finds it (no
-//! intermediate buffer), and wakes the followers once per read. A `ready
-//! when log` match is acted on after the lock is released.
+//! read, copies the lines that lie back to back in the read (the ring
+//! keeps each line with its newline) in one go and a line carried over
+//! from the previous read on its own (no intermediate buffer), and wakes
+//! the followers once per read. A `ready when log` match is acted on after
+//! the lock is released.
 
 use regex::Regex;
 use std::cell::RefCell;
@@ -31,7 +33,7 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::control::ring::LogWriter;
+use crate::control::ring::{LinePusher, LogWriter};
 
 /// Longest relayed line; longer ones are split into pieces of this size.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -204,6 +206,9 @@ const READ_SIZE: usize = 256 * 1024;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; READ_SIZE]);
+    /// Line ends of a run of lines for the ring ([`lines_to_records`]),
+    /// kept between reads.
+    static RUN_ENDS: std::cell::Cell<Vec<usize>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// A pool of byte buffers handed back after a write, for the next batch
@@ -338,12 +343,11 @@ pub fn relay_to(
                     if n > 0 {
                         let data = &s[..n];
                         let (batch, file, matched) = match &ring {
-                            None => lines_to_records(&mut split, data, &cfg, |_| {}),
-                            // The ring locked once for the read, each line
-                            // copied into it as the splitter finds it.
-                            Some(w) => w.push_with(|r| {
-                                lines_to_records(&mut split, data, &cfg, |l| r.push(l))
-                            }),
+                            None => lines_to_records(&mut split, data, &cfg, None),
+                            // The ring locked once for the read.
+                            Some(w) => {
+                                w.push_with(|r| lines_to_records(&mut split, data, &cfg, Some(r)))
+                            }
                         };
                         // Outside the ring's lock.
                         if matched {
@@ -433,13 +437,15 @@ fn push_record(batch: &mut Vec<u8>, ts: Option<&str>, prefix: &[u8], line: &[u8]
 
 /// The prefixed records of one read for stdout, (with `log file`) its
 /// lines unprefixed for the file, and whether a line matched the `ready
-/// when log` pattern (the caller fires it); each line (without prefix) is
-/// also handed to `also` (a no-op without a ring sink: compiled away).
+/// when log` pattern (the caller fires it); with a `ring`, its lines go
+/// there too: those that lie in `data` back to back (with their newlines)
+/// as runs, one copy each, and a line carried over from the previous read
+/// (or a piece of an over-long one) on its own.
 fn lines_to_records(
     split: &mut LineSplitter,
     data: &[u8],
     cfg: &ReaderCfg,
-    mut also: impl FnMut(&[u8]),
+    mut ring: Option<&mut LinePusher<'_>>,
 ) -> (Vec<u8>, Option<Vec<u8>>, bool) {
     let ts = cfg.timestamps.then(timestamp);
     let mut batch = POOL.take(data.len() + data.len() / 4 + cfg.prefix.len());
@@ -450,6 +456,16 @@ fn lines_to_records(
         .log_file
         .as_ref()
         .map(|_| super::logfile::POOL.take(data.len() + 64));
+    let base = data.as_ptr() as usize;
+    // The current run: its range in `data`, and where each of its lines
+    // ends (after its newline), from the run's start.
+    let mut run = 0..0;
+    let mut ends = RUN_ENDS.take();
+    ends.clear();
+    let flush = |r: &mut LinePusher<'_>, run: &std::ops::Range<usize>, ends: &mut Vec<usize>| {
+        r.push_run(&data[run.clone()], ends);
+        ends.clear();
+    };
     split.push_terminated(data, &mut |record| {
         // The line and its newline, copied together.
         let line = &record[..record.len() - 1];
@@ -466,8 +482,26 @@ fn lines_to_records(
         if let Some(f) = file_buf.as_mut() {
             f.extend_from_slice(record);
         }
-        also(line);
+        if let Some(r) = ring.as_deref_mut() {
+            // In `data` (then whole in it), or the splitter's own buffer.
+            let at = (record.as_ptr() as usize).wrapping_sub(base);
+            if at < data.len() {
+                if at != run.end {
+                    flush(r, &run, &mut ends);
+                    run = at..at;
+                }
+                run.end = at + record.len();
+                ends.push(run.end - run.start);
+            } else {
+                flush(r, &run, &mut ends);
+                r.push(line);
+            }
+        }
     });
+    if let Some(r) = ring {
+        flush(r, &run, &mut ends);
+    }
+    RUN_ENDS.set(ends);
     (batch, file_buf, matched)
 }
 
@@ -564,6 +598,55 @@ mod tests {
         // A newline right after a full piece ends the line (no empty line).
         assert_eq!(run(4, &[b"abcd", b"\nxy\n"]), ["abcd", "xy"]);
         assert_eq!(run(4, &[b"abcdefgh\n"]), ["abcd", "efgh"]);
+    }
+
+    #[test]
+    fn every_line_of_the_reads_reaches_the_ring_and_stdout_in_order() {
+        use crate::control::ring::{LogItem, LogStore, ProcKey, Select};
+        // Lines carried over between reads, lines cut into pieces (at 8),
+        // empty lines, runs of whole lines: the ring gets every line once,
+        // in order, and stdout the same lines as records.
+        let input: &[u8] = b"ab\ncdefghijklmnopq\nrs\n\n\ntu\nvwxyz0123456789\n\nend";
+        let mut want = Vec::new();
+        let mut plain = LineSplitter::new(8);
+        plain.push(input, &mut |l| want.push(String::from_utf8_lossy(l).into_owned()));
+        for chunk in 1..=input.len() {
+            let store = std::sync::Arc::new(LogStore::new(1 << 20));
+            let key = ProcKey {
+                group: "w".into(),
+                index: 0,
+            };
+            let ring = store.writer(&key);
+            let (out, _rx) = mpsc::channel(1);
+            let (_done_tx, done) = oneshot::channel();
+            let cfg = ReaderCfg {
+                prefix: b"w.0 | ".to_vec(),
+                timestamps: false,
+                out,
+                done,
+                log_ready: None,
+                log_file: None,
+            };
+            let mut split = LineSplitter::new(8);
+            let mut stdout = Vec::new();
+            for data in input.chunks(chunk) {
+                let (batch, _, _) =
+                    ring.push_with(|r| lines_to_records(&mut split, data, &cfg, Some(r)));
+                stdout.extend_from_slice(&batch);
+            }
+            let mut cursor = store.cursor(Select::All, None, None);
+            let got: Vec<String> = store
+                .read(&mut cursor, 1000)
+                .into_iter()
+                .map(|item| match item {
+                    LogItem::Line { line, .. } => line.text,
+                    LogItem::Missed { .. } => panic!("nothing is evicted"),
+                })
+                .collect();
+            assert_eq!(got, want, "reads of {chunk}");
+            let records: String = want.iter().map(|l| format!("w.0 | {l}\n")).collect();
+            assert_eq!(String::from_utf8_lossy(&stdout), records, "reads of {chunk}");
+        }
     }
 
     #[test]
