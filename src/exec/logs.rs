@@ -609,7 +609,9 @@ mod tests {
         let input: &[u8] = b"ab\ncdefghijklmnopq\nrs\n\n\ntu\nvwxyz0123456789\n\nend";
         let mut want = Vec::new();
         let mut plain = LineSplitter::new(8);
-        plain.push(input, &mut |l| want.push(String::from_utf8_lossy(l).into_owned()));
+        plain.push(input, &mut |l| {
+            want.push(String::from_utf8_lossy(l).into_owned())
+        });
         for chunk in 1..=input.len() {
             let store = std::sync::Arc::new(LogStore::new(1 << 20));
             let key = ProcKey {
@@ -645,7 +647,11 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "reads of {chunk}");
             let records: String = want.iter().map(|l| format!("w.0 | {l}\n")).collect();
-            assert_eq!(String::from_utf8_lossy(&stdout), records, "reads of {chunk}");
+            assert_eq!(
+                String::from_utf8_lossy(&stdout),
+                records,
+                "reads of {chunk}"
+            );
         }
     }
 
