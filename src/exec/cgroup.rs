@@ -886,51 +886,97 @@ mod tests {
         assert_eq!(own_cgroup("4:memory:/x\n"), None);
     }
 
+    /// A real run cgroup for a unit test, with a `sleep` born (clone3) in
+    /// its process cgroup `(0, index)`. Whatever happens to the test, a
+    /// failed assertion included, dropping it kills and reaps the child
+    /// and removes the tree.
+    struct Sandbox {
+        run: RunCgroup,
+        /// The child, until reaped.
+        child: Option<i32>,
+    }
+
+    impl Sandbox {
+        /// `None` (saying why) where no writable cgroup2 hierarchy exists.
+        fn new(tag: &str, index: usize, capture: bool) -> Option<Sandbox> {
+            let pid = std::process::id();
+            let parent = match find_parent(&format!("flowrun-unit-probe-{tag}{pid}")) {
+                Ok(p) => p,
+                Err(why) => {
+                    eprintln!("SKIPPED: {why}");
+                    return None;
+                }
+            };
+            let run = RunCgroup::create(&parent, &format!("flowrun-unit-{tag}{pid}"))
+                .expect("create the run cgroup");
+            let mut sandbox = Sandbox { run, child: None };
+            let fd = sandbox.run.proc_fd(0, "g", index).expect("leaf");
+            let argv = ["sleep".to_string(), "600".to_string()];
+            let spec = super::super::spawn::SpawnSpec {
+                argv: &argv,
+                env: &[],
+                cwd: Path::new("/"),
+                own_group: true,
+                die_with_parent: true,
+                capture,
+                cgroup: Some(fd.as_raw_fd()),
+            };
+            let inh = super::super::spawn::Inherited {
+                nofile: libc::rlimit {
+                    rlim_cur: 1024,
+                    rlim_max: 1024,
+                },
+                runner_pid: pid as i32,
+            };
+            let child = super::super::spawn::spawn_service(&spec, inh).expect("spawn");
+            sandbox.child = Some(child.pid);
+            Some(sandbox)
+        }
+
+        /// Kill the child's cgroup and reap it: its wait status.
+        fn kill_and_reap(&mut self, index: usize) -> i32 {
+            self.run.kill(0, index);
+            let mut st = 0;
+            if let Some(pid) = self.child.take() {
+                // SAFETY: our own child, not reaped yet.
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+            }
+            st
+        }
+    }
+
+    impl Drop for Sandbox {
+        fn drop(&mut self) {
+            if let Some(pid) = self.child.take() {
+                // SAFETY: our own child, not reaped yet (so its pid is ours).
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut 0, 0);
+                }
+            }
+            self.run.sweep(|| {});
+            let _ = self.run.remove();
+        }
+    }
+
     /// A real run cgroup: a child born in its cgroup (clone3) is seen as
     /// `populated`, `cgroup.kill` ends it and the tree is removed. Skips,
     /// saying why, where no writable cgroup2 hierarchy exists.
     #[test]
     fn spawned_into_its_cgroup_then_killed_and_removed() {
-        let parent = match find_parent(&format!("flowrun-unit-probe-{}", std::process::id())) {
-            Ok(p) => p,
-            Err(why) => {
-                eprintln!("SKIPPED: {why}");
-                return;
-            }
+        let Some(mut sb) = Sandbox::new("", 0, true) else {
+            return;
         };
-        let name = format!("flowrun-unit-{}", std::process::id());
-        let mut run = RunCgroup::create(&parent, &name).expect("create the run cgroup");
-        let fd = run.proc_fd(0, "g", 0).expect("leaf");
-        let argv = ["sleep".to_string(), "600".to_string()];
-        let spec = super::super::spawn::SpawnSpec {
-            argv: &argv,
-            env: &[],
-            cwd: Path::new("/"),
-            own_group: true,
-            die_with_parent: true,
-            capture: true,
-            cgroup: Some(fd.as_raw_fd()),
-        };
-        let inh = super::super::spawn::Inherited {
-            nofile: libc::rlimit {
-                rlim_cur: 1024,
-                rlim_max: 1024,
-            },
-            runner_pid: std::process::id() as i32,
-        };
-        let child = super::super::spawn::spawn_service(&spec, inh).expect("spawn");
-        let line = fs::read_to_string(format!("/proc/{}/cgroup", child.pid)).unwrap();
-        let want = run.member_line(0, 0).unwrap();
+        let pid = sb.child.expect("a child");
+        let line = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let want = sb.run.member_line(0, 0).unwrap();
         let born_inside = line.lines().any(|l| l == want);
-        let seen = run.populated(0, 0);
+        let seen = sb.run.populated(0, 0);
         // Watched once (a second call adds nothing); its emptying then
         // makes the inotify descriptor readable.
-        let (first, again) = (run.watch(0, 0), run.watch(0, 0));
-        let ino = run.inotify_fd().expect("an inotify descriptor");
-        run.kill(0, 0);
-        let mut st = 0;
-        // SAFETY: our own child.
-        unsafe { libc::waitpid(child.pid, &mut st, 0) };
+        let (first, again) = (sb.run.watch(0, 0), sb.run.watch(0, 0));
+        let ino = sb.run.inotify_fd().expect("an inotify descriptor");
+        let st = sb.kill_and_reap(0);
         let killed = libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL;
         let mut pfd = libc::pollfd {
             fd: ino.as_raw_fd(),
@@ -939,10 +985,10 @@ mod tests {
         };
         // SAFETY: one valid pollfd.
         let noticed = unsafe { libc::poll(&mut pfd, 1, 5000) } == 1;
-        let empty_now = !run.populated(0, 0);
-        run.sweep(|| {});
-        let path = run.path.clone();
-        run.remove().expect("remove the tree");
+        let empty_now = !sb.run.populated(0, 0);
+        sb.run.sweep(|| {});
+        let path = sb.run.path.clone();
+        sb.run.remove().expect("remove the tree");
         assert!(seen, "a live member, but not populated");
         assert!(first && !again, "watch: {first} then {again}");
         assert!(noticed && empty_now, "the emptying was not notified");
@@ -953,51 +999,27 @@ mod tests {
 
     #[test]
     fn finish_removes_an_empty_cgroup_and_leaves_a_populated_one() {
-        let parent = match find_parent(&format!("flowrun-unit-probe-f{}", std::process::id())) {
-            Ok(p) => p,
-            Err(why) => {
-                eprintln!("SKIPPED: {why}");
-                return;
-            }
+        // Process 1 lives in its cgroup; process 0's is empty.
+        let Some(mut sb) = Sandbox::new("f", 1, false) else {
+            return;
         };
-        let name = format!("flowrun-unit-f{}", std::process::id());
-        let mut run = RunCgroup::create(&parent, &name).expect("create the run cgroup");
-        let _empty = run.proc_fd(0, "g", 0).expect("leaf 0");
-        let fd = run.proc_fd(0, "g", 1).expect("leaf 1");
-        let argv = ["sleep".to_string(), "600".to_string()];
-        let spec = super::super::spawn::SpawnSpec {
-            argv: &argv,
-            env: &[],
-            cwd: Path::new("/"),
-            own_group: true,
-            die_with_parent: true,
-            capture: false,
-            cgroup: Some(fd.as_raw_fd()),
-        };
-        let inh = super::super::spawn::Inherited {
-            nofile: libc::rlimit {
-                rlim_cur: 1024,
-                rlim_max: 1024,
-            },
-            runner_pid: std::process::id() as i32,
-        };
-        let child = super::super::spawn::spawn_service(&spec, inh).expect("spawn");
+        let _empty = sb.run.proc_fd(0, "g", 0).expect("leaf 0");
         let (tx, rx) = std::sync::mpsc::channel();
         let answers: Vec<_> = [0, 1]
             .into_iter()
             .map(|i| {
                 let tx = tx.clone();
-                let queued = run.finish(0, i, Reply::new(move |o| tx.send((i, o)).unwrap()));
+                let queued = sb
+                    .run
+                    .finish(0, i, Reply::new(move |o| tx.send((i, o)).unwrap()));
                 let got = rx.recv_timeout(std::time::Duration::from_secs(10));
                 (queued, got)
             })
             .collect();
-        let leaf0 = run.path.join("0-g/0");
-        run.kill(0, 1);
-        // SAFETY: our own child.
-        unsafe { libc::waitpid(child.pid, &mut 0, 0) };
-        run.sweep(|| {});
-        run.remove().expect("remove the tree");
+        let leaf0 = sb.run.path.join("0-g/0");
+        sb.kill_and_reap(1);
+        sb.run.sweep(|| {});
+        sb.run.remove().expect("remove the tree");
         assert!(
             matches!(answers[0], (true, Ok((0, Finished::Removed(Some(_)))))),
             "{:?}",
