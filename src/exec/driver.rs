@@ -252,6 +252,17 @@ fn start_failed(spec: &crate::plan::ProcessSpec, e: std::io::Error) -> Outcome {
     }
 }
 
+/// What a start needs but could not get (its cgroup, its notify socket),
+/// saying `why`: retried later when the system is short of descriptors or
+/// memory (a batch holds many), else the group's failure.
+fn shortage_or_failure(e: &std::io::Error, why: String) -> Outcome {
+    if spawn::is_backpressure(e) {
+        Outcome::Busy(why)
+    } else {
+        Outcome::Failed(why)
+    }
+}
+
 /// A spawn made ready by [`Driver::stage`], started by the lanes, and
 /// completed by [`Driver::finish`].
 struct Staged {
@@ -931,12 +942,7 @@ impl Driver {
                 ),
                 Err(e) => {
                     let why = format!("{who}: cannot create its cgroup: {e}");
-                    // Out of descriptors while a batch holds many: retried.
-                    return Err(if spawn::is_backpressure(&e) {
-                        Outcome::Busy(why)
-                    } else {
-                        Outcome::Failed(why)
-                    });
+                    return Err(shortage_or_failure(&e, why));
                 }
             },
             None => (None, None),
@@ -959,11 +965,7 @@ impl Driver {
                 }
                 Err(e) => {
                     let why = format!("{who}: cannot create notify socket: {e}");
-                    return Err(if spawn::is_backpressure(&e) {
-                        Outcome::Busy(why)
-                    } else {
-                        Outcome::Failed(why)
-                    });
+                    return Err(shortage_or_failure(&e, why));
                 }
             }
         }
