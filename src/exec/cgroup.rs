@@ -6,36 +6,37 @@
 //!
 //! ```text
 //! flowrun-KEY-PID/            the run (KEY: the topology, see runrecord.rs)
-//!   SLOT-GROUP/               one per group (a reload adds a new slot)
-//!     INDEX/                  one per process of the group
+//!   SLOT-GROUP/               one per group (a reload adds a new slot);
+//!                             its cpu.stat is the group's CPU time
+//!     procs/                  the group's processes (procs.N after N kills)
 //!     ready/                  the group's `exec` ready checks
 //! ```
 //!
-//! Services are born inside their process's cgroup (`clone3` with
+//! Services are born inside their group's cgroup (`clone3` with
 //! `CLONE_INTO_CGROUP`, spawn.rs), ready checks join theirs between fork
 //! and exec, so nothing they start can be outside it, whatever its session
-//! or process group. A process is down when its cgroup is empty: when its
-//! leader is reaped, its `cgroup.events` says `populated 0`, or `rmdir`
-//! of the cgroup succeeds (during a drain, see below). A cgroup that still
-//! has members then is watched with inotify (the kernel notifies on every
-//! change of `cgroup.events`), never polled; only those are watched, since
-//! every watch costs at creation and the inotify instance's close waits
-//! for the kernel to free all the watches it ever had. SIGKILL of a process's whole
-//! tree is a write to `cgroup.kill`, which also catches processes forking
-//! at that moment. The guard holds the run's `cgroup.kill`, so a runner
-//! SIGKILL reaches everything. CPU time comes from `cpu.stat`
-//! (`usage_usec`), which every non-root cgroup has even with no controller
-//! enabled. The tree is removed at exit.
+//! or process group. One cgroup per group, not per process: a group is
+//! what a systemd service is (its N processes are one service's workers),
+//! and each cgroup costs about as much as the rest of a spawn to make and
+//! again to remove (kernfs files, per-CPU statistics), which at N = 500
+//! was most of what start and stop cost beyond the fork/exec floor.
 //!
-//! Creating a cgroup costs more than the rest of a spawn (kernfs files,
-//! per-CPU statistics), so the cgroups of queued spawns are made ahead on
-//! a thread of their own ([`RunCgroup::prepare`]); a spawn that gets there
-//! first makes its own. During a drain nothing starts again, so the same
-//! thread reads each reaped leader's CPU time and removes its cgroup, and
-//! that `rmdir` is the emptiness check ([`RunCgroup::finish`]): the
-//! runner's main thread, which signals and reaps, does no kernfs work for
-//! a process that stops cleanly. Leaves are opened and read relative to their
-//! group's directory, and each kernfs file is read with one `read`.
+//! Each process still has a process group of its own, and a process's
+//! tree is its process group, as without cgroups: its signals, its
+//! leftovers' SIGKILL and its end (`kill(-pgid, 0)`) go there. The
+//! group's cgroup is what catches the rest, the descendants that left
+//! their process group (`setsid`, `setpgid`, a double-forked daemon):
+//! the group's last process is down only when the cgroup is empty (a
+//! cgroup with members left is then watched with inotify, the kernel
+//! notifies on every change of `cgroup.events`, never polled); what is
+//! left then is killed with the rest of that process's tree; during a
+//! drain a `to group` ladder signal reaches them too (listed, each
+//! signalled through a pidfd after its membership is checked). SIGKILL of
+//! the cgroup is a write to `cgroup.kill`, which also catches processes
+//! forking at that moment. The guard holds the run's `cgroup.kill`, so a
+//! runner SIGKILL reaches everything. CPU time comes from `cpu.stat`
+//! (`usage_usec`), which every non-root cgroup has even with no
+//! controller enabled. The tree is removed at exit.
 //!
 //! The hierarchy is found in `/proc/self/mountinfo` (filesystem type
 //! `cgroup2`), the runner's own cgroup in `/proc/self/cgroup` (`0::PATH`).
@@ -260,28 +261,21 @@ pub fn kill_and_remove(dir: &Path, within: std::time::Duration) -> bool {
     remove_tree(dir).is_ok() || !dir.exists()
 }
 
-/// One group's cgroup.
+/// One group's cgroups: `SLOT-GROUP/` (the group's CPU time) with its
+/// processes' cgroup `procs/` and its ready checks' `ready/` inside.
 struct GroupDir {
-    path: PathBuf,
     name: String,
-    /// Shared with the maker thread's [`Work::Finish`] (no new
-    /// descriptor).
-    fd: std::sync::Arc<OwnedFd>,
-}
-
-/// One process's cgroup.
-struct Leaf {
+    /// `SLOT-GROUP/`.
     path: PathBuf,
-    /// Its name in its group's cgroup (`INDEX` or `INDEX.N`).
-    rel: PathBuf,
-    /// `usage_usec` when the current incarnation was spawned.
-    cpu_at_spawn: u64,
-    /// `cgroup.kill` was written to it: the next incarnation gets a new
-    /// cgroup (see [`RunCgroup::proc_fd`]).
-    killed: std::cell::Cell<bool>,
-    /// Cgroups this process had (the next one is named `INDEX.N`).
+    /// The cgroup its processes are born into now: `procs`, then
+    /// `procs.N` after N kills (see [`RunCgroup::procs_fd`]).
+    procs: PathBuf,
+    fd: OwnedFd,
+    /// `cgroup.kill` was written to `procs`: the next spawn gets a new one.
+    killed: bool,
+    /// Process cgroups this group had (the next one is `procs.N`).
     made: u32,
-    /// Its `cgroup.events` is watched (see [`RunCgroup::watch`]).
+    /// `procs`'s `cgroup.events` is watched (see [`RunCgroup::watch`]).
     watched: bool,
 }
 
@@ -290,149 +284,10 @@ pub struct RunCgroup {
     pub path: PathBuf,
     /// The hierarchy's mount point.
     mount: PathBuf,
-    /// Slot → (cgroup, group name).
-    /// Slot → the group's cgroup, open (leaves are opened and read
-    /// relative to it).
+    /// Slot → the group's cgroups.
     groups: HashMap<usize, GroupDir>,
-    leaves: HashMap<(usize, usize), Leaf>,
     ready: HashMap<usize, OwnedFd>,
     inotify: Option<nix::sys::inotify::Inotify>,
-    /// Makes the cgroups of queued spawns ahead of them.
-    maker: Option<Maker>,
-    /// Cgroups the maker made (and watches) that no spawn used yet.
-    made: std::collections::HashSet<PathBuf>,
-    /// Cgroups handed to the maker that no spawn used yet (removed at exit).
-    asked: std::collections::HashSet<PathBuf>,
-}
-
-/// A thread that creates process cgroups (`mkdir`) for spawns that are
-/// queued, so that a burst of N starts does not pay N `mkdir`s on the
-/// runner's main thread: creating a cgroup costs more than the rest of a
-/// spawn (kernfs files, per-CPU statistics); and, during a drain, reads
-/// and removes the cgroups of reaped leaders ([`RunCgroup::finish`]).
-/// It never holds a descriptor of what it made (every
-/// descriptor the runner holds is copied into each child it starts), and a
-/// spawn whose cgroup is not made yet makes it itself (`mkdir` of an
-/// existing cgroup is harmless).
-struct Maker {
-    tx: std::sync::mpsc::Sender<Work>,
-    made: std::sync::mpsc::Receiver<PathBuf>,
-}
-
-/// What the maker thread does.
-enum Work {
-    /// Create a process cgroup.
-    Make(PathBuf),
-    /// Remove a process cgroup that is done with (it must be empty).
-    Remove(PathBuf),
-    /// Read a process cgroup's CPU time, then remove it; tell `reply`
-    /// which happened (see [`RunCgroup::finish`]).
-    Finish {
-        group: std::sync::Arc<OwnedFd>,
-        rel: PathBuf,
-        cpu_at_spawn: u64,
-        reply: Reply,
-    },
-}
-
-/// The answer to a [`RunCgroup::finish`], given exactly once: if the
-/// maker thread is gone before it answered (the queued work is dropped),
-/// the answer is [`Finished::Populated`], so the caller looks for itself
-/// and no exit is left unanswered.
-pub struct Reply(Option<Box<dyn FnOnce(Finished) + Send>>);
-
-impl Reply {
-    pub fn new(f: impl FnOnce(Finished) + Send + 'static) -> Reply {
-        Reply(Some(Box::new(f)))
-    }
-
-    fn send(mut self, outcome: Finished) {
-        if let Some(f) = self.0.take() {
-            f(outcome);
-        }
-    }
-
-    /// Never answer (the work was not queued: the caller does it itself).
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Reply {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f(Finished::Populated);
-        }
-    }
-}
-
-/// How [`RunCgroup::finish`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finished {
-    /// The cgroup was empty and is removed; the incarnation's CPU time in
-    /// milliseconds, when it could be read.
-    Removed(Option<u64>),
-    /// Something is still in it (`rmdir` said EBUSY): it stays.
-    Populated,
-}
-
-impl Maker {
-    fn start() -> Option<Maker> {
-        let (tx, rx) = std::sync::mpsc::channel::<Work>();
-        let (made_tx, made) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("flowrun-cgroups".into())
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                for work in rx {
-                    match work {
-                        Work::Make(path) => {
-                            if make_leaf(&path).is_ok() && made_tx.send(path).is_err() {
-                                return;
-                            }
-                        }
-                        Work::Remove(path) => {
-                            let _ = fs::remove_dir(path);
-                        }
-                        Work::Finish {
-                            group,
-                            rel,
-                            cpu_at_spawn,
-                            reply,
-                        } => reply.send(finish_leaf(&group, &rel, cpu_at_spawn)),
-                    }
-                }
-            })
-            .ok()?;
-        Some(Maker { tx, made })
-    }
-}
-
-/// Create a process's cgroup (it may exist). It is not watched: see
-/// [`RunCgroup::watch`].
-fn make_leaf(path: &Path) -> io::Result<()> {
-    match fs::create_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Read a process cgroup's CPU time, then remove it. `rmdir` is also the
-/// emptiness check: it fails with EBUSY while anything is in the cgroup
-/// (the kernel's own test), so no `cgroup.events` read is needed.
-/// `rel` is its name in its group's cgroup, `group`.
-fn finish_leaf(group: &OwnedFd, rel: &Path, cpu_at_spawn: u64) -> Finished {
-    let usage = usage_at(Some(group), &rel.join("cpu.stat"));
-    match nix::unistd::unlinkat(
-        Some(group.as_raw_fd()),
-        rel,
-        nix::unistd::UnlinkatFlags::RemoveDir,
-    ) {
-        Ok(()) => Finished::Removed(usage.map(|u| u.saturating_sub(cpu_at_spawn) / 1000)),
-        Err(nix::errno::Errno::ENOENT) => Finished::Removed(None),
-        Err(_) => Finished::Populated,
-    }
 }
 
 impl RunCgroup {
@@ -450,12 +305,8 @@ impl RunCgroup {
             path,
             mount,
             groups: HashMap::new(),
-            leaves: HashMap::new(),
             ready: HashMap::new(),
-            maker: Maker::start(),
             inotify,
-            made: std::collections::HashSet::new(),
-            asked: std::collections::HashSet::new(),
         })
     }
 
@@ -466,128 +317,66 @@ impl RunCgroup {
         self.inotify.as_ref()?.as_fd().try_clone_to_owned().ok()
     }
 
-    fn group_dir(&mut self, slot: usize, name: &str) -> io::Result<&GroupDir> {
-        if !self.groups.contains_key(&slot) {
-            let path = self.path.join(format!("{slot}-{}", sanitize(name)));
-            match fs::create_dir(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-            let fd = open_dir(&path)?;
-            self.groups.insert(
-                slot,
-                GroupDir {
-                    path,
-                    name: name.to_string(),
-                    fd: std::sync::Arc::new(fd),
-                },
-            );
-        }
-        Ok(&self.groups[&slot])
-    }
-
-    /// The cgroup of process `index` of the group in `slot`, created (and
-    /// watched) on first use; a descriptor to be born into, to keep open
-    /// until the spawn returns. (Not kept: every descriptor the runner
-    /// holds is copied into, and closed by, every child it starts.)
+    /// The group in `slot`, its cgroups made on first use, and a new
+    /// process cgroup if the last one was killed.
     ///
     /// A cgroup that was killed through `cgroup.kill` is never born into
     /// again: on the 6.18 kernel this was written on, a child cloned with
     /// `CLONE_INTO_CGROUP` into a cgroup killed earlier was itself
     /// SIGKILLed at birth, every time (observed, not traced into the
-    /// kernel; a fresh cgroup ends it). The next incarnation gets a new,
-    /// empty cgroup `INDEX.N`, and the old one is removed (it is empty:
-    /// the process was down before it restarts).
-    pub fn proc_fd(&mut self, slot: usize, name: &str, index: usize) -> io::Result<OwnedFd> {
-        let mut made = 0;
-        if let Some(old) = self.leaves.get(&(slot, index)) {
-            if old.killed.get() {
-                made = old.made;
-                let _ = fs::remove_dir(&old.path);
-                self.leaves.remove(&(slot, index));
-            }
-        }
-        let fresh = !self.leaves.contains_key(&(slot, index));
-        if fresh {
-            let rel = leaf_name(index, made);
-            let path = self.group_dir(slot, name)?.path.join(&rel);
-            if let Some(m) = &self.maker {
-                self.made.extend(m.made.try_iter());
-            }
-            self.asked.remove(&path);
-            if !self.made.remove(&path) {
-                make_leaf(&path)?;
-            }
-            self.leaves.insert(
-                (slot, index),
-                Leaf {
+    /// kernel; a fresh cgroup ends it). The group's next process gets a
+    /// new, empty `procs.N`, and the old one is removed (it is empty: a
+    /// group's process cgroup is killed only when its last process is
+    /// down, and that process is down once the cgroup is empty).
+    fn group(&mut self, slot: usize, name: &str) -> io::Result<&GroupDir> {
+        if !self.groups.contains_key(&slot) {
+            let path = self.path.join(format!("{slot}-{}", sanitize(name)));
+            make_dir(&path)?;
+            let procs = path.join("procs");
+            make_dir(&procs)?;
+            let fd = open_dir(&procs)?;
+            self.groups.insert(
+                slot,
+                GroupDir {
+                    name: name.to_string(),
                     path,
-                    rel,
-                    cpu_at_spawn: 0,
-                    killed: std::cell::Cell::new(false),
-                    made: made + 1,
+                    procs,
+                    fd,
+                    killed: false,
+                    made: 1,
                     watched: false,
                 },
             );
         }
-        let cpu_at_spawn = if fresh {
-            // A new cgroup has used no CPU yet.
-            0
-        } else {
-            self.leaf_usage(slot, index).unwrap_or(0)
-        };
-        let gfd = &self.groups[&slot].fd;
-        let leaf = self.leaves.get_mut(&(slot, index)).expect("just inserted");
-        leaf.cpu_at_spawn = cpu_at_spawn;
-        let fd = nix::fcntl::openat(
-            Some(gfd.as_raw_fd()),
-            &leaf.rel,
-            nix::fcntl::OFlag::O_RDONLY
-                | nix::fcntl::OFlag::O_DIRECTORY
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )?;
-        // SAFETY: just opened, owned here.
-        Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
-    }
-
-    /// `usage_usec` of a process's cgroup.
-    fn leaf_usage(&self, slot: usize, index: usize) -> Option<u64> {
-        let l = self.leaf(slot, index)?;
-        usage_at(Some(&self.groups.get(&slot)?.fd), &l.rel.join("cpu.stat"))
-    }
-
-    /// A spawn of process `index` is queued: have its cgroup made ahead,
-    /// if it will need a new one ([`RunCgroup::proc_fd`]).
-    pub fn prepare(&mut self, slot: usize, name: &str, index: usize) {
-        let made = match self.leaves.get(&(slot, index)) {
-            None => 0,
-            Some(old) if old.killed.get() => old.made,
-            Some(_) => return,
-        };
-        let Ok(g) = self.group_dir(slot, name) else {
-            return;
-        };
-        let path = g.path.join(leaf_name(index, made));
-        if let Some(m) = &self.maker {
-            if m.tx.send(Work::Make(path.clone())).is_ok() {
-                self.asked.insert(path);
-            }
+        let g = self.groups.get_mut(&slot).expect("just made");
+        if g.killed {
+            let procs = g.path.join(format!("procs.{}", g.made));
+            make_dir(&procs)?;
+            let fd = open_dir(&procs)?;
+            let old = std::mem::replace(&mut g.procs, procs);
+            let _ = fs::remove_dir(old);
+            g.fd = fd;
+            g.killed = false;
+            g.made += 1;
+            g.watched = false;
         }
+        Ok(g)
+    }
+
+    /// The cgroup the processes of the group in `slot` are born into
+    /// (made on first use): a descriptor to keep open until the spawn
+    /// returns. (Not kept: every descriptor the runner holds is copied
+    /// into, and closed by, every child it starts.)
+    pub fn procs_fd(&mut self, slot: usize, name: &str) -> io::Result<OwnedFd> {
+        self.group(slot, name)?.fd.try_clone()
     }
 
     /// The cgroup the group's `exec` ready checks join: an open
     /// `cgroup.procs` (write `0` to join).
     pub fn ready_procs(&mut self, slot: usize, name: &str) -> io::Result<std::sync::Arc<OwnedFd>> {
         if !self.ready.contains_key(&slot) {
-            let g = self.group_dir(slot, name)?;
-            let path = g.path.join("ready");
-            match fs::create_dir(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
+            let path = self.group(slot, name)?.path.join("ready");
+            make_dir(&path)?;
             let f = fs::OpenOptions::new()
                 .write(true)
                 .open(path.join("cgroup.procs"))?;
@@ -598,124 +387,66 @@ impl RunCgroup {
         Ok(std::sync::Arc::new(fd))
     }
 
-    fn leaf(&self, slot: usize, index: usize) -> Option<&Leaf> {
-        self.leaves.get(&(slot, index))
-    }
-
-    /// Process `index` is down and will not start again (the run is
-    /// draining): its cgroup is removed now, off this thread, instead of
-    /// at exit.
-    pub fn retire(&mut self, slot: usize, index: usize) {
-        let Some(leaf) = self.leaves.remove(&(slot, index)) else {
-            return;
-        };
-        match &self.maker {
-            Some(m) => {
-                if let Err(std::sync::mpsc::SendError(Work::Remove(path))) =
-                    m.tx.send(Work::Remove(leaf.path))
-                {
-                    let _ = fs::remove_dir(path);
-                }
-            }
-            None => {
-                let _ = fs::remove_dir(&leaf.path);
-            }
-        }
-    }
-
-    /// Watch this process's `cgroup.events` from now on (once its leader
-    /// is gone and something is left in it): its emptying then arrives
-    /// through [`RunCgroup::inotify_fd`]. Only such cgroups are watched:
-    /// an inotify watch costs at creation, and the instance's close waits
-    /// for the kernel to free every watch it ever had. The caller reads
-    /// [`RunCgroup::populated`] again after this, so an emptying between
-    /// its first read and the watch is not missed.
-    /// Returns whether the watch is new.
-    pub fn watch(&mut self, slot: usize, index: usize) -> bool {
-        let (Some(ino), Some(l)) = (&self.inotify, self.leaves.get_mut(&(slot, index))) else {
+    /// Watch the `cgroup.events` of the group's process cgroup from now on
+    /// (once its last process's leader is gone and something is left in
+    /// it): its emptying then arrives through [`RunCgroup::inotify_fd`].
+    /// Only such cgroups are watched: an inotify watch costs at creation,
+    /// and the instance's close waits for the kernel to free every watch
+    /// it ever had. The caller reads [`RunCgroup::populated`] again after
+    /// this, so an emptying between its first read and the watch is not
+    /// missed. Returns whether the watch is new.
+    pub fn watch(&mut self, slot: usize) -> bool {
+        let (Some(ino), Some(g)) = (&self.inotify, self.groups.get_mut(&slot)) else {
             return false;
         };
-        if l.watched {
+        if g.watched {
             return false;
         }
-        l.watched = ino
+        g.watched = ino
             .add_watch(
-                &l.path.join("cgroup.events"),
+                &g.procs.join("cgroup.events"),
                 nix::sys::inotify::AddWatchFlags::IN_MODIFY,
             )
             .is_ok();
-        l.watched
+        g.watched
     }
 
-    /// Process `index`'s leader is reaped and nothing will start in its
-    /// cgroup again (the run is draining): on the maker thread, read the
-    /// incarnation's CPU time and remove the cgroup, then call `reply`
-    /// there. Returns false (and `reply` is never called) when there is
-    /// no such thread or cgroup: the caller checks
-    /// [`RunCgroup::populated`] itself. After [`Finished::Removed`], call
-    /// [`RunCgroup::forget`].
-    pub fn finish(&self, slot: usize, index: usize, reply: Reply) -> bool {
-        let (Some(m), Some(l), Some(g)) = (
-            &self.maker,
-            self.leaves.get(&(slot, index)),
-            self.groups.get(&slot),
-        ) else {
-            reply.disarm();
-            return false;
-        };
-        let work = Work::Finish {
-            group: g.fd.clone(),
-            rel: l.rel.clone(),
-            cpu_at_spawn: l.cpu_at_spawn,
-            reply,
-        };
-        match m.tx.send(work) {
-            Ok(()) => true,
-            Err(std::sync::mpsc::SendError(work)) => {
-                if let Work::Finish { reply, .. } = work {
-                    reply.disarm();
-                }
-                false
-            }
+    /// Whether any process is left in the group's process cgroup.
+    pub fn populated(&self, slot: usize) -> bool {
+        self.groups
+            .get(&slot)
+            .is_some_and(|g| populated_at(Some(&g.fd), Path::new("cgroup.events")))
+    }
+
+    /// SIGKILL everything in the group's process cgroup (its next process
+    /// is born into a new one).
+    pub fn kill(&mut self, slot: usize) {
+        if let Some(g) = self.groups.get_mut(&slot) {
+            g.killed = true;
+            let _ = kill_dir(&g.procs);
         }
     }
 
-    /// The cgroup of process `index` was removed by [`RunCgroup::finish`].
-    pub fn forget(&mut self, slot: usize, index: usize) {
-        self.leaves.remove(&(slot, index));
-    }
-
-    /// Whether any process of this process's cgroup is left.
-    pub fn populated(&self, slot: usize, index: usize) -> bool {
-        let (Some(l), Some(g)) = (self.leaf(slot, index), self.groups.get(&slot)) else {
-            return false;
-        };
-        populated_at(Some(&g.fd), &l.rel.join("cgroup.events"))
-    }
-
-    /// SIGKILL everything in this process's cgroup.
-    pub fn kill(&self, slot: usize, index: usize) {
-        if let Some(l) = self.leaf(slot, index) {
-            l.killed.set(true);
-            let _ = kill_dir(&l.path);
-        }
-    }
-
-    /// Send `sig` (then SIGCONT, so a stopped member can act on it) to
-    /// every process in this process's cgroup: `to group` stops reach
-    /// members of any session or process group. Each listed pid is pinned
-    /// with a pidfd and signalled only if it is still in this cgroup, so a
-    /// pid freed and reused after the listing is never signalled.
-    pub fn signal(&self, slot: usize, index: usize, sig: i32) {
-        let Some(l) = self.leaf(slot, index) else {
-            return;
-        };
-        let Some(want) = self.member_line(slot, index) else {
-            return;
+    /// Send `sig` (then SIGCONT, so a stopped member can act on it) to every
+    /// member of the group's process cgroup for which `skip(pid)` is false:
+    /// the members that left their process's process group, which a
+    /// process-group signal does not reach. Each listed pid is pinned with
+    /// a pidfd and signalled only if it is still in this cgroup, so a pid
+    /// freed and reused after the listing is never signalled. Returns the
+    /// pids signalled.
+    pub fn signal_members(
+        &self,
+        slot: usize,
+        sig: i32,
+        mut skip: impl FnMut(i32) -> bool,
+    ) -> Vec<i32> {
+        let mut sent = Vec::new();
+        let (Some(g), Some(want)) = (self.groups.get(&slot), self.member_line(slot)) else {
+            return sent;
         };
         let cont = sig != libc::SIGKILL && sig != libc::SIGCONT;
-        for pid in procs_tree(&l.path) {
-            if pid <= 1 {
+        for pid in procs_tree(&g.procs) {
+            if pid <= 1 || skip(pid) {
                 continue;
             }
             // SAFETY: pidfd_open returns a new descriptor (owned below).
@@ -725,8 +456,11 @@ impl RunCgroup {
             }
             // SAFETY: just opened, owned here.
             let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-            let member = fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                .is_ok_and(|t| t.lines().any(|line| line == want));
+            let member = fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|t| {
+                t.lines().any(|line| {
+                    line == want || line.strip_prefix(&want).is_some_and(|r| r.starts_with('/'))
+                })
+            });
             if !member {
                 continue;
             }
@@ -745,7 +479,9 @@ impl RunCgroup {
                     )
                 };
             }
+            sent.push(pid);
         }
+        sent
     }
 
     /// Whether changes of `cgroup.events` arrive through inotify.
@@ -753,14 +489,10 @@ impl RunCgroup {
         self.inotify.is_some()
     }
 
-    /// CPU time of the current incarnation so far, in milliseconds.
-    pub fn cpu_ms(&self, slot: usize, index: usize) -> Option<u64> {
-        let now = self.leaf_usage(slot, index)?;
-        Some(now.saturating_sub(self.leaf(slot, index)?.cpu_at_spawn) / 1000)
-    }
-
-    /// CPU time of every group so far (all incarnations and ready checks),
-    /// in milliseconds, by group name, in slot order.
+    /// CPU time of every group so far (all its processes and ready checks,
+    /// removed process cgroups included: the kernel adds a removed
+    /// cgroup's time to its parent), in milliseconds, by group name, in
+    /// slot order.
     pub fn group_cpu_ms(&self) -> Vec<(String, u64)> {
         let mut v: Vec<(usize, String, u64)> = self
             .groups
@@ -771,10 +503,11 @@ impl RunCgroup {
         v.into_iter().map(|(_, n, ms)| (n, ms)).collect()
     }
 
-    /// The `/proc/PID/cgroup` line of a member of this process's cgroup.
-    pub fn member_line(&self, slot: usize, index: usize) -> Option<String> {
-        let l = self.leaf(slot, index)?;
-        let rel = l.path.strip_prefix(&self.mount).ok()?;
+    /// The `/proc/PID/cgroup` line of a process born into the group's
+    /// process cgroup.
+    pub fn member_line(&self, slot: usize) -> Option<String> {
+        let g = self.groups.get(&slot)?;
+        let rel = g.procs.strip_prefix(&self.mount).ok()?;
         Some(format!("0::/{}", rel.display()))
     }
 
@@ -799,20 +532,10 @@ impl RunCgroup {
     pub fn remove(&mut self) -> io::Result<()> {
         self.ready.clear();
         self.inotify = None;
-        // Stop the maker first: nothing is made behind the removal.
-        if let Some(m) = self.maker.take() {
-            drop(m.tx);
-            for _ in m.made.iter() {}
-        }
-        for (_, leaf) in self.leaves.drain() {
-            let _ = fs::remove_dir(&leaf.path);
-        }
-        for path in self.asked.drain() {
-            let _ = fs::remove_dir(path);
-        }
         for g in std::mem::take(&mut self.groups).into_values() {
+            let _ = fs::remove_dir(&g.procs);
             let _ = fs::remove_dir(g.path.join("ready"));
-            let _ = fs::remove_dir(g.path);
+            let _ = fs::remove_dir(&g.path);
         }
         match fs::remove_dir(&self.path) {
             Ok(()) => Ok(()),
@@ -821,14 +544,13 @@ impl RunCgroup {
     }
 }
 
-/// A process cgroup's name in its group's: `INDEX`, then `INDEX.N` after N
-/// killed ones.
-fn leaf_name(index: usize, made: u32) -> PathBuf {
-    PathBuf::from(if made == 0 {
-        index.to_string()
-    } else {
-        format!("{index}.{made}")
-    })
+/// Create a cgroup (it may exist).
+fn make_dir(path: &Path) -> io::Result<()> {
+    match fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn open_dir(p: &Path) -> io::Result<OwnedFd> {
@@ -887,18 +609,18 @@ mod tests {
     }
 
     /// A real run cgroup for a unit test, with a `sleep` born (clone3) in
-    /// its process cgroup `(0, index)`. Whatever happens to the test, a
-    /// failed assertion included, dropping it kills and reaps the child
+    /// the process cgroup of group 0. Whatever happens to the test, a
+    /// failed assertion included, dropping it kills and reaps its children
     /// and removes the tree.
     struct Sandbox {
         run: RunCgroup,
-        /// The child, until reaped.
-        child: Option<i32>,
+        /// Its children, until reaped.
+        children: Vec<i32>,
     }
 
     impl Sandbox {
         /// `None` (saying why) where no writable cgroup2 hierarchy exists.
-        fn new(tag: &str, index: usize, capture: bool) -> Option<Sandbox> {
+        fn new(tag: &str) -> Option<Sandbox> {
             let pid = std::process::id();
             let parent = match find_parent(&format!("flowrun-unit-probe-{tag}{pid}")) {
                 Ok(p) => p,
@@ -909,16 +631,26 @@ mod tests {
             };
             let run = RunCgroup::create(&parent, &format!("flowrun-unit-{tag}{pid}"))
                 .expect("create the run cgroup");
-            let mut sandbox = Sandbox { run, child: None };
-            let fd = sandbox.run.proc_fd(0, "g", index).expect("leaf");
-            let argv = ["sleep".to_string(), "600".to_string()];
+            let mut sandbox = Sandbox {
+                run,
+                children: Vec::new(),
+            };
+            sandbox.spawn(&["sleep", "600"], true);
+            Some(sandbox)
+        }
+
+        /// Start `argv` in group 0's process cgroup (in a process group of
+        /// its own when `own`): its pid.
+        fn spawn(&mut self, argv: &[&str], own: bool) -> i32 {
+            let fd = self.run.procs_fd(0, "g").expect("the group's cgroup");
+            let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
             let spec = super::super::spawn::SpawnSpec {
                 argv: &argv,
                 env: &[],
                 cwd: Path::new("/"),
-                own_group: true,
+                own_group: own,
                 die_with_parent: true,
-                capture,
+                capture: false,
                 cgroup: Some(fd.as_raw_fd()),
             };
             let inh = super::super::spawn::Inherited {
@@ -926,18 +658,18 @@ mod tests {
                     rlim_cur: 1024,
                     rlim_max: 1024,
                 },
-                runner_pid: pid as i32,
+                runner_pid: std::process::id() as i32,
             };
             let child = super::super::spawn::spawn_service(&spec, inh).expect("spawn");
-            sandbox.child = Some(child.pid);
-            Some(sandbox)
+            self.children.push(child.pid);
+            child.pid
         }
 
-        /// Kill the child's cgroup and reap it: its wait status.
-        fn kill_and_reap(&mut self, index: usize) -> i32 {
-            self.run.kill(0, index);
+        /// Reap child `pid` (waiting for it): its wait status.
+        fn reap(&mut self, pid: i32) -> i32 {
             let mut st = 0;
-            if let Some(pid) = self.child.take() {
+            if let Some(i) = self.children.iter().position(|&c| c == pid) {
+                self.children.remove(i);
                 // SAFETY: our own child, not reaped yet.
                 unsafe { libc::waitpid(pid, &mut st, 0) };
             }
@@ -947,7 +679,7 @@ mod tests {
 
     impl Drop for Sandbox {
         fn drop(&mut self) {
-            if let Some(pid) = self.child.take() {
+            for pid in std::mem::take(&mut self.children) {
                 // SAFETY: our own child, not reaped yet (so its pid is ours).
                 unsafe {
                     libc::kill(pid, libc::SIGKILL);
@@ -959,25 +691,30 @@ mod tests {
         }
     }
 
-    /// A real run cgroup: a child born in its cgroup (clone3) is seen as
-    /// `populated`, `cgroup.kill` ends it and the tree is removed. Skips,
-    /// saying why, where no writable cgroup2 hierarchy exists.
+    fn killed_by(st: i32, sig: i32) -> bool {
+        libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == sig
+    }
+
+    /// A real run cgroup: a child born in its group's cgroup (clone3) is
+    /// seen as `populated`, `cgroup.kill` ends it, the emptying is
+    /// notified, and the tree is removed. Skips, saying why, where no
+    /// writable cgroup2 hierarchy exists.
     #[test]
     fn spawned_into_its_cgroup_then_killed_and_removed() {
-        let Some(mut sb) = Sandbox::new("", 0, true) else {
+        let Some(mut sb) = Sandbox::new("") else {
             return;
         };
-        let pid = sb.child.expect("a child");
+        let pid = sb.children[0];
         let line = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        let want = sb.run.member_line(0, 0).unwrap();
+        let want = sb.run.member_line(0).unwrap();
         let born_inside = line.lines().any(|l| l == want);
-        let seen = sb.run.populated(0, 0);
+        let seen = sb.run.populated(0);
         // Watched once (a second call adds nothing); its emptying then
         // makes the inotify descriptor readable.
-        let (first, again) = (sb.run.watch(0, 0), sb.run.watch(0, 0));
+        let (first, again) = (sb.run.watch(0), sb.run.watch(0));
         let ino = sb.run.inotify_fd().expect("an inotify descriptor");
-        let st = sb.kill_and_reap(0);
-        let killed = libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL;
+        sb.run.kill(0);
+        let st = sb.reap(pid);
         let mut pfd = libc::pollfd {
             fd: ino.as_raw_fd(),
             events: libc::POLLIN,
@@ -985,7 +722,7 @@ mod tests {
         };
         // SAFETY: one valid pollfd.
         let noticed = unsafe { libc::poll(&mut pfd, 1, 5000) } == 1;
-        let empty_now = !sb.run.populated(0, 0);
+        let empty_now = !sb.run.populated(0);
         sb.run.sweep(|| {});
         let path = sb.run.path.clone();
         sb.run.remove().expect("remove the tree");
@@ -993,57 +730,53 @@ mod tests {
         assert!(first && !again, "watch: {first} then {again}");
         assert!(noticed && empty_now, "the emptying was not notified");
         assert!(born_inside, "{line:?} lacks {want:?}");
-        assert!(killed, "status {st:#x}");
+        assert!(killed_by(st, libc::SIGKILL), "status {st:#x}");
         assert!(!path.exists());
     }
 
+    /// After a `cgroup.kill`, the group's next process is born into a new
+    /// cgroup and runs (it is not SIGKILLed at birth), and the killed one
+    /// is gone.
     #[test]
-    fn finish_removes_an_empty_cgroup_and_leaves_a_populated_one() {
-        // Process 1 lives in its cgroup; process 0's is empty.
-        let Some(mut sb) = Sandbox::new("f", 1, false) else {
+    fn a_process_after_a_kill_is_born_into_a_new_cgroup() {
+        let Some(mut sb) = Sandbox::new("k") else {
             return;
         };
-        let _empty = sb.run.proc_fd(0, "g", 0).expect("leaf 0");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let answers: Vec<_> = [0, 1]
-            .into_iter()
-            .map(|i| {
-                let tx = tx.clone();
-                let queued = sb
-                    .run
-                    .finish(0, i, Reply::new(move |o| tx.send((i, o)).unwrap()));
-                let got = rx.recv_timeout(std::time::Duration::from_secs(10));
-                (queued, got)
-            })
-            .collect();
-        let leaf0 = sb.run.path.join("0-g/0");
-        sb.kill_and_reap(1);
-        sb.run.sweep(|| {});
-        sb.run.remove().expect("remove the tree");
+        let first = sb.children[0];
+        let old = sb.run.member_line(0).unwrap();
+        sb.run.kill(0);
+        let st = sb.reap(first);
+        let next = sb.spawn(&["sh", "-c", "exit 7"], true);
+        let st2 = sb.reap(next);
+        let new = sb.run.member_line(0).unwrap();
+        let old_dir = sb.run.mount.join(old.trim_start_matches("0::/"));
+        assert!(killed_by(st, libc::SIGKILL), "status {st:#x}");
         assert!(
-            matches!(answers[0], (true, Ok((0, Finished::Removed(Some(_)))))),
-            "{:?}",
-            answers[0]
+            libc::WIFEXITED(st2) && libc::WEXITSTATUS(st2) == 7,
+            "the next process did not run: status {st2:#x}"
         );
-        assert!(!leaf0.exists());
-        assert!(
-            matches!(answers[1], (true, Ok((1, Finished::Populated)))),
-            "{:?}",
-            answers[1]
-        );
+        assert_ne!(old, new);
+        assert!(!old_dir.exists(), "{old_dir:?} left");
     }
 
+    /// `signal_members` reaches a member outside every process group it
+    /// is told to skip, and only members of the group's cgroup.
     #[test]
-    fn a_reply_is_given_once_populated_if_dropped_and_never_if_disarmed() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reply =
-            |tx: std::sync::mpsc::Sender<Finished>| Reply::new(move |o| tx.send(o).unwrap());
-        reply(tx.clone()).send(Finished::Removed(Some(3)));
-        drop(reply(tx.clone()));
-        reply(tx.clone()).disarm();
-        drop(tx);
-        let got: Vec<Finished> = rx.iter().collect();
-        assert_eq!(got, [Finished::Removed(Some(3)), Finished::Populated]);
+    fn members_outside_the_skipped_are_signalled() {
+        let Some(mut sb) = Sandbox::new("s") else {
+            return;
+        };
+        let skipped = sb.children[0];
+        let stray = sb.spawn(&["sleep", "600"], false);
+        let sent = sb
+            .run
+            .signal_members(0, libc::SIGTERM, |pid| pid == skipped);
+        let st = sb.reap(stray);
+        // SAFETY: our own unreaped child.
+        let skipped_alive = unsafe { libc::kill(skipped, 0) } == 0;
+        assert_eq!(sent, [stray]);
+        assert!(killed_by(st, libc::SIGTERM), "status {st:#x}");
+        assert!(skipped_alive);
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! check, the guard's death — becomes a [`Msg`] on one channel, handled one
 //! at a time on the runtime's single thread. A reaped leader becomes
 //! [`core::Msg::ExecFailed`] (its error pipe holds an errno) and
-//! [`core::Msg::Exited`], with whether its cgroup (or process group) is
-//! empty; a group that empties later becomes [`core::Msg::GroupEmpty`].
+//! [`core::Msg::Exited`], with whether its process group is empty (and,
+//! for its group's last process, with cgroups, the group's cgroup); one
+//! that empties later becomes [`core::Msg::GroupEmpty`].
 //!
 //! Spawns are queued and run in batches of [`SPAWN_BATCH`]; between two
 //! batches the runtime polls its drivers, so signals and exits are seen
@@ -17,9 +18,10 @@
 //!
 //! Safety of signals: a process is signalled by pid only while it is an
 //! unreaped child; a process group only if we created it (`process-group
-//! own`) and it may still have members; with cgroups, members are listed
-//! and each is signalled through a pidfd after its membership is checked
-//! (cgroup.rs), and SIGKILL is `cgroup.kill`. Nothing ever signals pid 0,
+//! own`) and it may still have members; with cgroups, the members of a
+//! group's cgroup outside its processes' process groups are listed and
+//! each is signalled through a pidfd after its membership is checked
+//! (cgroup.rs), and their SIGKILL is `cgroup.kill`. Nothing ever signals pid 0,
 //! 1 or -1. Guard loss (its pidfd fires) is handled here: a new guard is
 //! started with the same registrations.
 
@@ -41,15 +43,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// How often a group whose leader is gone is checked for emptiness
-/// (without a watched cgroup).
+/// How often a process group whose leader is gone is checked for
+/// emptiness.
 const GROUP_POLL: Duration = Duration::from_millis(20);
 /// Processes spawned between two looks at the message queue.
 pub const SPAWN_BATCH: usize = 128;
 /// A step that sends many ladder signals (a drain of N processes) reaps
 /// the children that exited meanwhile after every this many, instead of
-/// only once all are sent: their cgroups are then read and removed (on the
-/// cgroup thread) while the rest are still being signalled.
+/// only once all are sent, so their exits are handled (and their pipes
+/// closed) while the rest are still being signalled.
 const REAP_EVERY: usize = 32;
 
 #[derive(Debug)]
@@ -61,13 +63,6 @@ pub enum Msg {
     Child,
     /// A group whose leader is gone may be empty now.
     PollGroups,
-    /// The cgroup thread read and removed (or found still populated) the
-    /// cgroup of a reaped leader (`RunCgroup::finish`).
-    Finished {
-        p: Ref,
-        gen: u64,
-        outcome: super::cgroup::Finished,
-    },
     Timer(u64),
     Ready {
         p: Ref,
@@ -216,10 +211,8 @@ struct Live {
     registered: bool,
     /// Where and why it failed before it could exec, read at spawn.
     failed: ExecError,
-    /// Its leader's exit, reaped while its cgroup is being read and
-    /// removed (`Msg::Finished` completes it).
-    exit: Option<(Status, ExecError)>,
-    /// The incarnation's CPU time, read when its cgroup was removed.
+    /// Its leader's CPU time (and its waited-for children's), from its
+    /// reaping.
     cpu_ms: Option<u64>,
 }
 
@@ -274,7 +267,7 @@ struct Staged {
     env: Vec<(String, String)>,
     notify: Option<(NotifyDir, tokio::net::UnixDatagram)>,
     /// Held open until the start returned (the child is born inside).
-    cgroup: Option<std::os::fd::OwnedFd>,
+    _cgroup: Option<std::os::fd::OwnedFd>,
     ready_cgroup: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     job: Option<spawn::Job>,
 }
@@ -306,6 +299,17 @@ pub struct Driver {
     /// CPU time of the incarnation just released, for its `stopped` event.
     cpu_ms: Option<u64>,
     notify_seq: u64,
+    /// Incarnations in [`Driver::live`] per slot: the group's last one is
+    /// down only once the group's cgroup is empty too.
+    per_slot: HashMap<usize, usize>,
+    /// With cgroups, during a drain: slots whose processes were sent a
+    /// `to group` signal in this step, for [`Driver::signal_strays`].
+    strays: Vec<(usize, i32)>,
+    /// Members outside every process group signalled so far, and with
+    /// what: none is sent the same signal twice.
+    strays_sent: std::collections::HashSet<(i32, i32)>,
+    /// Core steps being carried out (a step may reap, which feeds more).
+    feeding: u32,
 }
 
 /// Send `sig` to the leader, or to the whole group when `target` is
@@ -372,6 +376,10 @@ impl Driver {
             code: None,
             cpu_ms: None,
             notify_seq: 0,
+            per_slot: HashMap::new(),
+            strays: Vec::new(),
+            strays_sent: std::collections::HashSet::new(),
+            feeding: 0,
         }
     }
 
@@ -431,7 +439,13 @@ impl Driver {
 
     fn feed(&mut self, msg: core::Msg, now: Instant) {
         let fx = self.core.handle(msg, now);
+        self.feeding += 1;
         self.apply_all(fx);
+        self.feeding -= 1;
+        // Once per step, not within the reaps a long step makes.
+        if self.feeding == 0 && !self.strays.is_empty() {
+            self.signal_strays();
+        }
     }
 
     fn handle(&mut self, msg: Msg) {
@@ -443,9 +457,9 @@ impl Driver {
                 // signalled.
                 let mut exits = Vec::new();
                 let mut orphan = false;
-                for (pid, status) in reap::reap_all(&self.ctx.waiters) {
-                    match self.reaped(pid) {
-                        Some((p, gen, failed)) => exits.push((p, gen, status, failed)),
+                for r in reap::reap_all(&self.ctx.waiters) {
+                    match self.reaped(r.pid, r.cpu_ms) {
+                        Some((p, gen, failed)) => exits.push((p, gen, r.status, failed)),
                         None => orphan = true,
                     }
                 }
@@ -467,7 +481,6 @@ impl Driver {
                 self.poll_armed = false;
                 self.check_groups();
             }
-            Msg::Finished { p, gen, outcome } => self.finished(p, gen, outcome),
             Msg::Timer(id) => self.feed(core::Msg::Timer(id), Instant::now()),
             Msg::Ready { p, gen } => self.feed(core::Msg::Ready { p, gen }, Instant::now()),
             Msg::GuardLost => {
@@ -489,57 +502,19 @@ impl Driver {
 
     /// A child was reaped: the incarnation it led, and what its exec
     /// error pipe holds. `None` if it was none of our leaders.
-    fn reaped(&mut self, pid: i32) -> Option<(Ref, u64, ExecError)> {
+    fn reaped(&mut self, pid: i32, cpu_ms: u64) -> Option<(Ref, u64, ExecError)> {
         let p = self.by_pid.remove(&pid)?;
         let l = self.live.get_mut(&p)?;
         if l.pid != pid || !l.leader_alive {
             return None;
         }
         l.leader_alive = false;
+        l.cpu_ms = Some(cpu_ms);
         Some((p, l.gen, l.failed.take()))
     }
 
     fn on_exit(&mut self, p: Ref, gen: u64, status: Status, failed: ExecError) {
-        // Draining with cgroups: the cgroup thread reads the CPU time and
-        // removes the cgroup, which tells whether it is empty; the exit
-        // is handled when it answers (`finished`).
-        if self.core.draining() {
-            if let Some(c) = &self.ctx.cgroup {
-                let tx = self.tx.clone();
-                let reply = super::cgroup::Reply::new(move |outcome| {
-                    let _ = tx.send(Msg::Finished { p, gen, outcome });
-                });
-                if c.finish(p.0, p.1, reply) {
-                    if let Some(l) = self.live.get_mut(&p) {
-                        l.exit = Some((status, failed));
-                    }
-                    return;
-                }
-            }
-        }
         let empty = self.group_empty(p);
-        self.exited(p, gen, status, failed, empty);
-    }
-
-    /// The cgroup thread is done with a reaped leader's cgroup.
-    fn finished(&mut self, p: Ref, gen: u64, outcome: super::cgroup::Finished) {
-        let Some(l) = self.live.get_mut(&p).filter(|l| l.gen == gen) else {
-            return;
-        };
-        let Some((status, failed)) = l.exit.take() else {
-            return;
-        };
-        let empty = match outcome {
-            super::cgroup::Finished::Removed(cpu_ms) => {
-                l.group_alive = false;
-                l.cpu_ms = cpu_ms;
-                if let Some(c) = self.ctx.cgroup.as_mut() {
-                    c.forget(p.0, p.1);
-                }
-                true
-            }
-            super::cgroup::Finished::Populated => self.group_empty(p),
-        };
         self.exited(p, gen, status, failed, empty);
     }
 
@@ -584,34 +559,35 @@ impl Driver {
         format!("{}: spawn failed: {what} ({err})", spec.id)
     }
 
-    /// Whether the group (or cgroup) of `p`, whose leader is reaped, is
-    /// empty; remembers it when it is.
+    /// Whether the process group of `p`, whose leader is reaped, is
+    /// empty; remembers it when it is. With cgroups, the group's last
+    /// process is down only once the group's cgroup is empty too (what is
+    /// left in it left its process group: cgroup.rs).
     fn group_empty(&mut self, p: Ref) -> bool {
-        // A cgroup with members left is watched from now on; read again
-        // once watched, so that an emptying just before is not missed.
-        let in_cgroup = self
-            .ctx
-            .cgroup
-            .as_mut()
-            .map(|c| c.populated(p.0, p.1) && (!c.watch(p.0, p.1) || c.populated(p.0, p.1)));
+        let last = self.per_slot.get(&p.0) == Some(&1);
         let Some(l) = self.live.get_mut(&p) else {
             return true;
         };
-        if l.group_alive {
-            let alive = in_cgroup.unwrap_or_else(|| reap::group_alive(l.pgid.unwrap_or(0)));
-            if !alive {
-                l.group_alive = false;
-            }
+        if l.group_alive && !reap::group_alive(l.pgid.unwrap_or(0)) {
+            l.group_alive = false;
         }
-        !l.group_alive
+        if l.group_alive {
+            return false;
+        }
+        // A cgroup with members left is watched from now on; read again
+        // once watched, so that an emptying just before is not missed.
+        match self.ctx.cgroup.as_mut() {
+            Some(c) if last => !(c.populated(p.0) && (!c.watch(p.0) || c.populated(p.0))),
+            _ => true,
+        }
     }
 
-    /// Every group whose leader is gone: report the ones now empty.
+    /// Every incarnation whose leader is gone: report the ones now down.
     fn check_groups(&mut self) {
         let mut waiting: Vec<(Ref, u64)> = self
             .live
             .iter()
-            .filter(|(_, l)| !l.leader_alive && l.group_alive && l.exit.is_none())
+            .filter(|(_, l)| !l.leader_alive)
             .map(|(p, l)| (*p, l.gen))
             .collect();
         waiting.sort_unstable();
@@ -628,11 +604,10 @@ impl Driver {
         }
     }
 
+    /// Look again in [`GROUP_POLL`]: the end of a process group's last
+    /// member is not always ours to reap (its parent may be another
+    /// member). (A watched `cgroup.events` also wakes the check.)
     fn arm_poll(&mut self) {
-        // cgroup.events is watched: its changes arrive as PollGroups.
-        if self.ctx.cgroup.as_ref().is_some_and(|c| c.watched()) {
-            return;
-        }
         if !self.poll_armed {
             self.poll_armed = true;
             self.after(GROUP_POLL, Msg::PollGroups);
@@ -661,12 +636,7 @@ impl Driver {
 
     fn apply(&mut self, e: Effect) {
         match e {
-            Effect::Spawn { p, gen } => {
-                if let (Some(c), Some(def)) = (self.ctx.cgroup.as_mut(), self.core.group(p.0)) {
-                    c.prepare(p.0, &def.name.node, p.1);
-                }
-                self.spawns.push_back((p, gen));
-            }
+            Effect::Spawn { p, gen } => self.spawns.push_back((p, gen)),
             Effect::Signal {
                 p,
                 gen,
@@ -707,8 +677,8 @@ impl Driver {
 
     fn emit(&mut self, ev: Event) {
         let ev = match ev {
-            // The core does not know the cgroup: the CPU time is read at
-            // the release just before.
+            // The core does not know the CPU time: it was read at the
+            // leader's reaping, and kept at the release just before.
             Event::Stopped { who, cpu_ms: None } => Event::Stopped {
                 who,
                 cpu_ms: self.cpu_ms.take(),
@@ -723,30 +693,59 @@ impl Driver {
             return;
         };
         let n = sig.number();
-        // With a cgroup the group is the cgroup (its process group may be
-        // empty, and its pgid reusable, while escaped members remain).
-        if let Some(c) = &self.ctx.cgroup {
-            if l.pgid.is_some() && (target == StopTarget::Group || !l.leader_alive) {
-                c.signal(p.0, p.1, n);
-                return;
-            }
-        }
         signal_target(
             target,
             l.leader_alive.then_some(l.pid),
             l.pgid.filter(|_| l.group_alive),
             n,
         );
+        // A drain stops every group whole: with `to group`, what left its
+        // process group in the group's cgroup gets the signal too.
+        if target == StopTarget::Group
+            && self.ctx.cgroup.is_some()
+            && self.core.draining()
+            && !self.strays.contains(&(p.0, n))
+        {
+            self.strays.push((p.0, n));
+        }
     }
 
-    /// SIGKILL the whole cgroup or process group (or the lone process).
+    /// The members of the cgroups of [`Driver::strays`] outside every
+    /// process group of their group's processes get the signal (once).
+    fn signal_strays(&mut self) {
+        let Some(c) = &self.ctx.cgroup else {
+            self.strays.clear();
+            return;
+        };
+        for (slot, sig) in std::mem::take(&mut self.strays) {
+            let groups: std::collections::HashSet<i32> = self
+                .live
+                .iter()
+                .filter(|((s, _), l)| *s == slot && l.group_alive)
+                .filter_map(|(_, l)| l.pgid)
+                .collect();
+            let (by_pid, sent) = (&self.by_pid, &self.strays_sent);
+            // A leader, or a member of a leader's process group, had it.
+            let skip = |pid: i32| {
+                by_pid.contains_key(&pid)
+                    || sent.contains(&(pid, sig))
+                    || reap::pgid_of(pid).is_some_and(|g| groups.contains(&g))
+            };
+            for pid in c.signal_members(slot, sig, skip) {
+                self.strays_sent.insert((pid, sig));
+            }
+        }
+    }
+
+    /// SIGKILL the process group (or the lone process); the group's last
+    /// process: its whole cgroup.
     fn kill(&mut self, p: Ref, gen: u64) {
+        let last = self.per_slot.get(&p.0) == Some(&1);
         let Some(l) = self.live.get(&p).filter(|l| l.gen == gen) else {
             return;
         };
-        match (&self.ctx.cgroup, l.pgid) {
-            (Some(c), _) => c.kill(p.0, p.1),
-            (None, Some(g)) if l.group_alive && g > 1 => {
+        match l.pgid {
+            Some(g) if l.group_alive && g > 1 => {
                 // SAFETY: our own group, still non-empty when last checked.
                 unsafe { libc::kill(-g, libc::SIGKILL) };
             }
@@ -757,7 +756,11 @@ impl Driver {
                 }
             }
         }
-        if !l.leader_alive {
+        let leader_alive = l.leader_alive;
+        if let Some(c) = self.ctx.cgroup.as_mut().filter(|_| last) {
+            c.kill(p.0);
+        }
+        if !leader_alive {
             self.arm_poll();
         }
     }
@@ -789,14 +792,8 @@ impl Driver {
             }
         }
         self.cpu_ms = l.cpu_ms;
-        if let Some(c) = self.ctx.cgroup.as_mut() {
-            if self.cpu_ms.is_none() {
-                self.cpu_ms = c.cpu_ms(p.0, p.1);
-            }
-            // Nothing starts once a drain began: its cgroup can go now.
-            if self.core.draining() {
-                c.retire(p.0, p.1);
-            }
+        if let Some(n) = self.per_slot.get_mut(&p.0) {
+            *n = n.saturating_sub(1);
         }
     }
 
@@ -901,7 +898,7 @@ impl Driver {
             return Err(Outcome::Cancelled);
         };
         let (def, spec) = (def.clone(), spec.clone());
-        let (s, i) = p;
+        let s = p.0;
         let who = spec.id.clone();
         let processes = self.core.group_len(s) as u32;
         let expand = |text: &str| placeholders(&def, &spec, processes).expand(text);
@@ -930,10 +927,10 @@ impl Driver {
                 _ => {}
             }
         }
-        // Containment: the process's cgroup, and its group's ready cgroup.
+        // Containment: the group's cgroup, and its ready checks' cgroup.
         let exec_check = matches!(def.ready.as_ref().map(|r| &r.probe), Some(Probe::Exec(_)));
         let (cgroup, ready_cgroup) = match self.ctx.cgroup.as_mut() {
-            Some(c) => match c.proc_fd(s, &def.name.node, i) {
+            Some(c) => match c.procs_fd(s, &def.name.node) {
                 Ok(fd) => (
                     Some(fd),
                     exec_check
@@ -986,7 +983,7 @@ impl Driver {
             cwd,
             env,
             notify,
-            cgroup,
+            _cgroup: cgroup,
             ready_cgroup,
             job: Some(spawn::Job {
                 cmd,
@@ -1008,11 +1005,10 @@ impl Driver {
             cwd,
             env,
             notify,
-            cgroup,
             ready_cgroup,
             ..
         } = st;
-        let (s, i) = p;
+        let s = p.0;
         let who = spec.id.clone();
         let processes = self.core.group_len(s) as u32;
         let expand = |text: &str| placeholders(&def, &spec, processes).expand(text);
@@ -1093,7 +1089,7 @@ impl Driver {
                     notify_dir = Some(dir);
                     let from = ready::Sender {
                         leader: pid,
-                        cgroup: self.ctx.cgroup.as_ref().and_then(|c| c.member_line(s, i)),
+                        cgroup: self.ctx.cgroup.as_ref().and_then(|c| c.member_line(s)),
                     };
                     Check::Notify(sock, from)
                 }),
@@ -1116,16 +1112,16 @@ impl Driver {
                 pid,
                 pgid: own.then_some(pid),
                 leader_alive: true,
-                group_alive: own || cgroup.is_some(),
+                group_alive: own,
                 done_tx: Some(done_tx),
                 check,
                 _notify: notify_dir,
                 registered: def.die_with_parent,
                 failed: spawned.failed,
-                exit: None,
                 cpu_ms: None,
             },
         );
+        *self.per_slot.entry(s).or_default() += 1;
         Outcome::Started { pid }
     }
 }

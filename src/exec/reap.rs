@@ -52,14 +52,24 @@ impl Status {
 /// Pids whose status someone awaits directly (exec ready checks).
 pub type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<Status>>>>;
 
-/// Reap every exited child; returns (pid, status) pairs not claimed by a
-/// waiter.
-pub fn reap_all(waiters: &Waiters) -> Vec<(i32, Status)> {
+/// A reaped child: its pid, how it ended, and the CPU time (user and
+/// system) it and the children it waited for used, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reaped {
+    pub pid: i32,
+    pub status: Status,
+    pub cpu_ms: u64,
+}
+
+/// Reap every exited child; returns those not claimed by a waiter.
+pub fn reap_all(waiters: &Waiters) -> Vec<Reaped> {
     let mut out = Vec::new();
     loop {
         let mut st = 0;
-        // SAFETY: waitpid with a valid out-pointer.
-        let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+        // SAFETY: all-zero is a valid rusage (plain integers).
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 with valid out-pointers.
+        let pid = unsafe { libc::wait4(-1, &mut st, libc::WNOHANG, &mut ru) };
         if pid <= 0 {
             break;
         }
@@ -75,10 +85,27 @@ pub fn reap_all(waiters: &Waiters) -> Vec<(i32, Status)> {
             Some(tx) => {
                 let _ = tx.send(status);
             }
-            None => out.push((pid, status)),
+            None => out.push(Reaped {
+                pid,
+                status,
+                cpu_ms: ms(ru.ru_utime) + ms(ru.ru_stime),
+            }),
         }
     }
     out
+}
+
+fn ms(t: libc::timeval) -> u64 {
+    (t.tv_sec.max(0) as u64) * 1000 + (t.tv_usec.max(0) as u64) / 1000
+}
+
+/// The process group of `pid`, from `/proc/PID/stat`.
+pub fn pgid_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may contain spaces and parens):
+    // state, ppid, pgrp.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Whether the process group still has a member (a zombie counts).

@@ -1042,3 +1042,65 @@ fn lingering_member_is_waited_for_cgroup() {
 fn lingering_member_is_waited_for_process_group() {
     lingering_member_is_waited_for("process-group");
 }
+
+/// With cgroups, a drain `to group` reaches what left its process's
+/// process group: a `setsid` grandchild of each process gets the stop
+/// signal once (it appends a line per signal), is waited for (it ends
+/// 0.5 s after it), and is neither killed nor left behind. Without
+/// cgroups such a grandchild is invisible to the ladder (the fallback's
+/// limit) and only the exit sweep ends it.
+#[test]
+fn a_drain_to_group_signals_what_left_the_process_group() {
+    let Some(args) = mode_args(
+        "cgroup",
+        "a_drain_to_group_signals_what_left_the_process_group",
+    ) else {
+        return;
+    };
+    let h = Harness::new("contain-strays");
+    h.write(
+        "stray.sh",
+        "FLOWRUN_ROUTE=stray setsid sh -c 'trap \"echo TERM >> $1; sleep 0.5; exit 0\" TERM; touch $2; while :; do sleep 0.1; done' x @DIR@/term-$1 @DIR@/in-$1 &\nexec sleep 600\n",
+    );
+    let file = h.topology(
+        r#"
+topology strays {
+  shutdown within 60s
+  group svc {
+    processes 2
+    run "sh @DIR@/stray.sh {index}"
+    stop SIGTERM drain 20s to group
+  }
+}
+"#,
+    );
+    let mut up = h.up(&file, &args);
+    let placed = wait_until(EVENT_TIMEOUT, Duration::from_millis(20), || {
+        (0..2).all(|i| h.path(&format!("in-{i}")).exists())
+    });
+    assert!(placed, "strays not in place:\n{}", up.stderr_text());
+    let drain_at = Instant::now();
+    up.signal(libc::SIGTERM);
+    let status = up.wait_exit(Duration::from_secs(30));
+    let took = drain_at.elapsed();
+    assert!(status.success(), "{status:?}\n{}", up.stderr_text());
+    for i in 0..2 {
+        let got = std::fs::read_to_string(h.path(&format!("term-{i}"))).unwrap_or_default();
+        assert_eq!(
+            got,
+            "TERM\n",
+            "stray {i} got: {got:?}\n{}",
+            up.stderr_text()
+        );
+    }
+    assert!(
+        took < Duration::from_secs(8),
+        "the drain waited for its deadline: {took:?}"
+    );
+    assert!(
+        up.events_named("killed").is_empty(),
+        "{:?}",
+        up.events_named("killed")
+    );
+    assert!(survivors(&h.marker).is_empty(), "processes left");
+}
