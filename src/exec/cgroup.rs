@@ -29,9 +29,10 @@
 //! the group's last process is down only when the cgroup is empty (a
 //! cgroup with members left is then watched with inotify, the kernel
 //! notifies on every change of `cgroup.events`, never polled); what is
-//! left then is killed with the rest of that process's tree; during a
-//! drain a `to group` ladder signal reaches them too (listed, each
-//! signalled through a pidfd after its membership is checked). SIGKILL of
+//! left then is killed with the rest of that process's tree; a `to group`
+//! signal sent to every process of the group (a drain, a stop or restart
+//! of the group) reaches them too (listed, each signalled through a pidfd
+//! after its membership is checked). SIGKILL of
 //! the cgroup is a write to `cgroup.kill`, which also catches processes
 //! forking at that moment. The guard holds the run's `cgroup.kill`, so a
 //! runner SIGKILL reaches everything. CPU time comes from `cpu.stat`

@@ -302,12 +302,13 @@ pub struct Driver {
     /// Incarnations in [`Driver::live`] per slot: the group's last one is
     /// down only once the group's cgroup is empty too.
     per_slot: HashMap<usize, usize>,
-    /// With cgroups, during a drain: slots whose processes were sent a
-    /// `to group` signal in this step, for [`Driver::signal_strays`].
-    strays: Vec<(usize, i32)>,
-    /// Members outside every process group signalled so far, and with
-    /// what: none is sent the same signal twice.
-    strays_sent: std::collections::HashSet<(i32, i32)>,
+    /// With cgroups: (slot, signal) → how many of the slot's processes
+    /// were sent it `to group` in this step, for [`Driver::signal_strays`].
+    strays: HashMap<(usize, i32), usize>,
+    /// Per slot, the members outside every process group signalled so
+    /// far, and with what: none is sent the same signal twice while its
+    /// group runs.
+    strays_sent: HashMap<usize, std::collections::HashSet<(i32, i32)>>,
     /// Core steps being carried out (a step may reap, which feeds more).
     feeding: u32,
 }
@@ -377,8 +378,8 @@ impl Driver {
             cpu_ms: None,
             notify_seq: 0,
             per_slot: HashMap::new(),
-            strays: Vec::new(),
-            strays_sent: std::collections::HashSet::new(),
+            strays: HashMap::new(),
+            strays_sent: HashMap::new(),
             feeding: 0,
         }
     }
@@ -699,41 +700,43 @@ impl Driver {
             l.pgid.filter(|_| l.group_alive),
             n,
         );
-        // A drain stops every group whole: with `to group`, what left its
-        // process group in the group's cgroup gets the signal too.
-        if target == StopTarget::Group
-            && self.ctx.cgroup.is_some()
-            && self.core.draining()
-            && !self.strays.contains(&(p.0, n))
-        {
-            self.strays.push((p.0, n));
+        if target == StopTarget::Group && self.ctx.cgroup.is_some() {
+            *self.strays.entry((p.0, n)).or_default() += 1;
         }
     }
 
-    /// The members of the cgroups of [`Driver::strays`] outside every
-    /// process group of their group's processes get the signal (once).
+    /// A step that sent a signal `to group` to every process of a group
+    /// (a drain, a stop or restart of the group, the ladder of its last
+    /// process) sends it to the rest of the group's cgroup too: the
+    /// members outside every process group of its processes (once each).
+    /// A signal to only some of a group's processes does not: what left
+    /// their process groups cannot be told apart from the others'.
     fn signal_strays(&mut self) {
         let Some(c) = &self.ctx.cgroup else {
             self.strays.clear();
             return;
         };
-        for (slot, sig) in std::mem::take(&mut self.strays) {
+        for ((slot, sig), sent_to) in std::mem::take(&mut self.strays) {
+            let live = self.per_slot.get(&slot).copied().unwrap_or(0);
+            if sent_to < live {
+                continue;
+            }
             let groups: std::collections::HashSet<i32> = self
                 .live
                 .iter()
                 .filter(|((s, _), l)| *s == slot && l.group_alive)
                 .filter_map(|(_, l)| l.pgid)
                 .collect();
-            let (by_pid, sent) = (&self.by_pid, &self.strays_sent);
+            let sent = self.strays_sent.entry(slot).or_default();
+            let by_pid = &self.by_pid;
             // A leader, or a member of a leader's process group, had it.
             let skip = |pid: i32| {
                 by_pid.contains_key(&pid)
                     || sent.contains(&(pid, sig))
                     || reap::pgid_of(pid).is_some_and(|g| groups.contains(&g))
             };
-            for pid in c.signal_members(slot, sig, skip) {
-                self.strays_sent.insert((pid, sig));
-            }
+            let now = c.signal_members(slot, sig, skip);
+            sent.extend(now.into_iter().map(|pid| (pid, sig)));
         }
     }
 
@@ -794,6 +797,9 @@ impl Driver {
         self.cpu_ms = l.cpu_ms;
         if let Some(n) = self.per_slot.get_mut(&p.0) {
             *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.strays_sent.remove(&p.0);
+            }
         }
     }
 

@@ -50,7 +50,7 @@
 //! is a write error, not the runner's death.
 //!
 //! Containment (cgroup.rs): with a writable cgroup v2 hierarchy every
-//! process is born in a cgroup of its own inside the run's cgroup, so
+//! process is born in its group's cgroup inside the run's cgroup, so
 //! nothing it starts escapes, whatever its session or process group; the
 //! guard kills the run's cgroup when the runner dies; `up` returns only
 //! when the run's cgroup is empty, and removes it. Without one
@@ -249,7 +249,7 @@ fn trim_heap() {
 
 /// Let every thread of the runner allocate from the one heap (glibc gives
 /// each new thread an arena of its own: about 80 KiB each for the spawn
-/// lanes and the cgroup maker, which allocate only a little and rarely
+/// lanes, which allocate only a little and rarely
 /// at the same time). Elsewhere a no-op.
 fn one_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -69,8 +69,9 @@ pub struct Sender {
     /// The leader's pid.
     pub leader: i32,
     /// With cgroup containment, the `/proc/PID/cgroup` line of the
-    /// process's cgroup: any member counts. Without, members of the
-    /// leader's process group count.
+    /// process's group's cgroup: any member counts (as systemd's
+    /// `NotifyAccess=all` counts a service's whole cgroup). Without,
+    /// members of the leader's process group count.
     pub cgroup: Option<String>,
 }
 

@@ -1104,3 +1104,75 @@ topology strays {
     );
     assert!(survivors(&h.marker).is_empty(), "processes left");
 }
+
+/// With cgroups, a restart of a whole group outside a drain (a handler's
+/// `restart`) also stops what left its processes' process groups with
+/// the ladder's signal, once, and the group starts again at once rather
+/// than at the drain deadline; the final drain does the same for the new
+/// incarnations.
+#[test]
+fn a_group_restart_signals_what_left_the_process_group() {
+    let Some(args) = mode_args(
+        "cgroup",
+        "a_group_restart_signals_what_left_the_process_group",
+    ) else {
+        return;
+    };
+    let h = Harness::new("contain-strays-restart");
+    h.write(
+        "stray.sh",
+        "FLOWRUN_ROUTE=stray setsid sh -c 'trap \"echo TERM >> $1; exit 0\" TERM; touch $2; while :; do sleep 0.1; done' x @DIR@/term-$1 @DIR@/in-$1 &\nexec sleep 600\n",
+    );
+    let file = h.topology(
+        r#"
+topology strays {
+  shutdown within 60s
+  on SIGUSR1 restart svc
+  group svc {
+    processes 2
+    run "sh @DIR@/stray.sh {index}"
+    stop SIGTERM drain 20s to group
+  }
+}
+"#,
+    );
+    let mut up = h.up(&file, &args);
+    up.wait_count("started", 2);
+    let placed = wait_until(EVENT_TIMEOUT, Duration::from_millis(20), || {
+        (0..2).all(|i| h.path(&format!("in-{i}")).exists())
+    });
+    assert!(placed, "strays not in place:\n{}", up.stderr_text());
+    for i in 0..2 {
+        let _ = std::fs::remove_file(h.path(&format!("in-{i}")));
+    }
+    let restart_at = Instant::now();
+    up.signal(libc::SIGUSR1);
+    up.wait_count_within("started", 4, Duration::from_secs(30));
+    let took = restart_at.elapsed();
+    let placed = wait_until(EVENT_TIMEOUT, Duration::from_millis(20), || {
+        (0..2).all(|i| h.path(&format!("in-{i}")).exists())
+    });
+    assert!(placed, "new strays not in place:\n{}", up.stderr_text());
+    up.signal(libc::SIGTERM);
+    let status = up.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}\n{}", up.stderr_text());
+    assert!(
+        took < Duration::from_secs(8),
+        "the restart waited for the ladder's deadline: {took:?}"
+    );
+    for i in 0..2 {
+        let got = std::fs::read_to_string(h.path(&format!("term-{i}"))).unwrap_or_default();
+        assert_eq!(
+            got,
+            "TERM\nTERM\n",
+            "stray {i} got: {got:?}\n{}",
+            up.stderr_text()
+        );
+    }
+    assert!(
+        up.events_named("killed").is_empty(),
+        "{:?}",
+        up.events_named("killed")
+    );
+    assert!(survivors(&h.marker).is_empty(), "processes left");
+}
