@@ -13,7 +13,7 @@
 //!   `write(2)` on an `O_APPEND` descriptor, so lines from concurrent probes
 //!   sharing a file never interleave. Recorded: SIGHUP, SIGINT, SIGQUIT,
 //!   SIGUSR1, SIGUSR2, SIGPIPE, SIGALRM, SIGTERM (not SIGCONT, SIGCHLD,
-//!   SIGWINCH: the runner sends SIGCONT after every stop signal by design).
+//!   SIGWINCH: the runner may send SIGCONT after a stop signal by design).
 //! * `--ignore SIGS` — record these but do not act on them.
 //! * `--exit-on SIGS` — record these, then exit 0 (default: SIGTERM, SIGINT,
 //!   SIGQUIT, SIGHUP). `--ignore` wins over `--exit-on`.

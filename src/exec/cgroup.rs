@@ -412,6 +412,17 @@ impl RunCgroup {
         g.watched
     }
 
+    /// Whether the group's process cgroup is watched.
+    pub fn watching(&self, slot: usize) -> bool {
+        self.groups.get(&slot).is_some_and(|g| g.watched)
+    }
+
+    /// Whether `cgroup.kill` was written to the group's process cgroup
+    /// (the next [`RunCgroup::procs_fd`] makes a new one).
+    pub fn killed(&self, slot: usize) -> bool {
+        self.groups.get(&slot).is_some_and(|g| g.killed)
+    }
+
     /// Whether any process is left in the group's process cgroup.
     pub fn populated(&self, slot: usize) -> bool {
         self.groups

@@ -61,8 +61,10 @@ pub enum Msg {
     Signal(Sig, Instant),
     /// SIGCHLD arrived (at least once): reap every exited child now.
     Child,
-    /// A group whose leader is gone may be empty now.
+    /// A group whose leader is gone may be empty now (the poll's timer).
     PollGroups,
+    /// A watched `cgroup.events` changed: a group's cgroup may be empty.
+    CgroupEvents,
     Timer(u64),
     Ready {
         p: Ref,
@@ -195,6 +197,24 @@ fn reloader(file: PathBuf, scale: crate::plan::Scale) -> (core::Reload, core::Sc
 /// What a reaped leader's exec error pipe held: where it failed, errno.
 type ExecError = Option<(spawn::ExecStage, i32)>;
 
+/// What is left of an incarnation whose leader is reaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Left {
+    /// Nothing: it is down.
+    Nothing,
+    /// Members of its process group (looked at every [`GROUP_POLL`]).
+    ProcessGroup,
+    /// Members of its group's cgroup, which is `watched` (its
+    /// `cgroup.events` changes arrive as [`Msg::CgroupEvents`]) or polled.
+    Cgroup { watched: bool },
+}
+
+impl Left {
+    fn polled(self) -> bool {
+        matches!(self, Left::ProcessGroup | Left::Cgroup { watched: false })
+    }
+}
+
 /// One incarnation as the OS sees it.
 struct Live {
     gen: u64,
@@ -214,6 +234,12 @@ struct Live {
     /// Its leader's CPU time (and its waited-for children's), from its
     /// reaping.
     cpu_ms: Option<u64>,
+    /// Its leader was stopped by a signal (as last reported by `wait4`).
+    stopped: bool,
+    /// It was sent a signal to act on (a ladder step, a forward).
+    asked: bool,
+    /// It was sent SIGKILL (a deadline, an escalation, leftovers).
+    killed: bool,
 }
 
 /// The placeholders of one process of a group of `processes`.
@@ -303,20 +329,26 @@ pub struct Driver {
     /// down only once the group's cgroup is empty too.
     per_slot: HashMap<usize, usize>,
     /// With cgroups: (slot, signal) → how many of the slot's processes
-    /// were sent it `to group` in this step, for [`Driver::signal_strays`].
+    /// were sent it `to group` in this step, for [`Driver::signal_strays`]
+    /// (once per step: a step's reaps do not sweep).
     strays: HashMap<(usize, i32), usize>,
-    /// Per slot, the members outside every process group signalled so
-    /// far, and with what: none is sent the same signal twice while its
-    /// group runs.
-    strays_sent: HashMap<usize, std::collections::HashSet<(i32, i32)>>,
     /// Core steps being carried out (a step may reap, which feeds more).
     feeding: u32,
 }
 
 /// Send `sig` to the leader, or to the whole group when `target` is
 /// `group` and the process has its own group. Followed by SIGCONT so a
-/// stopped process can act on it.
-fn signal_target(target: StopTarget, pid: Option<i32>, pgid: Option<i32>, sig: i32) {
+/// stopped process can act on it: always to a group (its members' state
+/// is not known), to the leader when it is known to be stopped
+/// (`leader_stopped`; a stop reported after the signal is answered by
+/// [`Driver::stops`]).
+fn signal_target(
+    target: StopTarget,
+    pid: Option<i32>,
+    pgid: Option<i32>,
+    sig: i32,
+    leader_stopped: bool,
+) {
     // `pid` is only given while the leader is unreaped and `pgid` while the
     // group may have members, so neither can have been recycled.
     let cont = sig != libc::SIGKILL && sig != libc::SIGCONT;
@@ -331,7 +363,7 @@ fn signal_target(target: StopTarget, pid: Option<i32>, pgid: Option<i32>, sig: i
             }
             (_, _, Some(p)) if p > 1 => {
                 libc::kill(p, sig);
-                if cont {
+                if cont && leader_stopped {
                     libc::kill(p, libc::SIGCONT);
                 }
             }
@@ -379,7 +411,6 @@ impl Driver {
             notify_seq: 0,
             per_slot: HashMap::new(),
             strays: HashMap::new(),
-            strays_sent: HashMap::new(),
             feeding: 0,
         }
     }
@@ -458,7 +489,9 @@ impl Driver {
                 // signalled.
                 let mut exits = Vec::new();
                 let mut orphan = false;
-                for r in reap::reap_all(&self.ctx.waiters) {
+                let changes = reap::reap_all(&self.ctx.waiters);
+                self.stops(&changes.stops);
+                for r in changes.exits {
                     match self.reaped(r.pid, r.cpu_ms) {
                         Some((p, gen, failed)) => exits.push((p, gen, r.status, failed)),
                         None => orphan = true,
@@ -482,6 +515,7 @@ impl Driver {
                 self.poll_armed = false;
                 self.check_groups();
             }
+            Msg::CgroupEvents => self.check_groups(),
             Msg::Timer(id) => self.feed(core::Msg::Timer(id), Instant::now()),
             Msg::Ready { p, gen } => self.feed(core::Msg::Ready { p, gen }, Instant::now()),
             Msg::GuardLost => {
@@ -501,6 +535,26 @@ impl Driver {
 
     // ----- exits --------------------------------------------------------------
 
+    /// Leaders stopped or continued by a signal. A leader that was sent a
+    /// signal to act on (a ladder step, a forward) and is stopped now is
+    /// continued, so it can act on it: the SIGCONT that follows a signal
+    /// goes to a leader only when it was known to be stopped then.
+    fn stops(&mut self, stops: &[(i32, bool)]) {
+        for &(pid, stopped) in stops {
+            let Some(l) = self.by_pid.get(&pid).and_then(|p| self.live.get_mut(p)) else {
+                continue;
+            };
+            if l.pid != pid || !l.leader_alive {
+                continue;
+            }
+            l.stopped = stopped;
+            if stopped && l.asked && pid > 1 {
+                // SAFETY: our unreaped child.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+            }
+        }
+    }
+
     /// A child was reaped: the incarnation it led, and what its exec
     /// error pipe holds. `None` if it was none of our leaders.
     fn reaped(&mut self, pid: i32, cpu_ms: u64) -> Option<(Ref, u64, ExecError)> {
@@ -515,12 +569,12 @@ impl Driver {
     }
 
     fn on_exit(&mut self, p: Ref, gen: u64, status: Status, failed: ExecError) {
-        let empty = self.group_empty(p);
-        self.exited(p, gen, status, failed, empty);
+        let left = self.group_empty(p);
+        self.exited(p, gen, status, failed, left);
     }
 
     /// Tell the core a leader exited, and whether its group is empty.
-    fn exited(&mut self, p: Ref, gen: u64, status: Status, failed: ExecError, empty: bool) {
+    fn exited(&mut self, p: Ref, gen: u64, status: Status, failed: ExecError, left: Left) {
         let now = Instant::now();
         if let Some((stage, errno)) = failed {
             let reason = self.exec_reason(p, stage, errno);
@@ -531,11 +585,11 @@ impl Driver {
                 p,
                 gen,
                 status,
-                group_empty: empty,
+                group_empty: left == Left::Nothing,
             },
             now,
         );
-        if !empty {
+        if left.polled() {
             self.arm_poll();
         }
     }
@@ -560,26 +614,39 @@ impl Driver {
         format!("{}: spawn failed: {what} ({err})", spec.id)
     }
 
-    /// Whether the process group of `p`, whose leader is reaped, is
-    /// empty; remembers it when it is. With cgroups, the group's last
-    /// process is down only once the group's cgroup is empty too (what is
-    /// left in it left its process group: cgroup.rs).
-    fn group_empty(&mut self, p: Ref) -> bool {
+    /// What is left of `p`, whose leader is reaped: its process group
+    /// (remembered once empty) and, for its group's last process with
+    /// cgroups, the group's cgroup (what is in it left its process
+    /// group: cgroup.rs). A last process that was killed has what is
+    /// left in the cgroup killed too: its SIGKILL may have come while
+    /// others of its group still ran.
+    fn group_empty(&mut self, p: Ref) -> Left {
         let last = self.per_slot.get(&p.0) == Some(&1);
         let Some(l) = self.live.get_mut(&p) else {
-            return true;
+            return Left::Nothing;
         };
         if l.group_alive && !reap::group_alive(l.pgid.unwrap_or(0)) {
             l.group_alive = false;
         }
         if l.group_alive {
-            return false;
+            return Left::ProcessGroup;
         }
-        // A cgroup with members left is watched from now on; read again
-        // once watched, so that an emptying just before is not missed.
-        match self.ctx.cgroup.as_mut() {
-            Some(c) if last => !(c.populated(p.0) && (!c.watch(p.0) || c.populated(p.0))),
-            _ => true,
+        let killed = l.killed;
+        let Some(c) = self.ctx.cgroup.as_mut().filter(|_| last) else {
+            return Left::Nothing;
+        };
+        if !c.populated(p.0) {
+            return Left::Nothing;
+        }
+        if killed && !c.killed(p.0) {
+            c.kill(p.0);
+        }
+        // Watched from now on; read again once watched, so that an
+        // emptying just before is not missed.
+        let watched = c.watch(p.0) || c.watching(p.0);
+        match c.populated(p.0) {
+            false => Left::Nothing,
+            true => Left::Cgroup { watched },
         }
     }
 
@@ -592,15 +659,14 @@ impl Driver {
             .map(|(p, l)| (*p, l.gen))
             .collect();
         waiting.sort_unstable();
-        let mut more = false;
+        let mut poll = false;
         for (p, gen) in waiting {
-            if self.group_empty(p) {
-                self.feed(core::Msg::GroupEmpty { p, gen }, Instant::now());
-            } else {
-                more = true;
+            match self.group_empty(p) {
+                Left::Nothing => self.feed(core::Msg::GroupEmpty { p, gen }, Instant::now()),
+                left => poll |= left.polled(),
             }
         }
-        if more {
+        if poll {
             self.arm_poll();
         }
     }
@@ -699,7 +765,11 @@ impl Driver {
             l.leader_alive.then_some(l.pid),
             l.pgid.filter(|_| l.group_alive),
             n,
+            l.stopped,
         );
+        if let Some(l) = self.live.get_mut(&p) {
+            l.asked = true;
+        }
         if target == StopTarget::Group && self.ctx.cgroup.is_some() {
             *self.strays.entry((p.0, n)).or_default() += 1;
         }
@@ -707,8 +777,8 @@ impl Driver {
 
     /// A step that sent a signal `to group` to every process of a group
     /// (a drain, a stop or restart of the group, the ladder of its last
-    /// process) sends it to the rest of the group's cgroup too: the
-    /// members outside every process group of its processes (once each).
+    /// process, a forward) sends it to the rest of the group's cgroup too:
+    /// the members outside every process group of its processes.
     /// A signal to only some of a group's processes does not: what left
     /// their process groups cannot be told apart from the others'.
     fn signal_strays(&mut self) {
@@ -727,16 +797,12 @@ impl Driver {
                 .filter(|((s, _), l)| *s == slot && l.group_alive)
                 .filter_map(|(_, l)| l.pgid)
                 .collect();
-            let sent = self.strays_sent.entry(slot).or_default();
             let by_pid = &self.by_pid;
             // A leader, or a member of a leader's process group, had it.
             let skip = |pid: i32| {
-                by_pid.contains_key(&pid)
-                    || sent.contains(&(pid, sig))
-                    || reap::pgid_of(pid).is_some_and(|g| groups.contains(&g))
+                by_pid.contains_key(&pid) || reap::pgid_of(pid).is_some_and(|g| groups.contains(&g))
             };
-            let now = c.signal_members(slot, sig, skip);
-            sent.extend(now.into_iter().map(|pid| (pid, sig)));
+            c.signal_members(slot, sig, skip);
         }
     }
 
@@ -760,6 +826,9 @@ impl Driver {
             }
         }
         let leader_alive = l.leader_alive;
+        if let Some(l) = self.live.get_mut(&p) {
+            l.killed = true;
+        }
         if let Some(c) = self.ctx.cgroup.as_mut().filter(|_| last) {
             c.kill(p.0);
         }
@@ -797,9 +866,6 @@ impl Driver {
         self.cpu_ms = l.cpu_ms;
         if let Some(n) = self.per_slot.get_mut(&p.0) {
             *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.strays_sent.remove(&p.0);
-            }
         }
     }
 
@@ -871,6 +937,22 @@ impl Driver {
                     self.feed(core::Msg::Spawned { p, gen, outcome }, Instant::now());
                 }
                 continue;
+            }
+            // A kill fed above may have hit a group cgroup a start is staged
+            // for: a child born into a killed cgroup is killed at birth, so
+            // it gets the group's new one (cgroup.rs).
+            if let Some(c) = self.ctx.cgroup.as_mut() {
+                for st in staged.iter_mut() {
+                    if !c.killed(st.p.0) {
+                        continue;
+                    }
+                    if let (Ok(fd), Some(job)) =
+                        (c.procs_fd(st.p.0, &st.def.name.node), st.job.as_mut())
+                    {
+                        job.how.cgroup = Some(std::os::fd::AsRawFd::as_raw_fd(&fd));
+                        st._cgroup = Some(fd);
+                    }
+                }
             }
             let results = if staged.len() == 1 {
                 let j = staged[0].job.take().expect("staged with a job");
@@ -1125,6 +1207,9 @@ impl Driver {
                 registered: def.die_with_parent,
                 failed: spawned.failed,
                 cpu_ms: None,
+                stopped: false,
+                asked: false,
+                killed: false,
             },
         );
         *self.per_slot.entry(s).or_default() += 1;

@@ -13,12 +13,11 @@
 //! that lives as long as the runner (`PR_SET_PDEATHSIG` is safe) and the
 //! reaper (`waitpid(-1)` on SIGCHLD, [`reap`]) never races a spawn. Two
 //! plain threads own stdout ([`logs`]) and stderr ([`events`]). Nothing
-//! polls while idle: with cgroups a process's end is its leader's reap
-//! (a reaped orphan's too: the runner is a subreaper) and, while something
-//! outlives the leader, an inotify event on its `cgroup.events`; without,
-//! the only periodic timer runs while a
-//! process group whose leader has exited is waited for (every 20 ms,
-//! bounded by its ladder). Large groups start in batches of 128 spawns, with the signal
+//! polls while idle: a process's end is its leader's reap (a reaped
+//! orphan's too: the runner is a subreaper); the only periodic timer runs
+//! while a process group whose leader has exited is waited for (every
+//! 20 ms, bounded by its ladder), and a group's cgroup that outlives its
+//! last process's group is watched (inotify on its `cgroup.events`). Large groups start in batches of 128 spawns, with the signal
 //! and exit drivers polled in between.
 //!
 //! An idle runner holds little: the heap freed by parsing, checking and
@@ -338,7 +337,7 @@ pub fn up(plan: Plan, opts: UpOptions) -> i32 {
     code
 }
 
-/// Wake the driver (`PollGroups`) whenever a watched `cgroup.events`
+/// Wake the driver (`CgroupEvents`) whenever a watched `cgroup.events`
 /// changes.
 fn watch_cgroups(ino: std::os::fd::OwnedFd, tx: tokio::sync::mpsc::UnboundedSender<driver::Msg>) {
     use std::os::fd::AsRawFd;
@@ -370,7 +369,7 @@ fn watch_cgroups(ino: std::os::fd::OwnedFd, tx: tokio::sync::mpsc::UnboundedSend
                 }
             }
             ready.clear_ready();
-            if tx.send(driver::Msg::PollGroups).is_err() {
+            if tx.send(driver::Msg::CgroupEvents).is_err() {
                 return;
             }
         }

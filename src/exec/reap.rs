@@ -61,15 +61,32 @@ pub struct Reaped {
     pub cpu_ms: u64,
 }
 
-/// Reap every exited child; returns those not claimed by a waiter.
-pub fn reap_all(waiters: &Waiters) -> Vec<Reaped> {
-    let mut out = Vec::new();
+/// What [`reap_all`] saw: children that ended (reaped), and children that
+/// were stopped (`true`) or continued (`false`) by a signal since the last
+/// look, in order.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub exits: Vec<Reaped>,
+    pub stops: Vec<(i32, bool)>,
+}
+
+/// Reap every exited child (those not claimed by a waiter are returned),
+/// and collect the job-control changes of the others.
+pub fn reap_all(waiters: &Waiters) -> Changes {
+    let mut out = Changes::default();
     loop {
         let mut st = 0;
         // SAFETY: all-zero is a valid rusage (plain integers).
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         // SAFETY: wait4 with valid out-pointers.
-        let pid = unsafe { libc::wait4(-1, &mut st, libc::WNOHANG, &mut ru) };
+        let pid = unsafe {
+            libc::wait4(
+                -1,
+                &mut st,
+                libc::WNOHANG | libc::WUNTRACED | libc::WCONTINUED,
+                &mut ru,
+            )
+        };
         if pid <= 0 {
             break;
         }
@@ -78,6 +95,9 @@ pub fn reap_all(waiters: &Waiters) -> Vec<Reaped> {
         } else if libc::WIFSIGNALED(st) {
             Status::Signal(libc::WTERMSIG(st))
         } else {
+            if libc::WIFSTOPPED(st) || libc::WIFCONTINUED(st) {
+                out.stops.push((pid, libc::WIFSTOPPED(st)));
+            }
             continue;
         };
         let waiter = waiters.lock().ok().and_then(|mut w| w.remove(&pid));
@@ -85,7 +105,7 @@ pub fn reap_all(waiters: &Waiters) -> Vec<Reaped> {
             Some(tx) => {
                 let _ = tx.send(status);
             }
-            None => out.push(Reaped {
+            None => out.exits.push(Reaped {
                 pid,
                 status,
                 cpu_ms: ms(ru.ru_utime) + ms(ru.ru_stime),

@@ -1176,3 +1176,64 @@ topology strays {
     );
     assert!(survivors(&h.marker).is_empty(), "processes left");
 }
+
+/// An escalation kills every process of a group in one step, while the
+/// others still run: what left their process groups (a `setsid` child
+/// that ignores SIGTERM) is killed too once the group's last process is
+/// down, and `up` returns (it does not wait for a cgroup nothing would
+/// empty).
+fn an_escalation_kills_what_left_the_process_group(mode: &str) {
+    let Some(args) = mode_args(mode, "an_escalation_kills_what_left_the_process_group") else {
+        return;
+    };
+    let h = Harness::new(&format!("contain-escalate-{mode}"));
+    h.write(
+        "stubborn.sh",
+        "FLOWRUN_ROUTE=stray setsid sh -c 'trap \"\" TERM; touch $1; exec sleep 600' x @DIR@/in-$1 &\ntrap '' TERM\nwhile :; do sleep 0.1; done\n",
+    );
+    let file = h.topology(
+        r#"
+topology stubborn {
+  shutdown within 60s
+  group svc {
+    processes 2
+    run "sh @DIR@/stubborn.sh {index}"
+    stop SIGTERM drain 30s
+  }
+}
+"#,
+    );
+    let mut up = h.up(&file, &args);
+    let placed = wait_until(EVENT_TIMEOUT, Duration::from_millis(20), || {
+        (0..2).all(|i| h.path(&format!("in-{i}")).exists())
+    });
+    assert!(placed, "strays not in place:\n{}", up.stderr_text());
+    up.signal(libc::SIGTERM);
+    up.wait_count("stopping", 2);
+    std::thread::sleep(Duration::from_millis(400));
+    let escalate_at = Instant::now();
+    up.signal(libc::SIGTERM);
+    let status = up.wait_exit(Duration::from_secs(20));
+    let took = escalate_at.elapsed();
+    assert!(
+        !up.events_named("escalating").is_empty(),
+        "{mode}: no escalation\n{}",
+        up.stderr_text()
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "{mode}: `up` took {took:?} after the escalation ({status:?})\n{}",
+        up.stderr_text()
+    );
+    assert!(survivors(&h.marker).is_empty(), "{mode}: processes left");
+}
+
+#[test]
+fn an_escalation_kills_what_left_the_process_group_cgroup() {
+    an_escalation_kills_what_left_the_process_group("cgroup");
+}
+
+#[test]
+fn an_escalation_kills_what_left_the_process_group_process_group() {
+    an_escalation_kills_what_left_the_process_group("process-group");
+}

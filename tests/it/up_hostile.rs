@@ -387,6 +387,63 @@ topology pause {
     assert!(survivors(&h.marker).is_empty());
 }
 
+/// A worker someone stopped (`kill -STOP`) still stops gracefully: it is
+/// continued after its ladder signal, whether its stop was seen long
+/// before the drain (`w.0`) or reported just as the drain began (`w.1`),
+/// and acts on the signal instead of waiting for the 20 s deadline's
+/// SIGKILL. One SIGTERM each.
+#[test]
+fn a_stopped_worker_is_continued_to_act_on_its_stop_signal() {
+    let h = Harness::new("hostile-stopped-worker");
+    let file = h.topology(
+        r#"
+topology frozen {
+  group w {
+    run "@PROBE@ --record @DIR@/w-{index}.rec"
+    processes 2
+    stop SIGTERM drain 20s
+  }
+}
+"#,
+    );
+    let mut up = h.up(&file, &[]);
+    let started = started_and_armed(&mut up, 2);
+    let pid = |name: &str| started.iter().find(|(n, _)| n == name).expect(name).1;
+    let (early, late) = (pid("w.0"), pid("w.1"));
+    // SAFETY: signals to the runner's children this test started.
+    unsafe { libc::kill(early, libc::SIGSTOP) };
+    let stopped = wait_until(EVENT_TIMEOUT, Duration::from_millis(10), || {
+        proc_state(early) == Some('T')
+    });
+    assert!(stopped, "w.0 not stopped: {}", describe(&[early]));
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: as above.
+    unsafe { libc::kill(late, libc::SIGSTOP) };
+    let drain = Instant::now();
+    up.signal(libc::SIGTERM);
+    let code = up.exit_code();
+    let took = drain.elapsed();
+    assert_eq!(code, 0, "{}", up.stderr_text());
+    assert!(
+        took < Duration::from_secs(10),
+        "a stopped worker waited for its deadline: {took:?}\n{}",
+        up.stderr_text()
+    );
+    assert!(
+        up.events_named("killed").is_empty(),
+        "{:?}",
+        up.events_named("killed")
+    );
+    for i in 0..2 {
+        let sigs: Vec<String> = read_records(&h.path(&format!("w-{i}.rec")))
+            .into_iter()
+            .map(|r| r.sig)
+            .collect();
+        assert_eq!(sigs, ["SIGTERM"], "w.{i}");
+    }
+    assert!(survivors(&h.marker).is_empty());
+}
+
 // ----- a real terminal (tmux) ------------------------------------------------
 
 fn tmux(h: &Harness, args: &[&str]) -> std::process::Output {
