@@ -48,11 +48,6 @@ use tokio::task::JoinHandle;
 const GROUP_POLL: Duration = Duration::from_millis(20);
 /// Processes spawned between two looks at the message queue.
 pub const SPAWN_BATCH: usize = 128;
-/// A step that sends many ladder signals (a drain of N processes) reaps
-/// the children that exited meanwhile after every this many, instead of
-/// only once all are sent, so their exits are handled (and their pipes
-/// closed) while the rest are still being signalled.
-const REAP_EVERY: usize = 32;
 
 #[derive(Debug)]
 pub enum Msg {
@@ -317,10 +312,6 @@ pub struct Driver {
     lanes: Option<spawn::Lanes>,
     readers: Vec<JoinHandle<()>>,
     poll_armed: bool,
-    /// Ladder signals sent so far, and whether exited children may be
-    /// reaped after one (see [`REAP_EVERY`]).
-    signalled: usize,
-    may_reap: bool,
     code: Option<i32>,
     /// CPU time of the incarnation just released, for its `stopped` event.
     cpu_ms: Option<u64>,
@@ -330,9 +321,10 @@ pub struct Driver {
     per_slot: HashMap<usize, usize>,
     /// With cgroups: (slot, signal) → how many of the slot's processes
     /// were sent it `to group` in this step, for [`Driver::signal_strays`]
-    /// (once per step: a step's reaps do not sweep).
+    /// (once per step).
     strays: HashMap<(usize, i32), usize>,
-    /// Core steps being carried out (a step may reap, which feeds more).
+    /// Core steps being carried out (a step may feed another: the resume
+    /// after a pause).
     feeding: u32,
 }
 
@@ -404,8 +396,6 @@ impl Driver {
             lanes: None,
             readers: Vec::new(),
             poll_armed: false,
-            signalled: 0,
-            may_reap: true,
             code: None,
             cpu_ms: None,
             notify_seq: 0,
@@ -709,17 +699,7 @@ impl Driver {
                 gen,
                 sig,
                 target,
-            } => {
-                self.signal(p, gen, sig, target);
-                self.signalled += 1;
-                if self.signalled % REAP_EVERY == 0 && self.may_reap {
-                    // Not within a spawn batch (no reap races a start),
-                    // nor within this reap.
-                    self.may_reap = false;
-                    self.handle(Msg::Child);
-                    self.may_reap = true;
-                }
-            }
+            } => self.signal(p, gen, sig, target),
             Effect::Kill { p, gen } => self.kill(p, gen),
             Effect::Arm { id, after } => self.after(after, Msg::Timer(id)),
             Effect::Release { p, gen } => self.release(p, gen),
@@ -901,8 +881,6 @@ impl Driver {
     /// [`spawn::LANES`] at once ([`spawn::Lanes`]); a drain cancels the
     /// ones not started yet.
     fn spawn_batch(&mut self) {
-        // No reap while a batch runs (see `REAP_EVERY`).
-        let may_reap = std::mem::replace(&mut self.may_reap, false);
         let mut budget = SPAWN_BATCH;
         while budget > 0 && !self.core.done() {
             let mut staged = Vec::new();
@@ -975,7 +953,6 @@ impl Driver {
         if self.spawns.is_empty() {
             self.seen = None;
         }
-        self.may_reap = may_reap;
     }
 
     /// Everything a start needs, made ready on this thread: checks of the
