@@ -1043,6 +1043,48 @@ fn lingering_member_is_waited_for_process_group() {
     lingering_member_is_waited_for("process-group");
 }
 
+/// A group `svc` of 2 processes, `stop SIGTERM drain 20s to group`, each
+/// leaving a `setsid` grandchild that appends `TERM` to `@DIR@/term-I` on
+/// each SIGTERM, runs `then` (e.g. `sleep 0.5`) and exits 0, after
+/// touching `@DIR@/in-I` once in place. `handlers`: topology lines.
+fn strays_topology(h: &Harness, then: &str, handlers: &str) -> std::path::PathBuf {
+    h.write(
+        "stray.sh",
+        &format!(
+            "FLOWRUN_ROUTE=stray setsid sh -c 'trap \"echo TERM >> $1; {then}; exit 0\" TERM; touch $2; while :; do sleep 0.1; done' x @DIR@/term-$1 @DIR@/in-$1 &\nexec sleep 600\n"
+        ),
+    );
+    h.topology(&format!(
+        "topology strays {{\n  shutdown within 60s\n{handlers}  group svc {{\n    processes 2\n    run \"sh @DIR@/stray.sh {{index}}\"\n    stop SIGTERM drain 20s to group\n  }}\n}}\n"
+    ))
+}
+
+/// Wait until both grandchildren of [`strays_topology`] are in place, then
+/// remove their marks (so the next ones can be waited for).
+fn wait_strays(h: &Harness, up: &Up) {
+    let placed = wait_until(EVENT_TIMEOUT, Duration::from_millis(20), || {
+        (0..2).all(|i| h.path(&format!("in-{i}")).exists())
+    });
+    assert!(placed, "strays not in place:\n{}", up.stderr_text());
+    for i in 0..2 {
+        let _ = std::fs::remove_file(h.path(&format!("in-{i}")));
+    }
+}
+
+/// `up` exited 0, each grandchild of [`strays_topology`] wrote `got`,
+/// nothing was SIGKILLed and nothing is left.
+fn assert_strays_stopped(h: &Harness, up: &mut Up, got: &str) {
+    let status = up.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}\n{}", up.stderr_text());
+    for i in 0..2 {
+        let text = std::fs::read_to_string(h.path(&format!("term-{i}"))).unwrap_or_default();
+        assert_eq!(text, got, "stray {i}\n{}", up.stderr_text());
+    }
+    let killed = up.events_named("killed");
+    assert!(killed.is_empty(), "{killed:?}");
+    assert!(survivors(&h.marker).is_empty(), "processes left");
+}
+
 /// With cgroups, a drain `to group` reaches what left its process's
 /// process group: a `setsid` grandchild of each process gets the stop
 /// signal once (it appends a line per signal), is waited for (it ends
@@ -1051,58 +1093,22 @@ fn lingering_member_is_waited_for_process_group() {
 /// limit) and only the exit sweep ends it.
 #[test]
 fn a_drain_to_group_signals_what_left_the_process_group() {
-    let Some(args) = mode_args(
-        "cgroup",
-        "a_drain_to_group_signals_what_left_the_process_group",
-    ) else {
+    let test = "a_drain_to_group_signals_what_left_the_process_group";
+    let Some(args) = mode_args("cgroup", test) else {
         return;
     };
     let h = Harness::new("contain-strays");
-    h.write(
-        "stray.sh",
-        "FLOWRUN_ROUTE=stray setsid sh -c 'trap \"echo TERM >> $1; sleep 0.5; exit 0\" TERM; touch $2; while :; do sleep 0.1; done' x @DIR@/term-$1 @DIR@/in-$1 &\nexec sleep 600\n",
-    );
-    let file = h.topology(
-        r#"
-topology strays {
-  shutdown within 60s
-  group svc {
-    processes 2
-    run "sh @DIR@/stray.sh {index}"
-    stop SIGTERM drain 20s to group
-  }
-}
-"#,
-    );
+    let file = strays_topology(&h, "sleep 0.5", "");
     let mut up = h.up(&file, &args);
-    let placed = wait_until(EVENT_TIMEOUT, Duration::from_millis(20), || {
-        (0..2).all(|i| h.path(&format!("in-{i}")).exists())
-    });
-    assert!(placed, "strays not in place:\n{}", up.stderr_text());
+    wait_strays(&h, &up);
     let drain_at = Instant::now();
     up.signal(libc::SIGTERM);
-    let status = up.wait_exit(Duration::from_secs(30));
+    assert_strays_stopped(&h, &mut up, "TERM\n");
     let took = drain_at.elapsed();
-    assert!(status.success(), "{status:?}\n{}", up.stderr_text());
-    for i in 0..2 {
-        let got = std::fs::read_to_string(h.path(&format!("term-{i}"))).unwrap_or_default();
-        assert_eq!(
-            got,
-            "TERM\n",
-            "stray {i} got: {got:?}\n{}",
-            up.stderr_text()
-        );
-    }
     assert!(
         took < Duration::from_secs(8),
         "the drain waited for its deadline: {took:?}"
     );
-    assert!(
-        up.events_named("killed").is_empty(),
-        "{:?}",
-        up.events_named("killed")
-    );
-    assert!(survivors(&h.marker).is_empty(), "processes left");
 }
 
 /// With cgroups, a restart of a whole group outside a drain (a handler's
@@ -1112,69 +1118,26 @@ topology strays {
 /// incarnations.
 #[test]
 fn a_group_restart_signals_what_left_the_process_group() {
-    let Some(args) = mode_args(
-        "cgroup",
-        "a_group_restart_signals_what_left_the_process_group",
-    ) else {
+    let test = "a_group_restart_signals_what_left_the_process_group";
+    let Some(args) = mode_args("cgroup", test) else {
         return;
     };
     let h = Harness::new("contain-strays-restart");
-    h.write(
-        "stray.sh",
-        "FLOWRUN_ROUTE=stray setsid sh -c 'trap \"echo TERM >> $1; exit 0\" TERM; touch $2; while :; do sleep 0.1; done' x @DIR@/term-$1 @DIR@/in-$1 &\nexec sleep 600\n",
-    );
-    let file = h.topology(
-        r#"
-topology strays {
-  shutdown within 60s
-  on SIGUSR1 restart svc
-  group svc {
-    processes 2
-    run "sh @DIR@/stray.sh {index}"
-    stop SIGTERM drain 20s to group
-  }
-}
-"#,
-    );
+    let file = strays_topology(&h, "true", "  on SIGUSR1 restart svc\n");
     let mut up = h.up(&file, &args);
     up.wait_count("started", 2);
-    let placed = wait_until(EVENT_TIMEOUT, Duration::from_millis(20), || {
-        (0..2).all(|i| h.path(&format!("in-{i}")).exists())
-    });
-    assert!(placed, "strays not in place:\n{}", up.stderr_text());
-    for i in 0..2 {
-        let _ = std::fs::remove_file(h.path(&format!("in-{i}")));
-    }
+    wait_strays(&h, &up);
     let restart_at = Instant::now();
     up.signal(libc::SIGUSR1);
     up.wait_count_within("started", 4, Duration::from_secs(30));
     let took = restart_at.elapsed();
-    let placed = wait_until(EVENT_TIMEOUT, Duration::from_millis(20), || {
-        (0..2).all(|i| h.path(&format!("in-{i}")).exists())
-    });
-    assert!(placed, "new strays not in place:\n{}", up.stderr_text());
+    wait_strays(&h, &up);
     up.signal(libc::SIGTERM);
-    let status = up.wait_exit(Duration::from_secs(30));
-    assert!(status.success(), "{status:?}\n{}", up.stderr_text());
+    assert_strays_stopped(&h, &mut up, "TERM\nTERM\n");
     assert!(
         took < Duration::from_secs(8),
         "the restart waited for the ladder's deadline: {took:?}"
     );
-    for i in 0..2 {
-        let got = std::fs::read_to_string(h.path(&format!("term-{i}"))).unwrap_or_default();
-        assert_eq!(
-            got,
-            "TERM\nTERM\n",
-            "stray {i} got: {got:?}\n{}",
-            up.stderr_text()
-        );
-    }
-    assert!(
-        up.events_named("killed").is_empty(),
-        "{:?}",
-        up.events_named("killed")
-    );
-    assert!(survivors(&h.marker).is_empty(), "processes left");
 }
 
 /// An escalation kills every process of a group in one step, while the
