@@ -264,6 +264,8 @@ fn one_arena() {
 pub fn up(plan: Plan, opts: UpOptions) -> i32 {
     let start = Instant::now();
     one_arena();
+    // Before anything else is opened: the lowest free descriptors.
+    spawn::reserve_low_fds();
     let nofile = raise_nofile();
     // A write past `ulimit -f` must fail with EFBIG (reported, relaying
     // stops) instead of killing the runner; children get the default back

@@ -5,9 +5,11 @@
 //! does, so no page tables are copied and nothing is copied on write; with
 //! cgroup containment `clone3` with `CLONE_INTO_CGROUP` as well, so the
 //! child is born in its cgroup (no window in which it, or anything it
-//! starts, is outside) — with
-//! a close-on-exec pipe through which a child that cannot chdir or exec
-//! reports its errno. (`posix_spawn` itself cannot restore the rlimit, arm
+//! starts, is outside). A child that cannot chdir or exec writes its errno
+//! into the memory it shares with its suspended parent, and the child
+//! shares the runner's descriptor table only until its first call gives it
+//! a small one of its own ([`reserve_low_fds`]), so a start does not pay
+//! for the runner's open descriptors. (`posix_spawn` itself cannot restore the rlimit, arm
 //! the death signal, or reset glibc's reserved signals.) `exec` ready
 //! checks use std's `Command` ([`spawn`]); they join their cgroup between
 //! fork and exec.
@@ -219,22 +221,16 @@ pub enum ExecStage {
 }
 
 /// What a [`start_job`] child reported before exiting (it could not set up
-/// stdio, chdir or exec), or `None` if it exec'd. Read once the clone has
-/// returned.
-fn exec_error(fd: &OwnedFd) -> Option<(ExecStage, i32)> {
-    let mut buf = [0u8; 5];
-    // SAFETY: reading into a local buffer from an fd we own.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), 5) };
-    if n != 5 {
-        return None;
-    }
-    let errno = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let stage = match buf[4] {
-        0 => ExecStage::Stdio,
-        1 => ExecStage::Chdir,
+/// stdio, chdir or exec): `(stage + 1) << 32 | errno`, written into the
+/// memory it shares with the suspended parent (`CLONE_VM`); 0 if it exec'd.
+fn exec_error(word: u64) -> Option<(ExecStage, i32)> {
+    let stage = match word >> 32 {
+        0 => return None,
+        1 => ExecStage::Stdio,
+        2 => ExecStage::Chdir,
         _ => ExecStage::Exec,
     };
-    Some((stage, errno))
+    Some((stage, word as u32 as i32))
 }
 
 fn cstring(b: &[u8]) -> io::Result<CString> {
@@ -425,6 +421,96 @@ pub struct How {
     pub cgroup: Option<RawFd>,
 }
 
+/// Low descriptors reserved by [`reserve_low_fds`] (see there).
+struct LowFds {
+    /// `/dev/null`, the children's stdin.
+    null: RawFd,
+    /// One per spawning thread, taken on its first start: `/dev/null`
+    /// while idle, the output pipe's write end during a start.
+    slots: Vec<RawFd>,
+    taken: std::sync::atomic::AtomicUsize,
+    /// Every reserved descriptor is below it.
+    limit: u32,
+}
+
+static LOW_FDS: std::sync::OnceLock<LowFds> = std::sync::OnceLock::new();
+
+thread_local! {
+    /// This thread's slot in [`LOW_FDS`]: `None` until its first start,
+    /// then `Some(None)` when every slot was taken.
+    static LOW_SLOT: std::cell::Cell<Option<Option<RawFd>>> = const { std::cell::Cell::new(None) };
+}
+
+/// Make starts cost the same however many descriptors the runner holds.
+///
+/// A child gets a copy of its parent's descriptor table (every open
+/// descriptor referenced once more), and its `execve` closes them again:
+/// with N processes running, each start paid for the runner's N output
+/// pipes, N² in all. With this, a child is cloned sharing the runner's
+/// table (`CLONE_FILES`) and its first act is `close_range(limit, ~0,
+/// CLOSE_RANGE_UNSHARE)`, which gives it a table of its own holding only
+/// the descriptors below `limit` (Linux 5.9): the runner's standard
+/// streams and these reserved ones. The starting thread puts the output
+/// pipe's write end into its own reserved slot just before the clone and
+/// `/dev/null` back once the child has exec'd; no other thread touches that
+/// slot, and a child of another thread that copies it closes it at exec.
+///
+/// Call once, early, while the runner holds few descriptors: the reserved
+/// ones are the lowest free ones (nothing inherited is touched).
+/// Without it (or on an older kernel) children copy the whole table.
+pub fn reserve_low_fds() {
+    if LOW_FDS.get().is_some() || !kernel_at_least(5, 9) {
+        return;
+    }
+    let Ok(null) = std::fs::File::open("/dev/null").map(OwnedFd::from) else {
+        return;
+    };
+    let mut slots = Vec::new();
+    for _ in 0..LANES + 1 {
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own; the new one is
+        // kept for the runner's life.
+        let fd = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            return;
+        }
+        slots.push(fd);
+    }
+    let null = std::os::fd::IntoRawFd::into_raw_fd(null);
+    let limit = slots.iter().copied().chain([null]).max().unwrap_or(2) as u32 + 1;
+    let _ = LOW_FDS.set(LowFds {
+        null,
+        slots,
+        taken: std::sync::atomic::AtomicUsize::new(0),
+        limit,
+    });
+}
+
+/// This thread's reserved slot, `/dev/null`'s descriptor and the limit.
+fn low_slot() -> Option<(RawFd, RawFd, u32)> {
+    let low = LOW_FDS.get()?;
+    let slot = LOW_SLOT.with(|s| {
+        if let Some(slot) = s.get() {
+            return slot;
+        }
+        let i = low.taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let slot = low.slots.get(i).copied();
+        s.set(Some(slot));
+        slot
+    })?;
+    Some((slot, low.null, low.limit))
+}
+
+/// Whether the running kernel's release is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let Ok(u) = nix::sys::utsname::uname() else {
+        return false;
+    };
+    let release = u.release().to_string_lossy().into_owned();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let num = |p: Option<&str>| p.and_then(|x| x.parse::<u32>().ok()).unwrap_or(0);
+    (num(parts.next()), num(parts.next())) >= (major, minor)
+}
+
 thread_local! {
     /// The stack a child runs on until it execs, reused: the calling
     /// thread is suspended while the child uses it (`CLONE_VFORK`), so one
@@ -438,10 +524,10 @@ thread_local! {
 /// makes only raw async-signal-safe calls (see `child_setup`). All
 /// signals are blocked around the clone so no handler of the runner ever
 /// runs in the child; the child resets every disposition, then empties its
-/// mask. A child that could not set up stdio, chdir or exec wrote why to a
-/// close-on-exec pipe before exiting; when the clone returns, the child has
-/// exec'd or exited (vfork semantics), so the pipe is read at once
-/// ([`Spawned::failed`]) and closed.
+/// mask. A child that could not set up stdio, chdir or exec wrote why into
+/// the plan it shares with this thread (`CLONE_VM`) before exiting; when
+/// the clone returns, the child has exec'd or exited (vfork semantics), so
+/// it is read at once ([`Spawned::failed`]).
 fn start_resolved(
     cmd: &Prepared,
     prog: &CString,
@@ -451,24 +537,29 @@ fn start_resolved(
     let mut argv: Vec<*const libc::c_char> = cmd.args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let envp = cmd.envp();
-    let null = dev_null()?;
     let (out_r, out_w) = pipe()?;
-    let mut efds = [0i32; 2];
-    // SAFETY: valid array; both ends owned right after. Non-blocking: the
-    // runner reads it once without waiting; the child's 5 bytes always fit.
-    if unsafe { libc::pipe2(efds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: just created.
-    let (err_r, err_w) = unsafe { (OwnedFd::from_raw_fd(efds[0]), OwnedFd::from_raw_fd(efds[1])) };
+    // With reserved low descriptors, the child shares our table until its
+    // first call gives it one of its own with only those (reserve_low_fds).
+    let low = low_slot();
+    let (null, out, unshare_below) = match low {
+        Some((slot, null, limit)) => {
+            // SAFETY: dup3 onto this thread's own reserved slot.
+            if unsafe { libc::dup3(out_w.as_raw_fd(), slot, libc::O_CLOEXEC) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            (null, slot, limit)
+        }
+        None => (dev_null()?, out_w.as_raw_fd(), 0),
+    };
     let plan = ChildPlan {
         prog: prog.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         cwd: cmd.cwd.as_ptr(),
         null,
-        out: out_w.as_raw_fd(),
-        err: err_w.as_raw_fd(),
+        out,
+        unshare_below,
+        failed: std::sync::atomic::AtomicU64::new(0),
         own_group: how.own_group,
         pdeath: how.die_with_parent,
         nofile: inh.nofile,
@@ -489,15 +580,20 @@ fn start_resolved(
             // no page tables are copied and no page is copied on write; this
             // thread resumes once the child has exec'd or exited.
             let arg = (&plan as *const ChildPlan).cast_mut().cast();
+            let files = if unshare_below > 0 {
+                libc::CLONE_FILES
+            } else {
+                0
+            };
             let (pid, e) = match how.cgroup {
-                Some(cg) => clone3_into(&mut stack, cg, arg),
+                Some(cg) => clone3_into(&mut stack, cg, files, arg),
                 None => {
                     let top = stack.as_mut_ptr().add(CHILD_STACK - 64);
                     let top = top.sub(top as usize % 16);
                     let pid = libc::clone(
                         child_entry,
                         top.cast(),
-                        libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                        libc::CLONE_VM | libc::CLONE_VFORK | files | libc::SIGCHLD,
                         arg,
                     );
                     (pid, io::Error::last_os_error())
@@ -511,13 +607,18 @@ fn start_resolved(
             }
         }
     });
+    if let Some((slot, null, _)) = low {
+        // The child has its own table by now (it exec'd or exited): the
+        // slot holds /dev/null again, so only the child holds the write end.
+        // SAFETY: dup3 onto this thread's own reserved slot.
+        unsafe { libc::dup3(null, slot, libc::O_CLOEXEC) };
+    }
     let pid = cloned?;
     drop(out_w);
-    drop(err_w);
     Ok(Spawned {
         pid,
         output: Some(out_r),
-        failed: exec_error(&err_r),
+        failed: exec_error(plan.failed.load(std::sync::atomic::Ordering::Acquire)),
     })
 }
 
@@ -661,14 +762,19 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// As for `libc::clone` with `CLONE_VM | CLONE_VFORK`: `arg` must be a
 /// `ChildPlan` alive until the call returns, and signals should be blocked.
 #[cfg(target_arch = "x86_64")]
-unsafe fn clone3_into(stack: &mut [u8], cgroup: RawFd, arg: *mut libc::c_void) -> (i32, io::Error) {
+unsafe fn clone3_into(
+    stack: &mut [u8],
+    cgroup: RawFd,
+    files: libc::c_int,
+    arg: *mut libc::c_void,
+) -> (i32, io::Error) {
     // The kernel starts the child with its stack pointer at
     // `stack + stack_size`; keep it 16-byte aligned so the `call` below
     // enters `child_entry` with the ABI's alignment.
     let base = stack.as_mut_ptr() as usize;
     let top = (base + stack.len()) & !15;
     let args = CloneArgs {
-        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK | files) as u64 | CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
         stack: base as u64,
         stack_size: (top - base) as u64,
@@ -709,8 +815,13 @@ unsafe fn clone3_into(stack: &mut [u8], cgroup: RawFd, arg: *mut libc::c_void) -
 /// Other architectures: plain `clone`, then the child joins the cgroup
 /// (writes `0` to its `cgroup.procs`) before it execs.
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn clone3_into(stack: &mut [u8], cgroup: RawFd, arg: *mut libc::c_void) -> (i32, io::Error) {
-    let _ = (stack, cgroup, arg);
+unsafe fn clone3_into(
+    stack: &mut [u8],
+    cgroup: RawFd,
+    files: libc::c_int,
+    arg: *mut libc::c_void,
+) -> (i32, io::Error) {
+    let _ = (stack, cgroup, files, arg);
     (-1, io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
@@ -721,7 +832,11 @@ struct ChildPlan {
     cwd: *const libc::c_char,
     null: i32,
     out: i32,
-    err: i32,
+    /// Nonzero: cloned sharing the parent's descriptor table; unshare it
+    /// first, keeping only the descriptors below this ([`reserve_low_fds`]).
+    unshare_below: u32,
+    /// Where and why the child failed ([`exec_error`]), written by the child.
+    failed: std::sync::atomic::AtomicU64,
     own_group: bool,
     pdeath: bool,
     nofile: libc::rlimit,
@@ -739,27 +854,36 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
 
 /// The child of [`spawn_service`]: never returns.
 unsafe fn child_main(p: &ChildPlan) -> ! {
-    let fail = |err: i32, stage: u8| -> ! {
-        let e = (*libc::__errno_location()).to_ne_bytes();
-        let msg = [e[0], e[1], e[2], e[3], stage];
-        libc::write(err, msg.as_ptr().cast(), 5);
+    let fail = |stage: ExecStage| -> ! {
+        let errno = *libc::__errno_location() as u32 as u64;
+        p.failed.store(
+            (stage as u64 + 1) << 32 | errno,
+            std::sync::atomic::Ordering::Release,
+        );
         libc::_exit(127)
     };
+    // First, before anything touches a descriptor: a table of our own.
+    // CLOSE_RANGE_UNSHARE = 2.
+    if p.unshare_below > 0
+        && libc::syscall(libc::SYS_close_range, p.unshare_below, u32::MAX, 2u32) != 0
+    {
+        fail(ExecStage::Stdio);
+    }
     if p.own_group {
         libc::setpgid(0, 0);
     }
     if libc::dup2(p.null, 0) < 0 || libc::dup2(p.out, 1) < 0 || libc::dup2(p.out, 2) < 0 {
-        fail(p.err, ExecStage::Stdio as u8);
+        fail(ExecStage::Stdio);
     }
     if libc::chdir(p.cwd) != 0 {
-        fail(p.err, ExecStage::Chdir as u8);
+        fail(ExecStage::Chdir);
     }
     // Resets dispositions (while all signals are still blocked), restores
     // the limit, marks fds ≥ 3 close-on-exec, arms the death signal, and
     // finally empties the mask.
     child_setup(p.nofile, p.pdeath, p.parent);
     libc::execve(p.prog, p.argv, p.envp);
-    fail(p.err, ExecStage::Exec as u8)
+    fail(ExecStage::Exec)
 }
 
 #[cfg(test)]
@@ -853,19 +977,85 @@ mod tests {
     }
 
     #[test]
+    fn a_start_with_reserved_descriptors_relays_and_frees_its_slot() {
+        reserve_low_fds();
+        let Some(low) = LOW_FDS.get() else {
+            eprintln!("SKIPPED: no CLOSE_RANGE_UNSHARE (kernel older than 5.9)");
+            return;
+        };
+        let argv: Vec<String> = ["sh", "-c", "echo hi; ls /proc/self/fd"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        let spec = SpawnSpec {
+            argv: &argv,
+            env: &[],
+            cwd: Path::new("/"),
+            own_group: true,
+            die_with_parent: true,
+            capture: true,
+            cgroup: None,
+        };
+        let inh = Inherited {
+            nofile: libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 1024,
+            },
+            runner_pid: std::process::id() as i32,
+        };
+        let child = spawn_service(&spec, inh).expect("spawn");
+        let out = child.output.expect("a pipe");
+        // Read until EOF, which comes only if the child alone held the
+        // write end (a slot still holding it would keep the pipe open).
+        let mut text = Vec::new();
+        let mut eof = false;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !eof && std::time::Instant::now() < deadline {
+            let mut pfd = libc::pollfd {
+                fd: out.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, 100) };
+            let mut buf = [0u8; 4096];
+            // SAFETY: reading into a local buffer from our own descriptor.
+            let n = unsafe { libc::read(out.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            match n {
+                0 => eof = true,
+                n if n > 0 => text.extend_from_slice(&buf[..n as usize]),
+                _ => {}
+            }
+        }
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let mut st = 0;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(child.pid, &mut st, 0) };
+        let (slot, _, limit) = low_slot().expect("this thread's slot");
+        let held = std::fs::read_link(format!("/proc/self/fd/{slot}")).unwrap_or_default();
+        assert!(eof, "no EOF: the write end is held elsewhere ({text:?})");
+        assert!(text.starts_with("hi\n"), "{text:?}");
+        // The child's own descriptors: 0, 1, 2 and the one `ls` opened.
+        let fds: Vec<&str> = text.lines().skip(1).collect();
+        assert!(
+            fds.len() <= 4 && fds.starts_with(&["0", "1", "2"]),
+            "{fds:?}"
+        );
+        assert!(child.failed.is_none() && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0);
+        assert_eq!(
+            held,
+            Path::new("/dev/null"),
+            "slot {slot} still holds the pipe"
+        );
+        assert!((slot as u32) < limit && (low.null as u32) < limit);
+    }
+
+    #[test]
     fn exec_errors_are_read_back() {
-        let mut fds = [0i32; 2];
-        // SAFETY: a fresh pipe, both ends owned below.
-        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
-        // SAFETY: just created.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let e = libc::ENOENT.to_ne_bytes();
-        let msg = [e[0], e[1], e[2], e[3], ExecStage::Chdir as u8];
-        // SAFETY: writing a local buffer to our pipe.
-        unsafe { libc::write(w.as_raw_fd(), msg.as_ptr().cast(), 5) };
-        drop(w);
-        assert_eq!(exec_error(&r), Some((ExecStage::Chdir, libc::ENOENT)));
-        // EOF (the child exec'd): no error.
-        assert_eq!(exec_error(&r), None);
+        let word = (ExecStage::Chdir as u64 + 1) << 32 | libc::ENOENT as u64;
+        assert_eq!(exec_error(word), Some((ExecStage::Chdir, libc::ENOENT)));
+        assert_eq!(exec_error(1 << 32), Some((ExecStage::Stdio, 0)));
+        // Nothing written: the child exec'd.
+        assert_eq!(exec_error(0), None);
     }
 }
