@@ -395,13 +395,13 @@ impl RunCgroup {
     /// and the instance's close waits for the kernel to free every watch
     /// it ever had. The caller reads [`RunCgroup::populated`] again after
     /// this, so an emptying between its first read and the watch is not
-    /// missed. Returns whether the watch is new.
+    /// missed. Returns whether it is watched (a second call adds nothing).
     pub fn watch(&mut self, slot: usize) -> bool {
         let (Some(ino), Some(g)) = (&self.inotify, self.groups.get_mut(&slot)) else {
             return false;
         };
         if g.watched {
-            return false;
+            return true;
         }
         g.watched = ino
             .add_watch(
@@ -410,11 +410,6 @@ impl RunCgroup {
             )
             .is_ok();
         g.watched
-    }
-
-    /// Whether the group's process cgroup is watched.
-    pub fn watching(&self, slot: usize) -> bool {
-        self.groups.get(&slot).is_some_and(|g| g.watched)
     }
 
     /// Whether `cgroup.kill` was written to the group's process cgroup
@@ -494,11 +489,6 @@ impl RunCgroup {
             sent.push(pid);
         }
         sent
-    }
-
-    /// Whether changes of `cgroup.events` arrive through inotify.
-    pub fn watched(&self) -> bool {
-        self.inotify.is_some()
     }
 
     /// CPU time of every group so far (all its processes and ready checks,
@@ -721,7 +711,7 @@ mod tests {
         let want = sb.run.member_line(0).unwrap();
         let born_inside = line.lines().any(|l| l == want);
         let seen = sb.run.populated(0);
-        // Watched once (a second call adds nothing); its emptying then
+        // Watched (a second call finds it watched); its emptying then
         // makes the inotify descriptor readable.
         let (first, again) = (sb.run.watch(0), sb.run.watch(0));
         let ino = sb.run.inotify_fd().expect("an inotify descriptor");
@@ -739,7 +729,7 @@ mod tests {
         let path = sb.run.path.clone();
         sb.run.remove().expect("remove the tree");
         assert!(seen, "a live member, but not populated");
-        assert!(first && !again, "watch: {first} then {again}");
+        assert!(first && again, "watch: {first} then {again}");
         assert!(noticed && empty_now, "the emptying was not notified");
         assert!(born_inside, "{line:?} lacks {want:?}");
         assert!(killed_by(st, libc::SIGKILL), "status {st:#x}");

@@ -633,7 +633,7 @@ impl Driver {
         }
         // Watched from now on; read again once watched, so that an
         // emptying just before is not missed.
-        let watched = c.watch(p.0) || c.watching(p.0);
+        let watched = c.watch(p.0);
         match c.populated(p.0) {
             false => Left::Nothing,
             true => Left::Cgroup { watched },
@@ -736,7 +736,7 @@ impl Driver {
     }
 
     fn signal(&mut self, p: Ref, gen: u64, sig: Sig, target: StopTarget) {
-        let Some(l) = self.live.get(&p).filter(|l| l.gen == gen) else {
+        let Some(l) = self.live.get_mut(&p).filter(|l| l.gen == gen) else {
             return;
         };
         let n = sig.number();
@@ -747,9 +747,7 @@ impl Driver {
             n,
             l.stopped,
         );
-        if let Some(l) = self.live.get_mut(&p) {
-            l.asked = true;
-        }
+        l.asked = true;
         if target == StopTarget::Group && self.ctx.cgroup.is_some() {
             *self.strays.entry((p.0, n)).or_default() += 1;
         }
@@ -790,9 +788,10 @@ impl Driver {
     /// process: its whole cgroup.
     fn kill(&mut self, p: Ref, gen: u64) {
         let last = self.per_slot.get(&p.0) == Some(&1);
-        let Some(l) = self.live.get(&p).filter(|l| l.gen == gen) else {
+        let Some(l) = self.live.get_mut(&p).filter(|l| l.gen == gen) else {
             return;
         };
+        l.killed = true;
         match l.pgid {
             Some(g) if l.group_alive && g > 1 => {
                 // SAFETY: our own group, still non-empty when last checked.
@@ -806,9 +805,6 @@ impl Driver {
             }
         }
         let leader_alive = l.leader_alive;
-        if let Some(l) = self.live.get_mut(&p) {
-            l.killed = true;
-        }
         if let Some(c) = self.ctx.cgroup.as_mut().filter(|_| last) {
             c.kill(p.0);
         }

@@ -456,8 +456,11 @@ thread_local! {
 /// slot, and a child of another thread that copies it closes it at exec.
 ///
 /// Call once, early, while the runner holds few descriptors: the reserved
-/// ones are the lowest free ones (nothing inherited is touched).
-/// Without it (or on an older kernel) children copy the whole table.
+/// ones are the lowest free ones (nothing inherited is touched). Without
+/// it, on an older kernel, or when the runner was started with one of its
+/// standard streams closed (a reserved descriptor would then be 0, 1 or 2,
+/// and the runner's own output would go where the slot points), children
+/// copy the whole table.
 pub fn reserve_low_fds() {
     if LOW_FDS.get().is_some() || !kernel_at_least(5, 9) {
         return;
@@ -468,13 +471,22 @@ pub fn reserve_low_fds() {
     let mut slots = Vec::new();
     for _ in 0..LANES + 1 {
         // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own; the new one is
-        // kept for the runner's life.
+        // owned here.
         let fd = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
         if fd < 0 {
             return;
         }
-        slots.push(fd);
+        // SAFETY: just made.
+        slots.push(unsafe { OwnedFd::from_raw_fd(fd) });
     }
+    if null.as_raw_fd() <= 2 {
+        return;
+    }
+    // Kept for the runner's life from here.
+    let slots: Vec<RawFd> = slots
+        .into_iter()
+        .map(std::os::fd::IntoRawFd::into_raw_fd)
+        .collect();
     let null = std::os::fd::IntoRawFd::into_raw_fd(null);
     let limit = slots.iter().copied().chain([null]).max().unwrap_or(2) as u32 + 1;
     let _ = LOW_FDS.set(LowFds {
