@@ -363,7 +363,14 @@ pub fn relay_to(
             });
             match res {
                 Ok(Ok((0, _, _))) => break,
-                Ok(Ok((_, batch, file))) => {
+                Ok(Ok((n, batch, file))) => {
+                    if n < READ_SIZE {
+                        // A short read emptied the pipe: wait for the next
+                        // edge instead of paying a read for its EAGAIN. A
+                        // write after the read is a newer edge, which this
+                        // does not clear.
+                        guard.clear_ready();
+                    }
                     if !batch.is_empty() {
                         // A gone writer is not an error: the pipe is drained anyway.
                         send(&cfg.out, batch).await;
