@@ -303,6 +303,14 @@ impl Guard {
         self.send("");
     }
 
+    /// The run is down: send what is queued and close the pipe, so the
+    /// guard exits while the runner ends its own work ([`Guard::finish`]
+    /// then only waits for it).
+    pub fn release(&mut self) {
+        self.flush();
+        self.pipe = None;
+    }
+
     /// Close the pipe (the guard kills what is left and exits) and wait for
     /// the guard, at most 2 s; a stopped guard (or one that takes longer)
     /// is killed: by now the run is empty. Only call this when nothing

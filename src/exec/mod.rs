@@ -541,8 +541,10 @@ async fn run(
             }
         }
     }
+    // Nothing is left for the guard to kill: let it go now, so that its
+    // exit overlaps the end of the run instead of following it.
     if let Some(g) = &mut ctx.guard {
-        g.flush();
+        g.release();
     }
     if let Some(c) = &mut ctx.cgroup {
         let _ = c.remove();
