@@ -824,8 +824,9 @@ unsafe fn clone3_into(
     }
 }
 
-/// Other architectures: plain `clone`, then the child joins the cgroup
-/// (writes `0` to its `cgroup.procs`) before it execs.
+/// Other architectures: never called. Cgroup containment is refused
+/// there ([`super::cgroup::find_parent`]), so `up` uses process groups;
+/// were it called, every start would fail with ENOSYS.
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn clone3_into(
     stack: &mut [u8],
