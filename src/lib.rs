@@ -134,13 +134,10 @@ pub fn compile_with(
 /// group's `processes` is set to its new count (or added, at the group's
 /// name) and the file is resolved and checked again, so port ranges that
 /// now overlap or run past 65535 are reported like written ones.
-pub fn scaled_findings(
-    source: &SourceFile,
-    scale: &plan::Scale,
-) -> Vec<crate::diagnostic::Diagnostic> {
+pub fn scaled_findings(source: &SourceFile, scale: &plan::Scale) -> Vec<Diagnostic> {
     use crate::ast::{Setting, SettingKind, TopItemKind};
     use crate::source::Spanned;
-    let (file, mut diags) = crate::parse::parse(source);
+    let (file, mut diags) = parse::parse(source);
     let Some(mut file) = file else {
         return diags;
     };
@@ -165,11 +162,11 @@ pub fn scaled_findings(
             });
         }
     }
-    let (model, found) = crate::resolve::resolve(source, &file);
+    let (model, found) = resolve::resolve(source, &file);
     diags.extend(found);
-    diags.extend(crate::check::check(source, &file, &model, None));
-    crate::check::apply_allows(&model, &mut diags);
-    crate::diagnostic::sort(&mut diags);
+    diags.extend(check::check(source, &file, &model, None));
+    check::apply_allows(&model, &mut diags);
+    diagnostic::sort(&mut diags);
     diags
 }
 

@@ -35,7 +35,7 @@ pub const DEFAULT_RING_BYTES: usize = 256 * 1024;
 /// index, twice (the index may hold as many spare entries as it has just
 /// doubled), so a ring of empty lines is bounded too.
 pub fn line_cost(len: usize) -> usize {
-    len + 2 * std::mem::size_of::<(f64, u64)>()
+    len + 2 * size_of::<(f64, u64)>()
 }
 
 /// Default bound of the event feed: 1 MiB of event JSON.
@@ -154,7 +154,7 @@ impl<T: Clone> Ring<T> {
 /// The memory an event of `len` bytes of JSON costs in the event feed:
 /// its text and its ring slot, twice (as [`line_cost`]).
 fn event_cost(len: usize) -> usize {
-    len + 2 * std::mem::size_of::<(String, usize)>()
+    len + 2 * size_of::<(String, usize)>()
 }
 
 /// The bytes of a [`LineRing`]'s lines, oldest first, in a circular
@@ -768,7 +768,7 @@ impl EventFeed {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Ring<String>> {
+    fn lock(&self) -> MutexGuard<'_, Ring<String>> {
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
 

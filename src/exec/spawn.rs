@@ -810,7 +810,7 @@ unsafe fn clone3_into(
         "2:",
         inlateout("rax") libc::SYS_clone3 => ret,
         in("rdi") &args as *const CloneArgs,
-        in("rsi") std::mem::size_of::<CloneArgs>(),
+        in("rsi") size_of::<CloneArgs>(),
         in("r12") entry,
         in("r13") arg,
         lateout("rcx") _,

@@ -375,7 +375,7 @@ impl miette::Diagnostic for Report<'_> {
         (!text.is_empty()).then(|| Box::new(text) as Box<dyn fmt::Display>)
     }
 
-    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+    fn source_code(&self) -> Option<&dyn SourceCode> {
         Some(self.source)
     }
 

@@ -108,7 +108,7 @@ impl T {
         let d = self.id(dependent);
         self.topo.groups[d].after.push(After {
             group,
-            state: AfterState::Started,
+            state: Started,
             span: Span::default(),
         });
         self

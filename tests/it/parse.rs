@@ -885,8 +885,8 @@ fn a_5000_group_file_parses() {
 #[test]
 #[ignore]
 fn timing_500_to_50000_groups() {
-    fn best<T>(runs: u32, mut f: impl FnMut() -> T) -> (std::time::Duration, T) {
-        let mut best = std::time::Duration::MAX;
+    fn best<T>(runs: u32, mut f: impl FnMut() -> T) -> (Duration, T) {
+        let mut best = Duration::MAX;
         let mut out = None;
         for _ in 0..runs {
             let start = std::time::Instant::now();

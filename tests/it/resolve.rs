@@ -587,7 +587,7 @@ fn model_spans_cover_their_statements() {
 fn nul_in_a_command_is_rejected() {
     let text = "topology t {\n  group a {\n    run \"app --sep \0 x\"\n  }\n}\n";
     let src = SourceFile::new("nul.pf", text);
-    let (file, diags) = flowrun::parse::parse(&src);
+    let (file, diags) = parse(&src);
     assert!(diags.is_empty(), "{diags:?}");
     let (_, diags) = resolve(&src, &file.unwrap());
     assert_eq!(diags.len(), 1, "{diags:?}");

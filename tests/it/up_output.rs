@@ -257,7 +257,7 @@ topology epipe {
     std::io::Read::read(&mut reader, &mut first).expect("read the first output");
     drop(reader); // like `head -c 64` exiting
     let before = up.events_named("restarting").len();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1500));
     assert!(
         up.try_status().is_none(),
         "runner died: {}",

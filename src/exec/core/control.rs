@@ -356,7 +356,7 @@ impl Core {
                 continue;
             };
             let s = self.cur[gid];
-            let specs: Vec<&crate::plan::ProcessSpec> =
+            let specs: Vec<&ProcessSpec> =
                 plan.processes.iter().filter(|p| p.group == gid).collect();
             let n = specs.len();
             let old = self.slots[s].procs.len();

@@ -224,7 +224,7 @@ impl World {
 
 impl World {
     /// Send control call `id`.
-    pub fn call(&mut self, id: u64, request: crate::control::protocol::Request) -> Vec<Effect> {
+    pub fn call(&mut self, id: u64, request: Request) -> Vec<Effect> {
         self.send(Msg::Control { id, request })
     }
 
