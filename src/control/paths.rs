@@ -241,6 +241,32 @@ pub fn liveness(path: &Path) -> Liveness {
     }
 }
 
+/// Remove the lock file at `path` and its socket when no runner holds
+/// the lock (its runner died without cleaning up: SIGKILL). Safe against
+/// a runner taking the lock at the same time: the files are removed while
+/// holding the lock on the file at the path, as [`Lock::release`] does,
+/// and [`Lock::acquire`] only trusts a lock on the file at the path.
+pub fn remove_if_stale(path: &Path) {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+    else {
+        return;
+    };
+    let Ok(fl) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+        return; // held: its runner is alive (or a client is probing it)
+    };
+    let same = match (fs::symlink_metadata(path), fl.metadata()) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev() && b.is_file(),
+        _ => false,
+    };
+    if same {
+        let _ = fs::remove_file(path.with_extension("sock"));
+        let _ = fs::remove_file(path);
+    }
+}
+
 /// Whether a runner is known to hold the lock at `path`.
 pub fn is_alive(path: &Path) -> bool {
     matches!(liveness(path), Liveness::Alive)
@@ -273,7 +299,7 @@ pub fn socket_name(path: &Path) -> std::io::Result<(PathBuf, Option<std::os::fd:
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default();
-    let fd: std::os::fd::OwnedFd = fs::OpenOptions::new()
+    let fd: std::os::fd::OwnedFd = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
         .open(dir)?
@@ -371,6 +397,30 @@ mod tests {
         lock.release();
         assert!(!is_alive(&ep.lock));
         assert!(running(&d).is_empty());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn only_a_lock_nobody_holds_is_removed_with_its_socket() {
+        let d = tmpdir("stale");
+        ensure_private_dir(&d).unwrap();
+        let live = Endpoint::new(&d, Path::new("/x/live.pf")).unwrap();
+        let dead = Endpoint::new(&d, Path::new("/x/dead.pf")).unwrap();
+        let held = Lock::acquire(&live, Duration::ZERO).unwrap();
+        fs::write(&live.socket, "").unwrap();
+        // What a runner killed by SIGKILL leaves: its lock file, not held,
+        // and its socket.
+        drop(Lock::acquire(&dead, Duration::ZERO).unwrap());
+        fs::write(&dead.socket, "").unwrap();
+        for ep in [&live, &dead] {
+            remove_if_stale(&ep.lock);
+        }
+        assert!(live.lock.exists() && live.socket.exists());
+        assert!(!dead.lock.exists() && !dead.socket.exists());
+        // A held lock is never removed, and a stale one can be taken again.
+        assert!(is_alive(&live.lock));
+        held.release();
+        assert!(Lock::acquire(&dead, Duration::ZERO).is_ok());
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -1,10 +1,11 @@
 //! Run records: what a run leaves for the next run of the same topology to
 //! find if the runner and its guard die together.
 //!
-//! Records live in a private directory: `$XDG_RUNTIME_DIR/flowrun`, else
-//! `$TMPDIR/flowrun-UID` (created 0700; refused unless it is a real
-//! directory owned by us and closed to others). A run of topology KEY (a
-//! hash of the file's canonical path) by runner PID writes `KEY.PID`:
+//! Records live in the control plane's private runtime directory
+//! (`$XDG_RUNTIME_DIR/flowrun`, else `$TMPDIR/flowrun-UID`: created 0700,
+//! refused unless it is a real directory owned by us and closed to
+//! others). A run of topology KEY (a hash of the file's canonical path)
+//! by runner PID writes `KEY.PID`:
 //!
 //! ```text
 //! runner PID STARTTIME BOOT_ID
@@ -19,38 +20,24 @@
 //! registered and started after it — is reported and killed, then the
 //! cgroup, the record and its directory are removed. Directories of dead
 //! runs of other topologies are removed too, and so are their cgroups and
-//! records once those cgroups are empty (otherwise they stay for that
-//! topology's next run).
+//! records once nothing of them is left (an empty cgroup; without one, no
+//! process in any group or pid it registered); otherwise they stay for
+//! that topology's next run. The same pass removes the control files of
+//! every topology whose runner is gone (a lock nobody holds, and its
+//! socket: see [`crate::control::paths::remove_if_stale`]), so runs
+//! killed by SIGKILL do not leave files behind for good.
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// The private directory for run records, created if needed.
-pub fn private_dir() -> io::Result<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(d) => PathBuf::from(d).join("flowrun"),
-        None => std::env::temp_dir().join(format!("flowrun-{uid}")),
-    };
-    match fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    let meta = fs::symlink_metadata(&dir)?;
-    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{} is not a private directory of ours (mode 0700)",
-                dir.display()
-            ),
-        ));
-    }
+/// The private directory for run records, created if needed: the control
+/// plane's runtime directory (the two share it).
+pub fn private_dir() -> Result<PathBuf, String> {
+    let dir = crate::control::paths::runtime_dir();
+    crate::control::paths::ensure_private_dir(&dir)?;
     Ok(dir)
 }
 
@@ -78,10 +65,14 @@ fn pgid_of(pid: i32) -> Option<i32> {
     rest.split_whitespace().nth(2)?.parse().ok()
 }
 
-fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+/// This boot's id (read once: a scan compares it with every record).
+fn boot_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// A process's command line, for reports.
@@ -206,12 +197,19 @@ pub fn reap_dead_runs(dir: &Path, key: &str) -> Vec<(i32, String)> {
         return killed;
     };
     // Only records are read: the directory also holds other runs' notify
-    // directories and the control plane's sockets and locks.
-    let mut entries: Vec<String> = rd
+    // directories and the control plane's sockets and locks (of which the
+    // stale ones are removed).
+    let mut entries = Vec::new();
+    for name in rd
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| is_record_name(n))
-        .collect();
+    {
+        if is_record_name(&name) {
+            entries.push(name);
+        } else if name.ends_with(".lock") {
+            crate::control::paths::remove_if_stale(&dir.join(&name));
+        }
+    }
     entries.sort();
     for name in entries {
         let path = dir.join(&name);
@@ -235,10 +233,25 @@ pub fn reap_dead_runs(dir: &Path, key: &str) -> Vec<(i32, String)> {
                     let _ = fs::remove_file(&dead.file);
                 }
             }
+        } else if !dead.same_boot || nothing_left(&dead) {
+            // Another topology's dead run without a cgroup, of which no
+            // registered group or process is left.
+            let _ = fs::remove_file(&dead.file);
         }
         let _ = fs::remove_dir_all(dir.join(format!("{name}.d")));
     }
     killed
+}
+
+/// No process group and no process the dead run registered exists any
+/// more. (One that exists may be a reused number: the record is kept for
+/// its topology's next run, which checks start times.)
+fn nothing_left(dead: &Dead) -> bool {
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    let gone = |target: Pid| kill(target, None) == Err(nix::errno::Errno::ESRCH);
+    dead.groups.iter().all(|&g| gone(Pid::from_raw(-g)))
+        && dead.pids.iter().all(|&p| gone(Pid::from_raw(p)))
 }
 
 fn kill_leftovers(dead: &Dead) -> Vec<(i32, String)> {
@@ -308,6 +321,36 @@ mod tests {
             key(Path::new("/nonexistent/b.pf"))
         );
         assert_eq!(key(Path::new("/x")).len(), 16);
+    }
+
+    #[test]
+    fn a_dead_run_of_another_topology_is_forgotten_once_nothing_of_it_is_left() {
+        let dir = std::env::temp_dir().join(format!("flowrun-rr-gone-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        // Records of runners that are gone (pid 0 is never a process's),
+        // one of whose registered groups still exists (ours), one whose
+        // groups and processes are all gone (a pid past pid_max).
+        let boot = boot_id();
+        let ours = nix::unistd::getpgrp().as_raw();
+        let kept = dir.join("aa.1");
+        let gone = dir.join("bb.2");
+        fs::write(&kept, format!("runner 0 1 {boot}\ng {ours}\n")).unwrap();
+        fs::write(
+            &gone,
+            format!("runner 0 1 {boot}\ng 99999999\np 99999998\n"),
+        )
+        .unwrap();
+        fs::create_dir(dir.join("bb.2.d")).unwrap();
+        // And the control files a runner killed by SIGKILL left: a lock
+        // nobody holds, and its socket.
+        fs::write(dir.join("t-dd.lock"), "{}").unwrap();
+        fs::write(dir.join("t-dd.sock"), "").unwrap();
+        assert!(reap_dead_runs(&dir, "cc").is_empty());
+        assert!(kept.exists(), "a group of it may still be alive");
+        assert!(!gone.exists() && !dir.join("bb.2.d").exists());
+        assert!(!dir.join("t-dd.lock").exists() && !dir.join("t-dd.sock").exists());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
