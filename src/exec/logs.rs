@@ -12,6 +12,11 @@
 //! error once, stops writing and keeps draining. At the end, flushing is
 //! bounded by [`FLUSH_LIMIT`] (a stdout nobody reads cannot hold `up`).
 //!
+//! In the common case (no timestamps, no `ready when log` pattern, no log
+//! file) a read's whole lines are found 64 bytes at a time and copied
+//! straight from it; the splitter only finishes a line carried over from
+//! the last read and keeps the read's partial end.
+//!
 //! With a [`LogSink`] ([`relay_to`]), a reader also copies every line of a
 //! read, without its prefix, into the process's control-plane ring: it
 //! locks that ring (only that one: each ring has its own lock) once per
@@ -66,6 +71,46 @@ impl Newlines {
             return one.find(haystack);
         }
         memchr::memchr(b'\n', haystack)
+    }
+}
+
+/// Calls `each` with the index of every newline in `data`, in order, until
+/// it returns `false`. A relay's lines are short: a search per line (as
+/// [`Newlines`] does) costs more than looking at 64 bytes at a time, as a
+/// mask of where their newlines are.
+#[inline]
+fn for_each_newline(data: &[u8], mut each: impl FnMut(usize) -> bool) {
+    let mut base = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        while base + 64 <= data.len() {
+            let p = data[base..base + 64].as_ptr().cast::<__m128i>();
+            // SAFETY: SSE2 is part of x86_64; the four unaligned 16-byte
+            // loads read the 64 bytes of the slice `p` points into.
+            let mut mask = unsafe {
+                let nl = _mm_set1_epi8(b'\n' as i8);
+                let m = |k: usize| {
+                    let v = _mm_loadu_si128(p.add(k));
+                    u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, nl)) as u16) << (16 * k)
+                };
+                m(0) | m(1) | m(2) | m(3)
+            };
+            while mask != 0 {
+                if !each(base + mask.trailing_zeros() as usize) {
+                    return;
+                }
+                mask &= mask - 1;
+            }
+            base += 64;
+        }
+    }
+    for i in memchr::memchr_iter(b'\n', &data[base..]) {
+        if !each(base + i) {
+            return;
+        }
     }
 }
 
@@ -141,6 +186,11 @@ impl LineSplitter {
         if self.buf.capacity() > self.max + 1 && self.buf.is_empty() {
             self.buf = Vec::new();
         }
+    }
+
+    /// Nothing is carried over: the next byte starts a line.
+    fn at_line_start(&self) -> bool {
+        self.buf.is_empty() && !self.after_piece
     }
 
     /// End of stream: emit a final partial line, if any.
@@ -452,64 +502,147 @@ fn lines_to_records(
     split: &mut LineSplitter,
     data: &[u8],
     cfg: &ReaderCfg,
-    mut ring: Option<&mut LinePusher<'_>>,
+    ring: Option<&mut LinePusher<'_>>,
 ) -> (Vec<u8>, Option<Vec<u8>>, bool) {
-    let ts = cfg.timestamps.then(timestamp);
-    let mut batch = POOL.take(data.len() + data.len() / 4 + cfg.prefix.len());
-    let prefix = &cfg.prefix;
-    let re = cfg.log_ready.as_ref().map(|(re, _)| re);
-    let mut matched = false;
-    let mut file_buf = cfg
-        .log_file
-        .as_ref()
-        .map(|_| super::logfile::POOL.take(data.len() + 64));
-    let base = data.as_ptr() as usize;
-    // The current run: its range in `data`, and where each of its lines
-    // ends (after its newline), from the run's start.
-    let mut run = 0..0;
-    let mut ends = RUN_ENDS.take();
-    ends.clear();
-    let flush = |r: &mut LinePusher<'_>, run: &std::ops::Range<usize>, ends: &mut Vec<usize>| {
-        r.push_run(&data[run.clone()], ends);
-        ends.clear();
+    let mut out = Records {
+        data,
+        prefix: &cfg.prefix,
+        ts: cfg.timestamps.then(timestamp),
+        re: cfg.log_ready.as_ref().map(|(re, _)| re),
+        matched: false,
+        batch: POOL.take(data.len() + data.len() / 4 + cfg.prefix.len()),
+        file_buf: cfg
+            .log_file
+            .as_ref()
+            .map(|_| super::logfile::POOL.take(data.len() + 64)),
+        ring,
+        run: 0..0,
+        ends: RUN_ENDS.take(),
     };
-    split.push_terminated(data, &mut |record| {
-        // The line and its newline, copied together.
-        let line = &record[..record.len() - 1];
-        if !matched {
-            if let Some(re) = re {
-                matched = re.is_match(&String::from_utf8_lossy(line));
+    out.ends.clear();
+    let mut at = 0;
+    if out.ts.is_none() && out.re.is_none() && out.file_buf.is_none() {
+        // The common case: no timestamps, no pattern, no log file. A line
+        // carried over from the last read is finished by the splitter;
+        // the whole lines after it are found 64 bytes at a time and copied
+        // straight from the read. The splitter gets the rest (a partial
+        // last line, or a line it must cut into pieces).
+        if !split.at_line_start() {
+            if let Some(nl) = memchr::memchr(b'\n', data) {
+                split.push_terminated(&data[..=nl], &mut |r| out.record(r));
+                at = nl + 1;
             }
         }
-        if let Some(ts) = &ts {
-            batch.extend_from_slice(ts.as_bytes());
+        if split.at_line_start() {
+            at = out.whole_lines(at, split.max);
         }
-        batch.extend_from_slice(prefix);
-        batch.extend_from_slice(record);
-        if let Some(f) = file_buf.as_mut() {
+    }
+    split.push_terminated(&data[at..], &mut |r| out.record(r));
+    out.flush_run();
+    RUN_ENDS.set(out.ends);
+    (out.batch, out.file_buf, out.matched)
+}
+
+/// What one read becomes ([`lines_to_records`]): the prefixed records for
+/// stdout, the plain lines for the log file, and the lines for the ring,
+/// where those that lie in the read back to back (with their newlines)
+/// make a run, copied in one go.
+struct Records<'a, 'p, 'r> {
+    data: &'a [u8],
+    prefix: &'a [u8],
+    ts: Option<String>,
+    re: Option<&'a Regex>,
+    matched: bool,
+    batch: Vec<u8>,
+    file_buf: Option<Vec<u8>>,
+    ring: Option<&'p mut LinePusher<'r>>,
+    /// The current run: its range in `data`, and where each of its lines
+    /// ends (after its newline), from the run's start.
+    run: std::ops::Range<usize>,
+    ends: Vec<usize>,
+}
+
+impl Records<'_, '_, '_> {
+    /// One line or piece from the splitter, with its newline.
+    fn record(&mut self, record: &[u8]) {
+        let line = &record[..record.len() - 1];
+        if !self.matched {
+            if let Some(re) = self.re {
+                self.matched = re.is_match(&String::from_utf8_lossy(line));
+            }
+        }
+        if let Some(ts) = &self.ts {
+            self.batch.extend_from_slice(ts.as_bytes());
+        }
+        self.batch.extend_from_slice(self.prefix);
+        // The line and its newline, copied together.
+        self.batch.extend_from_slice(record);
+        if let Some(f) = self.file_buf.as_mut() {
             f.extend_from_slice(record);
         }
-        if let Some(r) = ring.as_deref_mut() {
+        if self.ring.is_some() {
             // In `data` (then whole in it), or the splitter's own buffer.
-            let at = (record.as_ptr() as usize).wrapping_sub(base);
-            if at < data.len() {
-                if at != run.end {
-                    flush(r, &run, &mut ends);
-                    run = at..at;
-                }
-                run.end = at + record.len();
-                ends.push(run.end - run.start);
+            let at = (record.as_ptr() as usize).wrapping_sub(self.data.as_ptr() as usize);
+            if at < self.data.len() {
+                self.extend_run(at, at + record.len());
             } else {
-                flush(r, &run, &mut ends);
-                r.push(line);
+                self.flush_run();
+                if let Some(r) = self.ring.as_deref_mut() {
+                    r.push(line);
+                }
             }
         }
-    });
-    if let Some(r) = ring {
-        flush(r, &run, &mut ends);
     }
-    RUN_ENDS.set(ends);
-    (batch, file_buf, matched)
+
+    /// The whole lines of `data` from `at` on, each shorter than `max`
+    /// (without timestamps, pattern or log file); returns where the first
+    /// line not taken starts.
+    fn whole_lines(&mut self, mut at: usize, max: usize) -> usize {
+        let (data, prefix) = (self.data, self.prefix);
+        let ring = self.ring.is_some();
+        if ring && at != self.run.end {
+            self.flush_run();
+            self.run = at..at;
+        }
+        let (batch, ends, run_start) = (&mut self.batch, &mut self.ends, self.run.start);
+        let from = at;
+        for_each_newline(&data[from..], |i| {
+            let end = from + i + 1;
+            if end - at > max {
+                return false;
+            }
+            batch.extend_from_slice(prefix);
+            batch.extend_from_slice(&data[at..end]);
+            if ring {
+                ends.push(end - run_start);
+            }
+            at = end;
+            true
+        });
+        if ring {
+            self.run.end = at;
+        }
+        at
+    }
+
+    /// Add the line at `start..end` of `data` to the current run (a new
+    /// one if it does not follow it).
+    fn extend_run(&mut self, start: usize, end: usize) {
+        if start != self.run.end {
+            self.flush_run();
+            self.run = start..start;
+        }
+        self.run.end = end;
+        self.ends.push(end - self.run.start);
+    }
+
+    /// Hand the current run to the ring.
+    fn flush_run(&mut self) {
+        if let Some(r) = self.ring.as_deref_mut() {
+            r.push_run(&self.data[self.run.clone()], &self.ends);
+        }
+        self.ends.clear();
+    }
 }
 
 /// The longest the relayed output may take to reach stdout once every
@@ -686,6 +819,106 @@ mod tests {
                         plain.iter().map(|l| [l, &b"\n"[..]].concat()).collect();
                     assert_eq!(terminated, want, "{input:?} max {max} chunk {chunk}");
                 }
+            }
+        }
+    }
+
+    /// Bytes with lines of every length from 0 to past 2 × `max`, some
+    /// empty, newlines on and across 64-byte boundaries.
+    fn varied_lines(max: usize) -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut x: u32 = 7;
+        for _ in 0..300 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let len = (x >> 8) as usize % (2 * max + 3);
+            data.extend((0..len).map(|i| b'a' + (i % 26) as u8));
+            data.push(b'\n');
+        }
+        data.extend_from_slice(b"partial");
+        data
+    }
+
+    #[test]
+    fn newlines_are_found_where_they_are() {
+        let data = varied_lines(100);
+        for from in [0, 1, 63, 64, 65, 200] {
+            let part = &data[from..];
+            let want: Vec<usize> = (0..part.len()).filter(|&i| part[i] == b'\n').collect();
+            let mut got = Vec::new();
+            for_each_newline(part, |i| {
+                got.push(i);
+                true
+            });
+            assert_eq!(got, want, "from {from}");
+            // Stopping early stops.
+            let mut some = Vec::new();
+            for_each_newline(part, |i| {
+                some.push(i);
+                some.len() < 5
+            });
+            assert_eq!(some, want[..5]);
+        }
+    }
+
+    #[test]
+    fn a_plain_relay_and_a_relay_with_a_pattern_give_the_same_lines() {
+        use crate::control::ring::{LogItem, LogStore, ProcKey, Select};
+        // Without timestamps, pattern or log file the relay takes its fast
+        // path; a pattern that never matches sends it through the splitter
+        // alone. Both give the stdout records and ring lines of the plain
+        // splitter, for reads of any size.
+        let max = 100;
+        let input = varied_lines(max);
+        let mut want = Vec::new();
+        let mut plain = LineSplitter::new(max);
+        plain.push(&input, &mut |l| want.push(l.to_vec()));
+        plain.finish(&mut |l| want.push(l.to_vec()));
+        let records: Vec<u8> = want
+            .iter()
+            .flat_map(|l| [b"w.0 | ", &l[..], b"\n"].concat())
+            .collect();
+        let never = Regex::new("^never$").unwrap();
+        for pattern in [false, true] {
+            for chunk in [1, 7, 63, 64, 65, 150, 1000, input.len()] {
+                let store = std::sync::Arc::new(LogStore::new(1 << 22));
+                let key = ProcKey {
+                    group: "w".into(),
+                    index: 0,
+                };
+                let ring = store.writer(&key);
+                let (out, _rx) = mpsc::channel(1);
+                let (_done_tx, done) = oneshot::channel();
+                let cfg = ReaderCfg {
+                    prefix: b"w.0 | ".to_vec(),
+                    timestamps: false,
+                    out,
+                    done,
+                    log_ready: pattern.then(|| (never.clone(), Box::new(|| ()) as Box<_>)),
+                    log_file: None,
+                };
+                let mut split = LineSplitter::new(max);
+                let mut stdout = Vec::new();
+                for data in input.chunks(chunk) {
+                    let (batch, _, matched) =
+                        ring.push_with(|r| lines_to_records(&mut split, data, &cfg, Some(r)));
+                    assert!(!matched);
+                    stdout.extend_from_slice(&batch);
+                }
+                split.finish(&mut |l| {
+                    ring.push_with(|r| r.push(l));
+                    stdout.extend_from_slice(&[b"w.0 | ", l, b"\n"].concat());
+                });
+                let mut cursor = store.cursor(Select::All, None, None);
+                let got: Vec<Vec<u8>> = store
+                    .read(&mut cursor, 100_000)
+                    .into_iter()
+                    .map(|item| match item {
+                        LogItem::Line { line, .. } => line.text.into_bytes(),
+                        LogItem::Missed { .. } => panic!("nothing is evicted"),
+                    })
+                    .collect();
+                assert_eq!(got, want, "pattern {pattern}, reads of {chunk}");
+                assert!(stdout == records, "pattern {pattern}, reads of {chunk}");
             }
         }
     }
