@@ -166,50 +166,60 @@ struct KernelSigaction {
 }
 
 /// Runs in the child between fork and exec.
+///
+/// # Safety
+/// Only in a child that has not exec'd yet (it resets every signal
+/// disposition and the signal mask of the calling process).
 unsafe fn child_setup(nofile: libc::rlimit, pdeath: bool, parent: i32) {
-    // Every signal, real-time ones included (libc refuses 32 and 33, which
-    // glibc reserves, so this is the raw system call): an ignored
-    // disposition would survive exec.
-    let sa = KernelSigaction {
-        handler: libc::SIG_DFL,
-        flags: 0,
-        restorer: 0,
-        mask: 0,
-    };
-    for sig in 1..=64 {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                &sa as *const KernelSigaction,
-                std::ptr::null_mut::<KernelSigaction>(),
-                8usize,
+    // SAFETY: runs in a child between its fork (std's `pre_exec`) or
+    // CLONE_VM|CLONE_VFORK clone and its exec: only system calls, on
+    // pointers to locals, and `_exit`; nothing allocates or takes a lock
+    // the parent might hold.
+    unsafe {
+        // Every signal, real-time ones included (libc refuses 32 and 33, which
+        // glibc reserves, so this is the raw system call): an ignored
+        // disposition would survive exec.
+        let sa = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &sa as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+        libc::setrlimit(libc::RLIMIT_NOFILE, &nofile);
+        // Only 0, 1, 2 survive exec. CLOSE_RANGE_CLOEXEC = 4.
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32) != 0 {
+            for fd in 3..65536 {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+        if pdeath {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
             );
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
         }
+        // Last: every disposition is the default by now.
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
-    libc::setrlimit(libc::RLIMIT_NOFILE, &nofile);
-    // Only 0, 1, 2 survive exec. CLOSE_RANGE_CLOEXEC = 4.
-    if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32) != 0 {
-        for fd in 3..65536 {
-            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        }
-    }
-    if pdeath {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-        if libc::getppid() != parent {
-            libc::_exit(1);
-        }
-    }
-    // Last: every disposition is the default by now.
-    let mut set: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut set);
-    libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
 }
 
 /// Where a [`spawn_service`] child failed.
@@ -799,24 +809,29 @@ unsafe fn clone3_into(
     // and r11 intact. The child (rax = 0) is on its own stack with the
     // parent's registers: it calls `entry(arg)` from r12/r13 and never
     // comes back (child_main execs or exits; ud2 if it ever did).
-    std::arch::asm!(
-        "syscall",
-        "test rax, rax",
-        "jnz 2f",
-        "xor ebp, ebp",
-        "mov rdi, r13",
-        "call r12",
-        "ud2",
-        "2:",
-        inlateout("rax") libc::SYS_clone3 => ret,
-        in("rdi") &args as *const CloneArgs,
-        in("rsi") size_of::<CloneArgs>(),
-        in("r12") entry,
-        in("r13") arg,
-        lateout("rcx") _,
-        lateout("r11") _,
-        options(nostack),
-    );
+    // SAFETY: `args` and the stack outlive the call (CLONE_VFORK suspends
+    // us until the child has exec'd or exited); the clobbered registers are
+    // declared; the caller keeps `arg` alive (see # Safety).
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r13",
+            "call r12",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") &args as *const CloneArgs,
+            in("rsi") size_of::<CloneArgs>(),
+            in("r12") entry,
+            in("r13") arg,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        )
+    };
     if ret < 0 {
         (-1, io::Error::from_raw_os_error(-ret as i32))
     } else {
@@ -866,37 +881,46 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// The child of [`spawn_service`]: never returns.
+///
+/// # Safety
+/// Only in the child of [`clone3_into`], with `p` the suspended parent's
+/// plan.
 unsafe fn child_main(p: &ChildPlan) -> ! {
-    let fail = |stage: ExecStage| -> ! {
-        let errno = *libc::__errno_location() as u32 as u64;
-        p.failed.store(
-            (stage as u64 + 1) << 32 | errno,
-            std::sync::atomic::Ordering::Release,
-        );
-        libc::_exit(127)
-    };
-    // First, before anything touches a descriptor: a table of our own.
-    // CLOSE_RANGE_UNSHARE = 2.
-    if p.unshare_below > 0
-        && libc::syscall(libc::SYS_close_range, p.unshare_below, u32::MAX, 2u32) != 0
-    {
-        fail(ExecStage::Stdio);
+    // SAFETY: `p` and every pointer in it stay valid until this child
+    // execs or exits (the parent is suspended: CLONE_VFORK); between clone
+    // and exec only system calls and `_exit` run, as in `child_setup`.
+    unsafe {
+        let fail = |stage: ExecStage| -> ! {
+            let errno = *libc::__errno_location() as u32 as u64;
+            p.failed.store(
+                (stage as u64 + 1) << 32 | errno,
+                std::sync::atomic::Ordering::Release,
+            );
+            libc::_exit(127)
+        };
+        // First, before anything touches a descriptor: a table of our own.
+        // CLOSE_RANGE_UNSHARE = 2.
+        if p.unshare_below > 0
+            && libc::syscall(libc::SYS_close_range, p.unshare_below, u32::MAX, 2u32) != 0
+        {
+            fail(ExecStage::Stdio);
+        }
+        if p.own_group {
+            libc::setpgid(0, 0);
+        }
+        if libc::dup2(p.null, 0) < 0 || libc::dup2(p.out, 1) < 0 || libc::dup2(p.out, 2) < 0 {
+            fail(ExecStage::Stdio);
+        }
+        if libc::chdir(p.cwd) != 0 {
+            fail(ExecStage::Chdir);
+        }
+        // Resets dispositions (while all signals are still blocked), restores
+        // the limit, marks fds ≥ 3 close-on-exec, arms the death signal, and
+        // finally empties the mask.
+        child_setup(p.nofile, p.pdeath, p.parent);
+        libc::execve(p.prog, p.argv, p.envp);
+        fail(ExecStage::Exec)
     }
-    if p.own_group {
-        libc::setpgid(0, 0);
-    }
-    if libc::dup2(p.null, 0) < 0 || libc::dup2(p.out, 1) < 0 || libc::dup2(p.out, 2) < 0 {
-        fail(ExecStage::Stdio);
-    }
-    if libc::chdir(p.cwd) != 0 {
-        fail(ExecStage::Chdir);
-    }
-    // Resets dispositions (while all signals are still blocked), restores
-    // the limit, marks fds ≥ 3 close-on-exec, arms the death signal, and
-    // finally empties the mask.
-    child_setup(p.nofile, p.pdeath, p.parent);
-    libc::execve(p.prog, p.argv, p.envp);
-    fail(ExecStage::Exec)
 }
 
 #[cfg(test)]
