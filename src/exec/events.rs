@@ -588,7 +588,10 @@ impl EventSink {
             .spawn(move || {
                 // Dropped when the thread ends: wakes `finish_within`.
                 let _done = done_tx;
-                let mut err = std::io::stderr().lock();
+                // Locked per batch, never for the thread's life: anything
+                // else that writes to stderr (a message before the events
+                // start, a panic's report) must not wait for the end.
+                let err = std::io::stderr();
                 let mut broken = false;
                 let mut buf = Vec::new();
                 while let Ok(line) = rx.recv() {
@@ -601,8 +604,11 @@ impl EventSink {
                             Err(_) => break,
                         }
                     }
-                    if !broken && err.write_all(&buf).and_then(|_| err.flush()).is_err() {
-                        broken = true;
+                    if !broken {
+                        let mut err = err.lock();
+                        if err.write_all(&buf).and_then(|_| err.flush()).is_err() {
+                            broken = true;
+                        }
                     }
                 }
             })
@@ -686,6 +692,28 @@ impl Drop for EventSink {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    /// Whether another thread can take stderr's lock within 5 s.
+    fn stderr_is_free() -> bool {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _held = std::io::stderr().lock();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5)).is_ok()
+    }
+
+    #[test]
+    fn the_event_writer_leaves_stderr_free_between_batches() {
+        // A message written while events run (the control plane failing
+        // to start, a panic's report) must not wait for the writer to end:
+        // it held stderr's lock for its whole life, and `up` hung.
+        let (sink, writer) = EventSink::start(LogFormat::Human, Instant::now());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(stderr_is_free(), "the event writer keeps stderr locked");
+        drop(sink);
+        assert!(writer.finish_within(std::time::Duration::from_secs(5)));
+    }
 
     /// The event-specific fields, in documented order.
     fn old_fields(ev: &Event) -> Vec<(&'static str, Value)> {

@@ -672,8 +672,9 @@ pub fn start_writer(on_error: impl FnOnce(&std::io::Error) + Send + 'static) -> 
         .name("flowrun-stdout".into())
         .stack_size(64 * 1024)
         .spawn(move || {
+            // Locked per batch, never for the thread's life (see the
+            // event writer).
             let stdout = std::io::stdout();
-            let mut out = stdout.lock();
             let mut on_error = Some(on_error);
             let mut fail = |e: std::io::Error| {
                 if let Some(f) = on_error.take() {
@@ -685,9 +686,11 @@ pub fn start_writer(on_error: impl FnOnce(&std::io::Error) + Send + 'static) -> 
                 if broken {
                     continue;
                 }
+                let mut out = stdout.lock();
                 let res =
                     out.write_all(&rec)
                         .and_then(|_| if rx.is_empty() { out.flush() } else { Ok(()) });
+                drop(out);
                 POOL.give_back(rec);
                 if let Err(e) = res {
                     broken = true;
@@ -695,7 +698,7 @@ pub fn start_writer(on_error: impl FnOnce(&std::io::Error) + Send + 'static) -> 
                 }
             }
             if !broken {
-                if let Err(e) = out.flush() {
+                if let Err(e) = stdout.lock().flush() {
                     fail(e);
                 }
             }
@@ -821,6 +824,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_stdout_writer_leaves_stdout_free_between_batches() {
+        let w = start_writer(|_| {});
+        std::thread::sleep(Duration::from_millis(100));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _held = std::io::stdout().lock();
+            let _ = tx.send(());
+        });
+        let free = rx.recv_timeout(Duration::from_secs(5)).is_ok();
+        drop(w.tx);
+        assert!(free, "the stdout writer keeps stdout locked");
     }
 
     /// Bytes with lines of every length from 0 to past 2 × `max`, some
