@@ -743,58 +743,82 @@ mod tests {
         assert_eq!(run(4, &[b"abcdefgh\n"]), ["abcd", "efgh"]);
     }
 
+    /// `input` relayed in reads of `chunk` bytes through
+    /// [`lines_to_records`] with a ring, lines cut at `max`, and a `ready
+    /// when log` pattern when given (then the fast path is not taken); with
+    /// `finish`, the final partial line too. Returns the ring's lines and
+    /// the stdout records.
+    fn relay_in_reads(
+        input: &[u8],
+        chunk: usize,
+        max: usize,
+        pattern: Option<&Regex>,
+        finish: bool,
+    ) -> (Vec<Vec<u8>>, Vec<u8>) {
+        use crate::control::ring::{LogItem, LogStore, ProcKey, Select};
+        let store = std::sync::Arc::new(LogStore::new(1 << 22));
+        let key = ProcKey {
+            group: "w".into(),
+            index: 0,
+        };
+        let ring = store.writer(&key);
+        let (out, _rx) = mpsc::channel(1);
+        let (_done_tx, done) = oneshot::channel();
+        let cfg = ReaderCfg {
+            prefix: b"w.0 | ".to_vec(),
+            timestamps: false,
+            out,
+            done,
+            log_ready: pattern.map(|re| (re.clone(), Box::new(|| ()) as Box<_>)),
+            log_file: None,
+        };
+        let mut split = LineSplitter::new(max);
+        let mut stdout = Vec::new();
+        for data in input.chunks(chunk) {
+            let (batch, _, matched) =
+                ring.push_with(|r| lines_to_records(&mut split, data, &cfg, Some(r)));
+            assert!(!matched);
+            stdout.extend_from_slice(&batch);
+        }
+        if finish {
+            split.finish(&mut |l| {
+                ring.push_with(|r| r.push(l));
+                stdout.extend_from_slice(&[b"w.0 | ", l, b"\n"].concat());
+            });
+        }
+        let mut cursor = store.cursor(Select::All, None, None);
+        let lines = store
+            .read(&mut cursor, 100_000)
+            .into_iter()
+            .map(|item| match item {
+                LogItem::Line { line, .. } => line.text.into_bytes(),
+                LogItem::Missed { .. } => panic!("nothing is evicted"),
+            })
+            .collect();
+        (lines, stdout)
+    }
+
+    /// The records of `lines` on stdout.
+    fn records(lines: &[Vec<u8>]) -> Vec<u8> {
+        lines
+            .iter()
+            .flat_map(|l| [b"w.0 | ", &l[..], b"\n"].concat())
+            .collect()
+    }
+
     #[test]
     fn every_line_of_the_reads_reaches_the_ring_and_stdout_in_order() {
-        use crate::control::ring::{LogItem, LogStore, ProcKey, Select};
         // Lines carried over between reads, lines cut into pieces (at 8),
         // empty lines, runs of whole lines: the ring gets every line once,
         // in order, and stdout the same lines as records.
         let input: &[u8] = b"ab\ncdefghijklmnopq\nrs\n\n\ntu\nvwxyz0123456789\n\nend";
         let mut want = Vec::new();
         let mut plain = LineSplitter::new(8);
-        plain.push(input, &mut |l| {
-            want.push(String::from_utf8_lossy(l).into_owned())
-        });
+        plain.push(input, &mut |l| want.push(l.to_vec()));
         for chunk in 1..=input.len() {
-            let store = std::sync::Arc::new(LogStore::new(1 << 20));
-            let key = ProcKey {
-                group: "w".into(),
-                index: 0,
-            };
-            let ring = store.writer(&key);
-            let (out, _rx) = mpsc::channel(1);
-            let (_done_tx, done) = oneshot::channel();
-            let cfg = ReaderCfg {
-                prefix: b"w.0 | ".to_vec(),
-                timestamps: false,
-                out,
-                done,
-                log_ready: None,
-                log_file: None,
-            };
-            let mut split = LineSplitter::new(8);
-            let mut stdout = Vec::new();
-            for data in input.chunks(chunk) {
-                let (batch, _, _) =
-                    ring.push_with(|r| lines_to_records(&mut split, data, &cfg, Some(r)));
-                stdout.extend_from_slice(&batch);
-            }
-            let mut cursor = store.cursor(Select::All, None, None);
-            let got: Vec<String> = store
-                .read(&mut cursor, 1000)
-                .into_iter()
-                .map(|item| match item {
-                    LogItem::Line { line, .. } => line.text,
-                    LogItem::Missed { .. } => panic!("nothing is evicted"),
-                })
-                .collect();
-            assert_eq!(got, want, "reads of {chunk}");
-            let records: String = want.iter().map(|l| format!("w.0 | {l}\n")).collect();
-            assert_eq!(
-                String::from_utf8_lossy(&stdout),
-                records,
-                "reads of {chunk}"
-            );
+            let (lines, stdout) = relay_in_reads(input, chunk, 8, None, false);
+            assert_eq!(lines, want, "reads of {chunk}");
+            assert!(stdout == records(&want), "reads of {chunk}");
         }
     }
 
@@ -879,7 +903,6 @@ mod tests {
 
     #[test]
     fn a_plain_relay_and_a_relay_with_a_pattern_give_the_same_lines() {
-        use crate::control::ring::{LogItem, LogStore, ProcKey, Select};
         // Without timestamps, pattern or log file the relay takes its fast
         // path; a pattern that never matches sends it through the splitter
         // alone. Both give the stdout records and ring lines of the plain
@@ -890,52 +913,15 @@ mod tests {
         let mut plain = LineSplitter::new(max);
         plain.push(&input, &mut |l| want.push(l.to_vec()));
         plain.finish(&mut |l| want.push(l.to_vec()));
-        let records: Vec<u8> = want
-            .iter()
-            .flat_map(|l| [b"w.0 | ", &l[..], b"\n"].concat())
-            .collect();
         let never = Regex::new("^never$").unwrap();
-        for pattern in [false, true] {
+        for pattern in [None, Some(&never)] {
             for chunk in [1, 7, 63, 64, 65, 150, 1000, input.len()] {
-                let store = std::sync::Arc::new(LogStore::new(1 << 22));
-                let key = ProcKey {
-                    group: "w".into(),
-                    index: 0,
-                };
-                let ring = store.writer(&key);
-                let (out, _rx) = mpsc::channel(1);
-                let (_done_tx, done) = oneshot::channel();
-                let cfg = ReaderCfg {
-                    prefix: b"w.0 | ".to_vec(),
-                    timestamps: false,
-                    out,
-                    done,
-                    log_ready: pattern.then(|| (never.clone(), Box::new(|| ()) as Box<_>)),
-                    log_file: None,
-                };
-                let mut split = LineSplitter::new(max);
-                let mut stdout = Vec::new();
-                for data in input.chunks(chunk) {
-                    let (batch, _, matched) =
-                        ring.push_with(|r| lines_to_records(&mut split, data, &cfg, Some(r)));
-                    assert!(!matched);
-                    stdout.extend_from_slice(&batch);
-                }
-                split.finish(&mut |l| {
-                    ring.push_with(|r| r.push(l));
-                    stdout.extend_from_slice(&[b"w.0 | ", l, b"\n"].concat());
-                });
-                let mut cursor = store.cursor(Select::All, None, None);
-                let got: Vec<Vec<u8>> = store
-                    .read(&mut cursor, 100_000)
-                    .into_iter()
-                    .map(|item| match item {
-                        LogItem::Line { line, .. } => line.text.into_bytes(),
-                        LogItem::Missed { .. } => panic!("nothing is evicted"),
-                    })
-                    .collect();
-                assert_eq!(got, want, "pattern {pattern}, reads of {chunk}");
-                assert!(stdout == records, "pattern {pattern}, reads of {chunk}");
+                let (lines, stdout) = relay_in_reads(&input, chunk, max, pattern, true);
+                assert_eq!(lines, want, "pattern {pattern:?}, reads of {chunk}");
+                assert!(
+                    stdout == records(&want),
+                    "pattern {pattern:?}, reads of {chunk}"
+                );
             }
         }
     }
