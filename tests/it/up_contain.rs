@@ -751,14 +751,19 @@ fn wait_check_groups(h: &Harness, up: &mut Up) {
     up.wait_event("ready of done", EVENT_TIMEOUT, |e| {
         e["event"] == "ready" && process(e).starts_with("done")
     });
-    let kept = route_pids(h)
-        .into_iter()
-        .filter(|(r, _)| r == "checkgroup")
-        .count();
-    assert_eq!(
-        kept,
-        2,
-        "the checks' leftovers: {}",
+    // A check touches its file as soon as it has forked its leftover,
+    // which may not have exec'd (with its route in its environment) yet.
+    let kept = || {
+        route_pids(h)
+            .into_iter()
+            .filter(|(r, _)| r == "checkgroup")
+            .count()
+    };
+    let ok = wait_until(EVENT_TIMEOUT, Duration::from_millis(20), || kept() == 2);
+    assert!(
+        ok,
+        "the checks' leftovers ({} of 2): {}",
+        kept(),
         describe(&survivors(&h.marker))
     );
 }
