@@ -107,10 +107,19 @@ fn mode_args(mode: &str, test: &str) -> Option<Vec<&'static str>> {
 
 /// The runner's guard process.
 fn guard_of(runner: i32) -> Option<i32> {
-    children_of(runner).into_iter().find(|&p| {
-        std::fs::read_to_string(format!("/proc/{p}/comm"))
-            .is_ok_and(|c| c.trim() == "flowrun-guard")
-    })
+    // The guard names itself first thing in its main; until the scheduler
+    // has run it that far (a while on a loaded machine: the runner may
+    // have started processes by then) its name is the executable's.
+    let find = || {
+        children_of(runner).into_iter().find(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "flowrun-guard")
+        })
+    };
+    wait_until(EVENT_TIMEOUT, Duration::from_millis(20), || {
+        find().is_some()
+    });
+    find()
 }
 
 /// After `killed_at`, wait up to 1 s for nothing marked to remain.
