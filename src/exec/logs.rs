@@ -193,6 +193,11 @@ impl LineSplitter {
         self.buf.is_empty() && !self.after_piece
     }
 
+    /// Nothing is buffered (no partial line to finish).
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// End of stream: emit a final partial line, if any.
     pub fn finish(&mut self, emit: &mut impl FnMut(&[u8])) {
         if !self.buf.is_empty() {
@@ -371,10 +376,17 @@ pub fn relay_to(
                     // Whatever still writes is not the process (it has exited
                     // and its group is empty): an escaped grandchild. Stop
                     // after a quiet period, or LINGER at most.
-                    let wait = QUIET.min(LINGER.saturating_sub(t.elapsed()));
-                    match Box::pin(tokio::time::timeout(wait, afd.readable())).await {
-                        Ok(r) => r,
-                        Err(_) => break,
+                    // Usually the end of file is already there (a group
+                    // ends with its pipes closed): no timer for it.
+                    let now = std::future::poll_fn(|cx| Poll::Ready(afd.poll_read_ready(cx)));
+                    if let Poll::Ready(r) = now.await {
+                        r
+                    } else {
+                        let wait = QUIET.min(LINGER.saturating_sub(t.elapsed()));
+                        match Box::pin(tokio::time::timeout(wait, afd.readable())).await {
+                            Ok(r) => r,
+                            Err(_) => break,
+                        }
                     }
                 }
             };
@@ -434,7 +446,9 @@ pub fn relay_to(
                 Err(_would_block) => {}
             }
         }
-        Box::pin(finish(split, cfg, ring)).await;
+        if !split.is_empty() || cfg.log_file.is_some() {
+            Box::pin(finish(split, cfg, ring)).await;
+        }
     }
 }
 
