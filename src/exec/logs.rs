@@ -47,37 +47,11 @@ pub const QUIET: Duration = Duration::from_millis(200);
 /// The longest a pipe is read after its process group is gone.
 pub const LINGER: Duration = Duration::from_secs(2);
 
-/// Finds newlines: with AVX2, through a searcher made once per read (the
-/// relay searches once per line, and lines are short: the generic
-/// `memchr::memchr` would pick its implementation and set it up per call).
-#[derive(Clone, Copy)]
-struct Newlines {
-    #[cfg(target_arch = "x86_64")]
-    avx2: Option<memchr::arch::x86_64::avx2::memchr::One>,
-}
-
-impl Newlines {
-    fn new() -> Newlines {
-        Newlines {
-            #[cfg(target_arch = "x86_64")]
-            avx2: memchr::arch::x86_64::avx2::memchr::One::new(b'\n'),
-        }
-    }
-
-    #[inline]
-    fn find(&self, haystack: &[u8]) -> Option<usize> {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(one) = &self.avx2 {
-            return one.find(haystack);
-        }
-        memchr::memchr(b'\n', haystack)
-    }
-}
-
 /// Calls `each` with the index of every newline in `data`, in order, until
-/// it returns `false`. A relay's lines are short: a search per line (as
-/// [`Newlines`] does) costs more than looking at 64 bytes at a time, as a
-/// mask of where their newlines are.
+/// it returns `false`. A relay's lines are short: a `memchr` call per line
+/// (which picks its implementation and sets it up per call) costs more
+/// than looking at 64 bytes at a time, as a mask of where their newlines
+/// are.
 #[inline]
 fn for_each_newline(data: &[u8], mut each: impl FnMut(usize) -> bool) {
     let mut base = 0;
@@ -114,6 +88,16 @@ fn for_each_newline(data: &[u8], mut each: impl FnMut(usize) -> bool) {
     }
 }
 
+/// The first newline in `data`.
+fn first_newline(data: &[u8]) -> Option<usize> {
+    let mut first = None;
+    for_each_newline(data, |i| {
+        first = Some(i);
+        false
+    });
+    first
+}
+
 /// Splits a byte stream into lines of at most `max` bytes (without `\n`).
 pub struct LineSplitter {
     buf: Vec<u8>,
@@ -146,8 +130,6 @@ impl LineSplitter {
     }
 
     fn feed<const NL: bool>(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
-        // Made per call, not kept: an idle relay carries no searcher.
-        let newlines = Newlines::new();
         while !data.is_empty() {
             if std::mem::take(&mut self.after_piece) && data[0] == b'\n' {
                 data = &data[1..];
@@ -155,7 +137,7 @@ impl LineSplitter {
             }
             let room = self.max - self.buf.len();
             let window = &data[..data.len().min(room)];
-            match newlines.find(window) {
+            match first_newline(window) {
                 Some(nl) => {
                     // With NL, up to and with the newline.
                     let end = nl + usize::from(NL);
@@ -542,7 +524,7 @@ fn lines_to_records(
         // straight from the read. The splitter gets the rest (a partial
         // last line, or a line it must cut into pieces).
         if !split.at_line_start() {
-            if let Some(nl) = memchr::memchr(b'\n', data) {
+            if let Some(nl) = first_newline(data) {
                 split.push_terminated(&data[..=nl], &mut |r| out.record(r));
                 at = nl + 1;
             }
