@@ -227,7 +227,7 @@ pub enum Liveness {
 pub fn liveness(path: &Path) -> Liveness {
     let file = match OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
     {
         Ok(f) => f,
@@ -246,10 +246,12 @@ pub fn liveness(path: &Path) -> Liveness {
 /// a runner taking the lock at the same time: the files are removed while
 /// holding the lock on the file at the path, as [`Lock::release`] does,
 /// and [`Lock::acquire`] only trusts a lock on the file at the path.
+/// Only a regular file is removed, and opening never blocks (a FIFO by
+/// that name would).
 pub fn remove_if_stale(path: &Path) {
     let Ok(file) = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
     else {
         return;
@@ -417,6 +419,12 @@ mod tests {
         }
         assert!(live.lock.exists() && live.socket.exists());
         assert!(!dead.lock.exists() && !dead.socket.exists());
+        // Something else by a lock's name is neither waited on nor removed.
+        let fifo = d.join("f.lock");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        remove_if_stale(&fifo);
+        assert!(!is_alive(&fifo));
+        assert!(fifo.exists());
         // A held lock is never removed, and a stale one can be taken again.
         assert!(is_alive(&live.lock));
         held.release();
