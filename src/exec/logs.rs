@@ -596,9 +596,8 @@ impl Records<'_, '_, '_> {
     fn whole_lines(&mut self, mut at: usize, max: usize) -> usize {
         let (data, prefix) = (self.data, self.prefix);
         let ring = self.ring.is_some();
-        if ring && at != self.run.end {
-            self.flush_run();
-            self.run = at..at;
+        if ring {
+            self.run_from(at);
         }
         let (batch, ends, run_start) = (&mut self.batch, &mut self.ends, self.run.start);
         let from = at;
@@ -624,12 +623,18 @@ impl Records<'_, '_, '_> {
     /// Add the line at `start..end` of `data` to the current run (a new
     /// one if it does not follow it).
     fn extend_run(&mut self, start: usize, end: usize) {
+        self.run_from(start);
+        self.run.end = end;
+        self.ends.push(end - self.run.start);
+    }
+
+    /// Lines from `start` on continue the current run, or begin a new one
+    /// (the current one handed to the ring first).
+    fn run_from(&mut self, start: usize) {
         if start != self.run.end {
             self.flush_run();
             self.run = start..start;
         }
-        self.run.end = end;
-        self.ends.push(end - self.run.start);
     }
 
     /// Hand the current run to the ring.
