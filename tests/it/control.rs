@@ -582,8 +582,12 @@ fn a_slow_follower_is_told_what_it_missed_and_a_fast_one_loses_nothing() {
     let took = t.elapsed();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(slow.pid, libc::SIGCONT) };
-    // Shut the server down: both streams end.
-    std::thread::sleep(Duration::from_millis(300));
+    // Once the resumed reader has caught up to where the ring lost lines
+    // for it (a fixed pause was too short on a loaded machine), shut the
+    // server down: both streams end.
+    wait_until(WAIT, Duration::from_millis(10), || {
+        slow.stdout_text().contains("flowrun | api.0 missed ")
+    });
     core.stop();
     assert_eq!(reader.join().unwrap(), LINES as u64);
     assert_eq!(
