@@ -157,14 +157,27 @@ pub fn remaining_children(except: &[i32]) -> Vec<i32> {
 }
 
 fn children_from_tasks() -> Option<Vec<i32>> {
+    let leader = std::process::id().to_string();
+    let list = |tid: &str| std::fs::read_to_string(format!("/proc/self/task/{tid}/children"));
     let mut out = Vec::new();
+    let mut add =
+        |l: String| out.extend(l.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    // A thread that ends hands its children to the first live thread of
+    // the process, the leader (kernel/exit.c, find_alive_thread): so the
+    // other threads' lists are read first, a thread gone meanwhile is
+    // skipped, and the leader's list, read last, holds whatever moved.
     for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let list = std::fs::read_to_string(task.path().join("children")).ok()?;
-        out.extend(
-            list.split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok()),
-        );
+        let tid = task.file_name();
+        let tid = tid.to_str().unwrap_or_default();
+        if tid != leader {
+            if let Ok(l) = list(tid) {
+                add(l);
+            }
+        }
     }
+    // Only the leader's list failing means there are no lists (no
+    // CONFIG_PROC_CHILDREN).
+    add(list(&leader).ok()?);
     Some(out)
 }
 
@@ -219,6 +232,36 @@ mod children_tests {
             assert!(from_scan.contains(pid), "{pid} missing from the scan");
         }
         let found = remaining_children(&pids[..1]);
+        // Threads that end while the lists are read: the children are
+        // still all found, from the lists, never from the full scan.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = std::thread::spawn(|| ()).join();
+                }
+            })
+        };
+        for _ in 0..300 {
+            let listed = children_from_tasks().expect("read from the task lists");
+            assert!(pids.iter().all(|p| listed.contains(p)));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().expect("churn thread");
+        // The child of a thread that has ended is the leader's now.
+        let mut orphaned = std::thread::spawn(|| {
+            std::process::Command::new("sleep")
+                .arg("5")
+                .spawn()
+                .expect("spawn sleep")
+        })
+        .join()
+        .expect("spawning thread");
+        let listed = children_from_tasks().expect("read from the task lists");
+        assert!(listed.contains(&(orphaned.id() as i32)));
+        let _ = orphaned.kill();
+        let _ = orphaned.wait();
         assert!(!found.contains(&pids[0]) && found.contains(&pids[1]));
         for k in &mut kids {
             let _ = k.kill();
