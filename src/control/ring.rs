@@ -538,6 +538,9 @@ pub enum LogItem {
 pub struct LogCursor {
     select: Select,
     positions: BTreeMap<ProcKey, u64>,
+    /// Where each ring ended when the reading began, for a reading that
+    /// ends there ([`LogStore::cursor_to_now`]); `None`: a follower's.
+    until: Option<BTreeMap<ProcKey, u64>>,
 }
 
 /// One process's ring, shared between the store's map and the relay that
@@ -643,7 +646,35 @@ impl LogStore {
                 (k.clone(), c)
             })
             .collect();
-        LogCursor { select, positions }
+        LogCursor {
+            select,
+            positions,
+            until: None,
+        }
+    }
+
+    /// [`LogStore::cursor`], ending at the lines the rings hold now: a
+    /// reading without `-f` is the history at the request, not also what
+    /// the relays (on their own thread) push while it is sent.
+    pub fn cursor_to_now(
+        &self,
+        select: Select,
+        tail: Option<u64>,
+        since: Option<f64>,
+    ) -> LogCursor {
+        let rings = self.lock();
+        let mut positions = BTreeMap::new();
+        let mut until = BTreeMap::new();
+        for (k, r) in rings.iter().filter(|(k, _)| select.matches(k)) {
+            let r = lock_ring(r);
+            positions.insert(k.clone(), r.cursor_for(tail, since));
+            until.insert(k.clone(), r.end());
+        }
+        LogCursor {
+            select,
+            positions,
+            until: Some(until),
+        }
     }
 
     /// Up to `max` items from the cursor on, advancing it: each process's
@@ -652,7 +683,10 @@ impl LogStore {
     pub fn read(&self, cursor: &mut LogCursor, max: usize) -> Vec<LogItem> {
         let rings = self.lock();
         for k in rings.keys() {
-            if cursor.select.matches(k) && !cursor.positions.contains_key(k) {
+            if cursor.until.is_none()
+                && cursor.select.matches(k)
+                && !cursor.positions.contains_key(k)
+            {
                 // New since the cursor was made: every line it ever had
                 // came after, so lines already evicted are a gap.
                 cursor.positions.insert(k.clone(), 0);
@@ -664,7 +698,15 @@ impl LogStore {
                 break;
             }
             let Some(ring) = rings.get(k) else { continue };
-            let r = lock_ring(ring).read(*pos, max - out.len());
+            let until = cursor.until.as_ref().and_then(|u| u.get(k)).copied();
+            if until.is_some_and(|u| *pos >= u) {
+                continue;
+            }
+            let mut r = lock_ring(ring).read(*pos, max - out.len());
+            if let Some(u) = until {
+                r.items.retain(|(seq, _)| *seq < u);
+                r.next = r.next.min(u);
+            }
             if r.missed > 0 {
                 out.push(LogItem::Missed {
                     process: k.clone(),
@@ -878,6 +920,20 @@ mod tests {
         assert_eq!(r.cursor_for(None, |&x| x >= 5), 5);
         assert_eq!(r.cursor_for(Some(3), |&x| x >= 8), 8);
         assert_eq!(r.cursor_for(Some(0), |_| true), 10);
+    }
+
+    #[test]
+    fn a_reading_to_now_ends_at_the_lines_held_when_it_began() {
+        let s = LogStore::new(DEFAULT_RING_BYTES);
+        s.push(&key("api", 0), ["a1", "a2", "a3"]);
+        let mut c = s.cursor_to_now(Select::All, Some(2), None);
+        // Written while the reading is under way: not part of it.
+        s.push(&key("api", 0), ["a4"]);
+        s.push(&key("api", 1), ["new process"]);
+        assert_eq!(texts(&s.read(&mut c, 1)), ["api.0 a2"]);
+        s.push(&key("api", 0), ["a5"]);
+        assert_eq!(texts(&s.read(&mut c, 100)), ["api.0 a3"]);
+        assert!(s.read(&mut c, 100).is_empty());
     }
 
     #[test]

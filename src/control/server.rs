@@ -694,7 +694,11 @@ async fn stream_logs<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
         Select::Some { groups, processes }
     };
     let mut rx = store.subscribe();
-    let mut cursor = store.cursor(select, tail, since);
+    let mut cursor = if follow {
+        store.cursor(select, tail, since)
+    } else {
+        store.cursor_to_now(select, tail, since)
+    };
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut last = false;
     loop {

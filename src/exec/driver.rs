@@ -85,6 +85,8 @@ pub struct Ctx {
     pub cgroup: Option<super::cgroup::RunCgroup>,
     /// The control plane's output rings (`flowrun logs`), when it runs.
     pub logs: Option<std::sync::Arc<crate::control::ring::LogStore>>,
+    /// The output readers' thread.
+    pub relays: logs::Relays,
 }
 
 /// Catch signal `n`: every delivery becomes a [`Msg::Signal`] stamped
@@ -310,7 +312,6 @@ pub struct Driver {
     /// Threads that start services beside this one (made at the first
     /// burst of more than one start).
     lanes: Option<spawn::Lanes>,
-    readers: Vec<JoinHandle<()>>,
     poll_armed: bool,
     code: Option<i32>,
     /// CPU time of the incarnation just released, for its `stopped` event.
@@ -394,7 +395,6 @@ impl Driver {
             spawns: VecDeque::new(),
             seen: None,
             lanes: None,
-            readers: Vec::new(),
             poll_armed: false,
             code: None,
             cpu_ms: None,
@@ -406,12 +406,9 @@ impl Driver {
     }
 
     /// Run until the core is done (every process group is gone); returns
-    /// the exit status, the context, the output readers still flushing and
+    /// the exit status, the context (its relays may still be flushing) and
     /// the signal rules for the rest of `up`.
-    pub async fn run(
-        mut self,
-        rx: &mut mpsc::UnboundedReceiver<Msg>,
-    ) -> (i32, Ctx, Vec<JoinHandle<()>>, Late) {
+    pub async fn run(mut self, rx: &mut mpsc::UnboundedReceiver<Msg>) -> (i32, Ctx, Late) {
         let fx = self.core.start(Instant::now());
         self.apply_all(fx);
         self.flush();
@@ -441,18 +438,18 @@ impl Driver {
         self.flush();
         let late = self.core.late(Instant::now());
         let code = self.code.unwrap_or(0);
-        let Driver {
-            core, ctx, readers, ..
-        } = self;
+        let Driver { core, ctx, .. } = self;
         // The core's per-process state is not freed piece by piece at the
         // end of a stop: `up` is the last thing the process does, and its
         // exit returns the memory at once.
         std::mem::forget(core);
-        (code, ctx, readers, late)
+        (code, ctx, late)
     }
 
-    /// End of a step: hand the batched events and guard removals on.
+    /// End of a step: hand the batched events, guard removals and new
+    /// output readers on.
     fn flush(&mut self) {
+        self.ctx.relays.hand_over();
         self.ctx.events.flush();
         if let Some(guard) = &mut self.ctx.guard {
             guard.flush();
@@ -1110,11 +1107,6 @@ impl Driver {
                 log_ready,
                 log_file: super::logfile::sink(&self.ctx.opts.base_dir, spec.log.as_ref()),
             };
-            // Forget finished relays now and then, not at every spawn (a
-            // burst of N spawns would scan N²/2 handles).
-            if self.readers.len() >= 2 * self.live.len() + 16 {
-                self.readers.retain(|h| !h.is_finished());
-            }
             let sink = self.ctx.logs.as_ref().map(|store| {
                 let process = crate::control::ring::ProcKey {
                     group: def.name.node.clone(),
@@ -1126,8 +1118,7 @@ impl Driver {
                     process,
                 }
             });
-            self.readers
-                .push(tokio::spawn(logs::relay_to(fd, cfg, sink)));
+            self.ctx.relays.add(logs::Job { fd, cfg, sink });
         }
 
         // Ready check (the core times it: a pause stops its clock).

@@ -1,5 +1,5 @@
-//! Output relay: one reader task per child pipe, one writer thread that
-//! owns stdout.
+//! Output relay: one reader task per child pipe (all on the relays' own
+//! thread, [`Relays`]), one writer thread that owns stdout.
 //!
 //! A reader splits the child's bytes into whole lines (a line longer than
 //! [`MAX_LINE`] is cut into pieces, a final partial line is completed with a
@@ -646,6 +646,194 @@ impl Records<'_, '_, '_> {
     }
 }
 
+/// A pipe to relay: what [`relay_to`] takes.
+pub struct Job {
+    pub fd: OwnedFd,
+    pub cfg: ReaderCfg,
+    pub sink: Option<LogSink>,
+}
+
+/// The relays' thread. Every reader task runs on a current-thread runtime
+/// of its own, beside the supervisor's: the pipes are read, and at a stop
+/// their ends are handled (an end of file, an `epoll_ctl` and a `close`
+/// each, about as much work as the supervisor's reaps and events for the
+/// same processes), while the supervisor's thread reaps. Readers are
+/// handed over in one batch per driver step ([`Relays::hand_over`]): one
+/// wake of this thread per step, not per process. Where the thread cannot
+/// be started (descriptors or threads at their limit: it needs an epoll
+/// instance and an eventfd), the readers run as tasks of the supervisor's
+/// own runtime instead.
+pub struct Relays {
+    pending: Vec<Job>,
+    way: Way,
+}
+
+enum Way {
+    Thread {
+        jobs: mpsc::UnboundedSender<Vec<Job>>,
+        ending: Ending,
+    },
+    /// On the supervisor's runtime; finished tasks are forgotten when the
+    /// list reaches `forget_at` (not at every spawn: a burst of N spawns
+    /// would scan N²/2 handles).
+    Here {
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+        forget_at: usize,
+    },
+}
+
+/// The end of [`Relays`]: it completes ([`Ending::ended`]) once every
+/// reader has ended; dropped, it drops the readers still running.
+pub struct Ending(EndWay);
+
+enum EndWay {
+    Thread {
+        /// Sent once no reader is left (after the last hand-over).
+        ended: Option<oneshot::Receiver<()>>,
+        /// Dropped: the thread drops the readers left and ends.
+        stop: Option<oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+    Here(Vec<tokio::task::JoinHandle<()>>),
+}
+
+impl Relays {
+    pub fn start() -> Relays {
+        let way = match Relays::thread() {
+            Ok((jobs, ending)) => Way::Thread { jobs, ending },
+            Err(_) => Way::Here {
+                tasks: Vec::new(),
+                forget_at: 64,
+            },
+        };
+        Relays {
+            pending: Vec::new(),
+            way,
+        }
+    }
+
+    fn thread() -> std::io::Result<(mpsc::UnboundedSender<Vec<Job>>, Ending)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (jobs, mut rx) = mpsc::unbounded_channel::<Vec<Job>>();
+        let (ended_tx, ended) = oneshot::channel();
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("flowrun-relay".into())
+            .stack_size(512 * 1024)
+            .spawn(move || {
+                rt.block_on(async move {
+                    // Each reader holds a sender: the channel closes when
+                    // the last one has ended.
+                    let (alive, mut all_ended) = mpsc::channel::<()>(1);
+                    let taking = async {
+                        while let Some(batch) = rx.recv().await {
+                            for job in batch {
+                                let alive = alive.clone();
+                                tokio::spawn(async move {
+                                    relay_to(job.fd, job.cfg, job.sink).await;
+                                    drop(alive);
+                                });
+                            }
+                        }
+                        drop(alive);
+                        let _ = all_ended.recv().await;
+                        let _ = ended_tx.send(());
+                        std::future::pending::<()>().await;
+                    };
+                    tokio::select! {
+                        _ = &mut stopped => {}
+                        _ = taking => {}
+                    }
+                });
+                // Dropping the runtime drops the readers left (closing
+                // their pipes).
+                drop(rt);
+            })?;
+        let ending = Ending(EndWay::Thread {
+            ended: Some(ended),
+            stop: Some(stop),
+            thread: Some(thread),
+        });
+        Ok((jobs, ending))
+    }
+
+    /// Relay `job`: from the next hand-over on, or at once on the
+    /// supervisor's runtime (which this must then be called on).
+    pub fn add(&mut self, job: Job) {
+        match &mut self.way {
+            Way::Thread { .. } => self.pending.push(job),
+            Way::Here { tasks, forget_at } => {
+                if tasks.len() >= *forget_at {
+                    tasks.retain(|t| !t.is_finished());
+                    *forget_at = (2 * tasks.len()).max(64);
+                }
+                tasks.push(tokio::spawn(relay_to(job.fd, job.cfg, job.sink)));
+            }
+        }
+    }
+
+    /// Hand the readers added since the last call to the thread.
+    pub fn hand_over(&mut self) {
+        if let Way::Thread { jobs, .. } = &self.way {
+            if !self.pending.is_empty() {
+                // A thread that is gone drops the batch: its pipes close.
+                let _ = jobs.send(std::mem::take(&mut self.pending));
+            }
+        }
+    }
+
+    /// No more readers: hand over the last ones; the [`Ending`] completes
+    /// once every reader has ended.
+    pub fn close(mut self) -> Ending {
+        self.hand_over();
+        match self.way {
+            Way::Thread { ending, .. } => ending,
+            Way::Here { tasks, .. } => Ending(EndWay::Here(tasks)),
+        }
+    }
+}
+
+impl Ending {
+    /// Completes when every reader has ended (at once if the relays'
+    /// thread is gone).
+    pub async fn ended(&mut self) {
+        match &mut self.0 {
+            EndWay::Thread { ended, .. } => {
+                if let Some(rx) = ended.as_mut() {
+                    let _ = rx.await;
+                    *ended = None;
+                }
+            }
+            EndWay::Here(tasks) => {
+                for t in tasks.iter_mut() {
+                    let _ = t.await;
+                }
+                tasks.clear();
+            }
+        }
+    }
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        match &mut self.0 {
+            EndWay::Thread { stop, thread, .. } => {
+                stop.take();
+                if let Some(t) = thread.take() {
+                    let _ = t.join();
+                }
+            }
+            EndWay::Here(tasks) => {
+                for t in tasks.iter() {
+                    t.abort();
+                }
+            }
+        }
+    }
+}
+
 /// The longest the relayed output may take to reach stdout once every
 /// process group is gone (docs/events.md, "Ending"): a stdout nobody reads
 /// must not keep the runner alive.
@@ -940,6 +1128,89 @@ mod tests {
             assert!(s.buf.capacity() <= 2048);
         }
         assert_eq!(n, 4000);
+    }
+
+    /// Relays on their own thread, and on the caller's runtime where the
+    /// thread cannot be started: each relays every pipe to its end, and
+    /// its ending completes once they are all read.
+    #[test]
+    fn relays_on_their_thread_or_on_the_runtime_read_every_pipe_to_its_end() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for on_thread in [true, false] {
+            let mut relays = if on_thread {
+                Relays::start()
+            } else {
+                Relays {
+                    pending: Vec::new(),
+                    way: Way::Here {
+                        tasks: Vec::new(),
+                        forget_at: 1,
+                    },
+                }
+            };
+            assert_eq!(matches!(relays.way, Way::Thread { .. }), on_thread);
+            let out = rt.block_on(async {
+                let (tx, mut rx) = mpsc::channel(64);
+                let mut writers = Vec::new();
+                let mut groups = Vec::new();
+                for i in 0..3 {
+                    let (r, w) = nix::unistd::pipe().unwrap();
+                    let mut w = std::fs::File::from(w);
+                    w.write_all(format!("first {i}\n").as_bytes()).unwrap();
+                    writers.push(w);
+                    let (done_tx, done) = oneshot::channel();
+                    groups.push(done_tx);
+                    relays.add(Job {
+                        fd: r,
+                        cfg: ReaderCfg {
+                            prefix: prefix(&format!("w.{i}"), 0, false),
+                            timestamps: false,
+                            out: tx.clone(),
+                            done,
+                            log_ready: None,
+                            log_file: None,
+                        },
+                        sink: None,
+                    });
+                }
+                relays.hand_over();
+                let mut ending = relays.close();
+                // Written after the hand-over, then the ends of file.
+                for (i, mut w) in writers.into_iter().enumerate() {
+                    w.write_all(format!("last {i}\n").as_bytes()).unwrap();
+                }
+                tokio::time::timeout(Duration::from_secs(10), ending.ended())
+                    .await
+                    .expect("every relay ended at its end of file");
+                drop(groups);
+                let mut out = Vec::new();
+                while let Ok(b) = rx.try_recv() {
+                    out.extend(b);
+                }
+                out
+            });
+            let mut lines: Vec<_> = String::from_utf8(out)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            lines.sort();
+            assert_eq!(
+                lines,
+                [
+                    "w.0 | first 0",
+                    "w.0 | last 0",
+                    "w.1 | first 1",
+                    "w.1 | last 1",
+                    "w.2 | first 2",
+                    "w.2 | last 2"
+                ],
+                "on their thread: {on_thread}"
+            );
+        }
     }
 
     #[test]

@@ -392,6 +392,7 @@ async fn run(
         record,
         leftovers,
     } = setup;
+    let relays = logs::Relays::start();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     // Before any handler replaces SIGHUP's disposition: is a hangup a
     // terminal closing (see `core::signals::hangup_drains`)?
@@ -497,6 +498,7 @@ async fn run(
         waiters,
         cgroup: run_cgroup,
         logs: logs_ring,
+        relays,
     };
     let names: Vec<String> = plan
         .topology
@@ -505,7 +507,7 @@ async fn run(
         .map(|g| g.name.node.clone())
         .collect();
     let driver = driver::Driver::new(plan, ctx, tx, caught, hangup_drains);
-    let (code, ctx, readers, mut late) = driver.run(&mut rx).await;
+    let (code, ctx, mut late) = driver.run(&mut rx).await;
     // Nothing of the topology may outlive `up`. With a cgroup: kill the
     // run's cgroup until it is empty (reaping adopted orphans meanwhile).
     // Then, and without one: our remaining children (adopted orphans that
@@ -568,19 +570,17 @@ async fn run(
         out,
         guard,
         events: sup_events,
+        relays,
         ..
     } = ctx;
     drop(sup_events);
     drop(out);
     let deadline = tokio::time::Instant::now() + logs::FLUSH_LIMIT;
-    let aborts: Vec<_> = readers.iter().map(|r| r.abort_handle()).collect();
-    let flushed = async move {
-        for r in readers {
-            let _ = r.await;
-        }
+    let mut relays = relays.close();
+    let mut flushed = Box::pin(async move {
+        relays.ended().await;
         let _ = writer.done.await;
-    };
-    tokio::pin!(flushed);
+    });
     let mut code = code;
     loop {
         tokio::select! {
@@ -609,9 +609,9 @@ async fn run(
             }
         }
     }
-    for a in aborts {
-        a.abort();
-    }
+    // Readers still relaying (past the limit, or cut short by an
+    // escalation) are dropped here, and the relays' thread ends.
+    drop(flushed);
     if let Some(r) = reaper {
         r.abort();
     }
