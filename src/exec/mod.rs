@@ -392,7 +392,6 @@ async fn run(
         record,
         leftovers,
     } = setup;
-    let relays = logs::Relays::start();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     // Before any handler replaces SIGHUP's disposition: is a hangup a
     // terminal closing (see `core::signals::hangup_drains`)?
@@ -432,6 +431,7 @@ async fn run(
             None
         }
     };
+    let relays = logs::Relays::start();
     let (events, events_thread) = events::EventSink::start(opts.log_format, start);
     for (pid, command) in leftovers {
         events.emit(events::Event::Leftover { pid, command });
