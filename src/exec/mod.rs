@@ -328,13 +328,10 @@ pub fn up(plan: Plan, opts: UpOptions) -> i32 {
             return 1;
         }
     };
-    let (code, guard, record) = rt.block_on(run(plan, opts, guard, setup, nofile, start, claimed));
+    let (code, guard) = rt.block_on(run(plan, opts, guard, setup, nofile, start, claimed));
     drop(rt);
     if let Some(g) = guard {
         g.finish();
-    }
-    if let Some(r) = record {
-        r.remove();
     }
     code
 }
@@ -386,7 +383,7 @@ async fn run(
     nofile: libc::rlimit,
     start: Instant,
     claimed: Option<crate::control::server::Claimed>,
-) -> (i32, Option<guard::Guard>, Option<runrecord::RunRecord>) {
+) -> (i32, Option<guard::Guard>) {
     let Setup {
         cgroup: run_cgroup,
         record,
@@ -551,6 +548,11 @@ async fn run(
     if let Some(c) = &mut ctx.cgroup {
         let _ = c.remove();
     }
+    // Nothing is left for a later `up` to find either: the record goes
+    // now, while the relays may still be flushing, not after them.
+    if let Some(r) = record {
+        r.remove();
+    }
     let cpu_ms = cpu.map(|per_slot| {
         // Slots of one group (a reload adds one) add up under its name.
         let mut by_name: Vec<(String, u64)> = Vec::new();
@@ -632,5 +634,5 @@ async fn run(
     drop(events);
     // The closing events: a stderr nobody reads gets a short grace.
     events_thread.finish_within(EVENTS_GRACE);
-    (code, guard, record)
+    (code, guard)
 }
