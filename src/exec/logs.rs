@@ -690,9 +690,9 @@ enum EndWay {
     Thread {
         /// Sent once no reader is left (after the last hand-over).
         ended: Option<oneshot::Receiver<()>>,
-        /// Dropped: the thread drops the readers left and ends.
-        stop: Option<oneshot::Sender<()>>,
-        thread: Option<std::thread::JoinHandle<()>>,
+        /// Dropped: the thread drops the readers left and ends (it is not
+        /// waited for: a reader stuck in a write must not hold `up`).
+        _stop: oneshot::Sender<()>,
     },
     Here(Vec<tokio::task::JoinHandle<()>>),
 }
@@ -719,7 +719,7 @@ impl Relays {
         let (jobs, mut rx) = mpsc::unbounded_channel::<Vec<Job>>();
         let (ended_tx, ended) = oneshot::channel();
         let (stop, mut stopped) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("flowrun-relay".into())
             .stack_size(512 * 1024)
             .spawn(move || {
@@ -753,8 +753,7 @@ impl Relays {
             })?;
         let ending = Ending(EndWay::Thread {
             ended: Some(ended),
-            stop: Some(stop),
-            thread: Some(thread),
+            _stop: stop,
         });
         Ok((jobs, ending))
     }
@@ -818,17 +817,10 @@ impl Ending {
 
 impl Drop for Ending {
     fn drop(&mut self) {
-        match &mut self.0 {
-            EndWay::Thread { stop, thread, .. } => {
-                stop.take();
-                if let Some(t) = thread.take() {
-                    let _ = t.join();
-                }
-            }
-            EndWay::Here(tasks) => {
-                for t in tasks.iter() {
-                    t.abort();
-                }
+        // (The thread's way: dropping the stop sender is enough.)
+        if let EndWay::Here(tasks) = &self.0 {
+            for t in tasks {
+                t.abort();
             }
         }
     }
