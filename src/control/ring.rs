@@ -637,20 +637,7 @@ impl LogStore {
     /// (all kept lines when `None`) that are not older than `since` seconds
     /// since the epoch.
     pub fn cursor(&self, select: Select, tail: Option<u64>, since: Option<f64>) -> LogCursor {
-        let rings = self.lock();
-        let positions = rings
-            .iter()
-            .filter(|(k, _)| select.matches(k))
-            .map(|(k, r)| {
-                let c = lock_ring(r).cursor_for(tail, since);
-                (k.clone(), c)
-            })
-            .collect();
-        LogCursor {
-            select,
-            positions,
-            until: None,
-        }
+        self.make_cursor(select, tail, since, false)
     }
 
     /// [`LogStore::cursor`], ending at the lines the rings hold now: a
@@ -662,18 +649,30 @@ impl LogStore {
         tail: Option<u64>,
         since: Option<f64>,
     ) -> LogCursor {
+        self.make_cursor(select, tail, since, true)
+    }
+
+    fn make_cursor(
+        &self,
+        select: Select,
+        tail: Option<u64>,
+        since: Option<f64>,
+        to_now: bool,
+    ) -> LogCursor {
         let rings = self.lock();
         let mut positions = BTreeMap::new();
-        let mut until = BTreeMap::new();
+        let mut until = to_now.then(BTreeMap::new);
         for (k, r) in rings.iter().filter(|(k, _)| select.matches(k)) {
             let r = lock_ring(r);
             positions.insert(k.clone(), r.cursor_for(tail, since));
-            until.insert(k.clone(), r.end());
+            if let Some(u) = until.as_mut() {
+                u.insert(k.clone(), r.end());
+            }
         }
         LogCursor {
             select,
             positions,
-            until: Some(until),
+            until,
         }
     }
 
@@ -702,10 +701,17 @@ impl LogStore {
             if until.is_some_and(|u| *pos >= u) {
                 continue;
             }
-            let mut r = lock_ring(ring).read(*pos, max - out.len());
+            let want = match until {
+                Some(u) => (max - out.len()).min((u - *pos) as usize),
+                None => max - out.len(),
+            };
+            let mut r = lock_ring(ring).read(*pos, want);
             if let Some(u) = until {
+                // Lines evicted since: the read began after `pos`, maybe
+                // past `u`; only those before `u` were missed.
                 r.items.retain(|(seq, _)| *seq < u);
                 r.next = r.next.min(u);
+                r.missed = r.missed.min(u - *pos);
             }
             if r.missed > 0 {
                 out.push(LogItem::Missed {
@@ -934,6 +940,15 @@ mod tests {
         s.push(&key("api", 0), ["a5"]);
         assert_eq!(texts(&s.read(&mut c, 100)), ["api.0 a3"]);
         assert!(s.read(&mut c, 100).is_empty());
+        // Lines it had not read yet are evicted by newer ones meanwhile:
+        // it says what it missed and ends, without the newer lines.
+        let small = LogStore::new(4 * line_cost(2));
+        small.push(&key("api", 0), ["b1", "b2"]);
+        let mut c = small.cursor_to_now(Select::All, None, None);
+        let newer: Vec<String> = (0..20).map(|i| format!("n{i}")).collect();
+        small.push(&key("api", 0), newer.iter().map(String::as_str));
+        assert_eq!(texts(&small.read(&mut c, 100)), ["api.0 missed 2"]);
+        assert!(small.read(&mut c, 100).is_empty());
     }
 
     #[test]
