@@ -37,7 +37,7 @@ use super::UpOptions;
 use crate::ast::{Probe, ProcessGroupMode, StopTarget};
 use crate::model::Sig;
 use crate::plan::{Placeholders, Plan};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -313,6 +313,13 @@ pub struct Driver {
     /// burst of more than one start).
     lanes: Option<spawn::Lanes>,
     poll_armed: bool,
+    /// Messages due at a time (the core's timers, the group poll), in
+    /// order; the run loop sleeps until the first. One queue rather than a
+    /// sleeping task per timer: a stop arms a drain deadline per process.
+    timers: BTreeMap<(Instant, u64), Msg>,
+    /// Breaks ties between timers due at the same instant: armed first,
+    /// handled first.
+    timer_seq: u64,
     code: Option<i32>,
     /// CPU time of the incarnation just released, for its `stopped` event.
     cpu_ms: Option<u64>,
@@ -396,6 +403,8 @@ impl Driver {
             seen: None,
             lanes: None,
             poll_armed: false,
+            timers: BTreeMap::new(),
+            timer_seq: 0,
             code: None,
             cpu_ms: None,
             notify_seq: 0,
@@ -414,13 +423,28 @@ impl Driver {
         self.flush();
         while !self.core.done() {
             if self.spawns.is_empty() {
-                let Some(msg) = rx.recv().await else { break };
-                self.handle(msg);
+                // A message (`None`: every sender is gone), or the first
+                // timer is due (handled below).
+                let due = self.timers.first_key_value().map(|(&(at, _), _)| at);
+                let woke = match due {
+                    None => Some(rx.recv().await),
+                    Some(at) => tokio::select! {
+                        m = rx.recv() => Some(m),
+                        () = tokio::time::sleep_until(at.into()) => None,
+                    },
+                };
+                match woke {
+                    Some(None) => break,
+                    Some(Some(msg)) => self.handle(msg),
+                    None => {}
+                }
             }
-            // Handle what is already queued before spawning more.
+            // Handle what is already queued before spawning more, then
+            // the timers that are due.
             while let Ok(msg) = rx.try_recv() {
                 self.handle(msg);
             }
+            self.fire_due();
             if !self.spawns.is_empty() {
                 self.spawn_batch();
                 if !self.spawns.is_empty() {
@@ -668,16 +692,26 @@ impl Driver {
         }
     }
 
-    fn after(&self, d: Duration, msg: Msg) {
+    /// Handle `msg` once `d` has passed (from the run loop's timer queue).
+    fn after(&mut self, d: Duration, msg: Msg) {
         if d.is_zero() {
             let _ = self.tx.send(msg);
             return;
         }
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(d).await;
-            let _ = tx.send(msg);
-        });
+        self.timer_seq += 1;
+        self.timers
+            .insert((Instant::now() + d, self.timer_seq), msg);
+    }
+
+    /// Handle every timer that is due, in the order they are due.
+    fn fire_due(&mut self) {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > Instant::now() {
+                break;
+            }
+            let msg = entry.remove();
+            self.handle(msg);
+        }
     }
 
     // ----- effects ------------------------------------------------------------
