@@ -373,6 +373,13 @@ pub fn relay_to(
                 }
             };
             let Ok(mut guard) = ready else { break };
+            // Hung up with nothing left to read (a pipe's writers are all
+            // gone and it is empty): the end, without a read to learn it.
+            // At a stop that is a read saved per process.
+            let r = guard.ready();
+            if r.is_read_closed() && !r.is_readable() {
+                break;
+            }
             let res = guard.try_io(|inner| {
                 SCRATCH.with(|s| {
                     let mut s = s.borrow_mut();
