@@ -365,7 +365,16 @@ impl NotifyDir {
     pub fn create(tag: &str) -> std::io::Result<(NotifyDir, UnixDatagram)> {
         use std::os::unix::fs::DirBuilderExt;
         let dir = match RUN_DIR.get() {
-            Some(run) => run.join(format!("notify-{tag}")),
+            Some(run) => {
+                // The run's directory, made by its first socket, inside
+                // the runner's private one (runrecord.rs): nobody else
+                // can have made it.
+                match std::fs::DirBuilder::new().mode(0o700).create(run) {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
+                }
+                run.join(format!("notify-{tag}"))
+            }
             None => {
                 let nanos = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

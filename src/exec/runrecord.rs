@@ -30,7 +30,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The private directory for run records, created if needed: the control
@@ -95,7 +95,8 @@ pub fn command_of(pid: i32) -> String {
 /// This run's record.
 pub struct RunRecord {
     pub file: PathBuf,
-    /// Private directory for this run's notify sockets.
+    /// Private directory for this run's notify sockets, made by the first
+    /// one.
     pub run_dir: PathBuf,
 }
 
@@ -109,9 +110,12 @@ impl RunRecord {
     ) -> io::Result<(RunRecord, fs::File)> {
         let pid = std::process::id() as i32;
         let file = dir.join(format!("{key}.{pid}"));
+        // Made by the first notify socket (ready.rs), not here: a run
+        // without one has no directory to remove at its end (an `rmdir`
+        // on the record's file system costs about as much as the rest of
+        // the end). One a dead runner of the same pid left goes now.
         let run_dir = dir.join(format!("{key}.{pid}.d"));
         let _ = fs::remove_dir_all(&run_dir);
-        fs::DirBuilder::new().mode(0o700).create(&run_dir)?;
         let mut f = fs::OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -368,7 +372,10 @@ mod tests {
         assert_eq!(d.pids, HashSet::from([7]));
         // Our own live run is not a dead one.
         assert!(reap_dead_runs(&dir, "k").is_empty());
-        assert!(rec.file.exists() && rec.run_dir.is_dir());
+        // Its directory is made by the first notify socket.
+        assert!(rec.file.exists() && !rec.run_dir.exists());
+        fs::create_dir(&rec.run_dir).unwrap();
+        fs::write(rec.run_dir.join("notify"), b"").unwrap();
         rec.remove();
         assert!(!rec.file.exists() && !rec.run_dir.exists());
         let _ = fs::remove_dir_all(&dir);
