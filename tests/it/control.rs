@@ -527,12 +527,15 @@ fn a_slow_follower_is_told_what_it_missed_and_a_fast_one_loses_nothing() {
         index: 0,
     };
     // The slow reader: `flowrun logs -f`, stopped (SIGSTOP) while the
-    // lines are written.
+    // lines are written. Stopped once its stream runs (the first lines
+    // have reached it), not once it has connected: stopped before its
+    // request was read, it would follow from after the last line, and
+    // miss nothing.
     let mut slow = s.cli(&[], &["logs", "-f", "api.0"]);
-    assert!(wait_until(WAIT, Duration::from_millis(10), || core
-        .connections
-        .load(Ordering::SeqCst)
-        == 1));
+    push_lines(&core, &p, 0, 100);
+    assert!(wait_until(WAIT, Duration::from_millis(10), || slow
+        .stdout_text()
+        .contains("line 0000099")));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(slow.pid, libc::SIGSTOP) };
     // The fast reader: the library client on a thread, counting.
@@ -567,7 +570,7 @@ fn a_slow_follower_is_told_what_it_missed_and_a_fast_one_loses_nothing() {
     // The writer goes as fast as the fast reader reads, within the ring:
     // the stopped reader does not hold it back.
     let t = Instant::now();
-    let mut written = 0;
+    let mut written = 100;
     while written < LINES {
         while written - read.load(Ordering::SeqCst) > 200 {
             std::thread::sleep(Duration::from_micros(200));
