@@ -259,11 +259,35 @@ fn one_arena() {
     }
 }
 
+/// Let SIGCHLD through on this thread (`true`) or hold it (`false`).
+///
+/// SIGCHLD is held on every thread of the runner (they are made after
+/// [`up`] holds it on the supervisor's thread, and inherit that), and let
+/// through on the supervisor's thread only while it waits for work (the
+/// runtime's park hooks) or between the batches of a long start. A stop
+/// of N processes makes up to N of them: held, they coalesce into one
+/// pending signal, delivered when the supervisor's thread next waits,
+/// instead of interrupting it, or waking another thread to run the
+/// handler, once per exit. Children get an empty mask (spawn.rs).
+pub(crate) fn let_sigchld_through(through: bool) {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    let how = if through {
+        SigmaskHow::SIG_UNBLOCK
+    } else {
+        SigmaskHow::SIG_BLOCK
+    };
+    let _ = pthread_sigmask(how, Some(&set), None);
+}
+
 /// Run the plan until it finishes or is drained; returns the exit status.
 /// Must be called before any tokio runtime or thread exists.
 pub fn up(plan: Plan, opts: UpOptions) -> i32 {
     let start = Instant::now();
     one_arena();
+    // Before any thread exists, so that every one inherits it.
+    let_sigchld_through(false);
     // Before anything else is opened: the lowest free descriptors.
     spawn::reserve_low_fds();
     let nofile = raise_nofile();
@@ -316,7 +340,11 @@ pub fn up(plan: Plan, opts: UpOptions) -> i32 {
             if first_park.swap(false, std::sync::atomic::Ordering::Relaxed) {
                 trim_heap();
             }
+            // A pending SIGCHLD runs its handler now, on this thread, and
+            // the wait below sees it.
+            let_sigchld_through(true);
         })
+        .on_thread_unpark(|| let_sigchld_through(false))
         .build()
     {
         Ok(rt) => rt,

@@ -66,3 +66,69 @@ fn two_thousand_exits_and_two_hundred_orphan_makers() {
     assert_eq!(code, 0, "stderr:\n{stderr}");
     assert!(survivors(&h.marker).is_empty());
 }
+
+/// SIGCHLD is held on every thread of the runner but the supervisor's,
+/// which lets it through only while it waits for work: a stop's N exits
+/// then coalesce into one pending signal instead of N interruptions (or
+/// wake-ups of another thread to run the handler), and exits are still
+/// reaped while idle.
+#[test]
+fn sigchld_is_held_on_every_thread_but_the_waiting_supervisors() {
+    let h = Harness::new("sigchld-mask");
+    let file = h.topology(
+        "topology m {\n  group w {\n    run \"@PROBE@\"\n    processes 2\n  }\n  group once {\n    sh \"sleep 0.3\"\n    once\n  }\n}\n",
+    );
+    let mut up = h.up(&file, &[]);
+    up.wait_count_within("started", 3, Duration::from_secs(20));
+    let runner = up.pid;
+    // SIGCHLD is signal 17: bit 16 of the mask.
+    let chld = 1u64 << (libc::SIGCHLD - 1);
+    let threads = || -> Vec<(i32, String, u64)> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(format!("/proc/{runner}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let tid: i32 = e.file_name().to_string_lossy().parse().unwrap_or(0);
+            let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_default()
+            };
+            let blocked = u64::from_str_radix(&field("SigBlk:"), 16).unwrap_or(0);
+            out.push((tid, field("Name:"), blocked));
+        }
+        out
+    };
+    // The supervisor's thread waits (nothing to do): SIGCHLD goes through.
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            threads()
+                .iter()
+                .any(|(tid, _, blocked)| *tid == runner && blocked & chld == 0)
+        }),
+        "the idle supervisor holds SIGCHLD: {:?}",
+        threads()
+    );
+    let all = threads();
+    assert!(all.len() > 1, "{all:?}");
+    for (tid, name, blocked) in &all {
+        if *tid != runner {
+            assert!(
+                blocked & chld != 0,
+                "thread {name} ({tid}) lets SIGCHLD through: {all:?}"
+            );
+        }
+    }
+    // An exit while it waits is reaped and reported as before.
+    let exited = up.wait_for("exited");
+    assert_eq!(exited["group"], "once", "{exited}");
+    assert_eq!(exited["code"].as_i64(), Some(0), "{exited}");
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.exit_code(), 0, "stderr:\n{}", up.stderr_text());
+    assert!(survivors(&h.marker).is_empty());
+}
