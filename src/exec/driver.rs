@@ -453,10 +453,6 @@ impl Driver {
                     // (Twice: the first lets the drivers wake the signal
                     // and reaper tasks, the second lets those tasks run.)
                     self.flush();
-                    // SIGCHLD is held while this thread works: a pending
-                    // one is delivered here, for the drivers polled below.
-                    super::let_sigchld_through(true);
-                    super::let_sigchld_through(false);
                     tokio::task::yield_now().await;
                     tokio::task::yield_now().await;
                 }

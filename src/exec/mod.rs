@@ -263,8 +263,9 @@ fn one_arena() {
 ///
 /// SIGCHLD is held on every thread of the runner (they are made after
 /// [`up`] holds it on the supervisor's thread, and inherit that), and let
-/// through on the supervisor's thread only while it waits for work (the
-/// runtime's park hooks) or between the batches of a long start. A stop
+/// through on the supervisor's thread only inside the runtime's park
+/// hooks: while it waits for work, and when it polls its drivers between
+/// the batches of a long start (a yield parks with no timeout). A stop
 /// of N processes makes up to N of them: held, they coalesce into one
 /// pending signal, delivered when the supervisor's thread next waits,
 /// instead of interrupting it, or waking another thread to run the

@@ -132,3 +132,35 @@ fn sigchld_is_held_on_every_thread_but_the_waiting_supervisors() {
     assert_eq!(up.exit_code(), 0, "stderr:\n{}", up.stderr_text());
     assert!(survivors(&h.marker).is_empty());
 }
+
+/// With SIGCHLD held while the supervisor works, an exit during a long
+/// start is still reported before the start ends (the one process of
+/// 1,500 that exits at once, before the last one starts), and the run
+/// still stops: held through the waits too, SIGCHLD would never reach the
+/// runner and this `up` would not end.
+#[test]
+fn an_exit_during_a_long_start_is_reaped_before_the_start_ends() {
+    const N: usize = 1500;
+    let h = Harness::new("sigchld-burst");
+    let file = h.topology(&format!(
+        "topology b {{\n  shutdown within 30s\n  group w {{\n    sh \"[ {{index}} -eq 0 ] || exec sleep 600\"\n    processes {N}\n    restart never\n  }}\n}}\n"
+    ));
+    let mut up = h.up(&file, &[]);
+    up.wait_count_within("started", N, Duration::from_secs(120));
+    let exited = up.wait_for("exited");
+    assert_eq!(process(&exited), "w.0", "{exited}");
+    let events = up.events();
+    let at = |name: &str, who: &str| {
+        events
+            .iter()
+            .position(|e| e["event"] == name && process(e) == who)
+            .unwrap_or_else(|| panic!("no {name} for {who}"))
+    };
+    assert!(
+        at("exited", "w.0") < at("started", &format!("w.{}", N - 1)),
+        "w.0's exit was reported only after the whole start"
+    );
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.exit_code(), 0, "stderr:\n{}", up.stderr_text());
+    assert!(survivors(&h.marker).is_empty());
+}
