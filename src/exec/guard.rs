@@ -343,6 +343,9 @@ impl Guard {
 /// `flowrun __flowrun-guard CGROUP|-`: the guard's main. Returns the exit
 /// status.
 pub fn guard_main(cgroup: &str) -> i32 {
+    // The runner holds SIGCHLD on its threads (exec/mod.rs), and std's
+    // spawn passes that mask on: the guard starts with nothing held.
+    super::let_sigchld_through(true);
     // SAFETY: plain libc calls in a fresh single-threaded process.
     unsafe {
         for sig in [

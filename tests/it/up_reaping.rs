@@ -124,6 +124,24 @@ fn sigchld_is_held_on_every_thread_but_the_waiting_supervisors() {
             );
         }
     }
+    // The guard (a child of the runner started by std's spawn) holds
+    // nothing, as the processes of the topology do.
+    let children = std::fs::read_to_string(format!("/proc/{runner}/task/{runner}/children"))
+        .unwrap_or_default();
+    let guard: Vec<i32> = children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "flowrun-guard")
+        })
+        .collect();
+    assert_eq!(guard.len(), 1, "the guard among {children}");
+    assert_eq!(
+        status_field(guard[0], "SigBlk").as_deref(),
+        Some("0000000000000000"),
+        "SigBlk of the guard"
+    );
     // An exit while it waits is reaped and reported as before.
     let exited = up.wait_for("exited");
     assert_eq!(exited["group"], "once", "{exited}");
