@@ -584,10 +584,10 @@ fn up(args: UpArgs) -> i32 {
     }
     let mut built = plan::build(model, &scale);
     built.containment = args.containment.into();
+    let replan = crate::replan::for_file(args.file.clone(), compiled.source.text.clone(), scale);
     let opts = UpOptions {
         file: args.file,
         base_dir,
-        scale,
         log_format: match args.log_format {
             LogFormatArg::Human => LogFormat::Human,
             LogFormatArg::Json => LogFormat::Json,
@@ -600,7 +600,7 @@ fn up(args: UpArgs) -> i32 {
             ContainmentArg::ProcessGroup => Containment::ProcessGroup,
         },
     };
-    crate::exec::up(built, opts)
+    crate::exec::up(built, replan, opts)
 }
 
 /// A plan lists every process; refuse sizes that cannot fit in memory

@@ -21,6 +21,7 @@ pub mod parse;
 pub mod plan;
 pub mod pysrc;
 pub mod render;
+pub mod replan;
 pub mod resolve;
 pub mod rules;
 pub mod source;

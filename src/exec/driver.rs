@@ -109,88 +109,6 @@ pub fn catch(n: i32, tx: &mpsc::UnboundedSender<Msg>) {
     });
 }
 
-/// What reload and `flowrun scale` share: the topology file, the text
-/// the running plan was compiled from, the counts of `--scale`, and the
-/// live counts (`--scale`, then each `flowrun scale`). A reload applies
-/// the file with `--scale` again (docs/control.md).
-struct Source {
-    file: PathBuf,
-    text: Option<String>,
-    scale: crate::plan::Scale,
-    live: crate::plan::Scale,
-}
-
-/// Compile `text` (of `file`) with `scale` applied, lint the scaled
-/// topology, and plan it; or the errors, one line each.
-fn compile_scaled(
-    file: &std::path::Path,
-    text: String,
-    scale: &crate::plan::Scale,
-) -> Result<Plan, Vec<String>> {
-    use crate::diagnostic::Severity;
-    let src = crate::source::SourceFile::new(file.display().to_string(), text);
-    let compiled = crate::compile(src, None);
-    let errors = |diags: &[crate::diagnostic::Diagnostic]| -> Vec<String> {
-        diags
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .map(|d| crate::render::short_line(&compiled.source, d))
-            .collect()
-    };
-    let Some(model) = compiled.model.as_ref().filter(|_| !compiled.has_errors()) else {
-        return Err(errors(&compiled.diagnostics));
-    };
-    if !scale.is_empty() {
-        let found = errors(&crate::scaled_findings(&compiled.source, scale));
-        if !found.is_empty() {
-            return Err(found);
-        }
-    }
-    Ok(crate::plan::build(model, scale))
-}
-
-/// The core's reload (read, compile, lint with the live counts and plan
-/// the topology file again) and its `flowrun scale` (the running plan's
-/// text with new counts, linted the same way).
-fn reloader(file: PathBuf, scale: crate::plan::Scale) -> (core::Reload, core::Scale) {
-    let text = std::fs::read_to_string(&file).ok();
-    let live = scale.clone();
-    let shared = std::rc::Rc::new(std::cell::RefCell::new(Source {
-        file,
-        text,
-        scale,
-        live,
-    }));
-    let for_reload = shared.clone();
-    let reload: core::Reload = Box::new(move || {
-        let mut src = for_reload.borrow_mut();
-        let text = std::fs::read_to_string(&src.file)
-            .map_err(|e| vec![format!("{}: {e}", src.file.display())])?;
-        let plan = compile_scaled(&src.file, text.clone(), &src.scale)?;
-        src.text = Some(text);
-        src.live = src.scale.clone();
-        Ok(plan)
-    });
-    let scale: core::Scale = Box::new(move |current: &Plan, asked: &[(String, u32)]| {
-        let mut src = shared.borrow_mut();
-        let Some(text) = src.text.clone() else {
-            return Err(vec![format!(
-                "{}: cannot read the topology file",
-                src.file.display()
-            )]);
-        };
-        let mut counts = src.live.clone();
-        for (group, n) in asked {
-            counts.insert(group.clone(), *n);
-        }
-        let mut plan = compile_scaled(&src.file, text, &counts)?;
-        plan.containment = current.containment;
-        src.live = counts;
-        Ok(plan)
-    });
-    (reload, scale)
-}
-
 /// What a reaped leader's exec error pipe held: where it failed, errno.
 type ExecError = Option<(spawn::ExecStage, i32)>;
 
@@ -375,6 +293,7 @@ fn signal_target(
 impl Driver {
     pub fn new(
         plan: Plan,
+        replan: super::Replan,
         ctx: Ctx,
         tx: mpsc::UnboundedSender<Msg>,
         caught: Vec<i32>,
@@ -388,9 +307,8 @@ impl Driver {
                 "process-group"
             },
         };
-        let (reload, scale) = reloader(ctx.opts.file.clone(), ctx.opts.scale.clone());
-        let mut core = Core::new(plan, reload, env, Instant::now());
-        core.set_scale(scale);
+        let mut core = Core::new(plan, replan.reload, env, Instant::now());
+        core.set_scale(replan.scale);
         Driver {
             core,
             calls: super::serve::Calls::default(),

@@ -89,13 +89,21 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the running topology is planned again: `reload` (the file read
+/// anew) and `flowrun scale` (the running text with new counts). Handed
+/// to `up` by its caller, so the runner never compiles or renders a
+/// file itself (`crate::replan` builds the real one).
+pub struct Replan {
+    pub reload: core::Reload,
+    pub scale: core::Scale,
+}
+
 #[derive(Clone, Debug)]
 pub struct UpOptions {
     /// The topology file as given on the command line (for `reload`).
     pub file: PathBuf,
     /// The file's directory: `cwd` settings are relative to it.
     pub base_dir: PathBuf,
-    pub scale: crate::plan::Scale,
     pub log_format: LogFormat,
     /// Prefix relayed output lines with a timestamp.
     pub timestamps: bool,
@@ -284,7 +292,7 @@ pub(crate) fn let_sigchld_through(through: bool) {
 
 /// Run the plan until it finishes or is drained; returns the exit status.
 /// Must be called before any tokio runtime or thread exists.
-pub fn up(plan: Plan, opts: UpOptions) -> i32 {
+pub fn up(plan: Plan, replan: Replan, opts: UpOptions) -> i32 {
     let start = Instant::now();
     one_arena();
     // Before any thread exists, so that every one inherits it.
@@ -357,7 +365,9 @@ pub fn up(plan: Plan, opts: UpOptions) -> i32 {
             return 1;
         }
     };
-    let (code, guard) = rt.block_on(run(plan, opts, guard, setup, nofile, start, claimed));
+    let (code, guard) = rt.block_on(run(
+        plan, replan, opts, guard, setup, nofile, start, claimed,
+    ));
     drop(rt);
     if let Some(g) = guard {
         g.finish();
@@ -404,8 +414,10 @@ fn watch_cgroups(ino: std::os::fd::OwnedFd, tx: tokio::sync::mpsc::UnboundedSend
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     plan: Plan,
+    replan: Replan,
     opts: UpOptions,
     guard: Option<guard::Guard>,
     setup: Setup,
@@ -532,7 +544,7 @@ async fn run(
         .iter()
         .map(|g| g.name.node.clone())
         .collect();
-    let driver = driver::Driver::new(plan, ctx, tx, caught, hangup_drains);
+    let driver = driver::Driver::new(plan, replan, ctx, tx, caught, hangup_drains);
     let (code, ctx, mut late) = driver.run(&mut rx).await;
     // Nothing of the topology may outlive `up`. With a cgroup: kill the
     // run's cgroup until it is empty (reaping adopted orphans meanwhile).
