@@ -941,6 +941,8 @@ impl<'a> Resolver<'a> {
                     match &r.probe.node {
                         Probe::Http(url) => self.http_target(url, r.probe.span),
                         Probe::Tcp(addr) => self.tcp_target(addr, r.probe.span),
+                        Probe::Log(pattern) => self.log_target(pattern, r.probe.span),
+                        Probe::Exec(command) => self.exec_target(command, r.probe.span),
                         _ => {}
                     }
                 }
@@ -989,6 +991,47 @@ impl<'a> Resolver<'a> {
                 "no usable host",
                 "write a URL such as `http://127.0.0.1:{port}/healthz`".into(),
             ));
+        }
+    }
+
+    /// FR104 unless `pattern` compiles as a regular expression once its
+    /// placeholders are filled (each with a number: what they hold does
+    /// not change whether it compiles, only where they stand).
+    fn log_target(&mut self, pattern: &str, span: Span) {
+        let filled = fill_placeholders(pattern);
+        if let Err(e) = regex::Regex::new(&filled) {
+            let e = e.to_string();
+            let why = e
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim_start_matches("error: ")
+                .to_string();
+            self.push(
+                Diagnostic::new(
+                    "FR104",
+                    format!("the ready log pattern is not a valid regular expression: {why}"),
+                    Label::new(span, "does not compile"),
+                )
+                .with_help(
+                    "`ready when log` matches a regular expression: a backslash makes a special character match itself, and a .pf string writes the backslash as `\\\\`, so `\\\\(` matches `(`",
+                ),
+            );
+        }
+    }
+
+    /// FR104 unless `command` splits into words as a shell would (the
+    /// check runs them without a shell).
+    fn exec_target(&mut self, command: &str, span: Span) {
+        if shell_words::split(command).is_err() {
+            self.push(
+                Diagnostic::new(
+                    "FR104",
+                    "the ready exec command has a quote that is never closed",
+                    Label::new(span, "unclosed quote"),
+                )
+                .with_help("close the quote: the check splits its command into words as a shell would, and runs them without a shell"),
+            );
         }
     }
 
@@ -1240,6 +1283,21 @@ impl<'a> Resolver<'a> {
             }
         }
     }
+}
+
+/// `raw` with every known placeholder replaced by `0`.
+fn fill_placeholders(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut from = 0;
+    for (start, name) in find_placeholders(raw) {
+        if PLACEHOLDERS.contains(&name) {
+            out.push_str(&raw[from..start]);
+            out.push('0');
+            from = start + name.len() + 2;
+        }
+    }
+    out.push_str(&raw[from..]);
+    out
 }
 
 /// Byte offset and name of every `{NAME}` placeholder in `raw` (see the

@@ -36,7 +36,7 @@ use super::spawn::{self, Inherited};
 use super::UpOptions;
 use crate::ast::{Probe, ProcessGroupMode, StopTarget};
 use crate::model::Sig;
-use crate::plan::{Placeholders, Plan};
+use crate::plan::Plan;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -155,21 +155,6 @@ struct Live {
     asked: bool,
     /// It was sent SIGKILL (a deadline, an escalation, leftovers).
     killed: bool,
-}
-
-/// The placeholders of one process of a group of `processes`.
-fn placeholders<'a>(
-    def: &'a crate::model::Group,
-    spec: &crate::plan::ProcessSpec,
-    processes: u32,
-) -> Placeholders<'a> {
-    Placeholders {
-        group: &def.name.node,
-        index: spec.index,
-        processes,
-        coroutines: def.coroutines,
-        port: spec.port,
-    }
 }
 
 /// A start that did not happen: retried later when the system is short
@@ -910,14 +895,13 @@ impl Driver {
         let (def, spec) = (def.clone(), spec.clone());
         let s = p.0;
         let who = spec.id.clone();
-        let processes = self.core.group_len(s) as u32;
-        let expand = |text: &str| placeholders(&def, &spec, processes).expand(text);
         // A `log` regex that does not compile or an `exec` command that
-        // does not split into words would never pass: fail instead.
-        if let Some(rc) = &def.ready {
-            match &rc.probe {
+        // does not split into words would never pass: fail instead (lint
+        // refuses both, so only a plan built some other way gets here).
+        if let Some(probe) = &spec.ready {
+            match probe {
                 Probe::Log(re) => {
-                    if let Err(e) = regex::Regex::new(&expand(re)) {
+                    if let Err(e) = regex::Regex::new(re) {
                         let e = e.to_string();
                         let why = e.lines().last().unwrap_or("").trim_start_matches("error: ");
                         return Err(Outcome::Failed(format!(
@@ -925,7 +909,7 @@ impl Driver {
                         )));
                     }
                 }
-                Probe::Exec(c) => match shell_words::split(&expand(c)) {
+                Probe::Exec(c) => match shell_words::split(c) {
                     Ok(w) if !w.is_empty() => {}
                     Ok(_) => {
                         return Err(Outcome::Failed(format!("{who}: empty ready exec command")))
@@ -1020,8 +1004,6 @@ impl Driver {
         } = st;
         let s = p.0;
         let who = spec.id.clone();
-        let processes = self.core.group_len(s) as u32;
-        let expand = |text: &str| placeholders(&def, &spec, processes).expand(text);
         let own = def.process_group == ProcessGroupMode::Own;
         let spawned = match res {
             Ok(sp) => sp,
@@ -1041,8 +1023,8 @@ impl Driver {
 
         // Output relay.
         let mut log_ready = None;
-        if let Some(Probe::Log(re)) = def.ready.as_ref().map(|r| &r.probe) {
-            if let Ok(re) = regex::Regex::new(&expand(re)) {
+        if let Some(Probe::Log(re)) = &spec.ready {
+            if let Ok(re) = regex::Regex::new(re) {
                 let tx = self.tx.clone();
                 let fire: Box<dyn FnOnce() + Send> = Box::new(move || {
                     let _ = tx.send(Msg::Ready { p, gen });
@@ -1076,13 +1058,13 @@ impl Driver {
         // Ready check (the core times it: a pause stops its clock).
         let mut check = None;
         let mut notify_dir = None;
-        if let Some(rc) = &def.ready {
-            let probe = match &rc.probe {
-                Probe::Tcp(a) => Some(Check::Tcp(expand(a))),
-                Probe::Http(u) => Some(Check::Http(expand(u))),
-                Probe::File(f) => Some(Check::File(cwd.join(expand(f)))),
+        if let (Some(rc), Some(probe)) = (&def.ready, &spec.ready) {
+            let probe = match probe {
+                Probe::Tcp(a) => Some(Check::Tcp(a.clone())),
+                Probe::Http(u) => Some(Check::Http(u.clone())),
+                Probe::File(f) => Some(Check::File(cwd.join(f))),
                 Probe::Exec(c) => Some(Check::Exec {
-                    argv: shell_words::split(&expand(c)).unwrap_or_default(),
+                    argv: shell_words::split(c).unwrap_or_default(),
                     env: env.clone(),
                     cwd: cwd.clone(),
                     driver: self.tx.clone(),
