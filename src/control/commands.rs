@@ -174,7 +174,14 @@ fn split_file(args: &[String]) -> (Option<PathBuf>, &[String]) {
 
 fn targets(args: &[String]) -> Result<Vec<Target>, Fail> {
     args.iter()
-        .map(|a| Target::parse(a).map_err(usage))
+        .map(|a| {
+            if a.ends_with(".pf") {
+                return Err(usage(format!(
+                    "`{a}`: the topology file comes first, before everything else"
+                )));
+            }
+            Target::parse(a).map_err(usage)
+        })
         .collect()
 }
 
@@ -264,12 +271,11 @@ fn dispatch(cmd: ControlCommand) -> Result<i32, Fail> {
         }
         ControlCommand::Signal(a) => {
             let (file, rest) = split_file(&a.args);
-            let Some((sig, rest)) = rest.split_first() else {
+            let Some((sig, rest)) = rest.split_first().filter(|(_, rest)| !rest.is_empty()) else {
                 return Err(usage(
                     "expected SIG GROUP[.N]…, e.g. `flowrun signal HUP api`",
                 ));
             };
-            need(rest, "group or process")?;
             let request = Request::Signal {
                 signal: sig.clone(),
                 targets: targets(rest)?,

@@ -165,6 +165,30 @@ fn misuse_is_concise_and_exits_2() {
 }
 
 #[test]
+fn control_commands_name_a_misplaced_file_or_a_missing_signal() {
+    // Checked before any runner is looked for: one line, exit 2.
+    for (args, says) in [
+        (
+            &["signal", "HUP", "shop.pf", "web"][..],
+            "`shop.pf`: the topology file comes first",
+        ),
+        (
+            &["restart", "web", "shop.pf"][..],
+            "`shop.pf`: the topology file comes first",
+        ),
+        (&["signal", "shop.pf", "web"][..], "expected SIG GROUP[.N]"),
+        (&["signal", "web"][..], "expected SIG GROUP[.N]"),
+    ] {
+        let o = flowrun(args);
+        assert_eq!(code(&o), 2, "{args:?}");
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(stdout(&o), "", "{args:?}");
+    }
+}
+
+#[test]
 fn help_and_version_exit_0() {
     for sub in ["lint", "plan", "up", "explain", "rules"] {
         let o = flowrun(&[sub, "--help"]);
