@@ -999,25 +999,32 @@ impl<'a> Resolver<'a> {
     /// not change whether it compiles, only where they stand).
     fn log_target(&mut self, pattern: &str, span: Span) {
         let filled = fill_placeholders(pattern);
-        if let Err(e) = regex::Regex::new(&filled) {
-            let e = e.to_string();
-            let why = e
-                .lines()
-                .last()
-                .unwrap_or("")
-                .trim_start_matches("error: ")
-                .to_string();
-            self.push(
-                Diagnostic::new(
-                    "FR104",
-                    format!("the ready log pattern is not a valid regular expression: {why}"),
-                    Label::new(span, "does not compile"),
-                )
-                .with_help(
-                    "`ready when log` matches a regular expression: a backslash makes a special character match itself, and a .pf string writes the backslash as `\\\\`, so `\\\\(` matches `(`",
+        let (message, label, help) = match regex::Regex::new(&filled) {
+            Ok(_) => return,
+            Err(regex::Error::CompiledTooBig(limit)) => (
+                format!(
+                    "the ready log pattern is too large: compiled, it passes the {} MiB limit",
+                    limit >> 20
                 ),
-            );
-        }
+                "too large",
+                "use fewer or smaller repetition counts (`{N}`)",
+            ),
+            Err(e) => {
+                let e = e.to_string();
+                let why = e
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ")
+                    .to_string();
+                (
+                    format!("the ready log pattern is not a valid regular expression: {why}"),
+                    "does not compile",
+                    "`ready when log` matches a regular expression: a backslash makes a special character match itself, and a .pf string writes the backslash as `\\\\`, so `\\\\(` matches `(`",
+                )
+            }
+        };
+        self.push(Diagnostic::new("FR104", message, Label::new(span, label)).with_help(help));
     }
 
     /// FR104 unless `command` splits into words as a shell would (the
