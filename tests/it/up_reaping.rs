@@ -83,26 +83,21 @@ fn sigchld_is_held_on_every_thread_but_the_waiting_supervisors() {
     let runner = up.pid;
     // SIGCHLD is signal 17: bit 16 of the mask.
     let chld = 1u64 << (libc::SIGCHLD - 1);
+    // Each thread's name and held signals (`/proc/TID/status` is the
+    // thread's own).
     let threads = || -> Vec<(i32, String, u64)> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(format!("/proc/{runner}/task"))
+        std::fs::read_dir(format!("/proc/{runner}/task"))
             .into_iter()
             .flatten()
             .flatten()
-        {
-            let tid: i32 = e.file_name().to_string_lossy().parse().unwrap_or(0);
-            let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-            let field = |k: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(k))
-                    .map(|v| v.trim().to_string())
-                    .unwrap_or_default()
-            };
-            let blocked = u64::from_str_radix(&field("SigBlk:"), 16).unwrap_or(0);
-            out.push((tid, field("Name:"), blocked));
-        }
-        out
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+            .map(|tid| {
+                let blocked = status_field(tid, "SigBlk")
+                    .and_then(|b| u64::from_str_radix(&b, 16).ok())
+                    .unwrap_or(0);
+                (tid, status_field(tid, "Name").unwrap_or_default(), blocked)
+            })
+            .collect()
     };
     // The supervisor's thread waits (nothing to do): SIGCHLD goes through.
     assert!(
