@@ -593,7 +593,7 @@ impl<'a> Resolver<'a> {
                         });
                     }
                 }
-                SettingKind::Ready(r) => ready = Some(self.ready(r, setting.span)),
+                SettingKind::Ready(r) => ready = Some(self.ready(r, gname, setting.span)),
                 SettingKind::Restart(r) => restart = Some(self.restart(r, setting.span)),
                 SettingKind::Stop(l) => stop = Some(self.stop(l, setting.span)),
                 SettingKind::Env(vars) => env = self.env(vars),
@@ -904,7 +904,7 @@ impl<'a> Resolver<'a> {
         Spanned::new(Command::Run { argv }, text.span)
     }
 
-    fn ready(&mut self, r: &ast::ReadyCheck, span: Span) -> ReadyCheck {
+    fn ready(&mut self, r: &ast::ReadyCheck, group: &str, span: Span) -> ReadyCheck {
         let every = match &r.every {
             Some(e) if e.node.is_zero() => {
                 self.push(
@@ -941,7 +941,7 @@ impl<'a> Resolver<'a> {
                     match &r.probe.node {
                         Probe::Http(url) => self.http_target(url, r.probe.span),
                         Probe::Tcp(addr) => self.tcp_target(addr, r.probe.span),
-                        Probe::Log(pattern) => self.log_target(pattern, r.probe.span),
+                        Probe::Log(pattern) => self.log_target(pattern, group, r.probe.span),
                         Probe::Exec(command) => self.exec_target(command, r.probe.span),
                         _ => {}
                     }
@@ -995,10 +995,11 @@ impl<'a> Resolver<'a> {
     }
 
     /// FR104 unless `pattern` compiles as a regular expression once its
-    /// placeholders are filled (each with a number: what they hold does
-    /// not change whether it compiles, only where they stand).
-    fn log_target(&mut self, pattern: &str, span: Span) {
-        let filled = fill_placeholders(pattern);
+    /// placeholders are filled: `{group}` with the group's name, the
+    /// others with a number (which number does not change whether it
+    /// compiles).
+    fn log_target(&mut self, pattern: &str, group: &str, span: Span) {
+        let filled = fill_placeholders(pattern, group);
         let (message, label, help) = match regex::Regex::new(&filled) {
             Ok(_) => return,
             Err(regex::Error::CompiledTooBig(limit)) => (
@@ -1292,14 +1293,15 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// `raw` with every known placeholder replaced by `0`.
-fn fill_placeholders(raw: &str) -> String {
+/// `raw` with `{group}` replaced by `group` and every other known
+/// placeholder by `0`.
+fn fill_placeholders(raw: &str, group: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     let mut from = 0;
     for (start, name) in find_placeholders(raw) {
         if PLACEHOLDERS.contains(&name) {
             out.push_str(&raw[from..start]);
-            out.push('0');
+            out.push_str(if name == "group" { group } else { "0" });
             from = start + name.len() + 2;
         }
     }
