@@ -195,6 +195,10 @@ struct Staged {
     /// Held open until the start returned (the child is born inside).
     _cgroup: Option<std::os::fd::OwnedFd>,
     ready_cgroup: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    /// `ready when log`: its pattern, compiled.
+    log_ready: Option<regex::Regex>,
+    /// `ready when exec`: its command, split into words.
+    check_argv: Option<Vec<String>>,
     job: Option<spawn::Job>,
 }
 
@@ -898,19 +902,21 @@ impl Driver {
         // A `log` regex that does not compile or an `exec` command that
         // does not split into words would never pass: fail instead (lint
         // refuses both, so only a plan built some other way gets here).
+        let (mut log_ready, mut check_argv) = (None, None);
         if let Some(probe) = &spec.ready {
             match probe {
-                Probe::Log(re) => {
-                    if let Err(e) = regex::Regex::new(re) {
+                Probe::Log(re) => match regex::Regex::new(re) {
+                    Ok(re) => log_ready = Some(re),
+                    Err(e) => {
                         let e = e.to_string();
                         let why = e.lines().last().unwrap_or("").trim_start_matches("error: ");
                         return Err(Outcome::Failed(format!(
                             "{who}: invalid ready log regex: {why}"
                         )));
                     }
-                }
+                },
                 Probe::Exec(c) => match shell_words::split(c) {
-                    Ok(w) if !w.is_empty() => {}
+                    Ok(w) if !w.is_empty() => check_argv = Some(w),
                     Ok(_) => {
                         return Err(Outcome::Failed(format!("{who}: empty ready exec command")))
                     }
@@ -979,6 +985,8 @@ impl Driver {
             notify,
             _cgroup: cgroup,
             ready_cgroup,
+            log_ready,
+            check_argv,
             job: Some(spawn::Job {
                 cmd,
                 prog,
@@ -1000,6 +1008,8 @@ impl Driver {
             env,
             notify,
             ready_cgroup,
+            log_ready: log_re,
+            check_argv,
             ..
         } = st;
         let s = p.0;
@@ -1022,16 +1032,13 @@ impl Driver {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
 
         // Output relay.
-        let mut log_ready = None;
-        if let Some(Probe::Log(re)) = &spec.ready {
-            if let Ok(re) = regex::Regex::new(re) {
-                let tx = self.tx.clone();
-                let fire: Box<dyn FnOnce() + Send> = Box::new(move || {
-                    let _ = tx.send(Msg::Ready { p, gen });
-                });
-                log_ready = Some((re, fire));
-            }
-        }
+        let log_ready = log_re.map(|re| {
+            let tx = self.tx.clone();
+            let fire: Box<dyn FnOnce() + Send> = Box::new(move || {
+                let _ = tx.send(Msg::Ready { p, gen });
+            });
+            (re, fire)
+        });
         if let Some(fd) = spawned.output {
             let cfg = ReaderCfg {
                 prefix: logs::prefix(&who, self.core.group_index(s), self.ctx.opts.color),
@@ -1063,8 +1070,8 @@ impl Driver {
                 Probe::Tcp(a) => Some(Check::Tcp(a.clone())),
                 Probe::Http(u) => Some(Check::Http(u.clone())),
                 Probe::File(f) => Some(Check::File(cwd.join(f))),
-                Probe::Exec(c) => Some(Check::Exec {
-                    argv: shell_words::split(c).unwrap_or_default(),
+                Probe::Exec(_) => Some(Check::Exec {
+                    argv: check_argv.unwrap_or_default(),
                     env: env.clone(),
                     cwd: cwd.clone(),
                     driver: self.tx.clone(),
