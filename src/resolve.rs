@@ -1293,17 +1293,15 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// `raw` with `{group}` replaced by `group` and every other known
-/// placeholder by `0`.
+/// `raw` with `{group}` replaced by `group` and every other placeholder by
+/// `0`: an unknown one too, which is FR103's finding, not a second one.
 fn fill_placeholders(raw: &str, group: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     let mut from = 0;
     for (start, name) in find_placeholders(raw) {
-        if PLACEHOLDERS.contains(&name) {
-            out.push_str(&raw[from..start]);
-            out.push_str(if name == "group" { group } else { "0" });
-            from = start + name.len() + 2;
-        }
+        out.push_str(&raw[from..start]);
+        out.push_str(if name == "group" { group } else { "0" });
+        from = start + name.len() + 2;
     }
     out.push_str(&raw[from..]);
     out
